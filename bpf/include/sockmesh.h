@@ -1,0 +1,99 @@
+/* sockmesh.h — the one definition of every struct shared by the BPF programs and user space.
+ *
+ * Plain C with fixed-width types and explicit padding; the TypeScript codecs in
+ * src/bpf/codecs.ts mirror these layouts and test/bpf/codecs.test.ts checks them against the BTF
+ * of the compiled object, so the two cannot drift silently.
+ *
+ * Addresses are always 16 bytes: IPv4 is stored IPv4-mapped (::ffff:a.b.c.d), so one key format
+ * serves both families and an IPv4 CIDR a.b.c.d/n is the IPv6 prefix ::ffff:a.b.c.d/(96+n).
+ * Ports are in host byte order everywhere in these structs.
+ */
+#ifndef SOCKMESH_H
+#define SOCKMESH_H
+
+#include <linux/types.h>
+
+#define SM_MAX_SERVICES 1024
+#define SM_MAX_PORT_EXCLUDES 1024
+#define SM_MAX_CIDR_EXCLUDES 1024
+#define SM_MAX_SERVICE_KEYS 16384
+#define SM_MAX_CONNS 65536
+
+/* sm_config.flags */
+#define SM_CFG_ENABLED (1u << 0) /* capture is on; a zeroed (unwritten) config captures nothing */
+
+/* sm_svc_state.flags */
+#define SM_SVC_REDIRECT (1u << 0) /* capture new connections of this service to the sidecar */
+#define SM_SVC_SPLICE (1u << 1)   /* splice the app<->sidecar socket pair through the sockhash */
+
+/* Runtime settings: one entry in the sm_config array, written by the agent. */
+struct sm_config {
+	__u32 sidecar_uid;
+	__u32 sidecar_gid;
+	__u32 outbound_ip4; /* network byte order, e.g. 127.0.0.1 */
+	__u16 outbound_port;
+	__u16 inbound_port;
+	__u32 flags;
+	__u32 _pad;
+};
+
+/* A meshed service address: addr all zero = any address on this port. */
+struct sm_svc_key {
+	__u32 addr[4];
+	__u16 port;
+	__u16 _pad;
+};
+
+struct sm_svc_val {
+	__u32 service_id; /* index into sm_svc_state */
+};
+
+/* Per-service switches, indexed by service_id; one 4-byte write flips a service atomically. */
+struct sm_svc_state {
+	__u32 flags;
+};
+
+/* Key of the LPM trie of excluded outbound CIDRs. */
+struct sm_lpm_key {
+	__u32 prefixlen;
+	__u32 addr[4];
+};
+
+/* A connection as seen from one of its sockets: s = local end, d = remote end. */
+struct sm_tuple {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__u16 sport;
+	__u16 dport;
+};
+
+/* The destination a captured connection asked for, before connect4 rewrote it. */
+struct sm_origdst {
+	__u32 addr[4];
+	__u16 port;
+	__u16 _pad;
+	__u32 service_id;
+};
+
+/* Index of each counter in the per-CPU sm_stats array. */
+enum sm_stat {
+	SM_STAT_CONNECT_REWRITE = 0,  /* connect4 sent a connection to the sidecar */
+	SM_STAT_CONNECT_SIDECAR = 1,  /* connect4 skipped the sidecar's own connection */
+	SM_STAT_CONNECT_EXCLUDED = 2, /* connect4 skipped an excluded port or CIDR */
+	SM_STAT_CONNECT_DISABLED = 3, /* connect4 skipped a service whose redirect is off */
+	SM_STAT_SOCK_INSERT = 4,      /* sockops put a socket into the sockhash */
+	SM_STAT_MSG_REDIRECT = 5,     /* sk_msg spliced a message to its peer socket */
+	SM_STAT_MSG_PASS = 6,         /* sk_msg found no peer and let the stack carry it */
+	SM_STAT_ORIGDST_HIT = 7,      /* getsockopt answered SO_ORIGINAL_DST */
+	SM_STAT_ORIGDST_MISS = 8,     /* getsockopt(SO_ORIGINAL_DST) for an unknown connection */
+	SM_STAT_ERROR = 9,            /* a map update failed */
+	SM_STAT_MAX = 10,
+};
+
+_Static_assert(sizeof(struct sm_config) == 24, "sm_config layout");
+_Static_assert(sizeof(struct sm_svc_key) == 20, "sm_svc_key layout");
+_Static_assert(sizeof(struct sm_lpm_key) == 20, "sm_lpm_key layout");
+_Static_assert(sizeof(struct sm_tuple) == 36, "sm_tuple layout");
+_Static_assert(sizeof(struct sm_origdst) == 24, "sm_origdst layout");
+
+#endif
