@@ -1,0 +1,128 @@
+// Typed access to one pinned BPF map, built on a key and a value codec. Sizes are read from the
+// map and checked against the codecs, so a stale object or codec fails loudly at open time.
+import { readFileSync } from 'node:fs';
+import * as bpf from '../../native/libbpf.js';
+import { Codes, SockmeshError } from '../errors.js';
+import type { Codec } from './codec.js';
+
+export const MAP_TYPES = {
+  HASH: 1, ARRAY: 2, PERCPU_ARRAY: 6, LPM_TRIE: 11, SOCKHASH: 18, LRU_HASH: 9,
+} as const;
+
+export class BpfMap<K, V> {
+  readonly info: bpf.MapInfo;
+  private fd: number;
+
+  private constructor(
+    readonly path: string,
+    fd: number,
+    readonly key: Codec<K>,
+    readonly value: Codec<V>,
+    valueSize: number,
+  ) {
+    this.fd = fd;
+    this.info = bpf.mapInfo(fd, path);
+    if (this.info.keySize !== key.size || this.info.valueSize !== valueSize) {
+      bpf.close(fd);
+      throw new SockmeshError(
+        Codes.MAP,
+        `map ${path} has key/value sizes ${this.info.keySize}/${this.info.valueSize}, expected ${key.size}/${valueSize}: the pinned object and this agent disagree`,
+      );
+    }
+  }
+
+  static open<K, V>(path: string, key: Codec<K>, value: Codec<V>): BpfMap<K, V> {
+    return new BpfMap(path, bpf.objGet(path), key, value, value.size);
+  }
+
+  get(k: K): V | undefined {
+    const v = Buffer.alloc(this.value.size);
+    return bpf.mapLookup(this.fd, this.key.encode(k), v, this.path) ? this.value.decode(v) : undefined;
+  }
+
+  set(k: K, v: V, flags = bpf.UpdateFlags.ANY): void {
+    this.setRaw(this.key.encode(k), this.value.encode(v), flags);
+  }
+
+  delete(k: K): boolean {
+    return this.deleteRaw(this.key.encode(k));
+  }
+
+  setRaw(k: Buffer, v: Buffer, flags = bpf.UpdateFlags.ANY): void {
+    bpf.mapUpdate(this.fd, k, v, flags, this.path);
+  }
+
+  deleteRaw(k: Buffer): boolean {
+    return bpf.mapDelete(this.fd, k, this.path);
+  }
+
+  /** Every entry as raw key/value bytes (get_next_key walk). */
+  rawEntries(): Array<{ key: Buffer; value: Buffer }> {
+    const out: Array<{ key: Buffer; value: Buffer }> = [];
+    let prev: Buffer | null = null;
+    for (;;) {
+      const next = Buffer.alloc(this.key.size);
+      if (!bpf.mapNextKey(this.fd, prev, next, this.path)) break;
+      const value = Buffer.alloc(this.value.size);
+      // An entry may vanish between the two calls (LRU eviction, a closing socket): skip it.
+      if (bpf.mapLookup(this.fd, next, value, this.path)) out.push({ key: next, value });
+      prev = next;
+    }
+    return out;
+  }
+
+  entries(): Array<[K, V]> {
+    return this.rawEntries().map(({ key, value }) => [this.key.decode(key), this.value.decode(value)]);
+  }
+
+  close(): void {
+    if (this.fd >= 0) bpf.close(this.fd);
+    this.fd = -1;
+  }
+}
+
+/** Number of possible CPUs: the stride of per-CPU map values. */
+export function possibleCpus(): number {
+  const text = readFileSync('/sys/devices/system/cpu/possible', 'utf8').trim();
+  let n = 0;
+  for (const part of text.split(',')) {
+    const [a, b] = part.split('-').map(Number);
+    n += (b ?? a) - a + 1;
+  }
+  return n;
+}
+
+/** A per-CPU array of __u64 counters, read as sums over CPUs. */
+export class PerCpuCounters {
+  private readonly fd: number;
+  readonly info: bpf.MapInfo;
+  private readonly cpus = possibleCpus();
+
+  constructor(readonly path: string) {
+    this.fd = bpf.objGet(path);
+    this.info = bpf.mapInfo(this.fd, path);
+    if (this.info.valueSize !== 8 || this.info.type !== MAP_TYPES.PERCPU_ARRAY) {
+      bpf.close(this.fd);
+      throw new SockmeshError(Codes.MAP, `map ${path} is not a per-CPU array of __u64`);
+    }
+  }
+
+  /** Sums of every counter, by index, up to the map's own max_entries. */
+  sums(): bigint[] {
+    const out: bigint[] = [];
+    const value = Buffer.alloc(8 * this.cpus);
+    const key = Buffer.alloc(4);
+    for (let i = 0; i < this.info.maxEntries; i++) {
+      key.writeUInt32LE(i);
+      bpf.mapLookup(this.fd, key, value, this.path);
+      let sum = 0n;
+      for (let c = 0; c < this.cpus; c++) sum += value.readBigUInt64LE(c * 8);
+      out.push(sum);
+    }
+    return out;
+  }
+
+  close(): void {
+    bpf.close(this.fd);
+  }
+}

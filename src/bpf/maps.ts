@@ -1,0 +1,46 @@
+// The instance's pinned maps, opened with their codecs.
+import { BpfMap, PerCpuCounters } from './map.js';
+import {
+  configCodec, lpmKeyCodec, origDstCodec, svcKeyCodec, svcStateCodec, svcValCodec, tupleCodec,
+  u16Codec, u32Codec, u64Codec, u8Codec,
+  type LpmKey, type OrigDst, type SmConfig, type SvcKey, type SvcState, type SvcVal, type Tuple,
+} from './codecs.js';
+import { mapPath, type PinLayout } from './datapath.js';
+
+export class InstanceMaps {
+  readonly config: BpfMap<number, SmConfig>;
+  readonly services: BpfMap<SvcKey, SvcVal>;
+  readonly svcState: BpfMap<number, SvcState>;
+  readonly exclPorts: BpfMap<number, number>;
+  readonly exclCidrs: BpfMap<LpmKey, number>;
+  readonly cookieDst: BpfMap<number, OrigDst>;
+  readonly tupleDst: BpfMap<Tuple, OrigDst>;
+  readonly stats: PerCpuCounters;
+  private readonly opened: Array<{ close(): void }> = [];
+
+  constructor(layout: PinLayout) {
+    try {
+      this.config = this.track(BpfMap.open(mapPath(layout, 'sm_config'), u32Codec, configCodec));
+      this.services = this.track(BpfMap.open(mapPath(layout, 'sm_services'), svcKeyCodec, svcValCodec));
+      this.svcState = this.track(BpfMap.open(mapPath(layout, 'sm_svc_state'), u32Codec, svcStateCodec));
+      this.exclPorts = this.track(BpfMap.open(mapPath(layout, 'sm_excl_ports'), u16Codec, u8Codec));
+      this.exclCidrs = this.track(BpfMap.open(mapPath(layout, 'sm_excl_cidrs'), lpmKeyCodec, u8Codec));
+      this.cookieDst = this.track(BpfMap.open(mapPath(layout, 'sm_cookie_dst'), u64Codec, origDstCodec));
+      this.tupleDst = this.track(BpfMap.open(mapPath(layout, 'sm_tuple_dst'), tupleCodec, origDstCodec));
+      this.stats = this.track(new PerCpuCounters(mapPath(layout, 'sm_stats')));
+    } catch (err) {
+      this.close();
+      throw err;
+    }
+  }
+
+  private track<T extends { close(): void }>(m: T): T {
+    this.opened.push(m);
+    return m;
+  }
+
+  close(): void {
+    for (const m of this.opened.reverse()) m.close();
+    this.opened.length = 0;
+  }
+}

@@ -1,0 +1,74 @@
+// Kernel feature probe, by doing: create each map type, load the real object, attach each program
+// to a scratch cgroup this probe creates (and removes). `bpftool feature probe` is not trusted.
+import { mkdirSync, rmdirSync, existsSync } from 'node:fs';
+import * as bpf from '../../native/libbpf.js';
+import { NotSupportedError } from '../errors.js';
+import { BPFFS, ensureBpffs } from './bpffs.js';
+import { cgroup2Mount } from './cgroup.js';
+import { attachAll, detach, loadAndPin, pinLayout, unpin } from './datapath.js';
+import { MAP_TYPES } from './map.js';
+import { defaultObjectPath } from './programs.js';
+
+export interface ProbeCheck {
+  feature: string;
+  ok: boolean;
+  detail: string;
+}
+
+const MAP_CHECKS: Array<[string, number, number, number, number]> = [
+  // [name, type, key size, value size, flags]
+  ['BPF_MAP_TYPE_HASH', MAP_TYPES.HASH, 4, 4, 0],
+  ['BPF_MAP_TYPE_ARRAY', MAP_TYPES.ARRAY, 4, 4, 0],
+  ['BPF_MAP_TYPE_PERCPU_ARRAY', MAP_TYPES.PERCPU_ARRAY, 4, 8, 0],
+  ['BPF_MAP_TYPE_LRU_HASH', MAP_TYPES.LRU_HASH, 8, 4, 0],
+  ['BPF_MAP_TYPE_LPM_TRIE', MAP_TYPES.LPM_TRIE, 20, 1, 1 /* BPF_F_NO_PREALLOC */],
+  ['BPF_MAP_TYPE_SOCKHASH', MAP_TYPES.SOCKHASH, 36, 4, 0],
+];
+
+async function step(checks: ProbeCheck[], feature: string, fn: () => Promise<string> | string): Promise<boolean> {
+  try {
+    checks.push({ feature, ok: true, detail: await fn() });
+    return true;
+  } catch (e) {
+    const err = e as Error;
+    checks.push({ feature: err instanceof NotSupportedError ? err.feature : feature, ok: false, detail: err.message });
+    return false;
+  }
+}
+
+/** Runs every check; stops at the first that later ones depend on. Needs root. */
+export async function probeKernel(objectPath = defaultObjectPath()): Promise<ProbeCheck[]> {
+  const checks: ProbeCheck[] = [];
+  if (!(await step(checks, 'bpffs', async () => { await ensureBpffs(); return `mounted at ${BPFFS}`; }))) return checks;
+  const cgMount = cgroup2Mount();
+  checks.push({ feature: 'cgroup2', ok: cgMount !== undefined, detail: cgMount ? `mounted at ${cgMount}` : 'no cgroup2 mount' });
+  await step(checks, 'BTF', () => {
+    if (!existsSync('/sys/kernel/btf/vmlinux')) throw new Error('/sys/kernel/btf/vmlinux is missing');
+    return 'kernel BTF present';
+  });
+  for (const [name, type, k, v, flags] of MAP_CHECKS) {
+    await step(checks, name, () => {
+      bpf.close(bpf.mapCreate(type, 'sm_probe', k, v, 16, flags));
+      return 'created';
+    });
+  }
+  const layout = pinLayout(`${BPFFS}/sockmesh-probe-${process.pid}`);
+  const cgroup = cgMount ? `${cgMount}/sockmesh-probe-${process.pid}` : undefined;
+  try {
+    if (!(await step(checks, 'load sockmesh.bpf.o', async () => { await loadAndPin(layout, objectPath); return 'every program passed the verifier'; }))) return checks;
+    if (cgroup) {
+      mkdirSync(cgroup);
+      await step(checks, 'attach', async () => {
+        const attached = await attachAll(layout, cgroup);
+        return `attached ${attached.map((p) => p.name).join(', ')} to a scratch cgroup`;
+      });
+    }
+  } finally {
+    if (cgroup && existsSync(cgroup)) {
+      await detach(layout, cgroup);
+      rmdirSync(cgroup);
+    }
+    unpin(layout);
+  }
+  return checks;
+}

@@ -1,0 +1,39 @@
+// The programs and maps in bpf/sockmesh.bpf.o and where each program attaches.
+import { join } from 'node:path';
+import { AttachType } from '../../native/libbpf.js';
+import { packageRoot } from '../util/paths.js';
+
+export interface ProgramSpec {
+  /** Function name in the object = pin name under <root>/progs/. */
+  name: string;
+  /** bpftool's attach type word. */
+  bpftoolType: string;
+  attachType: number;
+  /** 'cgroup': attached to the instance's cgroup; 'sockhash': to the sockhash map. */
+  target: 'cgroup' | 'sockhash';
+  /** The kernel feature this program needs, as reported when it cannot be loaded or attached. */
+  feature: string;
+}
+
+export const PROGRAMS: readonly ProgramSpec[] = [
+  { name: 'sm_connect4', bpftoolType: 'connect4', attachType: AttachType.CGROUP_INET4_CONNECT, target: 'cgroup',
+    feature: 'cgroup/connect4 programs (BPF_PROG_TYPE_CGROUP_SOCK_ADDR)' },
+  { name: 'sm_sockops', bpftoolType: 'sock_ops', attachType: AttachType.CGROUP_SOCK_OPS, target: 'cgroup',
+    feature: 'sockops programs with bpf_sock_hash_update (BPF_PROG_TYPE_SOCK_OPS)' },
+  { name: 'sm_getsockopt', bpftoolType: 'getsockopt', attachType: AttachType.CGROUP_GETSOCKOPT, target: 'cgroup',
+    feature: 'cgroup/getsockopt programs (BPF_PROG_TYPE_CGROUP_SOCKOPT)' },
+  { name: 'sm_msg', bpftoolType: 'msg_verdict', attachType: AttachType.SK_MSG_VERDICT, target: 'sockhash',
+    feature: 'sk_msg programs with bpf_msg_redirect_hash (BPF_PROG_TYPE_SK_MSG)' },
+];
+
+export const MAP_NAMES = [
+  'sm_config', 'sm_services', 'sm_svc_state', 'sm_excl_ports', 'sm_excl_cidrs',
+  'sm_cookie_dst', 'sm_tuple_dst', 'sm_sockhash', 'sm_stats',
+] as const;
+
+export type MapName = (typeof MAP_NAMES)[number];
+
+/** The committed, prebuilt object. */
+export function defaultObjectPath(): string {
+  return join(packageRoot(), 'bpf', 'sockmesh.bpf.o');
+}

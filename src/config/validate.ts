@@ -1,0 +1,157 @@
+// Validation at the boundary: raw YAML/JSON in, a complete MeshConfig out, or every problem at
+// once, each located by its field path. Pure: no I/O.
+import { isIPv4 } from 'node:net';
+import { ConfigError, type ConfigIssue } from '../errors.js';
+import { parseCidr } from '../net/addr.js';
+import type { MeshConfig, ServiceConfig, SidecarConfig, SpliceMode } from './model.js';
+
+const NAME_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const SPLICE_MODES: readonly SpliceMode[] = ['always', 'never'];
+
+class Checker {
+  readonly issues: ConfigIssue[] = [];
+
+  fail(path: string, message: string): undefined {
+    this.issues.push({ path, message });
+    return undefined;
+  }
+
+  /** An object with only the given keys; returns it, or undefined after reporting. */
+  object(path: string, v: unknown, allowed: readonly string[]): Record<string, unknown> | undefined {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) return this.fail(path, `must be a mapping, got ${kind(v)}`);
+    for (const key of Object.keys(v)) {
+      if (!allowed.includes(key)) this.fail(join(path, key), `unknown key (allowed: ${allowed.join(', ')})`);
+    }
+    return v as Record<string, unknown>;
+  }
+
+  array(path: string, v: unknown): unknown[] | undefined {
+    if (!Array.isArray(v)) return this.fail(path, `must be a list, got ${kind(v)}`);
+    return v;
+  }
+
+  int(path: string, v: unknown, min: number, max: number): number | undefined {
+    if (typeof v !== 'number' || !Number.isInteger(v)) return this.fail(path, `must be an integer, got ${kind(v)}`);
+    if (v < min || v > max) return this.fail(path, `must be between ${min} and ${max}, got ${v}`);
+    return v;
+  }
+
+  port(path: string, v: unknown): number | undefined {
+    return this.int(path, v, 1, 65535);
+  }
+
+  ports(path: string, v: unknown): number[] {
+    const list = this.array(path, v) ?? [];
+    const out = list.map((p, i) => this.port(`${path}[${i}]`, p)).filter((p): p is number => p !== undefined);
+    const dup = out.find((p, i) => out.indexOf(p) !== i);
+    if (dup !== undefined) this.fail(path, `port ${dup} is listed twice`);
+    return out;
+  }
+
+  bool(path: string, v: unknown): boolean | undefined {
+    if (typeof v !== 'boolean') return this.fail(path, `must be true or false, got ${kind(v)}`);
+    return v;
+  }
+
+  ipv4(path: string, v: unknown): string | undefined {
+    if (typeof v !== 'string' || !isIPv4(v)) return this.fail(path, `must be an IPv4 address, got ${JSON.stringify(v)}`);
+    return v;
+  }
+}
+
+function kind(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  return `${typeof v} ${JSON.stringify(v)}`;
+}
+
+function join(path: string, key: string | number): string {
+  return typeof key === 'number' ? `${path}[${key}]` : path ? `${path}.${key}` : key;
+}
+
+const UID_MAX = 0xfffffffe;
+
+function sidecar(c: Checker, raw: unknown): SidecarConfig {
+  const o = c.object('sidecar', raw ?? {}, ['uid', 'gid', 'address', 'outboundPort', 'inboundPort']) ?? {};
+  const uid = o.uid === undefined ? 1337 : c.int('sidecar.uid', o.uid, 0, UID_MAX) ?? 1337;
+  const out: SidecarConfig = {
+    uid,
+    gid: o.gid === undefined ? uid : c.int('sidecar.gid', o.gid, 0, UID_MAX) ?? uid,
+    address: o.address === undefined ? '127.0.0.1' : c.ipv4('sidecar.address', o.address) ?? '127.0.0.1',
+    outboundPort: o.outboundPort === undefined ? 15001 : c.port('sidecar.outboundPort', o.outboundPort) ?? 15001,
+    inboundPort: o.inboundPort === undefined ? 15006 : c.port('sidecar.inboundPort', o.inboundPort) ?? 15006,
+  };
+  if (out.outboundPort === out.inboundPort) c.fail('sidecar.inboundPort', 'must differ from sidecar.outboundPort');
+  return out;
+}
+
+function service(c: Checker, path: string, raw: unknown): ServiceConfig | undefined {
+  const o = c.object(path, raw, ['name', 'addresses', 'ports', 'redirect', 'splice']);
+  if (!o) return undefined;
+  let name = '';
+  if (typeof o.name !== 'string' || !NAME_RE.test(o.name) || o.name.length > 63) {
+    c.fail(join(path, 'name'), `must be a lower-case DNS label (a-z, 0-9, '-', at most 63), got ${kind(o.name)}`);
+  } else {
+    name = o.name;
+  }
+  const addresses = ((o.addresses === undefined ? [] : c.array(join(path, 'addresses'), o.addresses)) ?? [])
+    .map((a, i) => c.ipv4(`${join(path, 'addresses')}[${i}]`, a))
+    .filter((a): a is string => a !== undefined);
+  if (o.ports === undefined) c.fail(join(path, 'ports'), 'is required');
+  const ports = o.ports === undefined ? [] : c.ports(join(path, 'ports'), o.ports);
+  if (o.ports !== undefined && Array.isArray(o.ports) && o.ports.length === 0) c.fail(join(path, 'ports'), 'must list at least one port');
+  const redirect = o.redirect === undefined ? true : c.bool(join(path, 'redirect'), o.redirect) ?? true;
+  let splice: SpliceMode = 'always';
+  if (o.splice !== undefined) {
+    if (SPLICE_MODES.includes(o.splice as SpliceMode)) splice = o.splice as SpliceMode;
+    else c.fail(join(path, 'splice'), `must be one of ${SPLICE_MODES.join(', ')}, got ${kind(o.splice)}`);
+  }
+  return { name, addresses, ports, redirect, splice };
+}
+
+/** Validates a parsed config document; throws ConfigError listing every problem. */
+export function validateConfig(raw: unknown, source: string): MeshConfig {
+  const c = new Checker();
+  const top = c.object('', raw ?? {}, ['sidecar', 'services', 'exclude']) ?? {};
+  const sc = sidecar(c, top.sidecar);
+
+  const services: ServiceConfig[] = [];
+  const rawServices = top.services === undefined ? [] : c.array('services', top.services) ?? [];
+  rawServices.forEach((s, i) => {
+    const svc = service(c, `services[${i}]`, s);
+    if (svc) services.push(svc);
+  });
+  const seenNames = new Map<string, number>();
+  const seenKeys = new Map<string, string>();
+  services.forEach((s, i) => {
+    if (!s.name) return;
+    const first = seenNames.get(s.name);
+    if (first !== undefined) c.fail(`services[${i}].name`, `duplicate service name "${s.name}" (also services[${first}])`);
+    else seenNames.set(s.name, i);
+    for (const addr of s.addresses.length ? s.addresses : ['*']) {
+      for (const port of s.ports) {
+        const key = `${addr}:${port}`;
+        const other = seenKeys.get(key);
+        if (other !== undefined && other !== s.name) c.fail(`services[${i}]`, `${key} is already claimed by service "${other}"`);
+        seenKeys.set(key, s.name);
+      }
+    }
+  });
+
+  const ex = c.object('exclude', top.exclude ?? {}, ['outboundPorts', 'outboundCIDRs']) ?? {};
+  const outboundPorts = ex.outboundPorts === undefined ? [] : c.ports('exclude.outboundPorts', ex.outboundPorts);
+  const outboundCIDRs: string[] = [];
+  const rawCidrs = ex.outboundCIDRs === undefined ? [] : c.array('exclude.outboundCIDRs', ex.outboundCIDRs) ?? [];
+  rawCidrs.forEach((v, i) => {
+    try {
+      if (typeof v !== 'string') throw new TypeError(`got ${kind(v)}`);
+      outboundCIDRs.push(parseCidr(v).text);
+    } catch (e) {
+      c.fail(`exclude.outboundCIDRs[${i}]`, `must be a CIDR like 10.0.0.0/8: ${(e as Error).message}`);
+    }
+  });
+
+  if (c.issues.length) throw new ConfigError(source, c.issues);
+  return { sidecar: sc, services, exclude: { outboundPorts, outboundCIDRs } };
+}

@@ -1,0 +1,63 @@
+// sockmesh's sidecar, outbound side: accept connections captured to the outbound port, read
+// where they were going (SO_ORIGINAL_DST, answered by the getsockopt program or by iptables NAT)
+// and forward them there. It drops to the sidecar uid/gid before it makes any upstream
+// connection, so capture never loops back into it.
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { originalDst } from '../../native/sockopt.js';
+
+export interface OutboundOptions {
+  host: string;
+  port: number;
+  /** Called once per accepted connection with what SO_ORIGINAL_DST said (or the error). */
+  onConnection?: (event: ConnectionEvent) => void;
+  connectTimeoutMs?: number;
+}
+
+export interface ConnectionEvent {
+  peer: string;
+  originalDst?: { address: string; port: number };
+  error?: string;
+}
+
+/** The kernel fd behind a net.Socket (Node keeps it on the TCP handle on Linux). */
+export function socketFd(sock: Socket): number {
+  const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) throw new Error('socket has no file descriptor');
+  return fd;
+}
+
+function splice(a: Socket, b: Socket): void {
+  a.pipe(b);
+  b.pipe(a);
+  const close = () => {
+    a.destroy();
+    b.destroy();
+  };
+  a.on('error', close);
+  b.on('error', close);
+  a.on('close', () => b.end());
+  b.on('close', () => a.end());
+}
+
+export function startOutbound(opts: OutboundOptions): Promise<Server> {
+  const server = createServer({ noDelay: true }, (client) => {
+    const peer = `${client.remoteAddress}:${client.remotePort}`;
+    let dst: { address: string; port: number };
+    try {
+      dst = originalDst(socketFd(client));
+    } catch (e) {
+      opts.onConnection?.({ peer, error: (e as Error).message });
+      client.destroy();
+      return;
+    }
+    opts.onConnection?.({ peer, originalDst: dst });
+    const upstream = connect({ host: dst.address, port: dst.port, noDelay: true, timeout: opts.connectTimeoutMs ?? 5000 });
+    upstream.once('timeout', () => upstream.destroy(new Error('upstream connect timeout')));
+    upstream.once('connect', () => upstream.setTimeout(0));
+    splice(client, upstream);
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => resolve(server));
+  });
+}

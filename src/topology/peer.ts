@@ -1,0 +1,121 @@
+// Test and demo peers: a server and clients that run inside a topology's cgroup and namespace.
+//   serve --host H --port P --name N --mode whoami|echo   prints {"event":"ready"} when listening
+//   ask --host H --port P                                  one request per stdin line, one JSON reply line each
+//   stream --host H --port P --bytes N                     sends N bytes, reads N echoed back, prints digests
+import { createHash } from 'node:crypto';
+import { connect, createServer, type Socket } from 'node:net';
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+
+function out(v: unknown): void {
+  process.stdout.write(`${JSON.stringify(v)}\n`);
+}
+
+function serve(host: string, port: number, name: string, mode: string): void {
+  const server = createServer({ noDelay: true }, (sock) => {
+    sock.on('error', () => sock.destroy());
+    if (mode === 'echo') {
+      sock.pipe(sock);
+      return;
+    }
+    const rl = createInterface({ input: sock });
+    rl.on('line', (line) => {
+      sock.write(`${JSON.stringify({ server: name, local: `${sock.localAddress}:${sock.localPort}`, peer: `${sock.remoteAddress}:${sock.remotePort}`, line })}\n`);
+    });
+  });
+  server.listen(port, host, () => out({ event: 'ready', host, port }));
+  process.once('SIGTERM', () => process.exit(0));
+}
+
+function ask(host: string, port: number): void {
+  const sock = connect({ host, port, noDelay: true });
+  const replies = createInterface({ input: sock });
+  const pending: string[] = [];
+  sock.on('connect', () => out({ event: 'connected', local: `${sock.localAddress}:${sock.localPort}`, remote: `${sock.remoteAddress}:${sock.remotePort}` }));
+  sock.on('error', (e) => {
+    out({ event: 'error', message: e.message });
+    process.exit(1);
+  });
+  replies.on('line', (line) => {
+    pending.shift();
+    out({ event: 'reply', reply: JSON.parse(line) });
+  });
+  const input = createInterface({ input: process.stdin });
+  input.on('line', (line) => {
+    pending.push(line);
+    sock.write(`${line}\n`);
+  });
+  input.on('close', () => sock.end());
+  sock.on('close', () => process.exit(0));
+}
+
+/** Deterministic bytes (xorshift), so both ends could regenerate them; digests compare the two. */
+function fill(buf: Buffer, seed: { s: number }): void {
+  for (let i = 0; i < buf.length; i += 4) {
+    let x = seed.s;
+    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+    seed.s = x >>> 0;
+    buf.writeUInt32LE(seed.s, i);
+  }
+}
+
+function stream(host: string, port: number, total: number): void {
+  const started = process.hrtime.bigint();
+  const sentHash = createHash('sha256');
+  const recvHash = createHash('sha256');
+  let received = 0;
+  const sock: Socket = connect({ host, port, noDelay: true });
+  const seed = { s: 0x9e3779b9 };
+  sock.on('connect', () => {
+    let sent = 0;
+    const chunk = Buffer.alloc(64 * 1024);
+    const pump = () => {
+      while (sent < total) {
+        const n = Math.min(chunk.length, total - sent);
+        fill(chunk, seed);
+        const part = Buffer.from(chunk.subarray(0, n));
+        sentHash.update(part);
+        sent += n;
+        if (!sock.write(part)) {
+          sock.once('drain', pump);
+          return;
+        }
+      }
+    };
+    pump();
+  });
+  sock.on('data', (d: Buffer) => {
+    recvHash.update(d);
+    received += d.length;
+    if (received >= total) {
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      out({ event: 'done', bytes: total, received, sent: sentHash.digest('hex'), echoed: recvHash.digest('hex'), ms });
+      sock.destroy();
+      process.exit(0);
+    }
+  });
+  sock.on('error', (e) => {
+    out({ event: 'error', message: e.message });
+    process.exit(1);
+  });
+}
+
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: {
+    host: { type: 'string', default: '127.0.0.1' },
+    port: { type: 'string' },
+    name: { type: 'string', default: 'server' },
+    mode: { type: 'string', default: 'whoami' },
+    bytes: { type: 'string', default: '1048576' },
+  },
+});
+const port = Number(values.port);
+switch (positionals[0]) {
+  case 'serve': serve(values.host, port, values.name, values.mode); break;
+  case 'ask': ask(values.host, port); break;
+  case 'stream': stream(values.host, port, Number(values.bytes)); break;
+  default:
+    process.stderr.write('usage: peer serve|ask|stream --host H --port P [...]\n');
+    process.exit(2);
+}
