@@ -65,12 +65,13 @@ struct {
 	__type(value, struct sm_origdst);
 } sm_tuple_dst SM_MAP;
 
-/* Spliced sockets by their own tuple (local, remote). */
+/* Spliced sockets by their own tuple (local, remote). A __u64 value lets user space read each
+ * socket's cookie (the kernel answers lookups only for 8-byte values). */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, SM_MAX_CONNS);
 	__type(key, struct sm_tuple);
-	__type(value, __u32);
+	__type(value, __u64);
 } sm_sockhash SM_MAP;
 
 struct {

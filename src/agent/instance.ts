@@ -131,6 +131,8 @@ export interface InstanceStatus {
   programs: ProgramStatus[];
   services: ServiceStatus[];
   counters: Record<string, number>;
+  /** Sockets in the sockhash now (each spliced connection has two). */
+  splicedSockets: number;
 }
 
 function requireRecord(instance: string): InstanceRecord {
@@ -169,6 +171,7 @@ export function status(instanceName: string): InstanceStatus {
         name: s.name, id: rec.serviceIds[s.name], addresses: s.addresses, ports: s.ports, redirect: s.redirect, splice: s.splice,
       })),
       counters: readCounters(maps),
+      splicedSockets: maps.sockhash.rawEntries().length,
     };
   } finally {
     maps.close();

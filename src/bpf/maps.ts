@@ -15,6 +15,8 @@ export class InstanceMaps {
   readonly exclCidrs: BpfMap<LpmKey, number>;
   readonly cookieDst: BpfMap<number, OrigDst>;
   readonly tupleDst: BpfMap<Tuple, OrigDst>;
+  /** Spliced sockets: tuple -> socket cookie. */
+  readonly sockhash: BpfMap<Tuple, number>;
   readonly stats: PerCpuCounters;
   private readonly opened: Array<{ close(): void }> = [];
 
@@ -27,6 +29,7 @@ export class InstanceMaps {
       this.exclCidrs = this.track(BpfMap.open(mapPath(layout, 'sm_excl_cidrs'), lpmKeyCodec, u8Codec));
       this.cookieDst = this.track(BpfMap.open(mapPath(layout, 'sm_cookie_dst'), u64Codec, origDstCodec));
       this.tupleDst = this.track(BpfMap.open(mapPath(layout, 'sm_tuple_dst'), tupleCodec, origDstCodec));
+      this.sockhash = this.track(BpfMap.open(mapPath(layout, 'sm_sockhash'), tupleCodec, u64Codec));
       this.stats = this.track(new PerCpuCounters(mapPath(layout, 'sm_stats')));
     } catch (err) {
       this.close();

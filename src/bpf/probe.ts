@@ -22,7 +22,7 @@ const MAP_CHECKS: Array<[string, number, number, number, number]> = [
   ['BPF_MAP_TYPE_PERCPU_ARRAY', MAP_TYPES.PERCPU_ARRAY, 4, 8, 0],
   ['BPF_MAP_TYPE_LRU_HASH', MAP_TYPES.LRU_HASH, 8, 4, 0],
   ['BPF_MAP_TYPE_LPM_TRIE', MAP_TYPES.LPM_TRIE, 20, 1, 1 /* BPF_F_NO_PREALLOC */],
-  ['BPF_MAP_TYPE_SOCKHASH', MAP_TYPES.SOCKHASH, 36, 4, 0],
+  ['BPF_MAP_TYPE_SOCKHASH', MAP_TYPES.SOCKHASH, 36, 8, 0],
 ];
 
 async function step(checks: ProbeCheck[], feature: string, fn: () => Promise<string> | string): Promise<boolean> {

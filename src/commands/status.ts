@@ -16,6 +16,7 @@ export function register(program: Command, out: () => Out): void {
         `cgroup    ${st.cgroup}`,
         `pins      ${st.pinRoot}`,
         `config    ${st.configSource}`,
+        `spliced   ${st.splicedSockets} sockets in the sockhash`,
         '',
         table([['PROGRAM', 'ID', 'HOOK', 'ATTACHED'], ...st.programs.map((p) => [p.name, String(p.id), p.attachType, p.attached ? 'yes' : 'NO'])]),
         '',

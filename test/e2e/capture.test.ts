@@ -1,0 +1,181 @@
+// End to end in eBPF mode, in a private namespace and cgroup: capture to the sidecar with the
+// original destination, splicing through sockmap, exclusions, the per-service switch, and down.
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import type { InstanceStatus } from '../../src/agent/instance.js';
+import { pinLayout } from '../../src/bpf/datapath.js';
+import { InstanceMaps } from '../../src/bpf/maps.js';
+import { cliJson, runCli } from '../helpers/cli.js';
+import { Mesh } from '../helpers/mesh.js';
+import { privileged, uniqueName } from '../helpers/privileged.js';
+
+const SVC = '10.96.0.20';
+const OUTSIDE = '10.96.1.5'; // in the excluded CIDR
+
+privileged('eBPF capture end to end', () => {
+  const instance = uniqueName('e');
+  let mesh: Mesh;
+  let isUp = false;
+  const status = () => cliJson<InstanceStatus>(['status', '--instance', instance]);
+
+  beforeAll(async () => {
+    mesh = await Mesh.create(instance, [SVC, OUTSIDE], [
+      { name: 'reviews', host: SVC, port: 9080 },
+      { name: 'ratings', host: SVC, port: 9081 },
+      { name: 'admin', host: SVC, port: 9082 },
+      { name: 'outside', host: OUTSIDE, port: 9080 },
+      { name: 'bulk', host: SVC, port: 9090, mode: 'echo' },
+    ]);
+    const config = mesh.writeConfig(`
+sidecar: { uid: 1337, outboundPort: 15001, inboundPort: 15006 }
+services:
+  - { name: reviews, addresses: [${SVC}], ports: [9080] }
+  - { name: ratings, addresses: [${SVC}], ports: [9081] }
+  - { name: admin, addresses: [${SVC}], ports: [9082] }
+  - { name: outside, ports: [9080] }
+  - { name: bulk, addresses: [${SVC}], ports: [9090] }
+exclude: { outboundPorts: [9082], outboundCIDRs: [10.96.1.0/24] }
+`);
+    const r = await runCli(['up', '--cgroup', mesh.cgroup, '--config', config, '--instance', instance, '--json']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    isUp = true;
+    // A second up with the same config is harmless: nothing attached twice, no map writes.
+    const again = JSON.parse((await runCli(['up', '--cgroup', mesh.cgroup, '--config', config, '--instance', instance, '--json'])).stdout);
+    expect(again).toMatchObject({ created: false, attached: [], changes: {} });
+  });
+
+  afterAll(async () => {
+    if (isUp) await runCli(['down', '--instance', instance]);
+    await mesh?.close();
+  });
+
+  it('captures a meshed connection to the sidecar, which reads SO_ORIGINAL_DST and forwards it', async () => {
+    const before = (await status()).counters;
+    const { client, reply } = await mesh.request(SVC, 9080, 'hello');
+    expect(reply).toMatchObject({ server: 'reviews', local: `${SVC}:9080`, line: 'hello' });
+    const conns = mesh.sidecarConnections();
+    expect(conns).toHaveLength(1);
+    expect(conns[0]).toMatchObject({ peer: client.local, originalDst: { address: SVC, port: 9080 } });
+    // The server's peer is the sidecar's upstream socket, not the client.
+    expect(reply.peer).not.toBe(client.local);
+    const after = (await status()).counters;
+    expect(after.connectRewrites - before.connectRewrites).toBe(1);
+    expect(after.origDstHits - before.origDstHits).toBe(1);
+    // The sidecar's upstream hop (server outside the cgroup) is left to the normal stack: only the
+    // app's socket and the sidecar's accepted socket were put into the sockhash.
+    expect(after.sockmapInserts - before.sockmapInserts).toBe(2);
+    expect(after.errors).toBe(0);
+  });
+
+  it('splices both directions through sockmap and 64 MiB each way arrives byte-identical', async () => {
+    const before = (await status()).counters;
+    const total = 64 * 1024 * 1024;
+    const proc = mesh.topo.spawnNode('dist/src/topology/peer.js', ['stream', '--host', SVC, '--port', '9090', '--bytes', String(total)], { inCgroup: true, label: 'stream' });
+    const during = await proc.waitFor((l) => l.event === 'done' || l.event === 'error', 120_000);
+    expect(during.event).toBe('done');
+    expect(during.received).toBe(total);
+    expect(during.echoed).toBe(during.sent);
+    const after = (await status()).counters;
+    expect(after.sockmapInserts - before.sockmapInserts).toBe(2);
+    // Every message of both spliced sockets was redirected to its peer: none fell back to the stack.
+    expect(after.passThroughs - before.passThroughs).toBe(0);
+    // 64 MiB each way in at most 64 KiB writes: at least 1024 messages a direction.
+    expect(after.sockmapRedirects - before.sockmapRedirects).toBeGreaterThanOrEqual(2 * 1024);
+  });
+
+  it('keeps both ends of a live spliced connection in the sockhash', async () => {
+    const client = await mesh.client(SVC, 9081);
+    await client.ask('hold');
+    const [cip, cport] = client.local.split(':');
+    const maps = new InstanceMaps(pinLayout(`/sys/fs/bpf/sockmesh-${instance}`));
+    const ports = maps.sockhash.entries().map(([k]) => [k.sport, k.dport]);
+    maps.close();
+    expect(ports).toContainEqual([Number(cport), 15001]);
+    expect(ports).toContainEqual([15001, Number(cport)]);
+    expect(cip).toBe('127.0.0.1');
+    client.close();
+  });
+
+  it('never captures the sidecar uid or gid, excluded ports or excluded CIDRs', async () => {
+    const before = (await status()).counters;
+    const seen = mesh.sidecarConnections().length;
+    // A process with the sidecar's gid (another uid) connects straight to the service.
+    const direct = execFileSync('sh', ['-c',
+      `echo $$ > ${mesh.cgroup}/cgroup.procs && exec ip netns exec sm-${instance} setpriv --reuid 4242 --regid 1337 --clear-groups bash -c 'exec 3<>/dev/tcp/${SVC}/9080; echo gid >&3; head -n1 <&3'`],
+    { encoding: 'utf8', timeout: 10_000 });
+    expect(JSON.parse(direct)).toMatchObject({ server: 'reviews', line: 'gid' });
+    const port = await mesh.request(SVC, 9082, 'port');
+    expect(port.reply).toMatchObject({ server: 'admin', peer: port.client.local });
+    const cidr = await mesh.request(OUTSIDE, 9080, 'cidr');
+    expect(cidr.reply).toMatchObject({ server: 'outside', peer: cidr.client.local });
+    expect(mesh.sidecarConnections()).toHaveLength(seen);
+    const after = (await status()).counters;
+    expect(after.connectRewrites).toBe(before.connectRewrites);
+    expect(after.connectSidecarSkips - before.connectSidecarSkips).toBe(1);
+    expect(after.connectExcludedSkips - before.connectExcludedSkips).toBe(2);
+  });
+
+  it('switches one service off and on for new connections while live ones keep working', async () => {
+    const live = await mesh.client(SVC, 9080);
+    expect((await live.ask('before')).peer).not.toBe(live.local);
+    const off = await runCli(['service', 'disable', 'reviews', '--instance', instance]);
+    expect(off.code).toBe(0);
+    const st = await status();
+    expect(st.services.find((s) => s.name === 'reviews')?.redirect).toBe(false);
+    expect(st.services.find((s) => s.name === 'ratings')?.redirect).toBe(true);
+
+    const before = st.counters;
+    const direct = await mesh.request(SVC, 9080, 'direct');
+    expect(direct.reply.peer).toBe(direct.client.local); // straight to the server
+    expect(direct.client.remote).toBe(`${SVC}:9080`);
+    const mid = (await status()).counters;
+    expect(mid.connectRewrites).toBe(before.connectRewrites);
+    expect(mid.sockmapInserts).toBe(before.sockmapInserts);
+    expect(mid.connectDisabledSkips - before.connectDisabledSkips).toBe(1);
+    // Other services are untouched.
+    const other = await mesh.request(SVC, 9081, 'other');
+    expect(other.reply.peer).not.toBe(other.client.local);
+    // The connection opened before the switch still works, through the sidecar.
+    expect(await live.ask('after')).toMatchObject({ server: 'reviews', line: 'after' });
+
+    expect((await runCli(['service', 'enable', 'reviews', '--instance', instance])).code).toBe(0);
+    const back = await mesh.request(SVC, 9080, 'back');
+    expect(back.reply.peer).not.toBe(back.client.local);
+    expect(mesh.sidecarConnections().at(-1)).toMatchObject({ peer: back.client.local, originalDst: { address: SVC, port: 9080 } });
+    live.close();
+  });
+
+  it('rejects an unknown service name without changing anything', async () => {
+    const r = await runCli(['service', 'disable', 'nope', '--instance', instance]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/no service "nope".*services: reviews, ratings, admin, outside, bulk/);
+  });
+
+  it('shows programs attached and services in status', async () => {
+    const st = await status();
+    expect(st).toMatchObject({ instance, mode: 'ebpf', cgroup: mesh.cgroup });
+    expect(st.programs.map((p) => [p.name, p.attached])).toEqual([
+      ['sm_connect4', true], ['sm_sockops', true], ['sm_getsockopt', true], ['sm_msg', true],
+    ]);
+    expect(st.services).toHaveLength(5);
+  });
+
+  it('down leaves nothing: no pins, nothing attached to the cgroup, no record', async () => {
+    const r = await runCli(['down', '--instance', instance, '--json']);
+    expect(r.code).toBe(0);
+    isUp = false;
+    expect(JSON.parse(r.stdout)).toEqual({ instance, removed: true });
+    expect(existsSync(`/sys/fs/bpf/sockmesh-${instance}`)).toBe(false);
+    expect(execFileSync('bpftool', ['cgroup', 'show', mesh.cgroup], { encoding: 'utf8' }).trim()).toBe('');
+    const st = await runCli(['status', '--instance', instance]);
+    expect(st.code).toBe(2);
+    expect(st.stderr).toMatch(/no sockmesh instance/);
+    // Without sockmesh the same client goes straight to the server.
+    const plain = await mesh.request(SVC, 9080, 'plain');
+    expect(plain.reply.peer).toBe(plain.client.local);
+    // A second down is harmless.
+    expect(JSON.parse((await runCli(['down', '--instance', instance, '--json'])).stdout)).toEqual({ instance, removed: false });
+  });
+});

@@ -1,0 +1,101 @@
+// A meshed topology for end-to-end tests: namespace + cgroup, servers outside the cgroup,
+// sockmesh's sidecar inside it as uid 1337, and helpers to run clients in the cgroup.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Line, Proc } from '../../src/topology/proc.js';
+import { Topology } from '../../src/topology/topology.js';
+
+export const PEER = 'dist/src/topology/peer.js';
+export const CLI = 'bin/sockmesh.js';
+
+export interface ServerSpec {
+  name: string;
+  host: string;
+  port: number;
+  mode?: 'whoami' | 'echo';
+}
+
+export class Mesh {
+  sidecar!: Proc;
+  readonly dir = mkdtempSync(join(tmpdir(), 'sockmesh-test-'));
+
+  private constructor(readonly topo: Topology) {}
+
+  static async create(name: string, addresses: string[], servers: ServerSpec[]): Promise<Mesh> {
+    const mesh = new Mesh(await Topology.create(name, addresses));
+    try {
+      const started = servers.map((s) => mesh.topo.spawnNode(PEER,
+        ['serve', '--host', s.host, '--port', String(s.port), '--name', s.name, '--mode', s.mode ?? 'whoami'],
+        { inCgroup: false, label: `server ${s.name}` }));
+      mesh.sidecar = mesh.topo.spawnNode(CLI, ['sidecar', '--uid', '1337', '--log-connections'], { inCgroup: true, label: 'sidecar' });
+      await Promise.all([...started, mesh.sidecar].map((p) => p.waitFor((l) => l.event === 'ready')));
+    } catch (err) {
+      await mesh.close();
+      throw err;
+    }
+    return mesh;
+  }
+
+  get cgroup(): string {
+    return this.topo.cgroup;
+  }
+
+  writeConfig(yaml: string): string {
+    const path = join(this.dir, `config-${Date.now()}.yaml`);
+    writeFileSync(path, yaml);
+    return path;
+  }
+
+  /** Connection events the sidecar has logged so far. */
+  sidecarConnections(): Line[] {
+    return this.sidecar.lines.filter((l) => l.event === 'connection');
+  }
+
+  /** A client in the mesh cgroup holding one connection; `ask` sends a line and awaits the reply. */
+  async client(host: string, port: number): Promise<Client> {
+    const proc = this.topo.spawnNode(PEER, ['ask', '--host', host, '--port', String(port)], { inCgroup: true, label: `client ${host}:${port}` });
+    const connected = await proc.waitFor((l) => l.event === 'connected' || l.event === 'error');
+    if (connected.event === 'error') throw new Error(`client could not connect to ${host}:${port}: ${String(connected.message)}`);
+    return new Client(proc, connected.local as string, connected.remote as string);
+  }
+
+  /** One request on a fresh connection; returns where it went. */
+  async request(host: string, port: number, text = 'ping'): Promise<{ client: Client; reply: Reply }> {
+    const client = await this.client(host, port);
+    const reply = await client.ask(text);
+    client.close();
+    return { client, reply };
+  }
+
+  async close(): Promise<void> {
+    await this.topo.close();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export interface Reply {
+  server: string;
+  local: string;
+  peer: string;
+  line: string;
+}
+
+export class Client {
+  private asked = 0;
+
+  constructor(readonly proc: Proc, readonly local: string, readonly remote: string) {}
+
+  async ask(text: string): Promise<Reply> {
+    this.asked += 1;
+    const n = this.asked;
+    this.proc.send(text);
+    const replies = () => this.proc.lines.filter((l) => l.event === 'reply');
+    await this.proc.waitFor(() => replies().length >= n);
+    return replies()[n - 1].reply as Reply;
+  }
+
+  close(): void {
+    this.proc.child.stdin!.end();
+  }
+}
