@@ -23,24 +23,24 @@ export async function runDemo(progress: (msg: string) => void): Promise<DemoResu
   const [addr, port] = [svc.addresses[0] ?? '127.0.0.1', svc.ports[0]];
   const name = `demo-${process.pid}`;
   progress(`creating namespace sm-${name} and cgroup sockmesh-${name} (service ${svc.name} at ${addr}:${port})`);
-  const topo = await Topology.create(name, svc.addresses);
+  const topo = await Topology.create(name, { podAddresses: svc.addresses });
   let isUp = false;
   try {
-    const server = topo.spawnNode(PEER, ['serve', '--host', addr, '--port', String(port), '--name', svc.name], { inCgroup: false, label: 'server' });
+    const server = topo.spawnNode(PEER, ['serve', '--host', addr, '--port', String(port), '--name', svc.name], { cgroup: 'outside', label: 'server' });
     const sidecar = topo.spawnNode(CLI, ['sidecar', '--address', config.sidecar.address, '--outbound-port', String(config.sidecar.outboundPort),
-      '--uid', String(config.sidecar.uid), '--gid', String(config.sidecar.gid), '--log-connections'], { inCgroup: true, label: 'sidecar' });
+      '--uid', String(config.sidecar.uid), '--gid', String(config.sidecar.gid), '--log-connections'], { cgroup: 'mesh', label: 'sidecar' });
     await Promise.all([server.waitFor((l) => l.event === 'ready'), sidecar.waitFor((l) => l.event === 'ready')]);
     progress(`server listening on ${addr}:${port} outside the mesh cgroup; sidecar on ${config.sidecar.address}:${config.sidecar.outboundPort} as uid ${config.sidecar.uid}`);
     await up({ instance: name, cgroup: topo.cgroup, config, configSource: '(embedded default)' });
     isUp = true;
     progress(`sockmesh up: programs attached to ${topo.cgroup}`);
-    const client = topo.spawnNode(PEER, ['ask', '--host', addr, '--port', String(port)], { inCgroup: true, label: 'client' });
+    const client = topo.spawnNode(PEER, ['ask', '--host', addr, '--port', String(port)], { cgroup: 'mesh', label: 'client' });
     await client.waitFor((l) => l.event === 'connected');
     client.send('hello through the mesh');
     const reply = (await client.waitFor((l) => l.event === 'reply')).reply as Record<string, unknown>;
     const saw = await sidecar.waitFor((l) => l.event === 'connection');
     progress(`client connected to ${addr}:${port}; sidecar read SO_ORIGINAL_DST ${JSON.stringify(saw.originalDst)}; server answered ${JSON.stringify(reply)}`);
-    const counters = status(name).counters;
+    const counters = (await status(name)).counters;
     return { instance: name, service: svc.name, serviceAddress: `${addr}:${port}`, reply, sidecarSaw: saw, counters };
   } finally {
     if (isUp) await down(name);

@@ -80,8 +80,8 @@ export function compileDesired(cfg: MeshConfig, ids: ServiceIds, svcStateSize: n
     }],
     sm_services: services,
     sm_svc_state,
-    sm_excl_ports: cfg.exclude.outboundPorts.map((p) => ({ key: u16Codec.encode(p), value: one })),
-    sm_excl_cidrs: cfg.exclude.outboundCIDRs.map((c) => {
+    sm_excl_ports: cfg.capture.excludeOutboundPorts.map((p) => ({ key: u16Codec.encode(p), value: one })),
+    sm_excl_cidrs: cfg.capture.excludeOutboundCIDRs.map((c) => {
       const { bytes, prefixlen } = parseCidr(c);
       const key = lpmKeyCodec.encode({ prefixlen, addr: null });
       bytes.copy(key, 4);

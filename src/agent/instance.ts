@@ -1,17 +1,20 @@
-// One sockmesh instance in eBPF mode: up (load, reconcile, attach), down, status and the
-// per-service switch. Each operation either completes or leaves things as they were.
+// One sockmesh instance: up (eBPF: load, reconcile, attach; iptables: apply the rule set), down,
+// status and the per-service switch. Each operation either completes or leaves things as they
+// were. `up --mode` on a live instance switches its capture mode with no window without capture:
+// the new mode is applied before the old one is removed.
 import { existsSync } from 'node:fs';
 import { ensureBpffs, pinRoot } from '../bpf/bpffs.js';
 import { checkAttachCgroup } from '../bpf/cgroup.js';
 import { COUNTER_NAMES, STATS } from '../bpf/codecs.js';
-import { attachAll, detach, isFullyPinned, loadAndPin, pinLayout, programStatus, unpin, type ProgramStatus } from '../bpf/datapath.js';
+import { attachAll, detach, isFullyPinned, loadAndPin, pinLayout, programStatus, unpin, type PinLayout, type ProgramStatus } from '../bpf/datapath.js';
 import { InstanceMaps } from '../bpf/maps.js';
 import { defaultObjectPath } from '../bpf/programs.js';
 import type { MeshConfig } from '../config/model.js';
 import { Codes, SockmeshError, UserError } from '../errors.js';
-import { assignServiceIds, compileDesired } from './desired.js';
+import { applyRules, redirectCounts, removeRules } from '../iptables/apply.js';
+import { assignServiceIds, compileDesired, type ServiceIds } from './desired.js';
 import { reconcile, type ReconcileReport } from './reconcile.js';
-import { readRecord, removeRecord, writeRecord, type InstanceRecord } from './state.js';
+import { readRecord, removeRecord, writeRecord, type InstanceRecord, type Mode } from './state.js';
 
 export const INSTANCE_RE = /^[a-z0-9][a-z0-9_-]{0,39}$/;
 
@@ -30,7 +33,11 @@ export function requireRoot(): void {
 
 export interface UpOptions {
   instance: string;
-  cgroup: string;
+  mode?: Mode;
+  /** eBPF mode: cgroup2 directory to attach to. */
+  cgroup?: string;
+  /** iptables mode: network namespace for the rules (default: the current one). */
+  netns?: string;
   config: MeshConfig;
   configSource: string;
   objectPath?: string;
@@ -38,52 +45,40 @@ export interface UpOptions {
 
 export interface UpResult {
   instance: string;
+  mode: Mode;
   created: boolean;
   attached: string[];
   changes: ReconcileReport['changes'];
+  /** Set when this call switched a live instance from another mode. */
+  switchedFrom?: Mode;
 }
 
 /** Writes the config into the maps; the record keeps service ids stable across updates. */
-function applyConfig(maps: InstanceMaps, config: MeshConfig, previousIds: Record<string, number>) {
+function applyConfig(maps: InstanceMaps, config: MeshConfig, previousIds: ServiceIds) {
   const ids = assignServiceIds(config.services.map((s) => s.name), previousIds, maps.svcState.info.maxEntries);
   const report = reconcile(maps, compileDesired(config, ids, maps.svcState.info.maxEntries));
   return { ids, report };
 }
 
-/**
- * Brings an instance up, or updates it in place. A second `up` with the same config changes
- * nothing; a failure on a fresh instance removes everything this call created.
- */
-export async function up(opts: UpOptions): Promise<UpResult> {
-  requireRoot();
-  const instance = checkInstanceName(opts.instance);
-  const cgroup = checkAttachCgroup(opts.cgroup);
-  const prev = readRecord(instance);
-  if (prev && prev.cgroup !== cgroup) {
-    throw new UserError(Codes.INSTANCE_CONFLICT, `instance "${instance}" is attached to ${prev.cgroup}; run sockmesh down --instance ${instance} first or pick another --instance`);
-  }
+/** Loads (or adopts) the pinned programs, writes the maps, attaches; undoes a fresh load on failure. */
+async function ebpfUp(layout: PinLayout, cgroup: string, config: MeshConfig, prevIds: ServiceIds, objectPath: string) {
   await ensureBpffs();
-  const layout = pinLayout(pinRoot(instance));
   const created = !isFullyPinned(layout);
   if (created) {
     if (existsSync(layout.root)) unpin(layout); // a partial pin dir from an interrupted run
-    await loadAndPin(layout, opts.objectPath ?? defaultObjectPath());
+    await loadAndPin(layout, objectPath);
   }
   let maps: InstanceMaps | undefined;
   try {
     maps = new InstanceMaps(layout);
-    const { ids, report } = applyConfig(maps, opts.config, prev?.serviceIds ?? {});
+    const { ids, report } = applyConfig(maps, config, prevIds);
     const attached = await attachAll(layout, cgroup);
-    writeRecord({
-      instance, mode: 'ebpf', cgroup, pinRoot: layout.root, configSource: opts.configSource,
-      config: opts.config, serviceIds: ids, updatedAt: new Date().toISOString(),
-    });
-    return { instance, created, attached: attached.map((p) => p.name), changes: report.changes };
+    return { created, ids, report, attached: attached.map((p) => p.name) };
   } catch (err) {
     if (created) {
-      await detach(layout, cgroup);
       maps?.close();
       maps = undefined;
+      await detach(layout, cgroup);
       unpin(layout);
     }
     throw err;
@@ -92,25 +87,70 @@ export async function up(opts: UpOptions): Promise<UpResult> {
   }
 }
 
+async function ebpfDown(layout: PinLayout, cgroup: string | undefined, instance: string): Promise<void> {
+  const errors = existsSync(layout.root) ? await detach(layout, cgroup) : [];
+  if (errors.length) {
+    throw new SockmeshError(Codes.ATTACH, `could not detach every program of "${instance}"; the pins are kept so you can retry`, { cause: errors[0] });
+  }
+  unpin(layout);
+}
+
+/**
+ * Brings an instance up, updates it in place, or switches its mode. A second `up` with the same
+ * config changes nothing; a failure leaves the previous state in place.
+ */
+export async function up(opts: UpOptions): Promise<UpResult> {
+  requireRoot();
+  const instance = checkInstanceName(opts.instance);
+  const mode = opts.mode ?? 'ebpf';
+  const prev = readRecord(instance);
+  const layout = pinLayout(prev?.pinRoot ?? pinRoot(instance));
+  const base = { instance, pinRoot: layout.root, configSource: opts.configSource, config: opts.config, updatedAt: new Date().toISOString() };
+  let result: UpResult;
+  let record: InstanceRecord;
+  if (mode === 'ebpf') {
+    if (!opts.cgroup) throw new UserError(Codes.USAGE, 'eBPF mode needs --cgroup <cgroup2 dir>');
+    const cgroup = checkAttachCgroup(opts.cgroup);
+    if (prev?.mode === 'ebpf' && prev.cgroup !== cgroup) {
+      throw new UserError(Codes.INSTANCE_CONFLICT, `instance "${instance}" is attached to ${prev.cgroup}; run sockmesh down --instance ${instance} first or pick another --instance`);
+    }
+    const r = await ebpfUp(layout, cgroup, opts.config, prev?.serviceIds ?? {}, opts.objectPath ?? defaultObjectPath());
+    record = { ...base, mode, cgroup, netns: prev?.netns, serviceIds: r.ids };
+    result = { instance, mode, created: r.created, attached: r.attached, changes: r.report.changes };
+  } else {
+    if (prev?.mode === 'iptables' && prev.netns !== opts.netns) {
+      throw new UserError(Codes.INSTANCE_CONFLICT, `instance "${instance}" holds rules in ${prev.netns ? `namespace ${prev.netns}` : 'the current namespace'}; run sockmesh down --instance ${instance} first`);
+    }
+    await applyRules(opts.netns, opts.config);
+    record = { ...base, mode, netns: opts.netns, cgroup: prev?.cgroup, serviceIds: prev?.serviceIds ?? {} };
+    result = { instance, mode, created: prev === undefined, attached: [], changes: {} };
+  }
+  if (prev && prev.mode !== mode) {
+    // The new mode captures already; now remove the old one.
+    if (prev.mode === 'ebpf') await ebpfDown(layout, prev.cgroup, instance);
+    else await removeRules(prev.netns);
+    result.switchedFrom = prev.mode;
+  }
+  writeRecord(record);
+  return result;
+}
+
 export interface DownResult {
   instance: string;
   removed: boolean;
 }
 
-/** Detaches and unpins everything of the instance. Succeeds when there is nothing to remove. */
+/** Removes everything of the instance in whichever mode it is. Succeeds when nothing is up. */
 export async function down(instanceName: string): Promise<DownResult> {
   requireRoot();
   const instance = checkInstanceName(instanceName);
   const rec = readRecord(instance);
   const layout = pinLayout(rec?.pinRoot ?? pinRoot(instance));
-  const existed = rec !== undefined || existsSync(layout.root);
-  const errors = existsSync(layout.root) ? await detach(layout, rec?.cgroup) : [];
-  if (errors.length) {
-    throw new SockmeshError(Codes.ATTACH, `could not detach every program of "${instance}"; the pins are kept so you can retry`, { cause: errors[0] });
-  }
-  unpin(layout);
+  let removed = rec !== undefined || existsSync(layout.root);
+  await ebpfDown(layout, rec?.cgroup, instance);
+  if (rec?.mode === 'iptables') removed = (await removeRules(rec.netns)) || removed;
   removeRecord(instance);
-  return { instance, removed: existed };
+  return { instance, removed };
 }
 
 export interface ServiceStatus {
@@ -124,14 +164,15 @@ export interface ServiceStatus {
 
 export interface InstanceStatus {
   instance: string;
-  mode: 'ebpf';
-  cgroup: string;
+  mode: Mode;
+  cgroup: string | null;
+  netns: string | null;
   pinRoot: string;
   configSource: string;
   programs: ProgramStatus[];
   services: ServiceStatus[];
   counters: Record<string, number>;
-  /** Sockets in the sockhash now (each spliced connection has two). */
+  /** Sockets in the sockhash now (each spliced connection has two); 0 in iptables mode. */
   splicedSockets: number;
 }
 
@@ -151,9 +192,20 @@ export function readCounters(maps: InstanceMaps): Record<string, number> {
   return out;
 }
 
-export function status(instanceName: string): InstanceStatus {
+export async function status(instanceName: string): Promise<InstanceStatus> {
   requireRoot();
   const rec = requireRecord(instanceName);
+  const services = rec.config.services.map((s) => ({
+    name: s.name, id: rec.serviceIds[s.name] ?? -1, addresses: s.addresses, ports: s.ports, redirect: s.redirect, splice: s.splice,
+  }));
+  const common = {
+    instance: rec.instance, mode: rec.mode, cgroup: rec.cgroup ?? null, netns: rec.netns ?? null,
+    pinRoot: rec.pinRoot, configSource: rec.configSource, services,
+  };
+  if (rec.mode === 'iptables') {
+    const counts = await redirectCounts(rec.netns);
+    return { ...common, programs: [], counters: { connectRewrites: counts.outbound, inboundRedirects: counts.inbound }, splicedSockets: 0 };
+  }
   const layout = pinLayout(rec.pinRoot);
   if (!isFullyPinned(layout)) {
     throw new SockmeshError(Codes.INSTANCE_MISSING, `instance "${rec.instance}" is recorded but its pins under ${layout.root} are missing; run sockmesh down --instance ${rec.instance}`);
@@ -161,15 +213,8 @@ export function status(instanceName: string): InstanceStatus {
   const maps = new InstanceMaps(layout);
   try {
     return {
-      instance: rec.instance,
-      mode: rec.mode,
-      cgroup: rec.cgroup,
-      pinRoot: rec.pinRoot,
-      configSource: rec.configSource,
+      ...common,
       programs: programStatus(layout, rec.cgroup),
-      services: rec.config.services.map((s) => ({
-        name: s.name, id: rec.serviceIds[s.name], addresses: s.addresses, ports: s.ports, redirect: s.redirect, splice: s.splice,
-      })),
       counters: readCounters(maps),
       splicedSockets: maps.sockhash.rawEntries().length,
     };
@@ -179,7 +224,7 @@ export function status(instanceName: string): InstanceStatus {
 }
 
 /** Flips one service's redirect switch; new connections only, nothing else is touched. */
-export function setServiceRedirect(instanceName: string, service: string, redirect: boolean): { changed: boolean } {
+export async function setServiceRedirect(instanceName: string, service: string, redirect: boolean): Promise<{ changed: boolean }> {
   requireRoot();
   const rec = requireRecord(instanceName);
   const svc = rec.config.services.find((s) => s.name === service);
@@ -191,12 +236,20 @@ export function setServiceRedirect(instanceName: string, service: string, redire
     ...rec.config,
     services: rec.config.services.map((s) => (s.name === service ? { ...s, redirect } : s)),
   };
-  const maps = new InstanceMaps(pinLayout(rec.pinRoot));
-  try {
-    const { ids, report } = applyConfig(maps, config, rec.serviceIds);
-    writeRecord({ ...rec, config, serviceIds: ids, updatedAt: new Date().toISOString() });
-    return { changed: Object.keys(report.changes).length > 0 };
-  } finally {
-    maps.close();
+  let changed = svc.redirect !== redirect;
+  let ids = rec.serviceIds;
+  if (rec.mode === 'iptables') {
+    await applyRules(rec.netns, config);
+  } else {
+    const maps = new InstanceMaps(pinLayout(rec.pinRoot));
+    try {
+      const applied = applyConfig(maps, config, rec.serviceIds);
+      ids = applied.ids;
+      changed = Object.keys(applied.report.changes).length > 0;
+    } finally {
+      maps.close();
+    }
   }
+  writeRecord({ ...rec, config, serviceIds: ids, updatedAt: new Date().toISOString() });
+  return { changed };
 }

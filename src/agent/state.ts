@@ -4,10 +4,15 @@ import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node
 import type { MeshConfig } from '../config/model.js';
 import type { ServiceIds } from './desired.js';
 
+export type Mode = 'ebpf' | 'iptables';
+
 export interface InstanceRecord {
   instance: string;
-  mode: 'ebpf';
-  cgroup: string;
+  mode: Mode;
+  /** eBPF mode: the cgroup the programs are attached to. */
+  cgroup?: string;
+  /** iptables mode: the network namespace holding the rules (undefined = the agent's own). */
+  netns?: string;
   pinRoot: string;
   configSource: string;
   config: MeshConfig;

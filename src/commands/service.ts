@@ -12,8 +12,8 @@ export function register(program: Command, out: () => Out): void {
       .description(`${verb} redirect of service <name> to the sidecar`)
       .option('--instance <name>', 'instance name', 'default')
       .option('--json', 'print the result as JSON')
-      .action((name: string, opts: { instance: string; json?: boolean }) => {
-        const res = setServiceRedirect(opts.instance, name, redirect);
+      .action(async (name: string, opts: { instance: string; json?: boolean }) => {
+        const res = await setServiceRedirect(opts.instance, name, redirect);
         emit(out(), { instance: opts.instance, service: name, redirect, ...res }, () =>
           `service "${name}" redirect ${redirect ? 'enabled' : 'disabled'}${res.changed ? '' : ' (already so)'}`);
       });

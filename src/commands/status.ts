@@ -5,20 +5,20 @@ import { emit, table, type Out } from './output.js';
 export function register(program: Command, out: () => Out): void {
   program
     .command('status')
-    .description('show an instance: programs and where they are attached, services, counters')
+    .description('show an instance: mode, programs and where they are attached, services, counters')
     .option('--instance <name>', 'instance name', 'default')
-    .option('--json', 'print as JSON (instance, mode, cgroup, programs, services, counters)')
-    .action((opts: { instance: string; json?: boolean }) => {
-      const st = status(opts.instance);
+    .option('--json', 'print as JSON (instance, mode, cgroup, netns, programs, services, counters)')
+    .action(async (opts: { instance: string; json?: boolean }) => {
+      const st = await status(opts.instance);
       emit(out(), st, () => [
         `instance  ${st.instance}`,
         `mode      ${st.mode}`,
-        `cgroup    ${st.cgroup}`,
-        `pins      ${st.pinRoot}`,
+        st.mode === 'ebpf' ? `cgroup    ${st.cgroup}` : `netns     ${st.netns ?? '(current)'}`,
+        ...(st.mode === 'ebpf' ? [`pins      ${st.pinRoot}`, `spliced   ${st.splicedSockets} sockets in the sockhash`] : []),
         `config    ${st.configSource}`,
-        `spliced   ${st.splicedSockets} sockets in the sockhash`,
-        '',
-        table([['PROGRAM', 'ID', 'HOOK', 'ATTACHED'], ...st.programs.map((p) => [p.name, String(p.id), p.attachType, p.attached ? 'yes' : 'NO'])]),
+        ...(st.programs.length
+          ? ['', table([['PROGRAM', 'ID', 'HOOK', 'ATTACHED'], ...st.programs.map((p) => [p.name, String(p.id), p.attachType, p.attached ? 'yes' : 'NO'])])]
+          : []),
         '',
         table([['SERVICE', 'ADDRESSES', 'PORTS', 'REDIRECT', 'SPLICE'], ...st.services.map((s) => [
           s.name, s.addresses.join(',') || '*', s.ports.join(','), s.redirect ? 'on' : 'off', s.splice])]),

@@ -1,26 +1,48 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { up } from '../agent/instance.js';
 import { loadConfig } from '../config/load.js';
+import { natSave } from '../iptables/apply.js';
+import { upRestore } from '../iptables/rules.js';
+import { Codes, UserError } from '../errors.js';
 import { emit, type Out } from './output.js';
+
+interface UpOpts {
+  mode: 'ebpf' | 'iptables';
+  cgroup?: string;
+  netns?: string;
+  config?: string;
+  instance: string;
+  dryRun?: boolean;
+  json?: boolean;
+}
 
 export function register(program: Command, out: () => Out): void {
   program
     .command('up')
-    .description('load sockmesh into a cgroup2 directory, or update a running instance in place')
-    .requiredOption('--cgroup <dir>', 'cgroup2 directory whose processes are meshed (never the cgroup2 root)')
+    .description('start capture for an instance, update it in place, or switch its mode')
+    .addOption(new Option('--mode <mode>', 'capture mode').choices(['ebpf', 'iptables']).default('ebpf'))
+    .option('--cgroup <dir>', 'eBPF mode: cgroup2 directory whose processes are meshed (never the cgroup2 root)')
+    .option('--netns <name>', 'iptables mode: network namespace that gets the rules (default: the current one)')
     .option('--config <file>', 'YAML config (default: the embedded default config)')
-    .option('--instance <name>', 'instance name; pins live under /sys/fs/bpf/sockmesh-<name>', 'default')
+    .option('--instance <name>', 'instance name; eBPF pins live under /sys/fs/bpf/sockmesh-<name>', 'default')
+    .option('--dry-run', 'iptables mode: print the iptables-restore input instead of applying it')
     .option('--json', 'print the result as JSON')
     .addHelpText('after', `
 Validates the config first: an invalid config changes nothing. Running up twice is harmless;
-running it with a new config rewrites only the map entries that differ.`)
-    .action(async (opts: { cgroup: string; config?: string; instance: string; json?: boolean }) => {
+running it with a new config rewrites only what differs. Running it with another --mode on a live
+instance switches the same processes to the other capture path (new connections only).`)
+    .action(async (opts: UpOpts) => {
       const config = loadConfig(opts.config);
-      const res = await up({ instance: opts.instance, cgroup: opts.cgroup, config, configSource: opts.config ?? '(embedded default)' });
+      if (opts.dryRun) {
+        if (opts.mode !== 'iptables') throw new UserError(Codes.USAGE, '--dry-run is for --mode iptables');
+        process.stdout.write(upRestore(config, await natSave(opts.netns)));
+        return;
+      }
+      const res = await up({ instance: opts.instance, mode: opts.mode, cgroup: opts.cgroup, netns: opts.netns, config, configSource: opts.config ?? '(embedded default)' });
       emit(out(), res, () => {
-        const verb = res.created ? 'loaded and attached' : 'updated';
-        const changed = Object.entries(res.changes).map(([m, c]) => `${m} +${c.put}/-${c.del}`).join(', ') || 'no map changes';
-        return `sockmesh instance "${res.instance}" ${verb} (${changed})`;
+        const verb = res.switchedFrom ? `switched from ${res.switchedFrom} to ${res.mode}` : res.created ? `started in ${res.mode} mode` : `updated (${res.mode} mode)`;
+        const changed = Object.entries(res.changes).map(([m, c]) => `${m} +${c.put}/-${c.del}`).join(', ');
+        return `sockmesh instance "${res.instance}" ${verb}${changed ? ` (${changed})` : ''}`;
       });
     });
 }

@@ -29,8 +29,27 @@ export interface ExcludeConfig {
   outboundCIDRs: string[];
 }
 
+/**
+ * Istio-compatible capture options (istio-init's flags, same defaults and meanings). The
+ * `exclude` block's ports and CIDRs are merged into excludeOutboundPorts/CIDRs.
+ */
+export interface CaptureConfig {
+  /** services: only the listed services (sockmesh's default); all: every outbound TCP, as istio-init. */
+  outbound: 'services' | 'all';
+  /** ['*'] = every address (outbound: all only). */
+  includeOutboundCIDRs: string[];
+  excludeOutboundCIDRs: string[];
+  includeOutboundPorts: number[];
+  excludeOutboundPorts: number[];
+  /** '*' = every port but the excluded ones; [] = no inbound capture. */
+  includeInboundPorts: '*' | number[];
+  /** Always includes Istio's own ports 15008, 15090, 15021, 15020. */
+  excludeInboundPorts: number[];
+}
+
 export interface MeshConfig {
   sidecar: SidecarConfig;
   services: ServiceConfig[];
   exclude: ExcludeConfig;
+  capture: CaptureConfig;
 }

@@ -3,7 +3,10 @@
 import { isIPv4 } from 'node:net';
 import { ConfigError, type ConfigIssue } from '../errors.js';
 import { parseCidr } from '../net/addr.js';
-import type { MeshConfig, ServiceConfig, SidecarConfig, SpliceMode } from './model.js';
+import type { CaptureConfig, MeshConfig, ServiceConfig, SidecarConfig, SpliceMode } from './model.js';
+
+/** Ports Istio never captures inbound (HBONE, Prometheus, health, agent). */
+export const ISTIO_INBOUND_EXCLUDED = [15008, 15090, 15021, 15020];
 
 const NAME_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const SPLICE_MODES: readonly SpliceMode[] = ['always', 'never'];
@@ -113,7 +116,7 @@ function service(c: Checker, path: string, raw: unknown): ServiceConfig | undefi
 /** Validates a parsed config document; throws ConfigError listing every problem. */
 export function validateConfig(raw: unknown, source: string): MeshConfig {
   const c = new Checker();
-  const top = c.object('', raw ?? {}, ['sidecar', 'services', 'exclude']) ?? {};
+  const top = c.object('', raw ?? {}, ['sidecar', 'services', 'exclude', 'capture']) ?? {};
   const sc = sidecar(c, top.sidecar);
 
   const services: ServiceConfig[] = [];
@@ -141,17 +144,53 @@ export function validateConfig(raw: unknown, source: string): MeshConfig {
 
   const ex = c.object('exclude', top.exclude ?? {}, ['outboundPorts', 'outboundCIDRs']) ?? {};
   const outboundPorts = ex.outboundPorts === undefined ? [] : c.ports('exclude.outboundPorts', ex.outboundPorts);
-  const outboundCIDRs: string[] = [];
-  const rawCidrs = ex.outboundCIDRs === undefined ? [] : c.array('exclude.outboundCIDRs', ex.outboundCIDRs) ?? [];
-  rawCidrs.forEach((v, i) => {
-    try {
-      if (typeof v !== 'string') throw new TypeError(`got ${kind(v)}`);
-      outboundCIDRs.push(parseCidr(v).text);
-    } catch (e) {
-      c.fail(`exclude.outboundCIDRs[${i}]`, `must be a CIDR like 10.0.0.0/8: ${(e as Error).message}`);
-    }
-  });
+  const outboundCIDRs = cidrs(c, 'exclude.outboundCIDRs', ex.outboundCIDRs);
+  const capture = captureBlock(c, top.capture, outboundPorts, outboundCIDRs);
 
   if (c.issues.length) throw new ConfigError(source, c.issues);
-  return { sidecar: sc, services, exclude: { outboundPorts, outboundCIDRs } };
+  return { sidecar: sc, services, exclude: { outboundPorts, outboundCIDRs }, capture };
+}
+
+function cidrs(c: Checker, path: string, raw: unknown): string[] {
+  const out: string[] = [];
+  const list = raw === undefined ? [] : c.array(path, raw) ?? [];
+  list.forEach((v, i) => {
+    try {
+      if (typeof v !== 'string') throw new TypeError(`got ${kind(v)}`);
+      out.push(parseCidr(v).text);
+    } catch (e) {
+      c.fail(`${path}[${i}]`, `must be a CIDR like 10.0.0.0/8: ${(e as Error).message}`);
+    }
+  });
+  return out;
+}
+
+function union<T>(a: T[], b: T[]): T[] {
+  return [...new Set([...a, ...b])];
+}
+
+function captureBlock(c: Checker, raw: unknown, exclPorts: number[], exclCidrs: string[]): CaptureConfig {
+  const o = c.object('capture', raw ?? {}, [
+    'outbound', 'includeOutboundCIDRs', 'excludeOutboundCIDRs', 'includeOutboundPorts', 'excludeOutboundPorts',
+    'includeInboundPorts', 'excludeInboundPorts',
+  ]) ?? {};
+  let outbound: CaptureConfig['outbound'] = 'services';
+  if (o.outbound !== undefined) {
+    if (o.outbound === 'services' || o.outbound === 'all') outbound = o.outbound;
+    else c.fail('capture.outbound', `must be services or all, got ${kind(o.outbound)}`);
+  }
+  const wildcard = (v: unknown) => Array.isArray(v) && v.length === 1 && v[0] === '*';
+  const includeOutboundCIDRs = o.includeOutboundCIDRs === undefined || wildcard(o.includeOutboundCIDRs)
+    ? ['*'] : cidrs(c, 'capture.includeOutboundCIDRs', o.includeOutboundCIDRs);
+  const includeInboundPorts = o.includeInboundPorts === undefined || wildcard(o.includeInboundPorts)
+    ? '*' as const : c.ports('capture.includeInboundPorts', o.includeInboundPorts);
+  return {
+    outbound,
+    includeOutboundCIDRs,
+    excludeOutboundCIDRs: union(cidrs(c, 'capture.excludeOutboundCIDRs', o.excludeOutboundCIDRs), exclCidrs),
+    includeOutboundPorts: o.includeOutboundPorts === undefined ? [] : c.ports('capture.includeOutboundPorts', o.includeOutboundPorts),
+    excludeOutboundPorts: union(o.excludeOutboundPorts === undefined ? [] : c.ports('capture.excludeOutboundPorts', o.excludeOutboundPorts), exclPorts),
+    includeInboundPorts,
+    excludeInboundPorts: union(ISTIO_INBOUND_EXCLUDED, o.excludeInboundPorts === undefined ? [] : c.ports('capture.excludeInboundPorts', o.excludeInboundPorts)),
+  };
 }

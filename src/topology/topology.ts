@@ -1,7 +1,10 @@
-// A private test topology: one cgroup (sockmesh-<name>) under the cgroup2 mount and one network
-// namespace (sm-<name>) with loopback up and extra addresses on lo. Processes start inside the
-// cgroup (joined before `ip netns exec`, which remounts /sys) and/or the namespace. close()
-// removes everything in reverse, also after a failure; it is safe to call twice.
+// A private test topology. The "pod" is a network namespace (sm-<name>) with loopback up and a
+// cgroup (sockmesh-<name>) for mesh workloads; a second cgroup (sockmesh-<name>-srv) holds
+// processes outside the mesh. With `remote`, a second namespace (sm-<name>-r) is joined to the pod
+// by a veth pair (pod 10.200.0.1, remote 10.200.0.2, the pod's default route) and carries the
+// remote addresses, so service traffic leaves the pod over eth0 like it does in Kubernetes.
+// Processes join their cgroup before `ip netns exec` (which remounts /sys). close() removes
+// everything in reverse, also after a failure, and is safe to call twice.
 import { existsSync, mkdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { cgroup2Mount } from '../bpf/cgroup.js';
@@ -16,28 +19,58 @@ async function must(cmd: string, args: string[]): Promise<string> {
   return r.stdout;
 }
 
+export const POD_IP = '10.200.0.1';
+export const REMOTE_IP = '10.200.0.2';
+
+export interface TopologyOptions {
+  /** Extra /32 addresses on the pod's lo. */
+  podAddresses?: string[];
+  /** Create the remote namespace with these /32 addresses on its lo. */
+  remote?: { addresses: string[] };
+}
+
 export interface SpawnOptions {
-  /** Join the topology's cgroup (a mesh workload). */
-  inCgroup: boolean;
+  /** Which cgroup the process joins: the mesh cgroup, the outside one, or none. */
+  cgroup?: 'mesh' | 'outside';
+  /** Which namespace it runs in (default pod). */
+  netns?: 'pod' | 'remote';
   label: string;
 }
 
 export class Topology {
   readonly procs: Proc[] = [];
+  readonly outsideCgroup: string;
+  readonly remoteNetns: string | undefined;
   private closed = false;
+  private readonly made: string[] = [];
 
-  private constructor(readonly name: string, readonly cgroup: string, readonly netns: string) {}
+  private constructor(readonly name: string, readonly cgroup: string, readonly netns: string, remote: boolean) {
+    this.outsideCgroup = `${cgroup}-srv`;
+    this.remoteNetns = remote ? `${netns}-r` : undefined;
+  }
 
-  /** Creates the cgroup and the namespace; `addresses` are added to lo as /32 host addresses. */
-  static async create(name: string, addresses: string[] = []): Promise<Topology> {
+  static async create(name: string, opts: TopologyOptions = {}): Promise<Topology> {
     const mount = cgroup2Mount();
     if (!mount) throw new SockmeshError(Codes.TOPOLOGY, 'no cgroup2 mount');
-    const topo = new Topology(name, join(mount, `sockmesh-${name}`), `sm-${name}`);
+    const topo = new Topology(name, join(mount, `sockmesh-${name}`), `sm-${name}`, opts.remote !== undefined);
     try {
-      mkdirSync(topo.cgroup);
-      await must('ip', ['netns', 'add', topo.netns]);
-      await must('ip', ['-n', topo.netns, 'link', 'set', 'lo', 'up']);
-      for (const a of addresses) await must('ip', ['-n', topo.netns, 'addr', 'add', `${a}/32`, 'dev', 'lo']);
+      for (const cg of [topo.cgroup, topo.outsideCgroup]) {
+        mkdirSync(cg);
+        topo.made.push(cg);
+      }
+      await topo.addNetns(topo.netns);
+      for (const a of opts.podAddresses ?? []) await must('ip', ['-n', topo.netns, 'addr', 'add', `${a}/32`, 'dev', 'lo']);
+      if (topo.remoteNetns) {
+        const r = topo.remoteNetns;
+        await topo.addNetns(r);
+        await must('ip', ['-n', topo.netns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', r]);
+        await must('ip', ['-n', topo.netns, 'addr', 'add', `${POD_IP}/24`, 'dev', 'eth0']);
+        await must('ip', ['-n', r, 'addr', 'add', `${REMOTE_IP}/24`, 'dev', 'eth0']);
+        await must('ip', ['-n', topo.netns, 'link', 'set', 'eth0', 'up']);
+        await must('ip', ['-n', r, 'link', 'set', 'eth0', 'up']);
+        await must('ip', ['-n', topo.netns, 'route', 'add', 'default', 'via', REMOTE_IP]);
+        for (const a of opts.remote!.addresses) await must('ip', ['-n', r, 'addr', 'add', `${a}/32`, 'dev', 'lo']);
+      }
     } catch (err) {
       await topo.close();
       throw err;
@@ -45,22 +78,33 @@ export class Topology {
     return topo;
   }
 
-  /** Starts `cmd args` inside the namespace, in the cgroup when asked. */
+  private async addNetns(ns: string): Promise<void> {
+    await must('ip', ['netns', 'add', ns]);
+    this.made.push(`netns:${ns}`);
+    await must('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+    // Benchmarks open many short connections: let TIME_WAIT ports be reused (this namespace only).
+    await must('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', 'net.ipv4.tcp_tw_reuse=1', 'net.ipv4.ip_local_port_range=1024 65000']);
+  }
+
+  /** Starts `cmd args` in a namespace and cgroup of this topology. */
   spawn(cmd: string, args: string[], opts: SpawnOptions): Proc {
-    const inner = ['ip', 'netns', 'exec', this.netns, cmd, ...args];
-    const proc = opts.inCgroup
-      ? new Proc(opts.label, 'sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', this.cgroup, ...inner])
+    const ns = opts.netns === 'remote' ? this.remoteNetns : this.netns;
+    if (!ns) throw new SockmeshError(Codes.TOPOLOGY, 'this topology has no remote namespace');
+    const inner = ['ip', 'netns', 'exec', ns, cmd, ...args];
+    const cg = opts.cgroup === 'mesh' ? this.cgroup : opts.cgroup === 'outside' ? this.outsideCgroup : undefined;
+    const proc = cg
+      ? new Proc(opts.label, 'sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cg, ...inner])
       : new Proc(opts.label, inner[0], inner.slice(1));
     this.procs.push(proc);
     return proc;
   }
 
-  /** Runs one of sockmesh's own node entry points (dist/...) inside the topology. */
+  /** Runs one of sockmesh's own node entry points (relative to the package) in the topology. */
   spawnNode(script: string, args: string[], opts: SpawnOptions): Proc {
     return this.spawn(process.execPath, [join(packageRoot(), script), ...args], opts);
   }
 
-  /** Runs a command in the namespace to completion. */
+  /** Runs a command in the pod namespace to completion. */
   exec(cmd: string, args: string[]) {
     return execTool('ip', ['netns', 'exec', this.netns, cmd, ...args]);
   }
@@ -69,22 +113,28 @@ export class Topology {
     if (this.closed) return;
     this.closed = true;
     await Promise.all(this.procs.map((p) => p.kill()));
-    if (existsSync(this.cgroup)) {
-      // Anything still inside was started by this topology's processes: kill it by pid, then remove.
-      for (let i = 0; i < 50; i++) {
-        const pids = readFileSync(join(this.cgroup, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);
-        for (const pid of pids) {
-          try { process.kill(Number(pid), 'SIGKILL'); } catch { /* already gone */ }
-        }
-        try {
-          rmdirSync(this.cgroup);
-          break;
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== 'EBUSY') throw e;
-          await new Promise((r) => setTimeout(r, 20));
-        }
-      }
+    for (const item of this.made.reverse()) {
+      if (item.startsWith('netns:')) await execTool('ip', ['netns', 'del', item.slice(6)]);
+      else await removeCgroup(item);
     }
-    await execTool('ip', ['netns', 'del', this.netns]);
   }
+}
+
+/** Kills what is left in a cgroup this topology made (its own processes' children), then removes it. */
+async function removeCgroup(cg: string): Promise<void> {
+  if (!existsSync(cg)) return;
+  for (let i = 0; i < 100; i++) {
+    const pids = readFileSync(join(cg, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);
+    for (const pid of pids) {
+      try { process.kill(Number(pid), 'SIGKILL'); } catch { /* already gone */ }
+    }
+    try {
+      rmdirSync(cg);
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EBUSY') throw e;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  throw new SockmeshError(Codes.TOPOLOGY, `cannot remove cgroup ${cg}: processes keep running in it`);
 }

@@ -13,10 +13,13 @@ it('explains every command in --help', async () => {
   expect(upHelp.stdout).toMatch(/invalid config changes nothing/);
 });
 
-it('reports a missing option as a usage error', async () => {
-  const r = await runCli(['up']);
-  expect(r.code).toBe(2);
-  expect(r.stderr).toMatch(/required option '--cgroup <dir>' not specified/);
+it('reports usage errors with exit code 2', async () => {
+  const bad = await runCli(['up', '--bogus']);
+  expect(bad.code).toBe(2);
+  expect(bad.stderr).toMatch(/unknown option '--bogus'/);
+  const mode = await runCli(['up', '--mode', 'nft']);
+  expect(mode.code).toBe(2);
+  expect(mode.stderr).toMatch(/Allowed choices are ebpf, iptables/);
 });
 
 privileged('commands that need the kernel', () => {
@@ -39,6 +42,12 @@ privileged('commands that need the kernel', () => {
     expect(res.counters.sockmapRedirects).toBeGreaterThan(0);
     expect(r.stderr).toMatch(/removed the instance, the namespace and the cgroup/);
     expect(leftovers((n) => n.includes('demo-'))).toEqual([]);
+  });
+
+  it('eBPF mode without --cgroup is a user error', async () => {
+    const r = await runCli(['up', '--instance', 'no-such-instance']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/eBPF mode needs --cgroup/);
   });
 
   it('status of an instance that is not up is a user error', async () => {

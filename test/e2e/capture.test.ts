@@ -72,7 +72,7 @@ exclude: { outboundPorts: [9082], outboundCIDRs: [10.96.1.0/24] }
   it('splices both directions through sockmap and 64 MiB each way arrives byte-identical', async () => {
     const before = (await status()).counters;
     const total = 64 * 1024 * 1024;
-    const proc = mesh.topo.spawnNode('dist/src/topology/peer.js', ['stream', '--host', SVC, '--port', '9090', '--bytes', String(total)], { inCgroup: true, label: 'stream' });
+    const proc = mesh.topo.spawnNode('dist/src/topology/peer.js', ['stream', '--host', SVC, '--port', '9090', '--bytes', String(total)], { cgroup: 'mesh', label: 'stream' });
     const during = await proc.waitFor((l) => l.event === 'done' || l.event === 'error', 120_000);
     expect(during.event).toBe('done');
     expect(during.received).toBe(total);

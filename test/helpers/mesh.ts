@@ -23,12 +23,12 @@ export class Mesh {
   private constructor(readonly topo: Topology) {}
 
   static async create(name: string, addresses: string[], servers: ServerSpec[]): Promise<Mesh> {
-    const mesh = new Mesh(await Topology.create(name, addresses));
+    const mesh = new Mesh(await Topology.create(name, { podAddresses: addresses }));
     try {
       const started = servers.map((s) => mesh.topo.spawnNode(PEER,
         ['serve', '--host', s.host, '--port', String(s.port), '--name', s.name, '--mode', s.mode ?? 'whoami'],
-        { inCgroup: false, label: `server ${s.name}` }));
-      mesh.sidecar = mesh.topo.spawnNode(CLI, ['sidecar', '--uid', '1337', '--log-connections'], { inCgroup: true, label: 'sidecar' });
+        { cgroup: 'outside', label: `server ${s.name}` }));
+      mesh.sidecar = mesh.topo.spawnNode(CLI, ['sidecar', '--uid', '1337', '--log-connections'], { cgroup: 'mesh', label: 'sidecar' });
       await Promise.all([...started, mesh.sidecar].map((p) => p.waitFor((l) => l.event === 'ready')));
     } catch (err) {
       await mesh.close();
@@ -54,7 +54,7 @@ export class Mesh {
 
   /** A client in the mesh cgroup holding one connection; `ask` sends a line and awaits the reply. */
   async client(host: string, port: number): Promise<Client> {
-    const proc = this.topo.spawnNode(PEER, ['ask', '--host', host, '--port', String(port)], { inCgroup: true, label: `client ${host}:${port}` });
+    const proc = this.topo.spawnNode(PEER, ['ask', '--host', host, '--port', String(port)], { cgroup: 'mesh', label: `client ${host}:${port}` });
     const connected = await proc.waitFor((l) => l.event === 'connected' || l.event === 'error');
     if (connected.event === 'error') throw new Error(`client could not connect to ${host}:${port}: ${String(connected.message)}`);
     return new Client(proc, connected.local as string, connected.remote as string);

@@ -1,0 +1,119 @@
+// The istio-iptables rule set, in sockmesh's own nat chains. Pure: config in, rule text out.
+// The order and meaning follow istio-init (tools/istio-iptables): outbound OUTPUT -> capture chain
+// with RETURN for 127.0.0.6, the sidecar's uid/gid and non-meshed loopback, REDIRECT to the outbound
+// port; inbound PREROUTING -> REDIRECT to the inbound port, Istio's own ports excluded.
+import type { MeshConfig } from '../config/model.js';
+
+export const CHAINS = {
+  inbound: 'SOCKMESH_INBOUND',
+  redirect: 'SOCKMESH_REDIRECT',
+  inRedirect: 'SOCKMESH_IN_REDIRECT',
+  output: 'SOCKMESH_OUTPUT',
+} as const;
+
+/** The jumps from the built-in chains; everything else lives in our chains. */
+export function jumpRules(cfg: MeshConfig): string[] {
+  const jumps = [`-A OUTPUT -p tcp -j ${CHAINS.output}`];
+  if (cfg.capture.includeInboundPorts === '*' || cfg.capture.includeInboundPorts.length) {
+    jumps.unshift(`-A PREROUTING -p tcp -j ${CHAINS.inbound}`);
+  }
+  return jumps;
+}
+
+const HBONE_PORT = 15008;
+
+/** Rules of our chains, in order (without the chain declarations). */
+export function chainRules(cfg: MeshConfig): string[] {
+  const { sidecar, capture } = cfg;
+  const { inbound: IN, redirect: RED, inRedirect: INRED, output: OUT } = CHAINS;
+  const r: string[] = [
+    `-A ${RED} -p tcp -j REDIRECT --to-ports ${sidecar.outboundPort}`,
+    `-A ${INRED} -p tcp -j REDIRECT --to-ports ${sidecar.inboundPort}`,
+  ];
+  // Inbound.
+  if (capture.includeInboundPorts === '*') {
+    for (const p of capture.excludeInboundPorts) r.push(`-A ${IN} -p tcp --dport ${p} -j RETURN`);
+    r.push(`-A ${IN} -p tcp -j ${INRED}`);
+  } else {
+    for (const p of capture.includeInboundPorts) {
+      if (!capture.excludeInboundPorts.includes(p)) r.push(`-A ${IN} -p tcp --dport ${p} -j ${INRED}`);
+    }
+  }
+  // Outbound.
+  if (capture.excludeOutboundPorts.length) {
+    r.push(`-A ${OUT} -p tcp -m multiport --dports ${capture.excludeOutboundPorts.join(',')} -j RETURN`);
+  }
+  r.push(`-A ${OUT} -o lo -s 127.0.0.6/32 -j RETURN`);
+  for (const [kind, id] of [['uid', sidecar.uid], ['gid', sidecar.gid]] as const) {
+    // The sidecar talking to its own pod's IP is inbound traffic: send it to the inbound listener.
+    r.push(`-A ${OUT} -o lo ! -d 127.0.0.1/32 -p tcp ! --dport ${HBONE_PORT} -m owner --${kind}-owner ${id} -j ${INRED}`);
+    r.push(`-A ${OUT} -o lo -m owner ! --${kind}-owner ${id} -j RETURN`);
+    r.push(`-A ${OUT} -m owner --${kind}-owner ${id} -j RETURN`);
+  }
+  r.push(`-A ${OUT} -d 127.0.0.1/32 -j RETURN`);
+  for (const c of capture.excludeOutboundCIDRs) r.push(`-A ${OUT} -d ${c} -j RETURN`);
+  for (const p of capture.includeOutboundPorts) r.push(`-A ${OUT} -p tcp --dport ${p} -j ${RED}`);
+  if (capture.outbound === 'all') {
+    if (capture.includeOutboundCIDRs.includes('*')) {
+      r.push(`-A ${OUT} -j ${RED}`);
+    } else {
+      for (const c of capture.includeOutboundCIDRs) r.push(`-A ${OUT} -d ${c} -j ${RED}`);
+      r.push(`-A ${OUT} -j RETURN`);
+    }
+  } else {
+    for (const s of cfg.services) {
+      if (!s.redirect) continue;
+      for (const addr of s.addresses.length ? s.addresses : [undefined]) {
+        const dst = addr ? `-d ${addr}/32 ` : '';
+        for (const p of s.ports) r.push(`-A ${OUT} ${dst}-p tcp --dport ${p} -j ${RED}`);
+      }
+    }
+  }
+  return r;
+}
+
+const DECLARE = Object.values(CHAINS).map((c) => `:${c} - [0:0]`);
+
+/** iptables-save lines of the nat table already present (to keep `up` from duplicating jumps). */
+function presentRules(natSave: string): Set<string> {
+  return new Set(natSave.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('-A ')));
+}
+
+/**
+ * iptables-restore --noflush input that makes the nat table hold exactly our rule set: our chains
+ * are declared (which empties them) and refilled, jumps are added only where missing and stale
+ * jumps (e.g. inbound capture switched off) removed. One COMMIT: applied whole or not at all.
+ */
+export function upRestore(cfg: MeshConfig, natSave: string): string {
+  const present = presentRules(natSave);
+  const jumps = jumpRules(cfg);
+  const allJumps = [`-A PREROUTING -p tcp -j ${CHAINS.inbound}`, `-A OUTPUT -p tcp -j ${CHAINS.output}`];
+  const lines = ['*nat', ...DECLARE, ...chainRules(cfg)];
+  for (const j of allJumps) {
+    if (jumps.includes(j) && !present.has(j)) lines.push(j);
+    if (!jumps.includes(j) && present.has(j)) lines.push(j.replace(/^-A/, '-D'));
+  }
+  lines.push('COMMIT');
+  return `${lines.join('\n')}\n`;
+}
+
+/** Input that removes exactly what upRestore added: our jumps, then our chains. */
+export function downRestore(natSave: string): string {
+  const present = presentRules(natSave);
+  const ours = new Set<string>(Object.values(CHAINS));
+  const lines = ['*nat'];
+  for (const rule of present) {
+    const m = /^-A (PREROUTING|OUTPUT) .*-j (\S+)$/.exec(rule);
+    if (m && ours.has(m[2])) lines.push(rule.replace(/^-A/, '-D'));
+  }
+  const declared = Object.values(CHAINS).filter((c) => natSave.includes(`:${c} `));
+  for (const c of declared) lines.push(`:${c} - [0:0]`);
+  for (const c of declared) lines.push(`-X ${c}`);
+  lines.push('COMMIT');
+  return `${lines.join('\n')}\n`;
+}
+
+/** Whether any of our chains are present in an iptables-save dump. */
+export function hasOurChains(natSave: string): boolean {
+  return Object.values(CHAINS).some((c) => natSave.includes(`:${c} `));
+}
