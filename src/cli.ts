@@ -1,6 +1,7 @@
 // The sockmesh command line: commander wiring only; each command lives in src/commands/.
 import { Command, CommanderError } from 'commander';
 import { describe, SockmeshError, UserError } from './errors.js';
+import { register as registerBench } from './commands/bench.js';
 import { register as registerDemo } from './commands/demo.js';
 import { register as registerDown } from './commands/down.js';
 import type { Out } from './commands/output.js';
@@ -21,7 +22,7 @@ export function buildProgram(): Command {
     const json = process.argv.includes('--json');
     return { json, print: (t) => process.stdout.write(`${t}\n`) };
   };
-  for (const reg of [registerUp, registerDown, registerStatus, registerService, registerProbe, registerSidecar, registerDemo]) reg(program, out);
+  for (const reg of [registerUp, registerDown, registerStatus, registerService, registerProbe, registerSidecar, registerDemo, registerBench]) reg(program, out);
   return program;
 }
 

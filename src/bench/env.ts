@@ -1,0 +1,138 @@
+// The benchmark's private topology: a pod namespace with the client (in the mesh cgroup) and an
+// HAProxy sidecar (mesh cgroup, uid 1337, forwarding every connection to its SO_ORIGINAL_DST), a
+// remote namespace with the smload server (outside cgroup), and one sockmesh instance whose mode
+// is switched between measurements on the very same processes.
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { down, up } from '../agent/instance.js';
+import { parseConfigText } from '../config/load.js';
+import type { MeshConfig, SpliceMode } from '../config/model.js';
+import { Codes, SockmeshError } from '../errors.js';
+import type { Proc } from '../topology/proc.js';
+import { Topology } from '../topology/topology.js';
+import { packageRoot } from '../util/paths.js';
+import type { Workload } from './workloads.js';
+
+export const SERVICE_IP = '10.96.0.20';
+export const ECHO_PORT = 9080;
+export const SINK_PORT = 9081;
+
+export type BenchMode = 'direct' | 'iptables' | 'ebpf-capture' | 'ebpf-splice' | 'ebpf-default';
+
+export const MODES: BenchMode[] = ['direct', 'iptables', 'ebpf-capture', 'ebpf-splice', 'ebpf-default'];
+
+export const MODE_LABELS: Record<BenchMode, string> = {
+  direct: 'direct (no sidecar)',
+  iptables: 'iptables + sidecar',
+  'ebpf-capture': 'eBPF capture only + sidecar',
+  'ebpf-splice': 'eBPF always-splice + sidecar',
+  'ebpf-default': 'eBPF default + sidecar',
+};
+
+function configFor(splice: SpliceMode | undefined): MeshConfig {
+  const spliceLine = splice ? `, splice: ${splice}` : '';
+  return parseConfigText(`
+sidecar: { uid: 1337, outboundPort: 15001, inboundPort: 15006 }
+services:
+  - { name: bench, addresses: [${SERVICE_IP}], ports: [${ECHO_PORT}, ${SINK_PORT}]${spliceLine} }
+capture: { includeInboundPorts: [] }
+`, '(bench)');
+}
+
+const HAPROXY_CFG = `global
+  nbthread 1
+  maxconn 4000
+  uid 1337
+  gid 1337
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend outbound
+  bind 127.0.0.1:15001
+  default_backend original_dst
+backend original_dst
+  # 0.0.0.0 = forward to the connection's SO_ORIGINAL_DST (iptables NAT or sockmesh's getsockopt)
+  server orig 0.0.0.0:0
+`;
+
+export interface Sample {
+  result: Record<string, number>;
+  /** CPU time of every process involved (both cgroups), in µs. */
+  cpuUsec: number;
+}
+
+function cgroupUsageUsec(cg: string): number {
+  const m = /usage_usec (\d+)/.exec(readFileSync(join(cg, 'cpu.stat'), 'utf8'));
+  return m ? Number(m[1]) : 0;
+}
+
+export class BenchEnv {
+  private mode: BenchMode | undefined;
+  private readonly dir = mkdtempSync(join(tmpdir(), 'sockmesh-bench-'));
+  private readonly smload = join(packageRoot(), 'dist', 'smload');
+
+  private constructor(readonly topo: Topology, readonly instance: string) {}
+
+  static async create(name: string): Promise<BenchEnv> {
+    const env = new BenchEnv(await Topology.create(name, { remote: { addresses: [SERVICE_IP] } }), name);
+    try {
+      if (!existsSync(env.smload)) throw new SockmeshError(Codes.USAGE, `${env.smload} is missing: run npm run build`);
+      writeFileSync(join(env.dir, 'haproxy.cfg'), HAPROXY_CFG);
+      const server = env.topo.spawn(env.smload, ['server', SERVICE_IP, String(ECHO_PORT), String(SINK_PORT)], { netns: 'remote', cgroup: 'outside', label: 'smload server' });
+      await server.waitFor((l) => l.event === 'ready');
+      const haproxy = env.topo.spawn('haproxy', ['-db', '-f', join(env.dir, 'haproxy.cfg')], { cgroup: 'mesh', label: 'haproxy sidecar' });
+      await waitListening(env.topo, 15001, haproxy);
+    } catch (err) {
+      await env.close();
+      throw err;
+    }
+    return env;
+  }
+
+  /** Switches capture for new connections; the processes stay. */
+  async setMode(mode: BenchMode): Promise<void> {
+    if (mode === this.mode) return;
+    const base = { instance: this.instance, configSource: '(bench)' };
+    if (mode === 'direct') await down(this.instance);
+    else if (mode === 'iptables') await up({ ...base, mode: 'iptables', netns: this.topo.netns, config: configFor('never') });
+    else {
+      const splice = mode === 'ebpf-capture' ? 'never' : mode === 'ebpf-splice' ? 'always' : undefined;
+      await up({ ...base, mode: 'ebpf', cgroup: this.topo.cgroup, config: configFor(splice) });
+    }
+    this.mode = mode;
+  }
+
+  /** Runs one workload with the client in the mesh cgroup; returns smload's figures and the CPU used. */
+  async run(w: Workload, seconds: number): Promise<Sample> {
+    const port = w.port === 'echo' ? ECHO_PORT : SINK_PORT;
+    const cpu0 = cgroupUsageUsec(this.topo.cgroup) + cgroupUsageUsec(this.topo.outsideCgroup);
+    const p = this.topo.spawn(this.smload, [w.test, SERVICE_IP, String(port), String(w.size), String(seconds)], { cgroup: 'mesh', label: `smload ${w.id}` });
+    const line = await p.waitFor((l) => typeof l.test === 'string', (seconds + 30) * 1000);
+    const code = await p.exited;
+    if (code !== 0) throw new SockmeshError(Codes.TOPOLOGY, `smload ${w.id} exited ${code}: ${p.stderr}`);
+    const cpuUsec = cgroupUsageUsec(this.topo.cgroup) + cgroupUsageUsec(this.topo.outsideCgroup) - cpu0;
+    return { result: line as Record<string, number>, cpuUsec };
+  }
+
+  async close(): Promise<void> {
+    try {
+      await down(this.instance);
+    } finally {
+      await this.topo.close();
+      rmSync(this.dir, { recursive: true, force: true });
+    }
+  }
+}
+
+async function waitListening(topo: Topology, port: number, proc: Proc): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const r = await topo.exec('ss', ['-Hltn', `sport = :${port}`]);
+    if (r.stdout.trim()) return;
+    if (proc.child.exitCode !== null) break;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  throw new SockmeshError(Codes.TOPOLOGY, `${proc.label} did not listen on ${port}: ${proc.stderr.slice(-400)}`);
+}

@@ -1,0 +1,68 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { release } from 'node:os';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { MODES, type BenchMode } from '../bench/env.js';
+import { formatTable, toSvg } from '../bench/report.js';
+import { runBench } from '../bench/run.js';
+import { WORKLOADS } from '../bench/workloads.js';
+import { Codes, UserError } from '../errors.js';
+
+interface BenchOpts {
+  quick?: boolean;
+  json?: boolean;
+  out?: string;
+  repeats?: string;
+  seconds?: string;
+  modes?: string;
+  workloads?: string;
+}
+
+function list<T extends string>(what: string, value: string | undefined, allowed: readonly T[]): T[] | undefined {
+  if (value === undefined) return undefined;
+  const items = value.split(',').map((s) => s.trim()) as T[];
+  const bad = items.filter((i) => !allowed.includes(i));
+  if (bad.length) throw new UserError(Codes.USAGE, `unknown ${what} ${bad.join(', ')} (known: ${allowed.join(', ')})`);
+  return items;
+}
+
+function positive(what: string, value: string | undefined, max: number): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!(n > 0 && n <= max)) throw new UserError(Codes.USAGE, `${what} must be a number in (0, ${max}]`);
+  return n;
+}
+
+export function register(program: Command): void {
+  program
+    .command('bench')
+    .description('measure direct, iptables and eBPF capture side by side in one run, in a private namespace and cgroup')
+    .option('--quick', 'one short repeat (a smoke test, not a measurement)')
+    .option('--json', 'print the result as JSON (progress goes to stderr)')
+    .option('--out <dir>', 'write bench.json and bench.svg (a chart) into this directory')
+    .option('--repeats <n>', 'interleaved repeats (default 3, quick 1)')
+    .option('--seconds <s>', 'seconds per measurement (default 1.5, quick 0.3)')
+    .option('--modes <list>', `comma-separated subset of ${MODES.join(',')}`)
+    .option('--workloads <list>', `comma-separated subset of ${WORKLOADS.map((w) => w.id).join(',')}`)
+    .addHelpText('after', `
+Builds its own namespaces (pod + remote server), cgroups and an HAProxy sidecar, runs the smload
+client against every mode on the same processes, and removes everything afterwards. Compare
+ratios within one run: the machine may be shared and noisy.`)
+    .action(async (opts: BenchOpts) => {
+      const modes = list<BenchMode>('mode', opts.modes, MODES);
+      const workloads = list('workload', opts.workloads, WORKLOADS.map((w) => w.id));
+      const repeats = positive('--repeats', opts.repeats, 50);
+      const seconds = positive('--seconds', opts.seconds, 60);
+      const tty = process.stderr.isTTY;
+      const progress = (m: string) => process.stderr.write(tty ? `\r\x1b[K${m}` : `${m}\n`);
+      const res = await runBench({ quick: !!opts.quick, modes, workloads, repeats, seconds }, progress, release());
+      if (tty) process.stderr.write('\r\x1b[K');
+      if (opts.out) {
+        mkdirSync(opts.out, { recursive: true });
+        writeFileSync(join(opts.out, 'bench.json'), `${JSON.stringify(res, null, 2)}\n`);
+        writeFileSync(join(opts.out, 'bench.svg'), toSvg(res));
+      }
+      process.stdout.write(opts.json ? `${JSON.stringify(res, null, 2)}\n` : `${formatTable(res)}\n`);
+      if (opts.out && !opts.json) process.stdout.write(`wrote ${join(opts.out, 'bench.json')} and ${join(opts.out, 'bench.svg')}\n`);
+    });
+}
