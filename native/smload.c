@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -55,12 +56,23 @@ static int listen_on(struct sockaddr_in sa)
 	return fd;
 }
 
+/* A socket in a sockmap can answer EAGAIN even in blocking mode (tcp_bpf's recvmsg returns it
+ * after a wake-up without data): wait for readiness and retry, as non-blocking servers do anyway. */
+static int retry(int fd, short events)
+{
+	struct pollfd p = { .fd = fd, .events = events };
+	if (errno == EINTR) return 1;
+	if (errno != EAGAIN) return 0;
+	poll(&p, 1, 1000);
+	return 1;
+}
+
 static int write_all(int fd, const char *buf, size_t len)
 {
 	while (len) {
 		ssize_t n = write(fd, buf, len);
 		if (n < 0) {
-			if (errno == EINTR) continue;
+			if (retry(fd, POLLOUT)) continue;
 			return -1;
 		}
 		buf += n;
@@ -74,7 +86,7 @@ static int read_all(int fd, char *buf, size_t len)
 	while (len) {
 		ssize_t n = read(fd, buf, len);
 		if (n <= 0) {
-			if (n < 0 && errno == EINTR) continue;
+			if (n < 0 && retry(fd, POLLIN)) continue;
 			return -1;
 		}
 		buf += n;

@@ -49,6 +49,13 @@ struct {
 	__type(value, __u8);
 } sm_excl_cidrs SM_MAP;
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SM_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct sm_svc_auto);
+} sm_svc_auto SM_MAP;
+
 /* connect4 -> sockops: original destination by socket cookie (the source port is not known yet). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

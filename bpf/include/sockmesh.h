@@ -25,6 +25,14 @@
 /* sm_svc_state.flags */
 #define SM_SVC_REDIRECT (1u << 0) /* capture new connections of this service to the sidecar */
 #define SM_SVC_SPLICE (1u << 1)   /* splice the app<->sidecar socket pair through the sockhash */
+#define SM_SVC_AUTO (1u << 2)     /* splice when the service's traffic votes for it (see sm_svc_auto) */
+
+/* sm_origdst.flags */
+#define SM_OD_SPLICED (1u << 0) /* the app's socket joined the sockhash: its peer joins too */
+
+/* One auto-splice probe in this many connections stays unspliced so the vote keeps learning. */
+#define SM_AUTO_PROBE_EVERY 8
+#define SM_AUTO_VOTES_MAX 8
 
 /* Runtime settings: one entry in the sm_config array, written by the agent. */
 struct sm_config {
@@ -34,7 +42,13 @@ struct sm_config {
 	__u16 outbound_port;
 	__u16 inbound_port;
 	__u32 flags;
-	__u32 _pad;
+	/* splice: auto. A closed captured connection that carried at least auto_min_segs data
+	 * segments votes for splicing its service when its average segment was smaller than
+	 * auto_seg_bytes (per-packet stack cost dominates) and against it otherwise; new
+	 * connections are spliced while the votes reach auto_votes. */
+	__u32 auto_seg_bytes;
+	__u32 auto_min_segs;
+	__u32 auto_votes;
 };
 
 /* A meshed service address: addr all zero = any address on this port. */
@@ -71,8 +85,14 @@ struct sm_tuple {
 struct sm_origdst {
 	__u32 addr[4];
 	__u16 port;
-	__u16 _pad;
+	__u16 flags;
 	__u32 service_id;
+};
+
+/* Per-service auto-splice state, indexed by service_id. */
+struct sm_svc_auto {
+	__u32 votes;       /* 0..SM_AUTO_VOTES_MAX */
+	__u32 connections; /* captured connections seen at establishment */
 };
 
 /* Index of each counter in the per-CPU sm_stats array. */
@@ -87,10 +107,13 @@ enum sm_stat {
 	SM_STAT_ORIGDST_HIT = 7,      /* getsockopt answered SO_ORIGINAL_DST */
 	SM_STAT_ORIGDST_MISS = 8,     /* getsockopt(SO_ORIGINAL_DST) for an unknown connection */
 	SM_STAT_ERROR = 9,            /* a map update failed */
-	SM_STAT_MAX = 10,
+	SM_STAT_AUTO_VOTE_FOR = 10,   /* a closed connection voted to splice its service */
+	SM_STAT_AUTO_VOTE_AGAINST = 11, /* ... voted against */
+	SM_STAT_MAX = 12,
 };
 
-_Static_assert(sizeof(struct sm_config) == 24, "sm_config layout");
+_Static_assert(sizeof(struct sm_config) == 32, "sm_config layout");
+_Static_assert(sizeof(struct sm_svc_auto) == 8, "sm_svc_auto layout");
 _Static_assert(sizeof(struct sm_svc_key) == 20, "sm_svc_key layout");
 _Static_assert(sizeof(struct sm_lpm_key) == 20, "sm_lpm_key layout");
 _Static_assert(sizeof(struct sm_tuple) == 36, "sm_tuple layout");

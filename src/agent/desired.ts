@@ -1,7 +1,7 @@
 // Desired state: a validated MeshConfig compiled into the exact entries each kernel map should
 // hold. Pure: no I/O, so it is tested directly.
 import {
-  CFG_ENABLED, SVC_REDIRECT, SVC_SPLICE,
+  CFG_ENABLED, SVC_AUTO, SVC_REDIRECT, SVC_SPLICE,
   configCodec, lpmKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, u16Codec, u32Codec, u8Codec,
 } from '../bpf/codecs.js';
 import { Codes, UserError } from '../errors.js';
@@ -59,7 +59,8 @@ export function compileDesired(cfg: MeshConfig, ids: ServiceIds, svcStateSize: n
     for (const addr of s.addresses.length ? s.addresses : [null]) {
       for (const port of s.ports) services.push({ key: svcKeyCodec.encode({ addr, port }), value });
     }
-    states.set(id, (s.redirect ? SVC_REDIRECT : 0) | (s.splice === 'always' ? SVC_SPLICE : 0));
+    const splice = s.splice === 'always' ? SVC_SPLICE : s.splice === 'auto' ? SVC_AUTO : 0;
+    states.set(id, (s.redirect ? SVC_REDIRECT : 0) | splice);
   }
   const sm_svc_state: Entry[] = [];
   for (let id = 0; id < svcStateSize; id++) {
@@ -76,6 +77,9 @@ export function compileDesired(cfg: MeshConfig, ids: ServiceIds, svcStateSize: n
         outboundPort: cfg.sidecar.outboundPort,
         inboundPort: cfg.sidecar.inboundPort,
         flags: CFG_ENABLED,
+        autoSegBytes: cfg.autoSplice.segmentBytes,
+        autoMinSegs: cfg.autoSplice.minSegments,
+        autoVotes: cfg.autoSplice.votes,
       }),
     }],
     sm_services: services,

@@ -56,6 +56,10 @@ export interface UpResult {
 /** Writes the config into the maps; the record keeps service ids stable across updates. */
 function applyConfig(maps: InstanceMaps, config: MeshConfig, previousIds: ServiceIds) {
   const ids = assignServiceIds(config.services.map((s) => s.name), previousIds, maps.svcState.info.maxEntries);
+  // A service new to this id starts its auto-splice vote from scratch.
+  for (const [name, id] of Object.entries(ids)) {
+    if (previousIds[name] !== id) maps.svcAuto.set(id, { votes: 0, connections: 0 });
+  }
   const report = reconcile(maps, compileDesired(config, ids, maps.svcState.info.maxEntries));
   return { ids, report };
 }
@@ -160,6 +164,8 @@ export interface ServiceStatus {
   ports: number[];
   redirect: boolean;
   splice: string;
+  /** splice: auto in eBPF mode: the current vote and whether new connections are spliced. */
+  auto?: { votes: number; connections: number; splicing: boolean };
 }
 
 export interface InstanceStatus {
@@ -195,7 +201,7 @@ export function readCounters(maps: InstanceMaps): Record<string, number> {
 export async function status(instanceName: string): Promise<InstanceStatus> {
   requireRoot();
   const rec = requireRecord(instanceName);
-  const services = rec.config.services.map((s) => ({
+  const services: ServiceStatus[] = rec.config.services.map((s) => ({
     name: s.name, id: rec.serviceIds[s.name] ?? -1, addresses: s.addresses, ports: s.ports, redirect: s.redirect, splice: s.splice,
   }));
   const common = {
@@ -212,6 +218,11 @@ export async function status(instanceName: string): Promise<InstanceStatus> {
   }
   const maps = new InstanceMaps(layout);
   try {
+    for (const s of common.services) {
+      if (s.splice !== 'auto' || s.id < 0) continue;
+      const a = maps.svcAuto.get(s.id) ?? { votes: 0, connections: 0 };
+      s.auto = { ...a, splicing: s.redirect && a.votes >= rec.config.autoSplice.votes };
+    }
     return {
       ...common,
       programs: programStatus(layout, rec.cgroup),

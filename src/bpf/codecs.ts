@@ -5,6 +5,8 @@ import { struct, scalar, type Codec } from './codec.js';
 export const CFG_ENABLED = 1 << 0;
 export const SVC_REDIRECT = 1 << 0;
 export const SVC_SPLICE = 1 << 1;
+export const SVC_AUTO = 1 << 2;
+export const OD_SPLICED = 1 << 0;
 
 export interface SmConfig {
   sidecarUid: number;
@@ -13,6 +15,9 @@ export interface SmConfig {
   outboundPort: number;
   inboundPort: number;
   flags: number;
+  autoSegBytes: number;
+  autoMinSegs: number;
+  autoVotes: number;
 }
 
 export const configCodec = struct<SmConfig>('sm_config', [
@@ -22,7 +27,9 @@ export const configCodec = struct<SmConfig>('sm_config', [
   ['outbound_port', 'u16', 'outboundPort'],
   ['inbound_port', 'u16', 'inboundPort'],
   ['flags', 'u32', 'flags'],
-  ['_pad', 'pad32'],
+  ['auto_seg_bytes', 'u32', 'autoSegBytes'],
+  ['auto_min_segs', 'u32', 'autoMinSegs'],
+  ['auto_votes', 'u32', 'autoVotes'],
 ]);
 
 export interface SvcKey {
@@ -76,14 +83,25 @@ export const tupleCodec = struct<Tuple>('sm_tuple', [
 export interface OrigDst {
   addr: string | null;
   port: number;
+  flags: number;
   serviceId: number;
 }
 
 export const origDstCodec = struct<OrigDst>('sm_origdst', [
   ['addr', 'ip16', 'addr'],
   ['port', 'u16', 'port'],
-  ['_pad', 'pad16'],
+  ['flags', 'u16', 'flags'],
   ['service_id', 'u32', 'serviceId'],
+]);
+
+export interface SvcAuto {
+  votes: number;
+  connections: number;
+}
+
+export const svcAutoCodec = struct<SvcAuto>('sm_svc_auto', [
+  ['votes', 'u32', 'votes'],
+  ['connections', 'u32', 'connections'],
 ]);
 
 export const u8Codec = scalar('__u8', 'u8');
@@ -103,7 +121,9 @@ export const STATS = {
   SM_STAT_ORIGDST_HIT: 7,
   SM_STAT_ORIGDST_MISS: 8,
   SM_STAT_ERROR: 9,
-  SM_STAT_MAX: 10,
+  SM_STAT_AUTO_VOTE_FOR: 10,
+  SM_STAT_AUTO_VOTE_AGAINST: 11,
+  SM_STAT_MAX: 12,
 } as const;
 
 /** Counter names as status/metrics report them. */
@@ -118,9 +138,11 @@ export const COUNTER_NAMES: Record<Exclude<keyof typeof STATS, 'SM_STAT_MAX'>, s
   SM_STAT_ORIGDST_HIT: 'origDstHits',
   SM_STAT_ORIGDST_MISS: 'origDstMisses',
   SM_STAT_ERROR: 'errors',
+  SM_STAT_AUTO_VOTE_FOR: 'autoVotesFor',
+  SM_STAT_AUTO_VOTE_AGAINST: 'autoVotesAgainst',
 };
 
 /** Every struct codec, by C name, for the BTF layout check. */
 export const STRUCT_CODECS: Codec<unknown>[] = [
-  configCodec, svcKeyCodec, svcValCodec, svcStateCodec, lpmKeyCodec, tupleCodec, origDstCodec,
+  configCodec, svcKeyCodec, svcValCodec, svcStateCodec, lpmKeyCodec, tupleCodec, origDstCodec, svcAutoCodec,
 ] as Codec<unknown>[];

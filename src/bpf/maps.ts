@@ -1,9 +1,9 @@
 // The instance's pinned maps, opened with their codecs.
 import { BpfMap, PerCpuCounters } from './map.js';
 import {
-  configCodec, lpmKeyCodec, origDstCodec, svcKeyCodec, svcStateCodec, svcValCodec, tupleCodec,
+  configCodec, lpmKeyCodec, origDstCodec, svcAutoCodec, svcKeyCodec, svcStateCodec, svcValCodec, tupleCodec,
   u16Codec, u32Codec, u64Codec, u8Codec,
-  type LpmKey, type OrigDst, type SmConfig, type SvcKey, type SvcState, type SvcVal, type Tuple,
+  type LpmKey, type OrigDst, type SmConfig, type SvcAuto, type SvcKey, type SvcState, type SvcVal, type Tuple,
 } from './codecs.js';
 import { mapPath, type PinLayout } from './datapath.js';
 
@@ -11,6 +11,7 @@ export class InstanceMaps {
   readonly config: BpfMap<number, SmConfig>;
   readonly services: BpfMap<SvcKey, SvcVal>;
   readonly svcState: BpfMap<number, SvcState>;
+  readonly svcAuto: BpfMap<number, SvcAuto>;
   readonly exclPorts: BpfMap<number, number>;
   readonly exclCidrs: BpfMap<LpmKey, number>;
   readonly cookieDst: BpfMap<number, OrigDst>;
@@ -25,6 +26,7 @@ export class InstanceMaps {
       this.config = this.track(BpfMap.open(mapPath(layout, 'sm_config'), u32Codec, configCodec));
       this.services = this.track(BpfMap.open(mapPath(layout, 'sm_services'), svcKeyCodec, svcValCodec));
       this.svcState = this.track(BpfMap.open(mapPath(layout, 'sm_svc_state'), u32Codec, svcStateCodec));
+      this.svcAuto = this.track(BpfMap.open(mapPath(layout, 'sm_svc_auto'), u32Codec, svcAutoCodec));
       this.exclPorts = this.track(BpfMap.open(mapPath(layout, 'sm_excl_ports'), u16Codec, u8Codec));
       this.exclCidrs = this.track(BpfMap.open(mapPath(layout, 'sm_excl_cidrs'), lpmKeyCodec, u8Codec));
       this.cookieDst = this.track(BpfMap.open(mapPath(layout, 'sm_cookie_dst'), u64Codec, origDstCodec));

@@ -21,7 +21,8 @@ export function register(program: Command, out: () => Out): void {
           : []),
         '',
         table([['SERVICE', 'ADDRESSES', 'PORTS', 'REDIRECT', 'SPLICE'], ...st.services.map((s) => [
-          s.name, s.addresses.join(',') || '*', s.ports.join(','), s.redirect ? 'on' : 'off', s.splice])]),
+          s.name, s.addresses.join(',') || '*', s.ports.join(','), s.redirect ? 'on' : 'off',
+          s.auto ? `auto (${s.auto.splicing ? 'splicing' : 'not splicing'}, votes ${s.auto.votes})` : s.splice])]),
         '',
         table([['COUNTER', 'VALUE'], ...Object.entries(st.counters).map(([k, v]) => [k, String(v)])]),
       ].join('\n'));

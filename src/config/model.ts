@@ -1,6 +1,6 @@
 // The desired-state model: what a config file (or, later, Kubernetes) says the mesh should be.
 
-export type SpliceMode = 'always' | 'never';
+export type SpliceMode = 'auto' | 'always' | 'never';
 
 export interface SidecarConfig {
   /** uid whose connections are never captured (the sidecar's own upstream traffic). */
@@ -47,7 +47,18 @@ export interface CaptureConfig {
   excludeInboundPorts: number[];
 }
 
+/** Tuning of `splice: auto` (see bpf/include/splice.h). */
+export interface AutoSpliceConfig {
+  /** A closed connection votes to splice when its average data segment was smaller than this. */
+  segmentBytes: number;
+  /** Connections with fewer data segments do not vote. */
+  minSegments: number;
+  /** New connections are spliced while a service has at least this many net votes (1..8). */
+  votes: number;
+}
+
 export interface MeshConfig {
+  autoSplice: AutoSpliceConfig;
   sidecar: SidecarConfig;
   services: ServiceConfig[];
   exclude: ExcludeConfig;

@@ -9,7 +9,7 @@ import type { CaptureConfig, MeshConfig, ServiceConfig, SidecarConfig, SpliceMod
 export const ISTIO_INBOUND_EXCLUDED = [15008, 15090, 15021, 15020];
 
 const NAME_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const SPLICE_MODES: readonly SpliceMode[] = ['always', 'never'];
+const SPLICE_MODES: readonly SpliceMode[] = ['auto', 'always', 'never'];
 
 class Checker {
   readonly issues: ConfigIssue[] = [];
@@ -105,7 +105,7 @@ function service(c: Checker, path: string, raw: unknown): ServiceConfig | undefi
   const ports = o.ports === undefined ? [] : c.ports(join(path, 'ports'), o.ports);
   if (o.ports !== undefined && Array.isArray(o.ports) && o.ports.length === 0) c.fail(join(path, 'ports'), 'must list at least one port');
   const redirect = o.redirect === undefined ? true : c.bool(join(path, 'redirect'), o.redirect) ?? true;
-  let splice: SpliceMode = 'always';
+  let splice: SpliceMode = 'auto';
   if (o.splice !== undefined) {
     if (SPLICE_MODES.includes(o.splice as SpliceMode)) splice = o.splice as SpliceMode;
     else c.fail(join(path, 'splice'), `must be one of ${SPLICE_MODES.join(', ')}, got ${kind(o.splice)}`);
@@ -116,7 +116,13 @@ function service(c: Checker, path: string, raw: unknown): ServiceConfig | undefi
 /** Validates a parsed config document; throws ConfigError listing every problem. */
 export function validateConfig(raw: unknown, source: string): MeshConfig {
   const c = new Checker();
-  const top = c.object('', raw ?? {}, ['sidecar', 'services', 'exclude', 'capture']) ?? {};
+  const top = c.object('', raw ?? {}, ['sidecar', 'services', 'exclude', 'capture', 'autoSplice']) ?? {};
+  const au = c.object('autoSplice', top.autoSplice ?? {}, ['segmentBytes', 'minSegments', 'votes']) ?? {};
+  const autoSplice = {
+    segmentBytes: au.segmentBytes === undefined ? 256 : c.int('autoSplice.segmentBytes', au.segmentBytes, 1, 65536) ?? 256,
+    minSegments: au.minSegments === undefined ? 256 : c.int('autoSplice.minSegments', au.minSegments, 1, 1 << 30) ?? 256,
+    votes: au.votes === undefined ? 4 : c.int('autoSplice.votes', au.votes, 1, 8) ?? 4,
+  };
   const sc = sidecar(c, top.sidecar);
 
   const services: ServiceConfig[] = [];
@@ -148,7 +154,7 @@ export function validateConfig(raw: unknown, source: string): MeshConfig {
   const capture = captureBlock(c, top.capture, outboundPorts, outboundCIDRs);
 
   if (c.issues.length) throw new ConfigError(source, c.issues);
-  return { sidecar: sc, services, exclude: { outboundPorts, outboundCIDRs }, capture };
+  return { autoSplice, sidecar: sc, services, exclude: { outboundPorts, outboundCIDRs }, capture };
 }
 
 function cidrs(c: Checker, path: string, raw: unknown): string[] {

@@ -48,7 +48,7 @@ export async function removeRules(netns: string | undefined): Promise<boolean> {
 export async function redirectCounts(netns: string | undefined): Promise<{ outbound: number; inbound: number }> {
   const count = async (chain: string) => {
     const out = await run(netns, 'iptables', ['-t', 'nat', '-L', chain, '-n', '-v', '-x']);
-    const line = out.split('\n').find((l) => /REDIRECT/.test(l));
+    const line = out.split('\n').find((l) => /^\s*\d+\s+\d+\s+REDIRECT\b/.test(l));
     return line ? Number(line.trim().split(/\s+/)[0]) : 0;
   };
   return { outbound: await count(CHAINS.redirect), inbound: await count(CHAINS.inRedirect) };

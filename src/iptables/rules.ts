@@ -61,12 +61,16 @@ export function chainRules(cfg: MeshConfig): string[] {
       r.push(`-A ${OUT} -j RETURN`);
     }
   } else {
-    for (const s of cfg.services) {
-      if (!s.redirect) continue;
-      for (const addr of s.addresses.length ? s.addresses : [undefined]) {
-        const dst = addr ? `-d ${addr}/32 ` : '';
-        for (const p of s.ports) r.push(`-A ${OUT} ${dst}-p tcp --dport ${p} -j ${RED}`);
+    // Like connect4's lookup: a service's own address:port first (captured, or RETURN when its
+    // switch is off, so a wildcard service on the same port does not take it), then the
+    // any-address services.
+    for (const s of cfg.services.filter((x) => x.addresses.length)) {
+      for (const addr of s.addresses) {
+        for (const p of s.ports) r.push(`-A ${OUT} -d ${addr}/32 -p tcp --dport ${p} -j ${s.redirect ? RED : 'RETURN'}`);
       }
+    }
+    for (const s of cfg.services.filter((x) => !x.addresses.length && x.redirect)) {
+      for (const p of s.ports) r.push(`-A ${OUT} -p tcp --dport ${p} -j ${RED}`);
     }
   }
   return r;

@@ -1,13 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { assignServiceIds, compileDesired } from '../../src/agent/desired.js';
 import { diffEntries } from '../../src/agent/reconcile.js';
-import { configCodec, lpmKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, SVC_REDIRECT, SVC_SPLICE, CFG_ENABLED } from '../../src/bpf/codecs.js';
+import { configCodec, lpmKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, SVC_AUTO, SVC_REDIRECT, SVC_SPLICE, CFG_ENABLED } from '../../src/bpf/codecs.js';
 import { parseConfigText } from '../../src/config/load.js';
 
 const cfg = parseConfigText(`
 sidecar: { uid: 1337, gid: 1338, outboundPort: 15001, inboundPort: 15006 }
 services:
-  - { name: reviews, addresses: [10.96.0.20, 10.96.0.21], ports: [9080] }
+  - { name: reviews, addresses: [10.96.0.20, 10.96.0.21], ports: [9080], splice: always }
+  - { name: details, addresses: [10.96.0.22], ports: [9080] }
   - { name: ratings, ports: [9090, 9091], redirect: false, splice: never }
 exclude: { outboundPorts: [22], outboundCIDRs: [169.254.0.0/16] }
 `, 't');
@@ -29,20 +30,22 @@ describe('compileDesired', () => {
     expect(keys).toEqual([
       [{ addr: '10.96.0.20', port: 9080 }, 0],
       [{ addr: '10.96.0.21', port: 9080 }, 0],
-      [{ addr: null, port: 9090 }, 1],
-      [{ addr: null, port: 9091 }, 1],
+      [{ addr: '10.96.0.22', port: 9080 }, 1],
+      [{ addr: null, port: 9090 }, 2],
+      [{ addr: null, port: 9091 }, 2],
     ]);
   });
 
   it('sets per-service flags and zeroes every other id of the array', () => {
     expect(d.sm_svc_state).toHaveLength(16);
     const flags = d.sm_svc_state.map((e) => svcStateCodec.decode(e.value).flags);
-    expect(flags.slice(0, 3)).toEqual([SVC_REDIRECT | SVC_SPLICE, 0, 0]);
+    expect(flags.slice(0, 4)).toEqual([SVC_REDIRECT | SVC_SPLICE, SVC_REDIRECT | SVC_AUTO, 0, 0]);
   });
 
   it('encodes the runtime config and exclusions', () => {
     expect(configCodec.decode(d.sm_config[0].value)).toEqual({
       sidecarUid: 1337, sidecarGid: 1338, outboundIp4: '127.0.0.1', outboundPort: 15001, inboundPort: 15006, flags: CFG_ENABLED,
+      autoSegBytes: 256, autoMinSegs: 256, autoVotes: 4,
     });
     expect(d.sm_excl_ports.map((e) => e.key.readUInt16LE())).toEqual([22]);
     expect(lpmKeyCodec.decode(d.sm_excl_cidrs[0].key)).toEqual({ prefixlen: 96 + 16, addr: '169.254.0.0' });

@@ -16,7 +16,12 @@ describe('config validation', () => {
   it('accepts the embedded default and fills defaults', () => {
     const cfg = loadConfig(undefined);
     expect(cfg.sidecar).toEqual({ uid: 1337, gid: 1337, address: '127.0.0.1', outboundPort: 15001, inboundPort: 15006 });
-    expect(cfg.services).toEqual([{ name: 'reviews', addresses: ['10.96.0.20'], ports: [9080], redirect: true, splice: 'always' }]);
+    expect(cfg.services).toEqual([{ name: 'reviews', addresses: ['10.96.0.20'], ports: [9080], redirect: true, splice: 'auto' }]);
+    expect(cfg.autoSplice).toEqual({ segmentBytes: 256, minSegments: 256, votes: 4 });
+    expect(cfg.capture).toEqual({
+      outbound: 'services', includeOutboundCIDRs: ['*'], excludeOutboundCIDRs: [], includeOutboundPorts: [], excludeOutboundPorts: [],
+      includeInboundPorts: '*', excludeInboundPorts: [15008, 15090, 15021, 15020],
+    });
     expect(cfg.exclude).toEqual({ outboundPorts: [], outboundCIDRs: [] });
   });
 
@@ -67,6 +72,19 @@ exclude: { outboundCIDRs: [10.0.0.0/33, nonsense] }
       'exclude.outboundCIDRs[0]', 'exclude.outboundCIDRs[1]', 'services[0].addresses[0]', 'services[0].addresses[1]',
       'services[0].name', 'services[0].splice',
     ]);
+  });
+
+  it('merges the exclude block into the Istio-style capture block', () => {
+    const cfg = parseConfigText(`
+exclude: { outboundPorts: [22], outboundCIDRs: [10.0.0.0/8] }
+capture: { outbound: all, includeOutboundCIDRs: [10.96.0.0/12], excludeOutboundPorts: [23, 22], includeInboundPorts: [9080], excludeInboundPorts: [9999] }
+`, 't');
+    expect(cfg.capture).toMatchObject({
+      outbound: 'all', includeOutboundCIDRs: ['10.96.0.0/12'], excludeOutboundPorts: [23, 22], excludeOutboundCIDRs: ['10.0.0.0/8'],
+      includeInboundPorts: [9080], excludeInboundPorts: [15008, 15090, 15021, 15020, 9999],
+    });
+    expect(issuesOf('capture: { outbound: some }')[0]).toEqual({ path: 'capture.outbound', message: 'must be services or all, got string "some"' });
+    expect(issuesOf('autoSplice: { votes: 9 }')[0].path).toBe('autoSplice.votes');
   });
 
   it('rejects YAML that does not parse, and duplicate keys', () => {

@@ -13,8 +13,10 @@ import { privileged, uniqueName } from '../helpers/privileged.js';
 const SVC = '10.96.0.20';
 const OUTSIDE = '10.96.1.5'; // in the excluded CIDR
 
-privileged('eBPF capture end to end', () => {
-  const instance = uniqueName('e');
+for (const mode of ['ebpf', 'iptables'] as const) privileged(`capture end to end, ${mode} mode`, () => {
+  const instance = uniqueName(mode === 'ebpf' ? 'e' : 'i');
+  const ebpf = mode === 'ebpf';
+  const where = () => (ebpf ? ['--cgroup', mesh.cgroup] : ['--netns', mesh.netns]);
   let mesh: Mesh;
   let isUp = false;
   const status = () => cliJson<InstanceStatus>(['status', '--instance', instance]);
@@ -30,20 +32,24 @@ privileged('eBPF capture end to end', () => {
     const config = mesh.writeConfig(`
 sidecar: { uid: 1337, outboundPort: 15001, inboundPort: 15006 }
 services:
-  - { name: reviews, addresses: [${SVC}], ports: [9080] }
-  - { name: ratings, addresses: [${SVC}], ports: [9081] }
+  - { name: reviews, addresses: [${SVC}], ports: [9080], splice: always }
+  - { name: ratings, addresses: [${SVC}], ports: [9081], splice: always }
   - { name: admin, addresses: [${SVC}], ports: [9082] }
   - { name: outside, ports: [9080] }
-  - { name: bulk, addresses: [${SVC}], ports: [9090] }
+  - { name: bulk, addresses: [${SVC}], ports: [9090], splice: always }
 exclude: { outboundPorts: [9082], outboundCIDRs: [10.96.1.0/24] }
 `);
-    const r = await runCli(['up', '--cgroup', mesh.cgroup, '--config', config, '--instance', instance, '--json']);
+    const r = await runCli(['up', '--mode', mode, ...where(), '--config', config, '--instance', instance, '--json']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     isUp = true;
     // A second up with the same config is harmless: nothing attached twice, no map writes.
-    const again = JSON.parse((await runCli(['up', '--cgroup', mesh.cgroup, '--config', config, '--instance', instance, '--json'])).stdout);
+    const again = JSON.parse((await runCli(['up', '--mode', mode, ...where(), '--config', config, '--instance', instance, '--json'])).stdout);
     expect(again).toMatchObject({ created: false, attached: [], changes: {} });
+    if (!ebpf) {
+      const rules = execFileSync('ip', ['netns', 'exec', mesh.netns, 'iptables-save', '-t', 'nat'], { encoding: 'utf8' });
+      expect(rules.split('\n').filter((l) => l === '-A OUTPUT -p tcp -j SOCKMESH_OUTPUT')).toHaveLength(1);
+    }
   });
 
   afterAll(async () => {
@@ -62,14 +68,16 @@ exclude: { outboundPorts: [9082], outboundCIDRs: [10.96.1.0/24] }
     expect(reply.peer).not.toBe(client.local);
     const after = (await status()).counters;
     expect(after.connectRewrites - before.connectRewrites).toBe(1);
-    expect(after.origDstHits - before.origDstHits).toBe(1);
-    // The sidecar's upstream hop (server outside the cgroup) is left to the normal stack: only the
-    // app's socket and the sidecar's accepted socket were put into the sockhash.
-    expect(after.sockmapInserts - before.sockmapInserts).toBe(2);
-    expect(after.errors).toBe(0);
+    if (ebpf) {
+      expect(after.origDstHits - before.origDstHits).toBe(1);
+      // The sidecar's upstream hop (server outside the cgroup) is left to the normal stack: only
+      // the app's socket and the sidecar's accepted socket were put into the sockhash.
+      expect(after.sockmapInserts - before.sockmapInserts).toBe(2);
+      expect(after.errors).toBe(0);
+    }
   });
 
-  it('splices both directions through sockmap and 64 MiB each way arrives byte-identical', async () => {
+  it(`carries 64 MiB each way byte-identical${mode === 'ebpf' ? ', spliced through sockmap in both directions' : ''}`, async () => {
     const before = (await status()).counters;
     const total = 64 * 1024 * 1024;
     const proc = mesh.topo.spawnNode('dist/src/topology/peer.js', ['stream', '--host', SVC, '--port', '9090', '--bytes', String(total)], { cgroup: 'mesh', label: 'stream' });
@@ -77,6 +85,7 @@ exclude: { outboundPorts: [9082], outboundCIDRs: [10.96.1.0/24] }
     expect(during.event).toBe('done');
     expect(during.received).toBe(total);
     expect(during.echoed).toBe(during.sent);
+    if (!ebpf) return;
     const after = (await status()).counters;
     expect(after.sockmapInserts - before.sockmapInserts).toBe(2);
     // Every message of both spliced sockets was redirected to its peer: none fell back to the stack.
@@ -85,7 +94,7 @@ exclude: { outboundPorts: [9082], outboundCIDRs: [10.96.1.0/24] }
     expect(after.sockmapRedirects - before.sockmapRedirects).toBeGreaterThanOrEqual(2 * 1024);
   });
 
-  it('keeps both ends of a live spliced connection in the sockhash', async () => {
+  if (ebpf) it('keeps both ends of a live spliced connection in the sockhash', async () => {
     const client = await mesh.client(SVC, 9081);
     await client.ask('hold');
     const [cip, cport] = client.local.split(':');
@@ -102,9 +111,7 @@ exclude: { outboundPorts: [9082], outboundCIDRs: [10.96.1.0/24] }
     const before = (await status()).counters;
     const seen = mesh.sidecarConnections().length;
     // A process with the sidecar's gid (another uid) connects straight to the service.
-    const direct = execFileSync('sh', ['-c',
-      `echo $$ > ${mesh.cgroup}/cgroup.procs && exec ip netns exec sm-${instance} setpriv --reuid 4242 --regid 1337 --clear-groups bash -c 'exec 3<>/dev/tcp/${SVC}/9080; echo gid >&3; head -n1 <&3'`],
-    { encoding: 'utf8', timeout: 10_000 });
+    const direct = mesh.runAs(4242, 1337, `exec 3<>/dev/tcp/${SVC}/9080; echo gid >&3; head -n1 <&3`);
     expect(JSON.parse(direct)).toMatchObject({ server: 'reviews', line: 'gid' });
     const port = await mesh.request(SVC, 9082, 'port');
     expect(port.reply).toMatchObject({ server: 'admin', peer: port.client.local });
@@ -113,8 +120,10 @@ exclude: { outboundPorts: [9082], outboundCIDRs: [10.96.1.0/24] }
     expect(mesh.sidecarConnections()).toHaveLength(seen);
     const after = (await status()).counters;
     expect(after.connectRewrites).toBe(before.connectRewrites);
-    expect(after.connectSidecarSkips - before.connectSidecarSkips).toBe(1);
-    expect(after.connectExcludedSkips - before.connectExcludedSkips).toBe(2);
+    if (ebpf) {
+      expect(after.connectSidecarSkips - before.connectSidecarSkips).toBe(1);
+      expect(after.connectExcludedSkips - before.connectExcludedSkips).toBe(2);
+    }
   });
 
   it('switches one service off and on for new connections while live ones keep working', async () => {
@@ -132,8 +141,10 @@ exclude: { outboundPorts: [9082], outboundCIDRs: [10.96.1.0/24] }
     expect(direct.client.remote).toBe(`${SVC}:9080`);
     const mid = (await status()).counters;
     expect(mid.connectRewrites).toBe(before.connectRewrites);
-    expect(mid.sockmapInserts).toBe(before.sockmapInserts);
-    expect(mid.connectDisabledSkips - before.connectDisabledSkips).toBe(1);
+    if (ebpf) {
+      expect(mid.sockmapInserts).toBe(before.sockmapInserts);
+      expect(mid.connectDisabledSkips - before.connectDisabledSkips).toBe(1);
+    }
     // Other services are untouched.
     const other = await mesh.request(SVC, 9081, 'other');
     expect(other.reply.peer).not.toBe(other.client.local);
@@ -155,20 +166,21 @@ exclude: { outboundPorts: [9082], outboundCIDRs: [10.96.1.0/24] }
 
   it('shows programs attached and services in status', async () => {
     const st = await status();
-    expect(st).toMatchObject({ instance, mode: 'ebpf', cgroup: mesh.cgroup });
-    expect(st.programs.map((p) => [p.name, p.attached])).toEqual([
+    expect(st).toMatchObject({ instance, mode, cgroup: ebpf ? mesh.cgroup : null, netns: ebpf ? null : mesh.netns });
+    expect(st.programs.map((p) => [p.name, p.attached])).toEqual(ebpf ? [
       ['sm_connect4', true], ['sm_sockops', true], ['sm_getsockopt', true], ['sm_msg', true],
-    ]);
+    ] : []);
     expect(st.services).toHaveLength(5);
   });
 
-  it('down leaves nothing: no pins, nothing attached to the cgroup, no record', async () => {
+  it('down leaves nothing: no pins, nothing attached to the cgroup, no rules, no record', async () => {
     const r = await runCli(['down', '--instance', instance, '--json']);
     expect(r.code).toBe(0);
     isUp = false;
     expect(JSON.parse(r.stdout)).toEqual({ instance, removed: true });
     expect(existsSync(`/sys/fs/bpf/sockmesh-${instance}`)).toBe(false);
     expect(execFileSync('bpftool', ['cgroup', 'show', mesh.cgroup], { encoding: 'utf8' }).trim()).toBe('');
+    expect(execFileSync('ip', ['netns', 'exec', mesh.netns, 'iptables-save', '-t', 'nat'], { encoding: 'utf8' })).not.toMatch(/SOCKMESH/);
     const st = await runCli(['status', '--instance', instance]);
     expect(st.code).toBe(2);
     expect(st.stderr).toMatch(/no sockmesh instance/);

@@ -1,5 +1,6 @@
 // A meshed topology for end-to-end tests: namespace + cgroup, servers outside the cgroup,
 // sockmesh's sidecar inside it as uid 1337, and helpers to run clients in the cgroup.
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +15,7 @@ export interface ServerSpec {
   host: string;
   port: number;
   mode?: 'whoami' | 'echo';
+  local?: boolean;
 }
 
 export class Mesh {
@@ -22,12 +24,16 @@ export class Mesh {
 
   private constructor(readonly topo: Topology) {}
 
-  static async create(name: string, addresses: string[], servers: ServerSpec[]): Promise<Mesh> {
-    const mesh = new Mesh(await Topology.create(name, { podAddresses: addresses }));
+  /**
+   * Servers with `local: true` run in the pod namespace (outside the mesh cgroup); the others in
+   * the remote namespace that carries `remoteAddresses`, reached over the pod's eth0.
+   */
+  static async create(name: string, remoteAddresses: string[], servers: ServerSpec[]): Promise<Mesh> {
+    const mesh = new Mesh(await Topology.create(name, { remote: { addresses: remoteAddresses } }));
     try {
       const started = servers.map((s) => mesh.topo.spawnNode(PEER,
         ['serve', '--host', s.host, '--port', String(s.port), '--name', s.name, '--mode', s.mode ?? 'whoami'],
-        { cgroup: 'outside', label: `server ${s.name}` }));
+        { cgroup: 'outside', netns: s.local ? 'pod' : 'remote', label: `server ${s.name}` }));
       mesh.sidecar = mesh.topo.spawnNode(CLI, ['sidecar', '--uid', '1337', '--log-connections'], { cgroup: 'mesh', label: 'sidecar' });
       await Promise.all([...started, mesh.sidecar].map((p) => p.waitFor((l) => l.event === 'ready')));
     } catch (err) {
@@ -39,6 +45,17 @@ export class Mesh {
 
   get cgroup(): string {
     return this.topo.cgroup;
+  }
+
+  get netns(): string {
+    return this.topo.netns;
+  }
+
+  /** Runs a bash one-liner in the mesh cgroup and pod namespace as uid:gid; returns stdout. */
+  runAs(uid: number, gid: number, script: string): string {
+    return execFileSync('sh', ['-c',
+      `echo $$ > ${this.cgroup}/cgroup.procs && exec ip netns exec ${this.netns} setpriv --reuid ${uid} --regid ${gid} --clear-groups bash -c "$0"`, script],
+    { encoding: 'utf8', timeout: 10_000 });
   }
 
   writeConfig(yaml: string): string {
