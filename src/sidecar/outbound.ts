@@ -26,6 +26,8 @@ export function socketFd(sock: Socket): number {
   return fd;
 }
 
+/** Both directions, with half-close carried through (a client's FIN reaches the upstream, and
+ * the upstream's reply still reaches the client). */
 function splice(a: Socket, b: Socket): void {
   a.pipe(b);
   b.pipe(a);
@@ -40,7 +42,7 @@ function splice(a: Socket, b: Socket): void {
 }
 
 export function startOutbound(opts: OutboundOptions): Promise<Server> {
-  const server = createServer({ noDelay: true }, (client) => {
+  const server = createServer({ noDelay: true, allowHalfOpen: true }, (client) => {
     const peer = `${client.remoteAddress}:${client.remotePort}`;
     let dst: { address: string; port: number };
     try {
@@ -51,7 +53,7 @@ export function startOutbound(opts: OutboundOptions): Promise<Server> {
       return;
     }
     opts.onConnection?.({ peer, originalDst: dst });
-    const upstream = connect({ host: dst.address, port: dst.port, noDelay: true, timeout: opts.connectTimeoutMs ?? 5000 });
+    const upstream = connect({ host: dst.address, port: dst.port, noDelay: true, allowHalfOpen: true, timeout: opts.connectTimeoutMs ?? 5000 });
     upstream.once('timeout', () => upstream.destroy(new Error('upstream connect timeout')));
     upstream.once('connect', () => upstream.setTimeout(0));
     splice(client, upstream);
