@@ -56,6 +56,30 @@ struct {
 	__type(value, struct sm_svc_auto);
 } sm_svc_auto SM_MAP;
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SM_MAX_PORT_EXCLUDES);
+	__type(key, __u16);
+	__type(value, __u8);
+} sm_incl_ports SM_MAP;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, SM_MAX_CIDR_EXCLUDES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sm_lpm_key);
+	__type(value, __u8);
+} sm_incl_cidrs SM_MAP;
+
+/* The pod's own addresses (traffic to them leaves through lo), as the agent found them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 256);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sm_lpm_key);
+	__type(value, __u8);
+} sm_local_addrs SM_MAP;
+
 /* connect4 -> sockops: original destination by socket cookie (the source port is not known yet). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -84,7 +108,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, SM_STAT_MAX);
-	__type(key, enum sm_stat); /* puts the counter names into the BTF the agent checks */
+	__type(key, __u32); /* an enum sm_stat; array keys must be plain ints for BTF */
 	__type(value, __u64);
 } sm_stats SM_MAP;
 

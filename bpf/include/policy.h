@@ -23,14 +23,13 @@ static __always_inline __u32 sm_service_flags(__u32 service_id)
 	return st ? st->flags : 0;
 }
 
-static __always_inline int sm_is_excluded(const __u32 addr[4], __u16 port)
+/* Whether addr is in an LPM trie of CIDRs (sm_excl_cidrs, sm_incl_cidrs, sm_local_addrs). */
+static __always_inline int sm_in_cidrs(void *trie, const __u32 addr[4])
 {
 	struct sm_lpm_key lpm = { .prefixlen = 128 };
 
-	if (bpf_map_lookup_elem(&sm_excl_ports, &port))
-		return 1;
 	__builtin_memcpy(lpm.addr, addr, sizeof(lpm.addr));
-	return bpf_map_lookup_elem(&sm_excl_cidrs, &lpm) != 0;
+	return bpf_map_lookup_elem(trie, &lpm) != 0;
 }
 
 /* Service of addr:port, trying the exact address first, then the any-address entry. */

@@ -20,7 +20,15 @@
 #define SM_MAX_CONNS 65536
 
 /* sm_config.flags */
-#define SM_CFG_ENABLED (1u << 0) /* capture is on; a zeroed (unwritten) config captures nothing */
+#define SM_CFG_ENABLED (1u << 0)      /* capture is on; a zeroed (unwritten) config captures nothing */
+#define SM_CFG_OUTBOUND_ALL (1u << 1) /* capture every outbound TCP (istio-init), not only services */
+#define SM_CFG_INCLUDE_ANY (1u << 2)  /* includeOutboundCIDRs is '*' */
+
+/* service_id of a connection captured by a rule rather than by a listed service. */
+#define SM_NO_SERVICE 0xffffffffu
+
+#define SM_PASSTHROUGH_SRC 0x7f000006 /* 127.0.0.6: the sidecar's inbound passthrough source */
+#define SM_HBONE_PORT 15008
 
 /* sm_svc_state.flags */
 #define SM_SVC_REDIRECT (1u << 0) /* capture new connections of this service to the sidecar */
@@ -109,7 +117,8 @@ enum sm_stat {
 	SM_STAT_ERROR = 9,            /* a map update failed */
 	SM_STAT_AUTO_VOTE_FOR = 10,   /* a closed connection voted to splice its service */
 	SM_STAT_AUTO_VOTE_AGAINST = 11, /* ... voted against */
-	SM_STAT_MAX = 12,
+	SM_STAT_CONNECT_INBOUND = 12, /* connect4 sent the sidecar's call to its own pod IP inbound */
+	SM_STAT_MAX = 13,
 };
 
 _Static_assert(sizeof(struct sm_config) == 32, "sm_config layout");

@@ -1,7 +1,7 @@
 // Desired state: a validated MeshConfig compiled into the exact entries each kernel map should
 // hold. Pure: no I/O, so it is tested directly.
 import {
-  CFG_ENABLED, SVC_AUTO, SVC_REDIRECT, SVC_SPLICE,
+  CFG_ENABLED, CFG_INCLUDE_ANY, CFG_OUTBOUND_ALL, SVC_AUTO, SVC_REDIRECT, SVC_SPLICE,
   configCodec, lpmKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, u16Codec, u32Codec, u8Codec,
 } from '../bpf/codecs.js';
 import { Codes, UserError } from '../errors.js';
@@ -20,6 +20,19 @@ export interface DesiredMaps {
   sm_svc_state: Entry[];
   sm_excl_ports: Entry[];
   sm_excl_cidrs: Entry[];
+  sm_incl_ports: Entry[];
+  sm_incl_cidrs: Entry[];
+  sm_local_addrs: Entry[];
+}
+
+function lpmEntries(cidrs: string[]): Entry[] {
+  const one = u8Codec.encode(1);
+  return cidrs.map((c) => {
+    const { bytes, prefixlen } = parseCidr(c);
+    const key = lpmKeyCodec.encode({ prefixlen, addr: null });
+    bytes.copy(key, 4);
+    return { key, value: one };
+  });
 }
 
 export type ServiceIds = Record<string, number>;
@@ -49,8 +62,11 @@ export function assignServiceIds(names: string[], previous: ServiceIds, max: num
   return out;
 }
 
-/** The entries of every config-driven map for this config. */
-export function compileDesired(cfg: MeshConfig, ids: ServiceIds, svcStateSize: number): DesiredMaps {
+/**
+ * The entries of every config-driven map for this config. `localAddrs` are the pod's own
+ * addresses (traffic to them leaves through lo, which istio-init never captures for the app).
+ */
+export function compileDesired(cfg: MeshConfig, ids: ServiceIds, svcStateSize: number, localAddrs: string[] = []): DesiredMaps {
   const services: Entry[] = [];
   const states = new Map<number, number>();
   for (const s of cfg.services) {
@@ -67,6 +83,9 @@ export function compileDesired(cfg: MeshConfig, ids: ServiceIds, svcStateSize: n
     sm_svc_state.push({ key: u32Codec.encode(id), value: svcStateCodec.encode({ flags: states.get(id) ?? 0 }) });
   }
   const one = u8Codec.encode(1);
+  const { capture } = cfg;
+  const includeAny = capture.includeOutboundCIDRs.includes('*');
+  const flags = CFG_ENABLED | (capture.outbound === 'all' ? CFG_OUTBOUND_ALL : 0) | (includeAny ? CFG_INCLUDE_ANY : 0);
   return {
     sm_config: [{
       key: u32Codec.encode(0),
@@ -76,7 +95,7 @@ export function compileDesired(cfg: MeshConfig, ids: ServiceIds, svcStateSize: n
         outboundIp4: cfg.sidecar.address,
         outboundPort: cfg.sidecar.outboundPort,
         inboundPort: cfg.sidecar.inboundPort,
-        flags: CFG_ENABLED,
+        flags,
         autoSegBytes: cfg.autoSplice.segmentBytes,
         autoMinSegs: cfg.autoSplice.minSegments,
         autoVotes: cfg.autoSplice.votes,
@@ -84,12 +103,10 @@ export function compileDesired(cfg: MeshConfig, ids: ServiceIds, svcStateSize: n
     }],
     sm_services: services,
     sm_svc_state,
-    sm_excl_ports: cfg.capture.excludeOutboundPorts.map((p) => ({ key: u16Codec.encode(p), value: one })),
-    sm_excl_cidrs: cfg.capture.excludeOutboundCIDRs.map((c) => {
-      const { bytes, prefixlen } = parseCidr(c);
-      const key = lpmKeyCodec.encode({ prefixlen, addr: null });
-      bytes.copy(key, 4);
-      return { key, value: one };
-    }),
+    sm_excl_ports: capture.excludeOutboundPorts.map((p) => ({ key: u16Codec.encode(p), value: one })),
+    sm_excl_cidrs: lpmEntries(capture.excludeOutboundCIDRs),
+    sm_incl_ports: capture.includeOutboundPorts.map((p) => ({ key: u16Codec.encode(p), value: one })),
+    sm_incl_cidrs: lpmEntries(includeAny ? [] : capture.includeOutboundCIDRs),
+    sm_local_addrs: lpmEntries(localAddrs),
   };
 }

@@ -12,6 +12,7 @@ import { defaultObjectPath } from '../bpf/programs.js';
 import type { MeshConfig } from '../config/model.js';
 import { Codes, SockmeshError, UserError } from '../errors.js';
 import { applyRules, redirectCounts, removeRules } from '../iptables/apply.js';
+import { localAddresses } from '../util/netns.js';
 import { assignServiceIds, compileDesired, type ServiceIds } from './desired.js';
 import { reconcile, type ReconcileReport } from './reconcile.js';
 import { readRecord, removeRecord, writeRecord, type InstanceRecord, type Mode } from './state.js';
@@ -54,18 +55,18 @@ export interface UpResult {
 }
 
 /** Writes the config into the maps; the record keeps service ids stable across updates. */
-function applyConfig(maps: InstanceMaps, config: MeshConfig, previousIds: ServiceIds) {
+function applyConfig(maps: InstanceMaps, config: MeshConfig, previousIds: ServiceIds, localAddrs: string[]) {
   const ids = assignServiceIds(config.services.map((s) => s.name), previousIds, maps.svcState.info.maxEntries);
   // A service new to this id starts its auto-splice vote from scratch.
   for (const [name, id] of Object.entries(ids)) {
     if (previousIds[name] !== id) maps.svcAuto.set(id, { votes: 0, connections: 0 });
   }
-  const report = reconcile(maps, compileDesired(config, ids, maps.svcState.info.maxEntries));
+  const report = reconcile(maps, compileDesired(config, ids, maps.svcState.info.maxEntries, localAddrs));
   return { ids, report };
 }
 
 /** Loads (or adopts) the pinned programs, writes the maps, attaches; undoes a fresh load on failure. */
-async function ebpfUp(layout: PinLayout, cgroup: string, config: MeshConfig, prevIds: ServiceIds, objectPath: string) {
+async function ebpfUp(layout: PinLayout, cgroup: string, config: MeshConfig, prevIds: ServiceIds, localAddrs: string[], objectPath: string) {
   await ensureBpffs();
   const created = !isFullyPinned(layout);
   if (created) {
@@ -75,7 +76,7 @@ async function ebpfUp(layout: PinLayout, cgroup: string, config: MeshConfig, pre
   let maps: InstanceMaps | undefined;
   try {
     maps = new InstanceMaps(layout);
-    const { ids, report } = applyConfig(maps, config, prevIds);
+    const { ids, report } = applyConfig(maps, config, prevIds, localAddrs);
     const attached = await attachAll(layout, cgroup);
     return { created, ids, report, attached: attached.map((p) => p.name) };
   } catch (err) {
@@ -118,8 +119,10 @@ export async function up(opts: UpOptions): Promise<UpResult> {
     if (prev?.mode === 'ebpf' && prev.cgroup !== cgroup) {
       throw new UserError(Codes.INSTANCE_CONFLICT, `instance "${instance}" is attached to ${prev.cgroup}; run sockmesh down --instance ${instance} first or pick another --instance`);
     }
-    const r = await ebpfUp(layout, cgroup, opts.config, prev?.serviceIds ?? {}, opts.objectPath ?? defaultObjectPath());
-    record = { ...base, mode, cgroup, netns: prev?.netns, serviceIds: r.ids };
+    const netns = opts.netns ?? prev?.netns;
+    const localAddrs = netns ? await localAddresses(netns) : [];
+    const r = await ebpfUp(layout, cgroup, opts.config, prev?.serviceIds ?? {}, localAddrs, opts.objectPath ?? defaultObjectPath());
+    record = { ...base, mode, cgroup, netns, localAddrs, serviceIds: r.ids };
     result = { instance, mode, created: r.created, attached: r.attached, changes: r.report.changes };
   } else {
     if (prev?.mode === 'iptables' && prev.netns !== opts.netns) {
@@ -254,7 +257,7 @@ export async function setServiceRedirect(instanceName: string, service: string, 
   } else {
     const maps = new InstanceMaps(pinLayout(rec.pinRoot));
     try {
-      const applied = applyConfig(maps, config, rec.serviceIds);
+      const applied = applyConfig(maps, config, rec.serviceIds, rec.localAddrs ?? []);
       ids = applied.ids;
       changed = Object.keys(applied.report.changes).length > 0;
     } finally {

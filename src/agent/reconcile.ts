@@ -41,6 +41,9 @@ export function reconcile(maps: InstanceMaps, desired: DesiredMaps): ReconcileRe
     ['sm_services', maps.services, false],
     ['sm_excl_ports', maps.exclPorts, false],
     ['sm_excl_cidrs', maps.exclCidrs, false],
+    ['sm_incl_ports', maps.inclPorts, false],
+    ['sm_incl_cidrs', maps.inclCidrs, false],
+    ['sm_local_addrs', maps.localAddrs, false],
     ['sm_config', maps.config, true],
   ];
   const report: ReconcileReport = { changes: {} };

@@ -11,8 +11,11 @@ export interface InstanceRecord {
   mode: Mode;
   /** eBPF mode: the cgroup the programs are attached to. */
   cgroup?: string;
-  /** iptables mode: the network namespace holding the rules (undefined = the agent's own). */
+  /** iptables mode: the network namespace holding the rules (undefined = the agent's own).
+   * eBPF mode: the pod's namespace, whose own addresses count as local (optional). */
   netns?: string;
+  /** eBPF mode: the pod's own addresses found in netns. */
+  localAddrs?: string[];
   pinRoot: string;
   configSource: string;
   config: MeshConfig;

@@ -3,6 +3,8 @@
 import { struct, scalar, type Codec } from './codec.js';
 
 export const CFG_ENABLED = 1 << 0;
+export const CFG_OUTBOUND_ALL = 1 << 1;
+export const CFG_INCLUDE_ANY = 1 << 2;
 export const SVC_REDIRECT = 1 << 0;
 export const SVC_SPLICE = 1 << 1;
 export const SVC_AUTO = 1 << 2;
@@ -123,7 +125,8 @@ export const STATS = {
   SM_STAT_ERROR: 9,
   SM_STAT_AUTO_VOTE_FOR: 10,
   SM_STAT_AUTO_VOTE_AGAINST: 11,
-  SM_STAT_MAX: 12,
+  SM_STAT_CONNECT_INBOUND: 12,
+  SM_STAT_MAX: 13,
 } as const;
 
 /** Counter names as status/metrics report them. */
@@ -140,6 +143,7 @@ export const COUNTER_NAMES: Record<Exclude<keyof typeof STATS, 'SM_STAT_MAX'>, s
   SM_STAT_ERROR: 'errors',
   SM_STAT_AUTO_VOTE_FOR: 'autoVotesFor',
   SM_STAT_AUTO_VOTE_AGAINST: 'autoVotesAgainst',
+  SM_STAT_CONNECT_INBOUND: 'inboundRedirects',
 };
 
 /** Every struct codec, by C name, for the BTF layout check. */

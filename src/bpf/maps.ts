@@ -14,6 +14,9 @@ export class InstanceMaps {
   readonly svcAuto: BpfMap<number, SvcAuto>;
   readonly exclPorts: BpfMap<number, number>;
   readonly exclCidrs: BpfMap<LpmKey, number>;
+  readonly inclPorts: BpfMap<number, number>;
+  readonly inclCidrs: BpfMap<LpmKey, number>;
+  readonly localAddrs: BpfMap<LpmKey, number>;
   readonly cookieDst: BpfMap<number, OrigDst>;
   readonly tupleDst: BpfMap<Tuple, OrigDst>;
   /** Spliced sockets: tuple -> socket cookie. */
@@ -29,6 +32,9 @@ export class InstanceMaps {
       this.svcAuto = this.track(BpfMap.open(mapPath(layout, 'sm_svc_auto'), u32Codec, svcAutoCodec));
       this.exclPorts = this.track(BpfMap.open(mapPath(layout, 'sm_excl_ports'), u16Codec, u8Codec));
       this.exclCidrs = this.track(BpfMap.open(mapPath(layout, 'sm_excl_cidrs'), lpmKeyCodec, u8Codec));
+      this.inclPorts = this.track(BpfMap.open(mapPath(layout, 'sm_incl_ports'), u16Codec, u8Codec));
+      this.inclCidrs = this.track(BpfMap.open(mapPath(layout, 'sm_incl_cidrs'), lpmKeyCodec, u8Codec));
+      this.localAddrs = this.track(BpfMap.open(mapPath(layout, 'sm_local_addrs'), lpmKeyCodec, u8Codec));
       this.cookieDst = this.track(BpfMap.open(mapPath(layout, 'sm_cookie_dst'), u64Codec, origDstCodec));
       this.tupleDst = this.track(BpfMap.open(mapPath(layout, 'sm_tuple_dst'), tupleCodec, origDstCodec));
       this.sockhash = this.track(BpfMap.open(mapPath(layout, 'sm_sockhash'), tupleCodec, u64Codec));

@@ -22,7 +22,7 @@ export function register(program: Command, out: () => Out): void {
     .description('start capture for an instance, update it in place, or switch its mode')
     .addOption(new Option('--mode <mode>', 'capture mode').choices(['ebpf', 'iptables']).default('ebpf'))
     .option('--cgroup <dir>', 'eBPF mode: cgroup2 directory whose processes are meshed (never the cgroup2 root)')
-    .option('--netns <name>', 'iptables mode: network namespace that gets the rules (default: the current one)')
+    .option('--netns <name>', 'iptables mode: network namespace that gets the rules (default: the current one); eBPF mode: the pod namespace whose own addresses count as local')
     .option('--config <file>', 'YAML config (default: the embedded default config)')
     .option('--instance <name>', 'instance name; eBPF pins live under /sys/fs/bpf/sockmesh-<name>', 'default')
     .option('--dry-run', 'iptables mode: print the iptables-restore input instead of applying it')

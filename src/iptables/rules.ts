@@ -54,6 +54,12 @@ export function chainRules(cfg: MeshConfig): string[] {
   for (const c of capture.excludeOutboundCIDRs) r.push(`-A ${OUT} -d ${c} -j RETURN`);
   for (const p of capture.includeOutboundPorts) r.push(`-A ${OUT} -p tcp --dport ${p} -j ${RED}`);
   if (capture.outbound === 'all') {
+    // A listed service whose switch is off is not captured, as in eBPF mode.
+    for (const s of cfg.services.filter((x) => !x.redirect)) {
+      for (const addr of s.addresses.length ? s.addresses : [undefined]) {
+        for (const p of s.ports) r.push(`-A ${OUT} ${addr ? `-d ${addr}/32 ` : ''}-p tcp --dport ${p} -j RETURN`);
+      }
+    }
     if (capture.includeOutboundCIDRs.includes('*')) {
       r.push(`-A ${OUT} -j ${RED}`);
     } else {

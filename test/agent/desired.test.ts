@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { assignServiceIds, compileDesired } from '../../src/agent/desired.js';
 import { diffEntries } from '../../src/agent/reconcile.js';
-import { configCodec, lpmKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, SVC_AUTO, SVC_REDIRECT, SVC_SPLICE, CFG_ENABLED } from '../../src/bpf/codecs.js';
+import { configCodec, lpmKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, SVC_AUTO, SVC_REDIRECT, SVC_SPLICE, CFG_ENABLED, CFG_INCLUDE_ANY, CFG_OUTBOUND_ALL } from '../../src/bpf/codecs.js';
 import { parseConfigText } from '../../src/config/load.js';
 
 const cfg = parseConfigText(`
@@ -44,11 +44,24 @@ describe('compileDesired', () => {
 
   it('encodes the runtime config and exclusions', () => {
     expect(configCodec.decode(d.sm_config[0].value)).toEqual({
-      sidecarUid: 1337, sidecarGid: 1338, outboundIp4: '127.0.0.1', outboundPort: 15001, inboundPort: 15006, flags: CFG_ENABLED,
+      sidecarUid: 1337, sidecarGid: 1338, outboundIp4: '127.0.0.1', outboundPort: 15001, inboundPort: 15006, flags: CFG_ENABLED | CFG_INCLUDE_ANY,
       autoSegBytes: 256, autoMinSegs: 256, autoVotes: 4,
     });
     expect(d.sm_excl_ports.map((e) => e.key.readUInt16LE())).toEqual([22]);
     expect(lpmKeyCodec.decode(d.sm_excl_cidrs[0].key)).toEqual({ prefixlen: 96 + 16, addr: '169.254.0.0' });
+  });
+});
+
+describe('compileDesired with Istio-style capture', () => {
+  it('carries outbound: all, include CIDRs and ports, and the pod\'s own addresses', () => {
+    const all = parseConfigText(`
+capture: { outbound: all, includeOutboundCIDRs: [10.96.0.0/12], includeOutboundPorts: [8443] }
+`, 't');
+    const d = compileDesired(all, {}, 4, ['10.200.0.1/32']);
+    expect(configCodec.decode(d.sm_config[0].value).flags).toBe(CFG_ENABLED | CFG_OUTBOUND_ALL);
+    expect(d.sm_incl_cidrs.map((e) => lpmKeyCodec.decode(e.key))).toEqual([{ prefixlen: 96 + 12, addr: '10.96.0.0' }]);
+    expect(d.sm_incl_ports.map((e) => e.key.readUInt16LE())).toEqual([8443]);
+    expect(d.sm_local_addrs.map((e) => lpmKeyCodec.decode(e.key))).toEqual([{ prefixlen: 128, addr: '10.200.0.1' }]);
   });
 });
 
