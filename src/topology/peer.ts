@@ -1,11 +1,14 @@
 // Test and demo peers: a server and clients that run inside a topology's cgroup and namespace.
-//   serve --host H --port P --name N --mode whoami|echo   prints {"event":"ready"} when listening
+//   serve --host H --port P --name N --mode whoami|echo|origdst   prints {"event":"ready"} when listening
+//     (origdst: a stand-in sidecar listener that answers with the connection's SO_ORIGINAL_DST)
 //   ask --host H --port P                                  one request per stdin line, one JSON reply line each
 //   stream --host H --port P --bytes N                     sends N bytes, reads N echoed back, prints digests
 import { createHash } from 'node:crypto';
 import { connect, createServer, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
+import { originalDst } from '../../native/sockopt.js';
+import { socketFd } from '../sidecar/outbound.js';
 
 function out(v: unknown): void {
   process.stdout.write(`${JSON.stringify(v)}\n`);
@@ -18,9 +21,17 @@ function serve(host: string, port: number, name: string, mode: string): void {
       sock.pipe(sock);
       return;
     }
+    let origDst: unknown;
+    if (mode === 'origdst') {
+      try {
+        origDst = originalDst(socketFd(sock));
+      } catch (e) {
+        origDst = { error: (e as Error).message };
+      }
+    }
     const rl = createInterface({ input: sock });
     rl.on('line', (line) => {
-      sock.write(`${JSON.stringify({ server: name, local: `${sock.localAddress}:${sock.localPort}`, peer: `${sock.remoteAddress}:${sock.remotePort}`, line })}\n`);
+      sock.write(`${JSON.stringify({ server: name, local: `${sock.localAddress}:${sock.localPort}`, peer: `${sock.remoteAddress}:${sock.remotePort}`, line, origDst })}\n`);
     });
   });
   server.listen(port, host, () => out({ event: 'ready', host, port }));

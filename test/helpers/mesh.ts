@@ -14,8 +14,10 @@ export interface ServerSpec {
   name: string;
   host: string;
   port: number;
-  mode?: 'whoami' | 'echo';
+  mode?: 'whoami' | 'echo' | 'origdst';
   local?: boolean;
+  /** A local server in the mesh cgroup (a stand-in sidecar listener). */
+  inMesh?: boolean;
 }
 
 export class Mesh {
@@ -28,14 +30,17 @@ export class Mesh {
    * Servers with `local: true` run in the pod namespace (outside the mesh cgroup); the others in
    * the remote namespace that carries `remoteAddresses`, reached over the pod's eth0.
    */
-  static async create(name: string, remoteAddresses: string[], servers: ServerSpec[]): Promise<Mesh> {
+  static async create(name: string, remoteAddresses: string[], servers: ServerSpec[], opts: { sidecar?: boolean } = {}): Promise<Mesh> {
     const mesh = new Mesh(await Topology.create(name, { remote: { addresses: remoteAddresses } }));
     try {
       const started = servers.map((s) => mesh.topo.spawnNode(PEER,
         ['serve', '--host', s.host, '--port', String(s.port), '--name', s.name, '--mode', s.mode ?? 'whoami'],
-        { cgroup: 'outside', netns: s.local ? 'pod' : 'remote', label: `server ${s.name}` }));
-      mesh.sidecar = mesh.topo.spawnNode(CLI, ['sidecar', '--uid', '1337', '--log-connections'], { cgroup: 'mesh', label: 'sidecar' });
-      await Promise.all([...started, mesh.sidecar].map((p) => p.waitFor((l) => l.event === 'ready')));
+        { cgroup: s.inMesh ? 'mesh' : 'outside', netns: s.local || s.inMesh ? 'pod' : 'remote', label: `server ${s.name}` }));
+      if (opts.sidecar !== false) {
+        mesh.sidecar = mesh.topo.spawnNode(CLI, ['sidecar', '--uid', '1337', '--log-connections'], { cgroup: 'mesh', label: 'sidecar' });
+        started.push(mesh.sidecar);
+      }
+      await Promise.all(started.map((p) => p.waitFor((l) => l.event === 'ready')));
     } catch (err) {
       await mesh.close();
       throw err;
