@@ -1,7 +1,7 @@
 // Fails the run when tests left kernel or network state behind (pins, cgroups, namespaces).
 import { leftovers } from './leftovers.js';
 
-const TEST_NAME = /^(sockmesh|sm)-(t\d+|demo-|probe-)/;
+const TEST_NAME = /^(sockmesh|sm)-(t\d+|demo-|probe-|bench\d+)/;
 
 export default function setup(): () => void {
   const before = new Set(leftovers((n) => TEST_NAME.test(n)));

@@ -1,0 +1,79 @@
+// The benchmark runs end to end (quick), produces every mode and every row, writes a JSON and an
+// SVG, and leaves nothing behind. Its speed is not asserted here: that is what its ratios are for.
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { STATE_DIR } from '../../src/agent/state.js';
+import { MODES } from '../../src/bench/env.js';
+import type { BenchResult } from '../../src/bench/run.js';
+import { formatTable } from '../../src/bench/report.js';
+import { ratio, spread } from '../../src/bench/stats.js';
+import { WORKLOADS } from '../../src/bench/workloads.js';
+import { runCli } from '../helpers/cli.js';
+import { leftovers } from '../helpers/leftovers.js';
+import { privileged } from '../helpers/privileged.js';
+
+describe('bench statistics', () => {
+  it('summarises repeats as min/median/max and compares medians', () => {
+    expect(spread([3, 1, 2])).toEqual({ min: 1, median: 2, max: 3, n: 3 });
+    expect(spread([4, 1, 2, 3]).median).toBe(2.5);
+    expect(ratio(spread([1.5]), spread([1]))).toBe(1.5);
+  });
+});
+
+/** Structural validation of the bench JSON: every field a script reads, with finite numbers. */
+function validate(res: BenchResult): string[] {
+  const errors: string[] = [];
+  const finite = (v: unknown, where: string) => {
+    if (typeof v !== 'number' || !Number.isFinite(v)) errors.push(`${where} is not a finite number: ${String(v)}`);
+  };
+  if (typeof res.kernel !== 'string' || !res.kernel) errors.push('kernel missing');
+  finite(res.repeats, 'repeats');
+  finite(res.secondsPerRun, 'secondsPerRun');
+  for (const w of WORKLOADS) {
+    for (const m of w.metrics) {
+      const row = res.rows.find((r) => r.workload === w.id && r.metric === m.metric);
+      if (!row) {
+        errors.push(`row ${w.id}/${m.metric} missing`);
+        continue;
+      }
+      for (const mode of MODES) {
+        const s = row.modes[mode];
+        if (!s) errors.push(`${w.id}/${m.metric}/${mode} missing`);
+        else for (const k of ['min', 'median', 'max', 'n'] as const) finite(s[k], `${w.id}/${m.metric}/${mode}.${k}`);
+      }
+      finite(row.ratios.ebpfVsIptables, `${w.id}/${m.metric} ratio vs iptables`);
+      finite(row.ratios.ebpfVsDirect, `${w.id}/${m.metric} ratio vs direct`);
+    }
+  }
+  for (const mode of MODES) {
+    for (const w of WORKLOADS) if (!res.samples[mode]?.[w.id]?.length) errors.push(`samples ${mode}/${w.id} missing`);
+  }
+  return errors;
+}
+
+privileged('sockmesh bench --quick', () => {
+  it('measures every mode and row, writes JSON and SVG, and removes its topology', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'sockmesh-bench-test-'));
+    try {
+      const r = await runCli(['bench', '--quick', '--json', '--out', out], { timeoutMs: 240_000 });
+      expect(r.code, r.stderr).toBe(0);
+      const res = JSON.parse(r.stdout) as BenchResult;
+      expect(res.modes).toEqual(MODES);
+      expect(validate(res)).toEqual([]);
+      expect(JSON.parse(readFileSync(join(out, 'bench.json'), 'utf8'))).toEqual(res);
+      const svg = readFileSync(join(out, 'bench.svg'), 'utf8');
+      expect(svg).toMatch(/^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+      expect(svg.match(/<rect [^>]*fill="#/g)?.length).toBeGreaterThan(MODES.length * 4);
+      expect(r.stderr).toMatch(/\[1\/\d+\] repeat 1\/1 direct rr-64/); // progress lines
+      const table = formatTable(res);
+      for (const w of WORKLOADS) expect(table).toContain(w.id);
+      expect(leftovers((n) => n.includes('bench'))).toEqual([]);
+      const records = existsSync(STATE_DIR) ? readdirSync(STATE_DIR).filter((f) => f.startsWith('bench')) : [];
+      expect(records).toEqual([]);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+}, ['bpftool', 'ip', 'haproxy', 'iptables-restore']);
