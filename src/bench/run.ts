@@ -30,9 +30,28 @@ export interface BenchResult {
   repeats: number;
   secondsPerRun: number;
   modes: BenchMode[];
+  /** The mode order of each repeat (shuffled, so no mode always follows the same one). */
+  orders: BenchMode[][];
   rows: BenchRow[];
   /** Every sample, for charts and scripts: mode -> workload -> repeats. */
   samples: Record<string, Record<string, Array<Record<string, number>>>>;
+}
+
+/**
+ * A different order for every repeat: a fixed rotation would make each mode always follow the
+ * same neighbour, and one mode's after-effects (e.g. the kernel tearing down thousands of spliced
+ * sockets after the connection test) would always land on that neighbour. Seeded, so a run is
+ * reproducible.
+ */
+export function shuffledOrder<T>(items: T[], repeat: number): T[] {
+  const out = [...items];
+  let seed = 0x2545f491 ^ (repeat * 0x9e3779b9);
+  for (let i = out.length - 1; i > 0; i--) {
+    seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5;
+    const j = (seed >>> 0) % (i + 1);
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
 }
 
 /** The figure a metric takes from one sample. */
@@ -52,12 +71,16 @@ export async function runBench(opts: BenchOptions, progress: (msg: string) => vo
   const env = await BenchEnv.create(`bench${process.pid}`);
   const total = repeats * modes.length * workloads.length;
   let done = 0;
+  const orders: BenchMode[][] = [];
+  const settleMs = opts.quick ? 100 : 1000;
   try {
     for (let r = 0; r < repeats; r++) {
-      // Rotate the mode order each repeat so no mode always runs first (or last) on a warming machine.
-      const order = modes.map((_, i) => modes[(i + r) % modes.length]);
+      const order = shuffledOrder(modes, r);
+      orders.push(order);
       for (const mode of order) {
         await env.setMode(mode);
+        // Let deferred kernel work of the previous mode (socket teardown, RCU) finish first.
+        await new Promise((res) => setTimeout(res, settleMs));
         for (const w of workloads) {
           done += 1;
           progress(`[${done}/${total}] repeat ${r + 1}/${repeats} ${mode} ${w.id}`);
@@ -85,5 +108,5 @@ export async function runBench(opts: BenchOptions, progress: (msg: string) => vo
       });
     }
   }
-  return { startedAt: new Date().toISOString(), kernel, repeats, secondsPerRun: seconds, modes, rows, samples };
+  return { startedAt: new Date().toISOString(), kernel, repeats, secondsPerRun: seconds, modes, orders, rows, samples };
 }

@@ -29,10 +29,15 @@ export function natSave(netns: string | undefined): Promise<string> {
   return run(netns, 'iptables-save', ['-t', 'nat']);
 }
 
+/** Feeds one iptables-restore transaction (one COMMIT): applied whole or not at all. */
+export async function restore(netns: string | undefined, input: string): Promise<void> {
+  await run(netns, 'iptables-restore', ['--noflush'], input);
+}
+
 /** Applies the rule set atomically; a second call with the same config changes nothing. */
 export async function applyRules(netns: string | undefined, cfg: MeshConfig): Promise<string> {
   const input = upRestore(cfg, await natSave(netns));
-  await run(netns, 'iptables-restore', ['--noflush'], input);
+  await restore(netns, input);
   return input;
 }
 
@@ -40,7 +45,7 @@ export async function applyRules(netns: string | undefined, cfg: MeshConfig): Pr
 export async function removeRules(netns: string | undefined): Promise<boolean> {
   const save = await natSave(netns);
   if (!hasOurChains(save)) return false;
-  await run(netns, 'iptables-restore', ['--noflush'], downRestore(save));
+  await restore(netns, downRestore(save));
   return true;
 }
 

@@ -1,0 +1,53 @@
+// Applying and removing the rule set in a private namespace: atomic, idempotent, exact.
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { parseConfigText } from '../../src/config/load.js';
+import { applyRules, natSave, removeRules, restore } from '../../src/iptables/apply.js';
+import { upRestore } from '../../src/iptables/rules.js';
+import { Topology } from '../../src/topology/topology.js';
+import { runCli } from '../helpers/cli.js';
+import { privileged, uniqueName } from '../helpers/privileged.js';
+
+const cfg = parseConfigText('services: [{ name: a, addresses: [10.96.0.20], ports: [9080] }]', 't');
+const rules = (save: string) => save.split('\n').filter((l) => l.startsWith('-A') || l.startsWith(':SOCKMESH')).sort();
+
+privileged('iptables rule set in a private namespace', () => {
+  let topo: Topology;
+  beforeAll(async () => {
+    topo = await Topology.create(uniqueName('r'));
+    // Someone else's rule in the same table: sockmesh must leave it alone.
+    await restore(topo.netns, '*nat\n:OTHER - [0:0]\n-A OUTPUT -p udp -j OTHER\nCOMMIT\n');
+  });
+  afterAll(async () => {
+    await topo?.close();
+  });
+
+  it('applies idempotently: a second up changes nothing', async () => {
+    await applyRules(topo.netns, cfg);
+    const once = rules(await natSave(topo.netns));
+    await applyRules(topo.netns, cfg);
+    expect(rules(await natSave(topo.netns))).toEqual(once);
+    expect(once).toContain('-A OUTPUT -p tcp -j SOCKMESH_OUTPUT');
+    expect(once).toContain('-A SOCKMESH_OUTPUT -d 10.96.0.20/32 -p tcp --dport 9080 -j SOCKMESH_REDIRECT');
+  });
+
+  it('is atomic: a transaction with a bad rule changes nothing', async () => {
+    const before = rules(await natSave(topo.netns));
+    const changed = parseConfigText('services: [{ name: a, addresses: [10.96.0.21], ports: [9443] }]', 't');
+    const broken = upRestore(changed, await natSave(topo.netns)).replace('COMMIT', '-A SOCKMESH_OUTPUT -j NO_SUCH_CHAIN\nCOMMIT');
+    await expect(restore(topo.netns, broken)).rejects.toThrow(/iptables-restore in network namespace/);
+    expect(rules(await natSave(topo.netns))).toEqual(before);
+  });
+
+  it('dry-run prints the restore input and applies nothing new', async () => {
+    const r = await runCli(['up', '--mode', 'iptables', '--netns', topo.netns, '--dry-run', '--instance', uniqueName('d')]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^\*nat\n:SOCKMESH_INBOUND - \[0:0\]\n/);
+    expect(r.stdout).toMatch(/-A SOCKMESH_OUTPUT -d 10\.96\.0\.20\/32 -p tcp --dport 9080 -j SOCKMESH_REDIRECT\nCOMMIT\n$/);
+  });
+
+  it('down removes exactly what up added', async () => {
+    expect(await removeRules(topo.netns)).toBe(true);
+    expect(rules(await natSave(topo.netns))).toEqual(['-A OUTPUT -p udp -j OTHER']);
+    expect(await removeRules(topo.netns)).toBe(false);
+  });
+}, ['ip', 'iptables-restore']);
