@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything sockmesh needs on Debian (as root) and builds it: Debian packages from
-# scripts/debian-packages.txt, npm dependencies (npm ci), the TypeScript build.
+# scripts/debian-packages.txt (with --test also scripts/debian-packages-test.txt), npm
+# dependencies (npm ci), the TypeScript build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +15,10 @@ if [ "$node_major" -lt 20 ]; then
   exit 1
 fi
 
-packages=$(grep -v '^\s*#' scripts/debian-packages.txt | xargs)
+lists=scripts/debian-packages.txt
+[ "${1:-}" = --test ] && lists="$lists scripts/debian-packages-test.txt"
+# shellcheck disable=SC2086
+packages=$(cat $lists | grep -v '^\s*#' | xargs)
 echo "» apt-get install $packages"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq

@@ -3,6 +3,7 @@
 import { down, requireRoot, status, up } from './agent/instance.js';
 import { loadConfig } from './config/load.js';
 import { Topology } from './topology/topology.js';
+import { checkInterrupted } from './util/interrupt.js';
 
 export interface DemoResult {
   instance: string;
@@ -31,9 +32,11 @@ export async function runDemo(progress: (msg: string) => void): Promise<DemoResu
       '--uid', String(config.sidecar.uid), '--gid', String(config.sidecar.gid), '--log-connections'], { cgroup: 'mesh', label: 'sidecar' });
     await Promise.all([server.waitFor((l) => l.event === 'ready'), sidecar.waitFor((l) => l.event === 'ready')]);
     progress(`server listening on ${addr}:${port} outside the mesh cgroup; sidecar on ${config.sidecar.address}:${config.sidecar.outboundPort} as uid ${config.sidecar.uid}`);
+    checkInterrupted();
     await up({ instance: name, cgroup: topo.cgroup, config, configSource: '(embedded default)' });
     isUp = true;
     progress(`sockmesh up: programs attached to ${topo.cgroup}`);
+    checkInterrupted();
     const client = topo.spawnNode(PEER, ['ask', '--host', addr, '--port', String(port)], { cgroup: 'mesh', label: 'client' });
     await client.waitFor((l) => l.event === 'connected');
     client.send('hello through the mesh');

@@ -19,6 +19,7 @@ export const Codes = {
   SERVICE_UNKNOWN: 'SOCKMESH_E_SERVICE_UNKNOWN',
   USAGE: 'SOCKMESH_E_USAGE',
   TOPOLOGY: 'SOCKMESH_E_TOPOLOGY',
+  INTERRUPTED: 'SOCKMESH_E_INTERRUPTED',
 } as const;
 
 export type Code = (typeof Codes)[keyof typeof Codes];

@@ -1,6 +1,7 @@
 // `sockmesh bench`: every mode on the same processes, interleaved repeats, one table of medians
 // with min–max spread and ratios against iptables and direct, all measured in this one run.
 import { requireRoot } from '../agent/instance.js';
+import { checkInterrupted } from '../util/interrupt.js';
 import { BenchEnv, MODES, type BenchMode } from './env.js';
 import { ratio, spread, type Spread } from './stats.js';
 import { WORKLOADS, type Metric, type Workload } from './workloads.js';
@@ -30,7 +31,7 @@ export interface BenchResult {
   repeats: number;
   secondsPerRun: number;
   modes: BenchMode[];
-  /** The mode order of each repeat (shuffled, so no mode always follows the same one). */
+  /** The mode order of each (repeat, workload) step (shuffled, so no mode always follows the same one). */
   orders: BenchMode[][];
   rows: BenchRow[];
   /** Every sample, for charts and scripts: mode -> workload -> repeats. */
@@ -63,8 +64,8 @@ function figure(w: Workload, metric: Metric, s: { result: Record<string, number>
 
 export async function runBench(opts: BenchOptions, progress: (msg: string) => void, kernel: string): Promise<BenchResult> {
   requireRoot();
-  const repeats = opts.repeats ?? (opts.quick ? 1 : 3);
-  const seconds = opts.seconds ?? (opts.quick ? 0.3 : 1.5);
+  const repeats = opts.repeats ?? (opts.quick ? 1 : 5);
+  const seconds = opts.seconds ?? (opts.quick ? 0.3 : 1);
   const modes = opts.modes ?? MODES;
   const workloads = WORKLOADS.filter((w) => !opts.workloads || opts.workloads.includes(w.id));
   const samples: BenchResult['samples'] = {};
@@ -72,18 +73,21 @@ export async function runBench(opts: BenchOptions, progress: (msg: string) => vo
   const total = repeats * modes.length * workloads.length;
   let done = 0;
   const orders: BenchMode[][] = [];
-  const settleMs = opts.quick ? 100 : 1000;
+  const settleMs = opts.quick ? 50 : 300;
   try {
     for (let r = 0; r < repeats; r++) {
-      const order = shuffledOrder(modes, r);
-      orders.push(order);
-      for (const mode of order) {
-        await env.setMode(mode);
-        // Let deferred kernel work of the previous mode (socket teardown, RCU) finish first.
-        await new Promise((res) => setTimeout(res, settleMs));
-        for (const w of workloads) {
+      for (const [wi, w] of workloads.entries()) {
+        // Every workload compares all modes within a few seconds of each other, so a slow phase
+        // of a shared machine hits all of them alike instead of one mode's whole block.
+        const order = shuffledOrder(modes, r * workloads.length + wi);
+        orders.push(order);
+        for (const mode of order) {
+          checkInterrupted();
+          await env.setMode(mode);
+          // Let deferred kernel work of the previous mode (socket teardown, RCU) finish first.
+          await new Promise((res) => setTimeout(res, settleMs));
           done += 1;
-          progress(`[${done}/${total}] repeat ${r + 1}/${repeats} ${mode} ${w.id}`);
+          progress(`[${done}/${total}] repeat ${r + 1}/${repeats} ${w.id} ${mode}`);
           const s = await env.run(w, seconds);
           const perMode = (samples[mode] ??= {});
           (perMode[w.id] ??= []).push({ ...s.result, cpuUsec: s.cpuUsec, ...Object.fromEntries(w.metrics.map((m) => [m.metric, figure(w, m.metric, s)])) });

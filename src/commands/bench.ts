@@ -7,6 +7,7 @@ import { formatTable, toSvg } from '../bench/report.js';
 import { runBench } from '../bench/run.js';
 import { WORKLOADS } from '../bench/workloads.js';
 import { Codes, UserError } from '../errors.js';
+import { installInterruptHandlers } from '../util/interrupt.js';
 
 interface BenchOpts {
   quick?: boolean;
@@ -40,8 +41,8 @@ export function register(program: Command): void {
     .option('--quick', 'one short repeat (a smoke test, not a measurement)')
     .option('--json', 'print the result as JSON (progress goes to stderr)')
     .option('--out <dir>', 'write bench.json and bench.svg (a chart) into this directory')
-    .option('--repeats <n>', 'interleaved repeats (default 3, quick 1)')
-    .option('--seconds <s>', 'seconds per measurement (default 1.5, quick 0.3)')
+    .option('--repeats <n>', 'interleaved repeats (default 5, quick 1)')
+    .option('--seconds <s>', 'seconds per measurement (default 1, quick 0.3)')
     .option('--modes <list>', `comma-separated subset of ${MODES.join(',')}`)
     .option('--workloads <list>', `comma-separated subset of ${WORKLOADS.map((w) => w.id).join(',')}`)
     .addHelpText('after', `
@@ -55,6 +56,7 @@ ratios within one run: the machine may be shared and noisy.`)
       const seconds = positive('--seconds', opts.seconds, 60);
       const tty = process.stderr.isTTY;
       const progress = (m: string) => process.stderr.write(tty ? `\r\x1b[K${m}` : `${m}\n`);
+      installInterruptHandlers();
       const res = await runBench({ quick: !!opts.quick, modes, workloads, repeats, seconds }, progress, release());
       if (tty) process.stderr.write('\r\x1b[K');
       if (opts.out) {

@@ -1,5 +1,6 @@
 // The benchmark runs end to end (quick), produces every mode and every row, writes a JSON and an
 // SVG, and leaves nothing behind. Its speed is not asserted here: that is what its ratios are for.
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +11,7 @@ import type { BenchResult } from '../../src/bench/run.js';
 import { formatTable } from '../../src/bench/report.js';
 import { ratio, spread } from '../../src/bench/stats.js';
 import { WORKLOADS } from '../../src/bench/workloads.js';
+import { packageRoot } from '../../src/util/paths.js';
 import { runCli } from '../helpers/cli.js';
 import { leftovers } from '../helpers/leftovers.js';
 import { privileged } from '../helpers/privileged.js';
@@ -66,7 +68,7 @@ privileged('sockmesh bench --quick', () => {
       const svg = readFileSync(join(out, 'bench.svg'), 'utf8');
       expect(svg).toMatch(/^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
       expect(svg.match(/<rect [^>]*fill="#/g)?.length).toBeGreaterThan(MODES.length * 4);
-      expect(r.stderr).toMatch(/\[1\/\d+\] repeat 1\/1 direct rr-64/); // progress lines
+      expect(r.stderr).toMatch(/\[1\/\d+\] repeat 1\/1 rr-64 [a-z-]+\n/); // progress lines
       const table = formatTable(res);
       for (const w of WORKLOADS) expect(table).toContain(w.id);
       expect(leftovers((n) => n.includes('bench'))).toEqual([]);
@@ -75,5 +77,19 @@ privileged('sockmesh bench --quick', () => {
     } finally {
       rmSync(out, { recursive: true, force: true });
     }
+  });
+
+  it('cleans up everything when interrupted with SIGTERM', async () => {
+    const child = spawn(process.execPath, [join(packageRoot(), 'bin', 'sockmesh.js'), 'bench', '--repeats', '3', '--seconds', '2'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    const exited = new Promise<number>((res) => child.on('close', (code) => res(code ?? 128)));
+    await new Promise<void>((res) => child.stderr.on('data', (b: Buffer) => {
+      stderr += b.toString();
+      if (/\[2\//.test(stderr)) res();
+    }));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(2);
+    expect(stderr).toMatch(/interrupted by SIGTERM; everything this run created was removed/);
+    expect(leftovers((n) => n.includes('bench'))).toEqual([]);
   });
 }, ['bpftool', 'ip', 'haproxy', 'iptables-restore']);

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { STATS, STRUCT_CODECS } from '../../src/bpf/codecs.js';
 import { defaultObjectPath } from '../../src/bpf/programs.js';
 import { packageRoot } from '../../src/util/paths.js';
-import { requirementsOrSkip } from '../helpers/privileged.js';
+import { missingTools, requirementsOrSkip } from '../helpers/privileged.js';
 
 interface BtfType {
   id: number;
@@ -21,14 +21,7 @@ interface BtfType {
   values?: Array<{ name: string; val: number }>;
 }
 
-const reason = (() => {
-  try {
-    execFileSync('bpftool', ['version'], { stdio: 'ignore' });
-    return undefined;
-  } catch {
-    return 'needs bpftool';
-  }
-})();
+const reason = missingTools(['bpftool', 'cc']);
 
 describe.skipIf(requirementsOrSkip(reason))('codec layouts equal the BTF of bpf/sockmesh.bpf.o', () => {
   const types = (): BtfType[] =>

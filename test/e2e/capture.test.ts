@@ -19,6 +19,7 @@ for (const mode of ['ebpf', 'iptables'] as const) privileged(`capture end to end
   const where = () => (ebpf ? ['--cgroup', mesh.cgroup] : ['--netns', mesh.netns]);
   let mesh: Mesh;
   let isUp = false;
+  let config = '';
   const status = () => cliJson<InstanceStatus>(['status', '--instance', instance]);
 
   beforeAll(async () => {
@@ -29,7 +30,7 @@ for (const mode of ['ebpf', 'iptables'] as const) privileged(`capture end to end
       { name: 'outside', host: OUTSIDE, port: 9080 },
       { name: 'bulk', host: SVC, port: 9090, mode: 'echo' },
     ]);
-    const config = mesh.writeConfig(`
+    config = mesh.writeConfig(`
 sidecar: { uid: 1337, outboundPort: 15001, inboundPort: 15006 }
 services:
   - { name: reviews, addresses: [${SVC}], ports: [9080], splice: always }
@@ -155,6 +156,17 @@ exclude: { outboundPorts: [9082], outboundCIDRs: [10.96.1.0/24] }
     const back = await mesh.request(SVC, 9080, 'back');
     expect(back.reply.peer).not.toBe(back.client.local);
     expect(mesh.sidecarConnections().at(-1)).toMatchObject({ peer: back.client.local, originalDst: { address: SVC, port: 9080 } });
+    live.close();
+  });
+
+  if (ebpf) it('adopts its pins when started again (agent restart): same programs, live connections keep working', async () => {
+    const live = await mesh.client(SVC, 9081);
+    expect((await live.ask('before')).peer).not.toBe(live.local);
+    const ids = (await status()).programs.map((p) => p.id);
+    const r = await runCli(['up', '--mode', mode, ...where(), '--config', config, '--instance', instance, '--json']);
+    expect(JSON.parse(r.stdout)).toMatchObject({ created: false, attached: [], changes: {} });
+    expect((await status()).programs.map((p) => p.id)).toEqual(ids);
+    expect(await live.ask('after')).toMatchObject({ server: 'ratings', line: 'after' });
     live.close();
   });
 

@@ -15,14 +15,18 @@ function have(cmd: string): boolean {
   }
 }
 
+/** Why tests needing these tools cannot run here (the first missing one), or undefined. */
+export function missingTools(tools: string[]): string | undefined {
+  const missing = tools.filter((t) => !have(t));
+  return missing.length ? `needs ${missing.join(', ')} on PATH` : undefined;
+}
+
 /** Why privileged tests cannot run here, or undefined when they can. */
 export function privilegedSkipReason(tools: string[] = ['bpftool', 'ip']): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)';
   if (!cgroup2Mount()) return 'needs a cgroup2 mount';
   if (!existsSync('/sys/kernel/btf/vmlinux')) return 'needs kernel BTF';
-  const missing = tools.filter((t) => !have(t));
-  if (missing.length) return `needs ${missing.join(', ')} on PATH`;
-  return undefined;
+  return missingTools(tools);
 }
 
 export function requirementsOrSkip(reason: string | undefined): boolean {
