@@ -4,6 +4,8 @@
 # nothing may skip), prints marker lines for the host, and powers off.
 set -u
 export PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root CI=true
+# Software emulation is 3-14x slower than the host: test timeouts scale by this.
+export SOCKMESH_TEST_TIME_SCALE=${SOCKMESH_TEST_TIME_SCALE:-6}
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
 mkdir -p /sys/fs/cgroup

@@ -84,9 +84,17 @@ export function chainRules(cfg: MeshConfig): string[] {
 
 const DECLARE = Object.values(CHAINS).map((c) => `:${c} - [0:0]`);
 
+/**
+ * Rule lines of an iptables-save dump in the form sockmesh writes them: some kernel/iptables
+ * combinations print the implicit `-m tcp` match (seen with Debian 12's 6.1 kernel), others do not.
+ */
+export function normalizeSave(natSave: string): string[] {
+  return natSave.split('\n').map((l) => l.trim().replace(/ -m tcp(?= )/g, ''));
+}
+
 /** iptables-save lines of the nat table already present (to keep `up` from duplicating jumps). */
 function presentRules(natSave: string): Set<string> {
-  return new Set(natSave.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('-A ')));
+  return new Set(normalizeSave(natSave).filter((l) => l.startsWith('-A ')));
 }
 
 /**

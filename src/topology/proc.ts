@@ -32,7 +32,7 @@ export class Proc {
   }
 
   /** The first line (already seen or to come) that matches, or an error after the timeout. */
-  waitFor(pred: (l: Line) => boolean, timeoutMs = 10_000): Promise<Line> {
+  waitFor(pred: (l: Line) => boolean, timeoutMs = 60_000): Promise<Line> {
     const seen = this.lines.find(pred);
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {

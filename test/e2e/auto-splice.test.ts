@@ -7,6 +7,7 @@ import { packageRoot } from '../../src/util/paths.js';
 import { cliJson, runCli } from '../helpers/cli.js';
 import { Mesh } from '../helpers/mesh.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
+import { slow } from '../helpers/slow.js';
 
 const SVC = '10.96.0.20';
 
@@ -20,14 +21,14 @@ privileged('splice: auto', () => {
   /** One smload stream connection through the mesh; returns the bytes the sink confirmed. */
   async function stream(size: number): Promise<number> {
     const p = mesh.topo.spawn(smload, ['stream', SVC, '9101', String(size), '0.2'], { cgroup: 'mesh', label: `stream ${size}` });
-    const line = await p.waitFor((l) => l.test === 'stream', 20_000);
+    const line = await p.waitFor((l) => l.test === 'stream', slow(20_000));
     expect(await p.exited).toBe(0);
     return line.bytes as number;
   }
 
   /** Votes are cast when the app's socket reaches TCP_CLOSE, a moment after the client exits. */
   async function votesSettle(pred: (c: Record<string, number>) => boolean): Promise<Record<string, number>> {
-    for (let i = 0; i < 100; i++) {
+    for (let i = 0; i < slow(100); i++) {
       const c = (await status()).counters;
       if (pred(c)) return c;
       await new Promise((r) => setTimeout(r, 50));

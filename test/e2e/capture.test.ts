@@ -9,6 +9,7 @@ import { InstanceMaps } from '../../src/bpf/maps.js';
 import { cliJson, runCli } from '../helpers/cli.js';
 import { Mesh } from '../helpers/mesh.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
+import { slow } from '../helpers/slow.js';
 
 const SVC = '10.96.0.20';
 const OUTSIDE = '10.96.1.5'; // in the excluded CIDR
@@ -82,7 +83,7 @@ exclude: { outboundPorts: [9082], outboundCIDRs: [10.96.1.0/24] }
     const before = (await status()).counters;
     const total = 64 * 1024 * 1024;
     const proc = mesh.topo.spawnNode('dist/src/topology/peer.js', ['stream', '--host', SVC, '--port', '9090', '--bytes', String(total)], { cgroup: 'mesh', label: 'stream' });
-    const during = await proc.waitFor((l) => l.event === 'done' || l.event === 'error', 120_000);
+    const during = await proc.waitFor((l) => l.event === 'done' || l.event === 'error', slow(120_000));
     expect(during.event).toBe('done');
     expect(during.received).toBe(total);
     expect(during.echoed).toBe(during.sent);

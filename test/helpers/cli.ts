@@ -2,6 +2,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { packageRoot } from '../../src/util/paths.js';
+import { slow } from './slow.js';
 
 export interface CliResult {
   code: number;
@@ -14,7 +15,7 @@ export function runCli(args: string[], opts: { input?: string; timeoutMs?: numbe
     const child = spawn(process.execPath, [join(packageRoot(), 'bin', 'sockmesh.js'), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), slow(opts.timeoutMs ?? 60_000));
     child.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
     child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
     child.on('error', reject);

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Line, Proc } from '../../src/topology/proc.js';
 import { Topology } from '../../src/topology/topology.js';
+import { slow } from './slow.js';
 
 export const PEER = 'dist/src/topology/peer.js';
 export const CLI = 'bin/sockmesh.js';
@@ -40,7 +41,7 @@ export class Mesh {
         mesh.sidecar = mesh.topo.spawnNode(CLI, ['sidecar', '--uid', '1337', '--log-connections'], { cgroup: 'mesh', label: 'sidecar' });
         started.push(mesh.sidecar);
       }
-      await Promise.all(started.map((p) => p.waitFor((l) => l.event === 'ready')));
+      await Promise.all(started.map((p) => p.waitFor((l) => l.event === 'ready', slow(30_000))));
     } catch (err) {
       await mesh.close();
       throw err;
@@ -60,7 +61,7 @@ export class Mesh {
   runAs(uid: number, gid: number, script: string): string {
     return execFileSync('sh', ['-c',
       `echo $$ > ${this.cgroup}/cgroup.procs && exec ip netns exec ${this.netns} setpriv --reuid ${uid} --regid ${gid} --clear-groups bash -c "$0"`, script],
-    { encoding: 'utf8', timeout: 10_000 });
+    { encoding: 'utf8', timeout: slow(10_000) });
   }
 
   writeConfig(yaml: string): string {
@@ -77,7 +78,7 @@ export class Mesh {
   /** A client in the mesh cgroup holding one connection; `ask` sends a line and awaits the reply. */
   async client(host: string, port: number): Promise<Client> {
     const proc = this.topo.spawnNode(PEER, ['ask', '--host', host, '--port', String(port)], { cgroup: 'mesh', label: `client ${host}:${port}` });
-    const connected = await proc.waitFor((l) => l.event === 'connected' || l.event === 'error');
+    const connected = await proc.waitFor((l) => l.event === 'connected' || l.event === 'error', slow(10_000));
     if (connected.event === 'error') throw new Error(`client could not connect to ${host}:${port}: ${String(connected.message)}`);
     return new Client(proc, connected.local as string, connected.remote as string);
   }
@@ -113,7 +114,7 @@ export class Client {
     const n = this.asked;
     this.proc.send(text);
     const replies = () => this.proc.lines.filter((l) => l.event === 'reply');
-    await this.proc.waitFor(() => replies().length >= n);
+    await this.proc.waitFor(() => replies().length >= n, slow(10_000));
     return replies()[n - 1].reply as Reply;
   }
 

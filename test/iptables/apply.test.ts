@@ -2,13 +2,13 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { parseConfigText } from '../../src/config/load.js';
 import { applyRules, natSave, removeRules, restore } from '../../src/iptables/apply.js';
-import { upRestore } from '../../src/iptables/rules.js';
+import { normalizeSave, upRestore } from '../../src/iptables/rules.js';
 import { Topology } from '../../src/topology/topology.js';
 import { runCli } from '../helpers/cli.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
 
 const cfg = parseConfigText('services: [{ name: a, addresses: [10.96.0.20], ports: [9080] }]', 't');
-const rules = (save: string) => save.split('\n').filter((l) => l.startsWith('-A') || l.startsWith(':SOCKMESH')).sort();
+const rules = (save: string) => normalizeSave(save).filter((l) => l.startsWith('-A') || l.startsWith(':SOCKMESH')).sort();
 
 privileged('iptables rule set in a private namespace', () => {
   let topo: Topology;
