@@ -1,5 +1,6 @@
-// splice: auto learns per service from closed connections: tiny TCP_NODELAY writes (per-packet
-// stack cost dominates) vote for splicing, bulk writes vote against; new connections follow the vote.
+// splice: auto learns per service from closed connections: small request/response messages (one
+// small segment each, whatever the machine's speed) vote for splicing, bulk writes vote against;
+// new connections follow the vote.
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { status as instanceStatus } from '../../src/agent/instance.js';
@@ -19,13 +20,16 @@ privileged('splice: auto', () => {
   const status = () => instanceStatus(instance);
   const auto = async () => (await status()).services[0].auto!;
 
-  /** One smload stream connection through the mesh; returns the bytes the sink confirmed. */
-  async function stream(size: number): Promise<number> {
-    const p = mesh.topo.spawn(smload, ['stream', SVC, '9101', String(size), '0.2'], { cgroup: 'mesh', label: `stream ${size}` });
-    const line = await p.waitFor((l) => l.test === 'stream', slow(20_000));
+  /** One smload connection through the mesh (rr: echo port, stream: sink port); returns its result. */
+  async function load(test: 'rr' | 'stream', size: number): Promise<Record<string, number>> {
+    const port = test === 'rr' ? '9100' : '9101';
+    const p = mesh.topo.spawn(smload, [test, SVC, port, String(size), '0.3'], { cgroup: 'mesh', label: `${test} ${size}` });
+    const line = await p.waitFor((l) => l.test === test, slow(20_000));
     expect(await p.exited).toBe(0);
-    return line.bytes as number;
+    return line as Record<string, number>;
   }
+  const stream = async (size: number) => (await load('stream', size)).bytes;
+  const rr = async () => (await load('rr', 64)).count;
 
   /** Votes are cast when the app's socket reaches TCP_CLOSE, a moment after the client exits. */
   async function votesSettle(pred: (c: Record<string, number>) => boolean): Promise<Record<string, number>> {
@@ -43,7 +47,7 @@ privileged('splice: auto', () => {
     await server.waitFor((l) => l.event === 'ready');
     const config = mesh.writeConfig(`
 autoSplice: { segmentBytes: 256, minSegments: 64, votes: 2 }
-services: [{ name: stream, addresses: [${SVC}], ports: [9101] }]
+services: [{ name: rpc, addresses: [${SVC}], ports: [9100, 9101] }]
 `);
     const r = await runCli(['up', '--cgroup', mesh.cgroup, '--config', config, '--instance', instance]);
     expect(r.stderr).toBe('');
@@ -54,17 +58,17 @@ services: [{ name: stream, addresses: [${SVC}], ports: [9101] }]
     await mesh?.close();
   });
 
-  it('starts unspliced, splices after tiny-write streams vote for it, and stops after bulk streams vote against', async () => {
+  it('starts unspliced, splices after small-message connections vote for it, and stops after bulk streams vote against', async () => {
     expect(await auto()).toEqual({ votes: 0, connections: 0, splicing: false });
     const c0 = (await status()).counters;
-    for (let i = 0; i < 2; i++) expect(await stream(64)).toBeGreaterThan(0);
+    for (let i = 0; i < 2; i++) expect(await rr()).toBeGreaterThan(64);
     const c1 = await votesSettle((c) => c.autoVotesFor - c0.autoVotesFor >= 2);
     expect(c1.autoVotesFor - c0.autoVotesFor).toBe(2);
     expect(c1.sockmapInserts).toBe(c0.sockmapInserts); // nothing spliced while learning
     expect(await auto()).toMatchObject({ votes: 2, splicing: true });
 
     // The next connection (not the every-8th probe) is spliced, and its data arrives whole.
-    expect(await stream(64)).toBeGreaterThan(0);
+    expect(await stream(1024)).toBeGreaterThan(0);
     const c2 = (await status()).counters;
     expect(c2.sockmapInserts - c1.sockmapInserts).toBe(2);
     expect(c2.sockmapRedirects).toBeGreaterThan(c1.sockmapRedirects);
