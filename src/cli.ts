@@ -11,7 +11,7 @@ import { register as registerSidecar } from './commands/sidecar.js';
 import { register as registerStatus } from './commands/status.js';
 import { register as registerUp } from './commands/up.js';
 
-export function buildProgram(): Command {
+export function buildProgram(argv: string[] = process.argv): Command {
   const program = new Command('sockmesh')
     .description('eBPF socket-level traffic capture for service-mesh sidecars')
     .version('0.1.0')
@@ -19,7 +19,7 @@ export function buildProgram(): Command {
     .exitOverride();
   const out = (): Out => {
     // Every command that prints takes --json; find it on the command that is running.
-    const json = process.argv.includes('--json');
+    const json = argv.includes('--json');
     return { json, print: (t) => process.stdout.write(`${t}\n`) };
   };
   for (const reg of [registerUp, registerDown, registerStatus, registerService, registerProbe, registerSidecar, registerDemo, registerBench]) reg(program, out);
@@ -28,7 +28,7 @@ export function buildProgram(): Command {
 
 /** Runs the CLI; returns the exit code (0 ok, 1 failure, 2 usage or user error). */
 export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+  const program = buildProgram(argv);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;

@@ -29,7 +29,7 @@ export interface ReconcileReport {
   changes: Record<string, { put: number; del: number }>;
 }
 
-type RawMap = Pick<BpfMap<unknown, unknown>, 'rawEntries' | 'setRaw' | 'deleteRaw'>;
+type RawMap = Pick<BpfMap<unknown, unknown>, 'rawEntries' | 'setManyRaw' | 'deleteRaw'>;
 
 /**
  * Applies the diff map by map. Order matters for live traffic: the service tables first, the
@@ -49,7 +49,7 @@ export function reconcile(maps: InstanceMaps, desired: DesiredMaps): ReconcileRe
   const report: ReconcileReport = { changes: {} };
   for (const [name, map, isArray] of order) {
     const diff = diffEntries(map.rawEntries(), desired[name], isArray);
-    for (const e of diff.put) map.setRaw(e.key, e.value);
+    map.setManyRaw(diff.put);
     for (const k of diff.del) map.deleteRaw(k);
     if (diff.put.length || diff.del.length) report.changes[name] = { put: diff.put.length, del: diff.del.length };
   }

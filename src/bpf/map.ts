@@ -2,12 +2,15 @@
 // map and checked against the codecs, so a stale object or codec fails loudly at open time.
 import { readFileSync } from 'node:fs';
 import * as bpf from '../../native/libbpf.js';
-import { Codes, SockmeshError } from '../errors.js';
+import { Codes, SockmeshError, SyscallError } from '../errors.js';
 import type { Codec } from './codec.js';
 
 export const MAP_TYPES = {
   HASH: 1, ARRAY: 2, PERCPU_ARRAY: 6, LPM_TRIE: 11, SOCKHASH: 18, LRU_HASH: 9,
 } as const;
+
+/** Map types whose batch lookup/update sockmesh uses (LPM tries and sockhashes have none). */
+const BATCH_TYPES = new Set<number>([MAP_TYPES.HASH, MAP_TYPES.ARRAY, MAP_TYPES.LRU_HASH]);
 
 export class BpfMap<K, V> {
   readonly info: bpf.MapInfo;
@@ -56,8 +59,55 @@ export class BpfMap<K, V> {
     return bpf.mapDelete(this.fd, k, this.path);
   }
 
-  /** Every entry as raw key/value bytes (get_next_key walk). */
+  /** Every entry as raw key/value bytes: batched where the map type has batch ops, else a walk. */
   rawEntries(): Array<{ key: Buffer; value: Buffer }> {
+    if (BATCH_TYPES.has(this.info.type)) {
+      try {
+        return this.batchEntries();
+      } catch (e) {
+        // Kernels without batch support for this type answer EINVAL/ENOTSUPP: walk instead.
+        if (!(e instanceof SyscallError) || ![22, 95, 524].includes(e.errno)) throw e;
+      }
+    }
+    return this.walkEntries();
+  }
+
+  private batchEntries(): Array<{ key: Buffer; value: Buffer }> {
+    const out: Array<{ key: Buffer; value: Buffer }> = [];
+    const max = Math.max(1, Math.min(this.info.maxEntries, 4096));
+    const keys = Buffer.alloc(this.key.size * max);
+    const values = Buffer.alloc(this.value.size * max);
+    // Hash batch cursors are 4 bytes; array cursors are keys: allocate enough for either.
+    let inBatch: Buffer | null = null;
+    for (;;) {
+      const outBatch = Buffer.alloc(Math.max(8, this.key.size));
+      const { count, done } = bpf.mapLookupBatch(this.fd, inBatch, outBatch, keys, values, max, this.path);
+      for (let i = 0; i < count; i++) {
+        out.push({
+          key: Buffer.from(keys.subarray(i * this.key.size, (i + 1) * this.key.size)),
+          value: Buffer.from(values.subarray(i * this.value.size, (i + 1) * this.value.size)),
+        });
+      }
+      if (done) return out;
+      inBatch = outBatch;
+    }
+  }
+
+  /** Writes many entries: one BPF_MAP_UPDATE_BATCH where the type has it, else one by one. */
+  setManyRaw(entries: Array<{ key: Buffer; value: Buffer }>): void {
+    if (!entries.length) return;
+    if (BATCH_TYPES.has(this.info.type) && entries.length > 1) {
+      try {
+        bpf.mapUpdateBatch(this.fd, Buffer.concat(entries.map((e) => e.key)), Buffer.concat(entries.map((e) => e.value)), entries.length, this.path);
+        return;
+      } catch (e) {
+        if (!(e instanceof SyscallError) || ![22, 95, 524].includes(e.errno)) throw e;
+      }
+    }
+    for (const e of entries) this.setRaw(e.key, e.value);
+  }
+
+  private walkEntries(): Array<{ key: Buffer; value: Buffer }> {
     const out: Array<{ key: Buffer; value: Buffer }> = [];
     let prev: Buffer | null = null;
     for (;;) {
