@@ -4,9 +4,9 @@
 // the new mode is applied before the old one is removed.
 import { existsSync } from 'node:fs';
 import { ensureBpffs, pinRoot } from '../bpf/bpffs.js';
-import { checkAttachCgroup } from '../bpf/cgroup.js';
+import { cgroup2Mount, checkAttachCgroup } from '../bpf/cgroup.js';
 import { COUNTER_NAMES, STATS } from '../bpf/codecs.js';
-import { attachAll, detach, isFullyPinned, loadAndPin, pinLayout, programStatus, unpin, type PinLayout, type ProgramStatus } from '../bpf/datapath.js';
+import { attachAll, detach, findAttachedCgroups, isFullyPinned, loadAndPin, pinLayout, programStatus, unpin, type PinLayout, type ProgramStatus } from '../bpf/datapath.js';
 import { InstanceMaps } from '../bpf/maps.js';
 import { defaultObjectPath } from '../bpf/programs.js';
 import type { MeshConfig } from '../config/model.js';
@@ -93,7 +93,12 @@ async function ebpfUp(layout: PinLayout, cgroup: string, config: MeshConfig, pre
 }
 
 async function ebpfDown(layout: PinLayout, cgroup: string | undefined, instance: string): Promise<void> {
-  const errors = existsSync(layout.root) ? await detach(layout, cgroup) : [];
+  if (!existsSync(layout.root)) return;
+  // Without a record (lost /run), find where the pinned programs are attached.
+  const mount = cgroup2Mount();
+  const cgroups = cgroup ? [cgroup] : mount ? await findAttachedCgroups(layout, mount) : [];
+  const errors: Error[] = [];
+  for (const cg of cgroups.length ? cgroups : [undefined]) errors.push(...(await detach(layout, cg)));
   if (errors.length) {
     throw new SockmeshError(Codes.ATTACH, `could not detach every program of "${instance}"; the pins are kept so you can retry`, { cause: errors[0] });
   }

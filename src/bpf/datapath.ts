@@ -3,7 +3,7 @@
 import { existsSync, mkdirSync, openSync, closeSync, rmSync } from 'node:fs';
 import * as bpf from '../../native/libbpf.js';
 import { Codes, NotSupportedError, SockmeshError } from '../errors.js';
-import { bpftool, BpftoolError } from './bpftool.js';
+import { bpftool, bpftoolJson, BpftoolError } from './bpftool.js';
 import { MAP_NAMES, PROGRAMS, type MapName, type ProgramSpec } from './programs.js';
 
 export interface PinLayout {
@@ -147,6 +147,17 @@ export async function detach(layout: PinLayout, cgroup: string | undefined, whic
     }
   }
   return errors;
+}
+
+/**
+ * The cgroups where this instance's programs are attached, found with `bpftool cgroup tree`:
+ * for `down` when the record of the instance is gone.
+ */
+export async function findAttachedCgroups(layout: PinLayout, cgroup2Root: string): Promise<string[]> {
+  const ids = new Set(programStatus(layout, undefined).map((p) => p.id).filter((id) => id > 0));
+  if (!ids.size) return [];
+  const tree = await bpftoolJson<Array<{ cgroup: string; programs: Array<{ id: number }> }>>(['cgroup', 'tree', cgroup2Root]);
+  return tree.filter((t) => t.programs.some((p) => ids.has(p.id))).map((t) => t.cgroup);
 }
 
 /** Removes the whole pin directory (programs stay alive only while something else holds them). */

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { up } from '../../src/agent/instance.js';
-import { readRecord } from '../../src/agent/state.js';
+import { readRecord, recordPath } from '../../src/agent/state.js';
 import { cgroup2Mount } from '../../src/bpf/cgroup.js';
 import { featureFromLoadLog } from '../../src/bpf/datapath.js';
 import { loadConfig } from '../../src/config/load.js';
@@ -77,6 +77,16 @@ privileged('up fails cleanly', () => {
     writeFileSync(bogus, 'not an ELF file');
     await expect(up({ instance, cgroup: topo.cgroup, config: loadConfig(undefined), configSource: 't', objectPath: bogus }))
       .rejects.toBeInstanceOf(SockmeshError);
+    nothingApplied();
+  });
+
+  it('down still detaches everything when the instance record is gone', async () => {
+    const r = await runCli(['up', '--cgroup', topo.cgroup, '--instance', instance]);
+    expect(r.code).toBe(0);
+    expect(execFileSync('bpftool', ['cgroup', 'show', topo.cgroup], { encoding: 'utf8' })).toMatch(/sm_connect4/);
+    rmSync(recordPath(instance));
+    const d = await runCli(['down', '--instance', instance, '--json']);
+    expect(JSON.parse(d.stdout)).toEqual({ instance, removed: true });
     nothingApplied();
   });
 
