@@ -1,51 +1,52 @@
-// The instance's pinned maps, opened with their codecs.
+// The instance's pinned maps that user space reads or writes, opened with their codecs (sizes
+// are checked against the pinned maps on open). The connect4→sockops→getsockopt hand-over maps
+// (sm_cookie_dst, sm_tuple_dst) are kernel-only and not opened here.
 import { BpfMap, PerCpuCounters } from './map.js';
+import type { Codec } from './codec.js';
 import {
-  configCodec, lpmKeyCodec, origDstCodec, svcAutoCodec, svcKeyCodec, svcStateCodec, svcValCodec, tupleCodec,
+  configCodec, lpmKeyCodec, svcAutoCodec, svcKeyCodec, svcStateCodec, svcValCodec, tupleCodec,
   u16Codec, u32Codec, u64Codec, u8Codec,
-  type LpmKey, type OrigDst, type SmConfig, type SvcAuto, type SvcKey, type SvcState, type SvcVal, type Tuple,
 } from './codecs.js';
 import { mapPath, type PinLayout } from './datapath.js';
+import type { MapName } from './programs.js';
 
 export class InstanceMaps {
-  readonly config: BpfMap<number, SmConfig>;
-  readonly services: BpfMap<SvcKey, SvcVal>;
-  readonly svcState: BpfMap<number, SvcState>;
-  readonly svcAuto: BpfMap<number, SvcAuto>;
-  readonly exclPorts: BpfMap<number, number>;
-  readonly exclCidrs: BpfMap<LpmKey, number>;
-  readonly inclPorts: BpfMap<number, number>;
-  readonly inclCidrs: BpfMap<LpmKey, number>;
-  readonly localAddrs: BpfMap<LpmKey, number>;
-  readonly cookieDst: BpfMap<number, OrigDst>;
-  readonly tupleDst: BpfMap<Tuple, OrigDst>;
-  /** Spliced sockets: tuple -> socket cookie. */
-  readonly sockhash: BpfMap<Tuple, number>;
-  readonly stats: PerCpuCounters;
   private readonly opened: Array<{ close(): void }> = [];
+  readonly config;
+  readonly services;
+  readonly svcState;
+  readonly svcAuto;
+  readonly exclPorts;
+  readonly exclCidrs;
+  readonly inclPorts;
+  readonly inclCidrs;
+  readonly localAddrs;
+  /** Spliced sockets: tuple -> socket cookie. */
+  readonly sockhash;
+  readonly stats: PerCpuCounters;
 
-  constructor(layout: PinLayout) {
+  constructor(private readonly layout: PinLayout) {
     try {
-      this.config = this.track(BpfMap.open(mapPath(layout, 'sm_config'), u32Codec, configCodec));
-      this.services = this.track(BpfMap.open(mapPath(layout, 'sm_services'), svcKeyCodec, svcValCodec));
-      this.svcState = this.track(BpfMap.open(mapPath(layout, 'sm_svc_state'), u32Codec, svcStateCodec));
-      this.svcAuto = this.track(BpfMap.open(mapPath(layout, 'sm_svc_auto'), u32Codec, svcAutoCodec));
-      this.exclPorts = this.track(BpfMap.open(mapPath(layout, 'sm_excl_ports'), u16Codec, u8Codec));
-      this.exclCidrs = this.track(BpfMap.open(mapPath(layout, 'sm_excl_cidrs'), lpmKeyCodec, u8Codec));
-      this.inclPorts = this.track(BpfMap.open(mapPath(layout, 'sm_incl_ports'), u16Codec, u8Codec));
-      this.inclCidrs = this.track(BpfMap.open(mapPath(layout, 'sm_incl_cidrs'), lpmKeyCodec, u8Codec));
-      this.localAddrs = this.track(BpfMap.open(mapPath(layout, 'sm_local_addrs'), lpmKeyCodec, u8Codec));
-      this.cookieDst = this.track(BpfMap.open(mapPath(layout, 'sm_cookie_dst'), u64Codec, origDstCodec));
-      this.tupleDst = this.track(BpfMap.open(mapPath(layout, 'sm_tuple_dst'), tupleCodec, origDstCodec));
-      this.sockhash = this.track(BpfMap.open(mapPath(layout, 'sm_sockhash'), tupleCodec, u64Codec));
-      this.stats = this.track(new PerCpuCounters(mapPath(layout, 'sm_stats')));
+      this.config = this.open('sm_config', u32Codec, configCodec);
+      this.services = this.open('sm_services', svcKeyCodec, svcValCodec);
+      this.svcState = this.open('sm_svc_state', u32Codec, svcStateCodec);
+      this.svcAuto = this.open('sm_svc_auto', u32Codec, svcAutoCodec);
+      this.exclPorts = this.open('sm_excl_ports', u16Codec, u8Codec);
+      this.exclCidrs = this.open('sm_excl_cidrs', lpmKeyCodec, u8Codec);
+      this.inclPorts = this.open('sm_incl_ports', u16Codec, u8Codec);
+      this.inclCidrs = this.open('sm_incl_cidrs', lpmKeyCodec, u8Codec);
+      this.localAddrs = this.open('sm_local_addrs', lpmKeyCodec, u8Codec);
+      this.sockhash = this.open('sm_sockhash', tupleCodec, u64Codec);
+      this.stats = new PerCpuCounters(mapPath(layout, 'sm_stats'));
+      this.opened.push(this.stats);
     } catch (err) {
       this.close();
       throw err;
     }
   }
 
-  private track<T extends { close(): void }>(m: T): T {
+  private open<K, V>(name: MapName, key: Codec<K>, value: Codec<V>): BpfMap<K, V> {
+    const m = BpfMap.open(mapPath(this.layout, name), key, value);
     this.opened.push(m);
     return m;
   }
