@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
-/* sk_msg — splice each message of a sockhash socket straight into its peer's ingress queue. */
+/* sk_msg — splice each message of a sockhash socket straight into its peer's ingress queue, when
+ * that keeps the byte order and the peer's receive buffer (include/redirect.h); otherwise the
+ * message takes the normal stack. */
 #include "include/addr.h"
-#include "include/stats.h"
+#include "include/redirect.h"
 
 #define AF_INET 2
 
@@ -15,13 +17,25 @@ int sm_msg(struct sk_msg_md *msg)
 	/* The peer socket is keyed by its own view of the connection: ours reversed. */
 	sm_tuple_ip4(&peer, msg->remote_ip4, sm_remote_port(msg->remote_port), msg->local_ip4,
 		     (__u16)msg->local_port);
-	/* A peer missing from the sockhash makes the helper answer SK_DROP (the sender would see
-	 * EACCES): hand such a message to the normal stack instead. */
-	if (bpf_msg_redirect_hash(msg, &sm_sockhash, &peer, BPF_F_INGRESS) == SK_PASS) {
-		sm_count(SM_STAT_MSG_REDIRECT);
-	} else {
+	switch (sm_msg_path(msg, &peer)) {
+	case SM_PATH_ORDER:
+		sm_count(SM_STAT_MSG_ORDER);
+		return SK_PASS;
+	case SM_PATH_FULL:
+		sm_count(SM_STAT_MSG_FULL);
+		return SK_PASS;
+	case SM_PATH_NO_PEER:
 		sm_count(SM_STAT_MSG_PASS);
+		return SK_PASS;
+	default:
+		break;
 	}
+	/* The peer may leave the sockhash between the check and the redirect; the helper then
+	 * answers SK_DROP (the sender would see EACCES): hand such a message to the stack. */
+	if (bpf_msg_redirect_hash(msg, &sm_sockhash, &peer, BPF_F_INGRESS) == SK_PASS)
+		sm_count(SM_STAT_MSG_REDIRECT);
+	else
+		sm_count(SM_STAT_MSG_PASS);
 	return SK_PASS;
 }
 

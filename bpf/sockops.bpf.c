@@ -9,6 +9,22 @@
 
 static __always_inline void sm_sockhash_add(struct bpf_sock_ops *skops, struct sm_tuple *self)
 {
+	struct bpf_sock *sk = skops->sk;
+	__u64 addr;
+
+	if (!sk) {
+		sm_count(SM_STAT_ERROR);
+		return;
+	}
+	/* Where sk_msg on the peer reads this socket's receive state (include/redirect.h). The
+	 * address is only ever probe-read; a socket without it is never redirected to. */
+	addr = (__u64)(unsigned long)sk;
+	if (bpf_map_update_elem(&sm_peer_sk, self, &addr, BPF_ANY)) {
+		sm_count(SM_STAT_ERROR);
+		return;
+	}
+	/* Hear about the close, to drop the address again. */
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 	if (bpf_sock_hash_update(skops, &sm_sockhash, self, BPF_NOEXIST))
 		sm_count(SM_STAT_ERROR);
 	else
@@ -51,11 +67,13 @@ static __always_inline void sm_on_passive(struct bpf_sock_ops *skops, struct sm_
 		sm_sockhash_add(skops, self);
 }
 
-/* The app's socket is closing. */
+/* A captured or spliced socket is closing. */
 static __always_inline void sm_on_close(struct bpf_sock_ops *skops, struct sm_tuple *self)
 {
-	struct sm_origdst *od = bpf_map_lookup_elem(&sm_tuple_dst, self);
+	struct sm_origdst *od;
 
+	bpf_map_delete_elem(&sm_peer_sk, self);
+	od = bpf_map_lookup_elem(&sm_tuple_dst, self);
 	if (!od)
 		return;
 	/* A spliced connection's data never became segments: only unspliced ones can vote. */

@@ -105,6 +105,16 @@ struct {
 	__type(value, __u64);
 } sm_sockhash SM_MAP;
 
+/* Kernel address of each spliced socket, by its own tuple: sk_msg reads its peer's receive state
+ * through it (include/redirect.h); a sockhash lookup would take a reference that sk_msg programs
+ * cannot release. Written and deleted by sockops, never dereferenced except by probe reads. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SM_MAX_CONNS);
+	__type(key, struct sm_tuple);
+	__type(value, __u64);
+} sm_peer_sk SM_MAP;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, SM_STAT_MAX);

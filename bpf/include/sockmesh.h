@@ -118,7 +118,9 @@ enum sm_stat {
 	SM_STAT_AUTO_VOTE_FOR = 10,   /* a closed connection voted to splice its service */
 	SM_STAT_AUTO_VOTE_AGAINST = 11, /* ... voted against */
 	SM_STAT_CONNECT_INBOUND = 12, /* connect4 sent the sidecar's call to its own pod IP inbound */
-	SM_STAT_MAX = 13,
+	SM_STAT_MSG_FULL = 13,        /* sk_msg: the peer's receive buffer was full, the stack carried it */
+	SM_STAT_MSG_ORDER = 14,       /* sk_msg: the peer had stack data unread, the stack carried it */
+	SM_STAT_MAX = 15,
 };
 
 _Static_assert(sizeof(struct sm_config) == 32, "sm_config layout");

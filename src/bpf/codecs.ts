@@ -126,7 +126,9 @@ export const STATS = {
   SM_STAT_AUTO_VOTE_FOR: 10,
   SM_STAT_AUTO_VOTE_AGAINST: 11,
   SM_STAT_CONNECT_INBOUND: 12,
-  SM_STAT_MAX: 13,
+  SM_STAT_MSG_FULL: 13,
+  SM_STAT_MSG_ORDER: 14,
+  SM_STAT_MAX: 15,
 } as const;
 
 /** Counter names as status/metrics report them. */
@@ -144,6 +146,8 @@ export const COUNTER_NAMES: Record<Exclude<keyof typeof STATS, 'SM_STAT_MAX'>, s
   SM_STAT_AUTO_VOTE_FOR: 'autoVotesFor',
   SM_STAT_AUTO_VOTE_AGAINST: 'autoVotesAgainst',
   SM_STAT_CONNECT_INBOUND: 'inboundRedirects',
+  SM_STAT_MSG_FULL: 'msgReceiverFull',
+  SM_STAT_MSG_ORDER: 'msgOrderHolds',
 };
 
 /** Every struct codec, by C name, for the BTF layout check. */

@@ -29,7 +29,7 @@ export const PROGRAMS: readonly ProgramSpec[] = [
 export const MAP_NAMES = [
   'sm_config', 'sm_services', 'sm_svc_state', 'sm_svc_auto', 'sm_excl_ports', 'sm_excl_cidrs',
   'sm_incl_ports', 'sm_incl_cidrs', 'sm_local_addrs',
-  'sm_cookie_dst', 'sm_tuple_dst', 'sm_sockhash', 'sm_stats',
+  'sm_cookie_dst', 'sm_tuple_dst', 'sm_sockhash', 'sm_peer_sk', 'sm_stats',
 ] as const;
 
 export type MapName = (typeof MAP_NAMES)[number];

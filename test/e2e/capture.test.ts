@@ -92,10 +92,14 @@ exclude: { outboundPorts: [9082], outboundCIDRs: [10.96.1.0/24] }
     if (!ebpf) return;
     const after = (await status()).counters;
     expect(after.sockmapInserts - before.sockmapInserts).toBe(2);
-    // Every message of both spliced sockets was redirected to its peer: none fell back to the stack.
+    // Every message of both spliced sockets found its peer: none fell back for want of one.
     expect(after.passThroughs - before.passThroughs).toBe(0);
-    // 64 MiB each way in at most 64 KiB writes: at least 1024 messages a direction.
-    expect(after.sockmapRedirects - before.sockmapRedirects).toBeGreaterThanOrEqual(2 * 1024);
+    // 64 MiB each way in at most 64 KiB writes: at least 1024 messages a direction, each either
+    // redirected or, while the reader lagged (full receive buffer, stack bytes unread), carried
+    // by the stack.
+    const delta = (k: string) => after[k] - before[k];
+    expect(delta('sockmapRedirects')).toBeGreaterThan(0);
+    expect(delta('sockmapRedirects') + delta('msgReceiverFull') + delta('msgOrderHolds')).toBeGreaterThanOrEqual(2 * 1024);
   });
 
   if (ebpf) it('keeps both ends of a live spliced connection in the sockhash', async () => {
