@@ -16,6 +16,9 @@ export const Codes = {
   SYSCALL: 'SOCKMESH_E_SYSCALL',
   INSTANCE_MISSING: 'SOCKMESH_E_INSTANCE_MISSING',
   INSTANCE_CONFLICT: 'SOCKMESH_E_INSTANCE_CONFLICT',
+  INSTANCE_BUSY: 'SOCKMESH_E_INSTANCE_BUSY',
+  RECORD_DAMAGED: 'SOCKMESH_E_RECORD_DAMAGED',
+  STACKED: 'SOCKMESH_E_STACKED',
   SERVICE_UNKNOWN: 'SOCKMESH_E_SERVICE_UNKNOWN',
   USAGE: 'SOCKMESH_E_USAGE',
   TOPOLOGY: 'SOCKMESH_E_TOPOLOGY',
@@ -49,10 +52,14 @@ export interface ConfigIssue {
 }
 
 export class ConfigError extends UserError {
+  /** At most this many problems are listed in the message (all are in `issues`). */
+  static readonly SHOWN = 50;
   readonly issues: ConfigIssue[];
 
   constructor(source: string, issues: ConfigIssue[]) {
-    const lines = issues.map((i) => `  ${i.path || '(top level)'}: ${i.message}`);
+    const shown = issues.slice(0, ConfigError.SHOWN);
+    const lines = shown.map((i) => `  ${i.path || '(top level)'}: ${i.message}`);
+    if (issues.length > shown.length) lines.push(`  … and ${issues.length - shown.length} more problems`);
     super(Codes.CONFIG_INVALID, `invalid config ${source}:\n${lines.join('\n')}`);
     this.name = 'ConfigError';
     this.issues = issues;

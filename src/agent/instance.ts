@@ -2,20 +2,25 @@
 // status and the per-service switch. Each operation either completes or leaves things as they
 // were. `up --mode` on a live instance switches its capture mode with no window without capture:
 // the new mode is applied before the old one is removed.
-import { existsSync } from 'node:fs';
+import { existsSync, readlinkSync } from 'node:fs';
 import { ensureBpffs, pinRoot } from '../bpf/bpffs.js';
 import { cgroup2Mount, checkAttachCgroup } from '../bpf/cgroup.js';
 import { COUNTER_NAMES, STATS } from '../bpf/codecs.js';
-import { attachAll, detach, findAttachedCgroups, isFullyPinned, loadAndPin, pinLayout, programStatus, unpin, type PinLayout, type ProgramStatus } from '../bpf/datapath.js';
+import {
+  attachAll, detach, detachAllFrom, findAttachedCgroups, isFullyPinned, loadAndPin, pinLayout, programStatus, sockmeshAttachments, unpin,
+  type PinLayout, type ProgramStatus,
+} from '../bpf/datapath.js';
 import { InstanceMaps } from '../bpf/maps.js';
 import { defaultObjectPath } from '../bpf/programs.js';
 import type { MeshConfig } from '../config/model.js';
+import { checkMode } from '../config/validate.js';
 import { Codes, SockmeshError, UserError } from '../errors.js';
 import { applyRules, redirectCounts, removeRules } from '../iptables/apply.js';
 import { localAddresses } from '../util/netns.js';
 import { assignServiceIds, compileDesired, type ServiceIds } from './desired.js';
-import { reconcile, type ReconcileReport } from './reconcile.js';
-import { readRecord, removeRecord, writeRecord, type InstanceRecord, type Mode } from './state.js';
+import { withInstanceLock } from './lock.js';
+import { reconcile, restoreSnapshot, type ReconcileReport, type Snapshot } from './reconcile.js';
+import { readRecord, RecordDamagedError, removeRecord, writeRecord, type InstanceRecord, type Mode } from './state.js';
 
 export const INSTANCE_RE = /^[a-z0-9][a-z0-9_-]{0,39}$/;
 
@@ -55,18 +60,32 @@ export interface UpResult {
 }
 
 /** Writes the config into the maps; the record keeps service ids stable across updates. */
-function applyConfig(maps: InstanceMaps, config: MeshConfig, previousIds: ServiceIds, localAddrs: string[]) {
+function applyConfig(maps: InstanceMaps, config: MeshConfig, previousIds: ServiceIds, localAddrs: string[], snapshot?: Snapshot) {
   const ids = assignServiceIds(config.services.map((s) => s.name), previousIds, maps.svcState.info.maxEntries);
-  // A service new to this id starts its auto-splice vote from scratch.
+  const report = reconcile(maps, compileDesired(config, ids, maps.svcState.info.maxEntries, localAddrs), snapshot);
+  // A service new to its id starts its auto-splice vote from scratch.
   for (const [name, id] of Object.entries(ids)) {
     if (previousIds[name] !== id) maps.svcAuto.set(id, { votes: 0, connections: 0 });
   }
-  const report = reconcile(maps, compileDesired(config, ids, maps.svcState.info.maxEntries, localAddrs));
   return { ids, report };
 }
 
-/** Loads (or adopts) the pinned programs, writes the maps, attaches; undoes a fresh load on failure. */
-async function ebpfUp(layout: PinLayout, cgroup: string, config: MeshConfig, prevIds: ServiceIds, localAddrs: string[], objectPath: string) {
+/** Refuses to attach a second set of programs to a cgroup that already has sockmesh's. */
+async function refuseStacking(layout: PinLayout, cgroup: string, instance: string): Promise<void> {
+  const ours = new Set(programStatus(layout, undefined).map((p) => p.id));
+  const foreign = (await sockmeshAttachments(cgroup)).filter((a) => !ours.has(a.id));
+  if (foreign.length) {
+    throw new UserError(Codes.STACKED, `${cgroup} already has sockmesh programs attached that instance "${instance}" does not hold (${foreign.map((a) => `${a.name} id ${a.id}`).join(', ')}): another instance, or pins that were removed. Run sockmesh down for the instance that attached them (down finds them through the cgroup); sockmesh never stacks a second set`);
+  }
+}
+
+/**
+ * Loads (or adopts) the pinned programs, writes the maps, records, attaches. `record` is written
+ * before anything is attached, so an attachment never exists without its record; on failure a
+ * fresh load is removed again and an update puts the maps and the record back.
+ */
+async function ebpfUp(layout: PinLayout, cgroup: string, instance: string, config: MeshConfig, prev: InstanceRecord | undefined,
+  localAddrs: string[], objectPath: string, record: (ids: ServiceIds) => void) {
   await ensureBpffs();
   const created = !isFullyPinned(layout);
   if (created) {
@@ -74,9 +93,14 @@ async function ebpfUp(layout: PinLayout, cgroup: string, config: MeshConfig, pre
     await loadAndPin(layout, objectPath);
   }
   let maps: InstanceMaps | undefined;
+  const snapshot: Snapshot = new Map();
+  let applied = false;
   try {
+    await refuseStacking(layout, cgroup, instance);
     maps = new InstanceMaps(layout);
-    const { ids, report } = applyConfig(maps, config, prevIds, localAddrs);
+    const { ids, report } = applyConfig(maps, config, prev?.serviceIds ?? {}, localAddrs, snapshot);
+    applied = true;
+    record(ids);
     const attached = await attachAll(layout, cgroup);
     return { created, ids, report, attached: attached.map((p) => p.name) };
   } catch (err) {
@@ -85,6 +109,11 @@ async function ebpfUp(layout: PinLayout, cgroup: string, config: MeshConfig, pre
       maps = undefined;
       await detach(layout, cgroup);
       unpin(layout);
+      if (prev) writeRecord(prev);
+      else removeRecord(instance);
+    } else if (applied && maps) {
+      restoreSnapshot(maps, snapshot);
+      if (prev) writeRecord(prev);
     }
     throw err;
   } finally {
@@ -92,55 +121,107 @@ async function ebpfUp(layout: PinLayout, cgroup: string, config: MeshConfig, pre
   }
 }
 
-async function ebpfDown(layout: PinLayout, cgroup: string | undefined, instance: string): Promise<void> {
-  if (!existsSync(layout.root)) return;
-  // Without a record (lost /run), find where the pinned programs are attached.
+/**
+ * Removes an eBPF instance from what the kernel shows: every sockmesh program on its cgroups is
+ * detached (found by name, so this works without pins), the sk_msg program through the pins when
+ * they exist, then the pins. Throws when something stays attached.
+ */
+async function ebpfDown(layout: PinLayout, cgroup: string | undefined, instance: string): Promise<{ detached: string[]; pinsRemoved: boolean }> {
+  const pinned = existsSync(layout.root);
   const mount = cgroup2Mount();
-  const cgroups = cgroup ? [cgroup] : mount ? await findAttachedCgroups(layout, mount) : [];
-  const errors: Error[] = [];
-  for (const cg of cgroups.length ? cgroups : [undefined]) errors.push(...(await detach(layout, cg)));
-  if (errors.length) {
-    throw new SockmeshError(Codes.ATTACH, `could not detach every program of "${instance}"; the pins are kept so you can retry`, { cause: errors[0] });
+  // Without a record, find where the pinned programs are attached.
+  const cgroups = cgroup ? [cgroup] : pinned && mount ? await findAttachedCgroups(layout, mount) : [];
+  const detached: string[] = [];
+  for (const cg of cgroups) detached.push(...(await detachAllFrom(cg, instance)));
+  if (pinned) {
+    const errors = await detach(layout, undefined);
+    if (errors.length) {
+      throw new SockmeshError(Codes.ATTACH, `could not detach every program of "${instance}"; the pins are kept so you can retry`, { cause: errors[0] });
+    }
+    unpin(layout);
   }
-  unpin(layout);
+  return { detached, pinsRemoved: pinned };
+}
+
+/** The identity of this process's network namespace (net:[inode]). */
+function currentNetnsId(): string {
+  return readlinkSync('/proc/self/ns/net');
+}
+
+function nonEmpty(value: string | undefined, flag: string): void {
+  if (value !== undefined && value.trim() === '') throw new UserError(Codes.USAGE, `${flag} is empty: give a value or leave the option out`);
+}
+
+/**
+ * Where an iptables-mode instance keeps its rules: the named namespace, or this process's own,
+ * which must be the one the record names (a command run from another namespace would touch the
+ * wrong nat table).
+ */
+function iptablesNamespace(rec: InstanceRecord): string | undefined {
+  if (rec.netns !== undefined) return rec.netns;
+  const here = currentNetnsId();
+  if (rec.netnsId && rec.netnsId !== here) {
+    throw new UserError(Codes.INSTANCE_CONFLICT, `instance "${rec.instance}" has its rules in network namespace ${rec.netnsId}, but this command runs in ${here}: run it in that namespace`);
+  }
+  return undefined;
 }
 
 /**
  * Brings an instance up, updates it in place, or switches its mode. A second `up` with the same
- * config changes nothing; a failure leaves the previous state in place.
+ * config changes nothing; a failure leaves the previous state in place. One operation at a time
+ * per instance (a lock); the config is checked against the mode before anything is touched.
  */
 export async function up(opts: UpOptions): Promise<UpResult> {
   requireRoot();
   const instance = checkInstanceName(opts.instance);
+  nonEmpty(opts.netns, '--netns');
+  nonEmpty(opts.cgroup, '--cgroup');
+  checkMode(opts.config, opts.mode ?? 'ebpf', opts.configSource);
+  return withInstanceLock(instance, () => upLocked(instance, opts));
+}
+
+async function upLocked(instance: string, opts: UpOptions): Promise<UpResult> {
   const mode = opts.mode ?? 'ebpf';
   const prev = readRecord(instance);
   const layout = pinLayout(prev?.pinRoot ?? pinRoot(instance));
   const base = { instance, pinRoot: layout.root, configSource: opts.configSource, config: opts.config, updatedAt: new Date().toISOString() };
+  // A live instance's namespace comes from its record.
+  if (prev?.netns !== undefined && opts.netns !== undefined && opts.netns !== prev.netns) {
+    throw new UserError(Codes.INSTANCE_CONFLICT, `instance "${instance}" belongs to network namespace ${prev.netns} (its record); --netns ${opts.netns} conflicts: run sockmesh down --instance ${instance} first or pick another --instance`);
+  }
+  const netns = opts.netns ?? prev?.netns;
   let result: UpResult;
   let record: InstanceRecord;
   if (mode === 'ebpf') {
-    if (!opts.cgroup) throw new UserError(Codes.USAGE, 'eBPF mode needs --cgroup <cgroup2 dir>');
-    const cgroup = checkAttachCgroup(opts.cgroup);
-    if (prev?.mode === 'ebpf' && prev.cgroup !== cgroup) {
+    if (!opts.cgroup && !prev?.cgroup) throw new UserError(Codes.USAGE, 'eBPF mode needs --cgroup <cgroup2 dir>');
+    const cgroup = checkAttachCgroup(opts.cgroup ?? prev!.cgroup!);
+    if (prev?.cgroup !== undefined && prev.cgroup !== cgroup) {
       throw new UserError(Codes.INSTANCE_CONFLICT, `instance "${instance}" is attached to ${prev.cgroup}; run sockmesh down --instance ${instance} first or pick another --instance`);
     }
-    const netns = opts.netns ?? prev?.netns;
     const localAddrs = netns ? await localAddresses(netns) : [];
-    const r = await ebpfUp(layout, cgroup, opts.config, prev?.serviceIds ?? {}, localAddrs, opts.objectPath ?? defaultObjectPath());
-    record = { ...base, mode, cgroup, netns, localAddrs, serviceIds: r.ids };
+    const fresh = (ids: ServiceIds): InstanceRecord => ({ ...base, mode, cgroup, netns, localAddrs, serviceIds: ids });
+    // While switching from iptables the record keeps naming iptables until the rules are gone.
+    const r = await ebpfUp(layout, cgroup, instance, opts.config, prev, localAddrs, opts.objectPath ?? defaultObjectPath(),
+      (ids) => writeRecord(prev?.mode === 'iptables' ? { ...prev, cgroup, pinRoot: layout.root } : fresh(ids)));
+    record = fresh(r.ids);
     result = { instance, mode, created: r.created, attached: r.attached, changes: r.report.changes };
   } else {
-    if (prev?.mode === 'iptables' && prev.netns !== opts.netns) {
-      throw new UserError(Codes.INSTANCE_CONFLICT, `instance "${instance}" holds rules in ${prev.netns ? `namespace ${prev.netns}` : 'the current namespace'}; run sockmesh down --instance ${instance} first`);
+    let netnsId: string | undefined;
+    if (netns === undefined) {
+      if (prev?.mode === 'ebpf') {
+        throw new UserError(Codes.USAGE, `instance "${instance}" runs in eBPF mode without a recorded network namespace: name the pod's namespace with --netns to switch it to iptables mode`);
+      }
+      netnsId = prev ? iptablesNamespace(prev) ?? prev.netnsId ?? currentNetnsId() : currentNetnsId();
     }
-    await applyRules(opts.netns, opts.config);
-    record = { ...base, mode, netns: opts.netns, cgroup: prev?.cgroup, serviceIds: prev?.serviceIds ?? {} };
+    await applyRules(netns, opts.config, instance);
+    record = { ...base, mode, netns, netnsId, cgroup: prev?.cgroup, serviceIds: prev?.serviceIds ?? {} };
     result = { instance, mode, created: prev === undefined, attached: [], changes: {} };
   }
   if (prev && prev.mode !== mode) {
     // The new mode captures already; now remove the old one.
     if (prev.mode === 'ebpf') await ebpfDown(layout, prev.cgroup, instance);
-    else await removeRules(prev.netns);
+    else await removeRules(iptablesNamespace(prev), instance);
+    if (mode === 'iptables') delete record.cgroup;
     result.switchedFrom = prev.mode;
   }
   writeRecord(record);
@@ -150,19 +231,42 @@ export async function up(opts: UpOptions): Promise<UpResult> {
 export interface DownResult {
   instance: string;
   removed: boolean;
+  /** Programs detached from cgroups, as the kernel showed them. */
+  detached: string[];
+  pinsRemoved: boolean;
+  /** iptables mode: what happened to the rules. */
+  rules?: 'removed' | 'absent' | 'foreign';
+  /** Things the user should know (a damaged record, rules left to another instance). */
+  notes: string[];
 }
 
-/** Removes everything of the instance in whichever mode it is. Succeeds when nothing is up. */
+/**
+ * Removes everything of the instance in whichever mode it is, from what the kernel shows (the
+ * record may be gone or damaged). Succeeds when nothing is up; fails loudly if something stays.
+ */
 export async function down(instanceName: string): Promise<DownResult> {
   requireRoot();
   const instance = checkInstanceName(instanceName);
-  const rec = readRecord(instance);
-  const layout = pinLayout(rec?.pinRoot ?? pinRoot(instance));
-  let removed = rec !== undefined || existsSync(layout.root);
-  await ebpfDown(layout, rec?.cgroup, instance);
-  if (rec?.mode === 'iptables') removed = (await removeRules(rec.netns)) || removed;
-  removeRecord(instance);
-  return { instance, removed };
+  return withInstanceLock(instance, async () => {
+    const notes: string[] = [];
+    let rec: InstanceRecord | undefined;
+    try {
+      rec = readRecord(instance);
+    } catch (e) {
+      if (!(e instanceof RecordDamagedError)) throw e;
+      notes.push(`${e.path} was damaged; cleaned up from what the kernel shows (iptables rules of a damaged record cannot be located)`);
+    }
+    const layout = pinLayout(rec?.pinRoot ?? pinRoot(instance));
+    const eb = await ebpfDown(layout, rec?.cgroup, instance);
+    let rules: DownResult['rules'];
+    if (rec?.mode === 'iptables') {
+      rules = await removeRules(iptablesNamespace(rec), instance);
+      if (rules === 'foreign') notes.push(`the iptables rules in ${rec.netns ?? 'this namespace'} belong to another instance and were left alone`);
+    }
+    const hadRecord = rec !== undefined || notes.length > 0;
+    removeRecord(instance);
+    return { instance, removed: hadRecord || eb.pinsRemoved || eb.detached.length > 0 || rules === 'removed', detached: eb.detached, pinsRemoved: eb.pinsRemoved, rules, notes };
+  });
 }
 
 export interface ServiceStatus {
@@ -217,7 +321,7 @@ export async function status(instanceName: string): Promise<InstanceStatus> {
     pinRoot: rec.pinRoot, configSource: rec.configSource, services,
   };
   if (rec.mode === 'iptables') {
-    const counts = await redirectCounts(rec.netns);
+    const counts = await redirectCounts(iptablesNamespace(rec));
     return { ...common, programs: [], counters: { connectRewrites: counts.outbound, inboundRedirects: counts.inbound }, splicedSockets: 0 };
   }
   const layout = pinLayout(rec.pinRoot);
@@ -245,6 +349,10 @@ export async function status(instanceName: string): Promise<InstanceStatus> {
 /** Flips one service's redirect switch; new connections only, nothing else is touched. */
 export async function setServiceRedirect(instanceName: string, service: string, redirect: boolean): Promise<{ changed: boolean }> {
   requireRoot();
+  return withInstanceLock(checkInstanceName(instanceName), () => setServiceRedirectLocked(instanceName, service, redirect));
+}
+
+async function setServiceRedirectLocked(instanceName: string, service: string, redirect: boolean): Promise<{ changed: boolean }> {
   const rec = requireRecord(instanceName);
   const svc = rec.config.services.find((s) => s.name === service);
   if (!svc) {
@@ -258,7 +366,7 @@ export async function setServiceRedirect(instanceName: string, service: string, 
   let changed = svc.redirect !== redirect;
   let ids = rec.serviceIds;
   if (rec.mode === 'iptables') {
-    await applyRules(rec.netns, config);
+    await applyRules(iptablesNamespace(rec), config, rec.instance);
   } else {
     const maps = new InstanceMaps(pinLayout(rec.pinRoot));
     try {

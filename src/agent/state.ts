@@ -2,6 +2,7 @@
 // Kept in /run (tmpfs): it goes away with a reboot, like the pinned programs.
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import type { MeshConfig } from '../config/model.js';
+import { Codes, UserError } from '../errors.js';
 import type { ServiceIds } from './desired.js';
 
 export type Mode = 'ebpf' | 'iptables';
@@ -16,6 +17,8 @@ export interface InstanceRecord {
   netns?: string;
   /** eBPF mode: the pod's own addresses found in netns. */
   localAddrs?: string[];
+  /** iptables mode without a named netns: the namespace's identity (net:[inode]) the rules are in. */
+  netnsId?: string;
   pinRoot: string;
   configSource: string;
   config: MeshConfig;
@@ -29,21 +32,55 @@ export function recordPath(instance: string, dir = STATE_DIR): string {
   return `${dir}/${instance}.json`;
 }
 
+/** The record exists but cannot be used (truncated, not JSON, wrong shape). */
+export class RecordDamagedError extends UserError {
+  constructor(readonly path: string, why: string) {
+    super(Codes.RECORD_DAMAGED, `the instance record ${path} is damaged (${why}); sockmesh down --instance <name> still removes what the kernel shows of the instance`);
+    this.name = 'RecordDamagedError';
+  }
+}
+
+/** Why a parsed record cannot be used, or undefined when its shape is right. */
+function recordProblem(r: unknown, instance: string): string | undefined {
+  if (typeof r !== 'object' || r === null || Array.isArray(r)) return 'not a JSON object';
+  const o = r as Record<string, unknown>;
+  if (o.instance !== instance) return `it names instance ${JSON.stringify(o.instance)?.slice(0, 60)}`;
+  if (o.mode !== 'ebpf' && o.mode !== 'iptables') return 'no valid mode';
+  if (typeof o.pinRoot !== 'string' || !o.pinRoot.startsWith('/sys/fs/bpf/')) return 'no valid pinRoot';
+  if (o.mode === 'ebpf' && typeof o.cgroup !== 'string') return 'an eBPF record without its cgroup';
+  const cfg = o.config as Record<string, unknown> | undefined;
+  if (typeof cfg !== 'object' || cfg === null || !Array.isArray(cfg.services)) return 'no config';
+  if (typeof o.serviceIds !== 'object' || o.serviceIds === null) return 'no serviceIds';
+  return undefined;
+}
+
 export function readRecord(instance: string, dir = STATE_DIR): InstanceRecord | undefined {
+  const path = recordPath(instance, dir);
+  let text: string;
   try {
-    return JSON.parse(readFileSync(recordPath(instance, dir), 'utf8')) as InstanceRecord;
+    text = readFileSync(path, 'utf8');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw e;
   }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e) {
+    throw new RecordDamagedError(path, text.trim() ? `not valid JSON: ${(e as Error).message.slice(0, 80)}` : 'empty');
+  }
+  const problem = recordProblem(parsed, instance);
+  if (problem) throw new RecordDamagedError(path, problem);
+  return parsed as InstanceRecord;
 }
 
 /** Atomic write (temp file + rename), so a crash never leaves half a record. */
 export function writeRecord(rec: InstanceRecord, dir = STATE_DIR): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const path = recordPath(rec.instance, dir);
-  writeFileSync(`${path}.tmp`, `${JSON.stringify(rec, null, 2)}\n`, { mode: 0o600 });
-  renameSync(`${path}.tmp`, path);
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(rec, null, 2)}\n`, { mode: 0o600 });
+  renameSync(tmp, path);
 }
 
 export function removeRecord(instance: string, dir = STATE_DIR): void {

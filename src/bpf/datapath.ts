@@ -164,3 +164,47 @@ export async function findAttachedCgroups(layout: PinLayout, cgroup2Root: string
 export function unpin(layout: PinLayout): void {
   rmSync(layout.root, { recursive: true, force: true });
 }
+
+/** A program attached to a cgroup, as the kernel shows it. */
+export interface CgroupAttachment {
+  id: number;
+  name: string;
+  spec: ProgramSpec;
+}
+
+/**
+ * sockmesh programs attached to `cgroup`, found by name in what the kernel shows (not through
+ * the pins, which can be gone: removed by hand, or made in a mount namespace that has ended).
+ */
+export async function sockmeshAttachments(cgroup: string): Promise<CgroupAttachment[]> {
+  if (!existsSync(cgroup)) return [];
+  const list = await bpftoolJson<Array<{ id: number; name?: string }>>(['cgroup', 'show', cgroup]);
+  const out: CgroupAttachment[] = [];
+  for (const p of list) {
+    const spec = PROGRAMS.find((s) => s.target === 'cgroup' && s.name === p.name);
+    if (spec) out.push({ id: p.id, name: spec.name, spec });
+  }
+  return out;
+}
+
+/**
+ * Detaches every sockmesh program the kernel shows on `cgroup`, then checks again: returns the
+ * names detached, and throws when something stays attached.
+ */
+export async function detachAllFrom(cgroup: string, instance: string): Promise<string[]> {
+  const detached: string[] = [];
+  const errors: Error[] = [];
+  for (const a of await sockmeshAttachments(cgroup)) {
+    try {
+      await bpftool(['cgroup', 'detach', cgroup, a.spec.bpftoolType, 'id', String(a.id)]);
+      detached.push(`${a.name} (id ${a.id})`);
+    } catch (e) {
+      errors.push(e as Error);
+    }
+  }
+  const left = await sockmeshAttachments(cgroup);
+  if (left.length) {
+    throw new SockmeshError(Codes.ATTACH, `could not detach every program of "${instance}" from ${cgroup}: still attached ${left.map((a) => `${a.name} (id ${a.id})`).join(', ')}`, { cause: errors[0] });
+  }
+  return detached;
+}

@@ -1,6 +1,7 @@
 import { Option, type Command } from 'commander';
 import { up } from '../agent/instance.js';
 import { loadConfig } from '../config/load.js';
+import { checkMode } from '../config/validate.js';
 import { natSave } from '../iptables/apply.js';
 import { upRestore } from '../iptables/rules.js';
 import { Codes, UserError } from '../errors.js';
@@ -35,7 +36,9 @@ instance switches the same processes to the other capture path (new connections 
       const config = loadConfig(opts.config);
       if (opts.dryRun) {
         if (opts.mode !== 'iptables') throw new UserError(Codes.USAGE, '--dry-run is for --mode iptables');
-        process.stdout.write(upRestore(config, await natSave(opts.netns)));
+        if (opts.netns !== undefined && !opts.netns.trim()) throw new UserError(Codes.USAGE, '--netns is empty: give a value or leave the option out');
+        checkMode(config, 'iptables', opts.config ?? '(embedded default)');
+        process.stdout.write(upRestore(config, await natSave(opts.netns), opts.instance));
         return;
       }
       const res = await up({ instance: opts.instance, mode: opts.mode, cgroup: opts.cgroup, netns: opts.netns, config, configSource: opts.config ?? '(embedded default)' });

@@ -1,5 +1,5 @@
 // Reading a config: a YAML file, or the embedded default.
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, constants as fsc } from 'node:fs';
 import { parse } from 'yaml';
 import { Codes, ConfigError, UserError } from '../errors.js';
 import { DEFAULT_CONFIG_YAML } from './default.js';
@@ -11,19 +11,46 @@ export function parseConfigText(text: string, source: string): MeshConfig {
   try {
     doc = parse(text, { uniqueKeys: true });
   } catch (e) {
-    throw new ConfigError(source, [{ path: '', message: `not valid YAML: ${(e as Error).message.split('\n')[0]}` }]);
+    const first = (e as Error).message.split('\n')[0];
+    throw new ConfigError(source, [{ path: '', message: `not valid YAML: ${first.length > 200 ? `${first.slice(0, 200)}…` : first}` }]);
   }
   return validateConfig(doc, source);
+}
+
+/** A config larger than this is refused unread (10,000 services are about 1 MiB of YAML). */
+export const CONFIG_MAX_BYTES = 32 * 1024 * 1024;
+
+/**
+ * Reads a config file: regular files only (a FIFO or a device would block or never end), opened
+ * without blocking and checked on the descriptor, so a path swapped for a FIFO cannot hang us.
+ */
+export function readConfigFile(path: string): string {
+  if (path === '') throw new UserError(Codes.USAGE, 'the config path is empty');
+  let fd: number;
+  try {
+    fd = openSync(path, fsc.O_RDONLY | fsc.O_NONBLOCK | fsc.O_NOCTTY);
+  } catch (cause) {
+    throw new UserError(Codes.CONFIG_READ, `cannot read config ${path}: ${(cause as Error).message}`, { cause });
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new UserError(Codes.CONFIG_READ, `config ${path} is not a regular file (a FIFO, device or directory cannot be a config)`);
+    if (st.size > CONFIG_MAX_BYTES) throw new UserError(Codes.CONFIG_READ, `config ${path} has ${st.size} bytes; sockmesh reads at most ${CONFIG_MAX_BYTES}`);
+    const buf = Buffer.alloc(st.size);
+    let off = 0;
+    while (off < buf.length) {
+      const n = readSync(fd, buf, off, buf.length - off, off);
+      if (n === 0) break;
+      off += n;
+    }
+    return buf.subarray(0, off).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Loads and validates `path`, or the embedded default when path is undefined. */
 export function loadConfig(path: string | undefined): MeshConfig {
   if (path === undefined) return parseConfigText(DEFAULT_CONFIG_YAML, '(embedded default)');
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (cause) {
-    throw new UserError(Codes.CONFIG_READ, `cannot read config ${path}: ${(cause as Error).message}`, { cause });
-  }
-  return parseConfigText(text, path);
+  return parseConfigText(readConfigFile(path), path);
 }

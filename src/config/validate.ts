@@ -3,6 +3,7 @@
 import { isIPv4 } from 'node:net';
 import { ConfigError, type ConfigIssue } from '../errors.js';
 import { parseCidr } from '../net/addr.js';
+import { CAPACITY } from './capacity.js';
 import type { CaptureConfig, MeshConfig, ServiceConfig, SidecarConfig, SpliceMode } from './model.js';
 
 /** Ports Istio never captures inbound (HBONE, Prometheus, health, agent). */
@@ -57,20 +58,31 @@ class Checker {
   }
 
   ipv4(path: string, v: unknown): string | undefined {
-    if (typeof v !== 'string' || !isIPv4(v)) return this.fail(path, `must be an IPv4 address, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'string' || !isIPv4(v)) return this.fail(path, `must be an IPv4 address, got ${quote(v)}`);
     return v;
   }
+}
+
+/** Errors quote at most this much of a value: a 50 MB value must not come back on stderr. */
+const QUOTE_MAX = 60;
+
+/** A value for an error message, cut to a short prefix. */
+export function quote(v: unknown): string {
+  const text = JSON.stringify(v) ?? String(v);
+  return text.length > QUOTE_MAX ? `${text.slice(0, QUOTE_MAX)}… (${text.length} characters)` : text;
 }
 
 function kind(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a list';
   if (typeof v === 'object') return 'a mapping';
-  return `${typeof v} ${JSON.stringify(v)}`;
+  return `${typeof v} ${quote(v)}`;
 }
 
 function join(path: string, key: string | number): string {
-  return typeof key === 'number' ? `${path}[${key}]` : path ? `${path}.${key}` : key;
+  if (typeof key === 'number') return `${path}[${key}]`;
+  const k = key.length > QUOTE_MAX ? `${key.slice(0, QUOTE_MAX)}…` : key;
+  return path ? `${path}.${k}` : k;
 }
 
 const UID_MAX = 0xfffffffe;
@@ -116,7 +128,14 @@ function service(c: Checker, path: string, raw: unknown): ServiceConfig | undefi
 /** Validates a parsed config document; throws ConfigError listing every problem. */
 export function validateConfig(raw: unknown, source: string): MeshConfig {
   const c = new Checker();
-  const top = c.object('', raw ?? {}, ['sidecar', 'services', 'exclude', 'capture', 'autoSplice']) ?? {};
+  // An empty document (empty file, only comments, /dev/null) is a mistake, never "no services":
+  // applied to a live instance it would switch every service off.
+  if (raw === null || raw === undefined) {
+    c.fail('', 'the config is empty; to mesh no services, write `services: []`');
+    throw new ConfigError(source, c.issues);
+  }
+  const top = c.object('', raw, ['sidecar', 'services', 'exclude', 'capture', 'autoSplice']) ?? {};
+  if (top.services === undefined) c.fail('services', 'is required (write `services: []` to mesh no services)');
   const au = c.object('autoSplice', top.autoSplice ?? {}, ['segmentBytes', 'minSegments', 'votes']) ?? {};
   const autoSplice = {
     segmentBytes: au.segmentBytes === undefined ? 256 : c.int('autoSplice.segmentBytes', au.segmentBytes, 1, 65536) ?? 256,
@@ -152,9 +171,24 @@ export function validateConfig(raw: unknown, source: string): MeshConfig {
   const outboundPorts = ex.outboundPorts === undefined ? [] : c.ports('exclude.outboundPorts', ex.outboundPorts);
   const outboundCIDRs = cidrs(c, 'exclude.outboundCIDRs', ex.outboundCIDRs);
   const capture = captureBlock(c, top.capture, outboundPorts, outboundCIDRs);
+  checkCapacity(c, services, capture);
 
   if (c.issues.length) throw new ConfigError(source, c.issues);
   return { autoSplice, sidecar: sc, services, exclude: { outboundPorts, outboundCIDRs }, capture };
+}
+
+/** Every count against the kernel maps' capacity, so a config that cannot fit is refused whole. */
+function checkCapacity(c: Checker, services: ServiceConfig[], capture: CaptureConfig): void {
+  const over = (path: string, n: number, what: string, max: number, map: string) => {
+    if (n > max) c.fail(path, `${n} ${what}, the kernel map ${map} holds ${max}`);
+  };
+  over('services', services.length, 'services', CAPACITY.services, 'sm_svc_state');
+  const keys = services.reduce((n, s) => n + Math.max(1, s.addresses.length) * s.ports.length, 0);
+  over('services', keys, 'service keys (addresses × ports)', CAPACITY.serviceKeys, 'sm_services');
+  over('capture.excludeOutboundPorts', capture.excludeOutboundPorts.length, 'excluded ports (exclude.outboundPorts included)', CAPACITY.portList, 'sm_excl_ports');
+  over('capture.includeOutboundPorts', capture.includeOutboundPorts.length, 'included ports', CAPACITY.portList, 'sm_incl_ports');
+  over('capture.excludeOutboundCIDRs', capture.excludeOutboundCIDRs.length, 'excluded CIDRs (exclude.outboundCIDRs included)', CAPACITY.cidrList, 'sm_excl_cidrs');
+  over('capture.includeOutboundCIDRs', capture.includeOutboundCIDRs.length, 'included CIDRs', CAPACITY.cidrList, 'sm_incl_cidrs');
 }
 
 function cidrs(c: Checker, path: string, raw: unknown): string[] {
@@ -165,7 +199,7 @@ function cidrs(c: Checker, path: string, raw: unknown): string[] {
       if (typeof v !== 'string') throw new TypeError(`got ${kind(v)}`);
       out.push(parseCidr(v).text);
     } catch (e) {
-      c.fail(`${path}[${i}]`, `must be a CIDR like 10.0.0.0/8: ${(e as Error).message}`);
+      c.fail(`${path}[${i}]`, `must be a CIDR like 10.0.0.0/8, got ${typeof v === 'string' ? quote(v) : kind(v)}`);
     }
   });
   return out;
@@ -199,4 +233,26 @@ function captureBlock(c: Checker, raw: unknown, exclPorts: number[], exclCidrs: 
     includeInboundPorts,
     excludeInboundPorts: union(ISTIO_INBOUND_EXCLUDED, o.excludeInboundPorts === undefined ? [] : c.ports('capture.excludeInboundPorts', o.excludeInboundPorts)),
   };
+}
+
+/**
+ * What a config asks that the chosen capture mode cannot express, by field path (empty when it
+ * fits). eBPF mode takes every valid config; iptables mode has only the IPv4 rule set (iptables,
+ * not ip6tables), so an IPv6 CIDR would be refused by iptables-restore half-way through `up`.
+ */
+export function modeIssues(cfg: MeshConfig, mode: 'ebpf' | 'iptables'): ConfigIssue[] {
+  if (mode !== 'iptables') return [];
+  const issues: ConfigIssue[] = [];
+  const v6 = (path: string, list: string[]) => list.forEach((cidr, i) => {
+    if (cidr !== '*' && cidr.includes(':')) issues.push({ path: `${path}[${i}]`, message: `${quote(cidr)} is an IPv6 CIDR; iptables mode writes IPv4 rules only (use eBPF mode)` });
+  });
+  v6('capture.excludeOutboundCIDRs', cfg.capture.excludeOutboundCIDRs);
+  v6('capture.includeOutboundCIDRs', cfg.capture.includeOutboundCIDRs);
+  return issues;
+}
+
+/** Throws a ConfigError when the config does not fit the mode (see modeIssues). */
+export function checkMode(cfg: MeshConfig, mode: 'ebpf' | 'iptables', source: string): void {
+  const issues = modeIssues(cfg, mode);
+  if (issues.length) throw new ConfigError(`${source} (for ${mode} mode)`, issues);
 }

@@ -3,7 +3,7 @@
 import { Codes, SockmeshError, UserError } from '../errors.js';
 import type { MeshConfig } from '../config/model.js';
 import { execTool } from '../util/exec.js';
-import { CHAINS, downRestore, hasOurChains, upRestore } from './rules.js';
+import { CHAINS, downRestore, ruleOwner, upRestore } from './rules.js';
 
 function inNetns(netns: string | undefined, cmd: string, args: string[]): [string, string[]] {
   return netns ? ['ip', ['netns', 'exec', netns, cmd, ...args]] : [cmd, args];
@@ -34,19 +34,36 @@ export async function restore(netns: string | undefined, input: string): Promise
   await run(netns, 'iptables-restore', ['--noflush'], input);
 }
 
-/** Applies the rule set atomically; a second call with the same config changes nothing. */
-export async function applyRules(netns: string | undefined, cfg: MeshConfig): Promise<string> {
-  const input = upRestore(cfg, await natSave(netns));
+function where(netns: string | undefined): string {
+  return netns ? `network namespace ${netns}` : 'this network namespace';
+}
+
+/**
+ * Applies the rule set of `owner` atomically; a second call with the same config changes nothing.
+ * The namespace's nat table holds one sockmesh rule set: another instance's is never overwritten.
+ */
+export async function applyRules(netns: string | undefined, cfg: MeshConfig, owner: string): Promise<string> {
+  const save = await natSave(netns);
+  const current = ruleOwner(save);
+  if (current && current !== owner) {
+    throw new UserError(Codes.INSTANCE_CONFLICT, `${where(netns)} already holds the iptables rules of sockmesh instance "${current}"; one instance per namespace in iptables mode (sockmesh down --instance ${current} first, or use that instance)`);
+  }
+  const input = upRestore(cfg, save, owner);
   await restore(netns, input);
   return input;
 }
 
-/** Removes exactly our jumps and chains; false when there was nothing to remove. */
-export async function removeRules(netns: string | undefined): Promise<boolean> {
+/**
+ * Removes exactly our jumps and chains when they belong to `owner` (or carry no owner mark);
+ * 'absent' when there was nothing, 'foreign' when they belong to another instance (left alone).
+ */
+export async function removeRules(netns: string | undefined, owner: string): Promise<'removed' | 'absent' | 'foreign'> {
   const save = await natSave(netns);
-  if (!hasOurChains(save)) return false;
+  const current = ruleOwner(save);
+  if (current === undefined) return 'absent';
+  if (current !== null && current !== owner) return 'foreign';
   await restore(netns, downRestore(save));
-  return true;
+  return 'removed';
 }
 
 /** Packet counts of the REDIRECT rules: NAT rules see the first packet of each connection only. */

@@ -22,11 +22,37 @@ export function jumpRules(cfg: MeshConfig): string[] {
 
 const HBONE_PORT = 15008;
 
-/** Rules of our chains, in order (without the chain declarations). */
-export function chainRules(cfg: MeshConfig): string[] {
+/** iptables' multiport match takes at most 15 ports per rule. */
+export const MULTIPORT_MAX = 15;
+
+function chunks<T>(list: T[], n: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < list.length; i += n) out.push(list.slice(i, i + n));
+  return out;
+}
+
+/**
+ * The owner mark: the first rule of our output chain, a comment with no target (it matches and
+ * does nothing). It names the sockmesh instance whose rules these are, so a second instance in
+ * the same namespace is refused and `down` removes only its own.
+ */
+export function ownerRule(instance: string): string {
+  return `-A ${CHAINS.output} -m comment --comment "sockmesh-instance=${instance}"`;
+}
+
+/** The instance that owns the rule set in an iptables-save dump; null = our chains, no mark. */
+export function ruleOwner(natSave: string): string | null | undefined {
+  if (!hasOurChains(natSave)) return undefined;
+  const m = new RegExp(`^-A ${CHAINS.output} -m comment --comment "?sockmesh-instance=([a-z0-9_-]+)"?\\s*$`, 'm').exec(natSave);
+  return m ? m[1] : null;
+}
+
+/** Rules of our chains, in order (without the chain declarations); `owner` adds the owner mark. */
+export function chainRules(cfg: MeshConfig, owner?: string): string[] {
   const { sidecar, capture } = cfg;
   const { inbound: IN, redirect: RED, inRedirect: INRED, output: OUT } = CHAINS;
   const r: string[] = [
+    ...(owner ? [ownerRule(owner)] : []),
     `-A ${RED} -p tcp -j REDIRECT --to-ports ${sidecar.outboundPort}`,
     `-A ${INRED} -p tcp -j REDIRECT --to-ports ${sidecar.inboundPort}`,
   ];
@@ -40,8 +66,8 @@ export function chainRules(cfg: MeshConfig): string[] {
     }
   }
   // Outbound.
-  if (capture.excludeOutboundPorts.length) {
-    r.push(`-A ${OUT} -p tcp -m multiport --dports ${capture.excludeOutboundPorts.join(',')} -j RETURN`);
+  for (const ports of chunks(capture.excludeOutboundPorts, MULTIPORT_MAX)) {
+    r.push(`-A ${OUT} -p tcp -m multiport --dports ${ports.join(',')} -j RETURN`);
   }
   r.push(`-A ${OUT} -o lo -s 127.0.0.6/32 -j RETURN`);
   for (const [kind, id] of [['uid', sidecar.uid], ['gid', sidecar.gid]] as const) {
@@ -102,11 +128,11 @@ function presentRules(natSave: string): Set<string> {
  * are declared (which empties them) and refilled, jumps are added only where missing and stale
  * jumps (e.g. inbound capture switched off) removed. One COMMIT: applied whole or not at all.
  */
-export function upRestore(cfg: MeshConfig, natSave: string): string {
+export function upRestore(cfg: MeshConfig, natSave: string, owner?: string): string {
   const present = presentRules(natSave);
   const jumps = jumpRules(cfg);
   const allJumps = [`-A PREROUTING -p tcp -j ${CHAINS.inbound}`, `-A OUTPUT -p tcp -j ${CHAINS.output}`];
-  const lines = ['*nat', ...DECLARE, ...chainRules(cfg)];
+  const lines = ['*nat', ...DECLARE, ...chainRules(cfg, owner)];
   for (const j of allJumps) {
     if (jumps.includes(j) && !present.has(j)) lines.push(j);
     if (!jumps.includes(j) && present.has(j)) lines.push(j.replace(/^-A/, '-D'));

@@ -55,6 +55,7 @@ describe('compileDesired', () => {
 describe('compileDesired with Istio-style capture', () => {
   it('carries outbound: all, include CIDRs and ports, and the pod\'s own addresses', () => {
     const all = parseConfigText(`
+services: []
 capture: { outbound: all, includeOutboundCIDRs: [10.96.0.0/12], includeOutboundPorts: [8443] }
 `, 't');
     const d = compileDesired(all, {}, 4, ['10.200.0.1/32']);

@@ -35,7 +35,7 @@ privileged('up fails cleanly', () => {
   };
 
   const cases: Array<[string, string, RegExp]> = [
-    ['a wrong type', 'sidecar: { uid: "x" }', /sidecar\.uid: must be an integer/],
+    ['a wrong type', 'services: []\nsidecar: { uid: "x" }', /sidecar\.uid: must be an integer/],
     ['a port out of range', 'services: [{ name: a, ports: [70000] }]', /services\[0\]\.ports\[0\]: must be between 1 and 65535/],
     ['duplicate names', 'services: [{ name: a, ports: [1] }, { name: a, ports: [2] }]', /services\[1\]\.name: duplicate service name "a"/],
     ['an unknown key', 'services: [{ name: a, ports: [1], colour: red }]', /services\[0\]\.colour: unknown key/],
@@ -86,7 +86,8 @@ privileged('up fails cleanly', () => {
     expect(execFileSync('bpftool', ['cgroup', 'show', topo.cgroup], { encoding: 'utf8' })).toMatch(/sm_connect4/);
     rmSync(recordPath(instance));
     const d = await runCli(['down', '--instance', instance, '--json']);
-    expect(JSON.parse(d.stdout)).toEqual({ instance, removed: true });
+    expect(JSON.parse(d.stdout)).toMatchObject({ instance, removed: true, pinsRemoved: true });
+    expect(JSON.parse(d.stdout).detached).toHaveLength(3);
     nothingApplied();
   });
 

@@ -35,7 +35,7 @@ exclude: { outboundPorts: [22], outboundCIDRs: [10.1.2.3/8, 192.168.1.1, 'fd00::
   });
 
   it('names the field of a wrong type', () => {
-    expect(issuesOf('sidecar: { uid: "root" }')).toEqual([{ path: 'sidecar.uid', message: 'must be an integer, got string "root"' }]);
+    expect(issuesOf('services: []\nsidecar: { uid: "root" }')).toEqual([{ path: 'sidecar.uid', message: 'must be an integer, got string "root"' }]);
     expect(issuesOf('services: [{ name: a, ports: [80], redirect: "yes" }]')[0].path).toBe('services[0].redirect');
     expect(issuesOf('services: { name: a }')[0]).toMatchObject({ path: 'services', message: 'must be a list, got a mapping' });
   });
@@ -76,6 +76,7 @@ exclude: { outboundCIDRs: [10.0.0.0/33, nonsense] }
 
   it('merges the exclude block into the Istio-style capture block', () => {
     const cfg = parseConfigText(`
+services: []
 exclude: { outboundPorts: [22], outboundCIDRs: [10.0.0.0/8] }
 capture: { outbound: all, includeOutboundCIDRs: [10.96.0.0/12], excludeOutboundPorts: [23, 22], includeInboundPorts: [9080], excludeInboundPorts: [9999] }
 `, 't');
@@ -83,7 +84,7 @@ capture: { outbound: all, includeOutboundCIDRs: [10.96.0.0/12], excludeOutboundP
       outbound: 'all', includeOutboundCIDRs: ['10.96.0.0/12'], excludeOutboundPorts: [23, 22], excludeOutboundCIDRs: ['10.0.0.0/8'],
       includeInboundPorts: [9080], excludeInboundPorts: [15008, 15090, 15021, 15020, 9999],
     });
-    expect(issuesOf('capture: { outbound: some }')[0]).toEqual({ path: 'capture.outbound', message: 'must be services or all, got string "some"' });
+    expect(issuesOf('services: []\ncapture: { outbound: some }')[0]).toEqual({ path: 'capture.outbound', message: 'must be services or all, got string "some"' });
     expect(issuesOf('autoSplice: { votes: 9 }')[0].path).toBe('autoSplice.votes');
   });
 

@@ -22,12 +22,30 @@ privileged('iptables rule set in a private namespace', () => {
   });
 
   it('applies idempotently: a second up changes nothing', async () => {
-    await applyRules(topo.netns, cfg);
+    await applyRules(topo.netns, cfg, 'owner1');
     const once = rules(await natSave(topo.netns));
-    await applyRules(topo.netns, cfg);
+    await applyRules(topo.netns, cfg, 'owner1');
     expect(rules(await natSave(topo.netns))).toEqual(once);
     expect(once).toContain('-A OUTPUT -p tcp -j SOCKMESH_OUTPUT');
     expect(once).toContain('-A SOCKMESH_OUTPUT -d 10.96.0.20/32 -p tcp --dport 9080 -j SOCKMESH_REDIRECT');
+    expect(once).toContain('-A SOCKMESH_OUTPUT -m comment --comment "sockmesh-instance=owner1"');
+  });
+
+  it('belongs to one instance: a second instance is refused and cannot remove the first one\'s rules', async () => {
+    const before = rules(await natSave(topo.netns));
+    await expect(applyRules(topo.netns, cfg, 'owner2')).rejects.toThrow(/already holds the iptables rules of sockmesh instance "owner1"/);
+    expect(await removeRules(topo.netns, 'owner2')).toBe('foreign');
+    expect(rules(await natSave(topo.netns))).toEqual(before);
+  });
+
+  it('splits long excluded port lists into multiport rules of at most 15 ports', async () => {
+    const ports = Array.from({ length: 40 }, (_, i) => 20000 + i);
+    const many = parseConfigText(`services: []\nexclude: { outboundPorts: [${ports.join(', ')}] }`, 't');
+    await applyRules(topo.netns, many, 'owner1');
+    const multi = rules(await natSave(topo.netns)).filter((l) => l.includes('multiport'));
+    expect(multi).toHaveLength(3);
+    expect(multi.flatMap((l) => /--dports (\S+)/.exec(l)![1].split(',')).map(Number).sort()).toEqual(ports);
+    await applyRules(topo.netns, cfg, 'owner1');
   });
 
   it('is atomic: a transaction with a bad rule changes nothing', async () => {
@@ -46,8 +64,8 @@ privileged('iptables rule set in a private namespace', () => {
   });
 
   it('down removes exactly what up added', async () => {
-    expect(await removeRules(topo.netns)).toBe(true);
+    expect(await removeRules(topo.netns, 'owner1')).toBe('removed');
     expect(rules(await natSave(topo.netns))).toEqual(['-A OUTPUT -p udp -j OTHER']);
-    expect(await removeRules(topo.netns)).toBe(false);
+    expect(await removeRules(topo.netns, 'owner1')).toBe('absent');
   });
 }, ['ip', 'iptables-restore']);

@@ -13,11 +13,12 @@ exclude: { outboundPorts: [22], outboundCIDRs: [169.254.0.0/16] }
 
 describe('iptables rule set', () => {
   it('services mode (sockmesh default), from an empty nat table', () => {
-    expect(upRestore(services, '*nat\nCOMMIT\n')).toBe(`*nat
+    expect(upRestore(services, '*nat\nCOMMIT\n', 'pod-a')).toBe(`*nat
 :SOCKMESH_INBOUND - [0:0]
 :SOCKMESH_REDIRECT - [0:0]
 :SOCKMESH_IN_REDIRECT - [0:0]
 :SOCKMESH_OUTPUT - [0:0]
+-A SOCKMESH_OUTPUT -m comment --comment "sockmesh-instance=pod-a"
 -A SOCKMESH_REDIRECT -p tcp -j REDIRECT --to-ports 15001
 -A SOCKMESH_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006
 -A SOCKMESH_INBOUND -p tcp --dport 15008 -j RETURN
@@ -47,6 +48,7 @@ COMMIT
 
   it('outbound: all with include lists, as istio-init', () => {
     const all = parseConfigText(`
+services: []
 capture: { outbound: all, includeOutboundCIDRs: [10.96.0.0/12], includeOutboundPorts: [8443], includeInboundPorts: [9080, 15090] }
 `, 't');
     const text = upRestore(all, '');
@@ -57,14 +59,14 @@ capture: { outbound: all, includeOutboundCIDRs: [10.96.0.0/12], includeOutboundP
 -A SOCKMESH_OUTPUT -d 10.96.0.0/12 -j SOCKMESH_REDIRECT
 -A SOCKMESH_OUTPUT -j RETURN
 `);
-    const star = upRestore(parseConfigText('capture: { outbound: all, includeInboundPorts: [] }', 't'), '');
+    const star = upRestore(parseConfigText('services: []\ncapture: { outbound: all, includeInboundPorts: [] }', 't'), '');
     expect(star).toContain('-A SOCKMESH_OUTPUT -d 127.0.0.1/32 -j RETURN\n-A SOCKMESH_OUTPUT -j SOCKMESH_REDIRECT\n');
     expect(star).not.toContain('PREROUTING');
   });
 
   it('adds no jump twice and removes a stale inbound jump', () => {
     const present = '*nat\n:SOCKMESH_OUTPUT - [0:0]\n-A PREROUTING -p tcp -j SOCKMESH_INBOUND\n-A OUTPUT -p tcp -j SOCKMESH_OUTPUT\nCOMMIT\n';
-    const again = upRestore(parseConfigText('capture: { includeInboundPorts: [] }', 't'), present);
+    const again = upRestore(parseConfigText('services: []\ncapture: { includeInboundPorts: [] }', 't'), present);
     expect(again).not.toContain('-A OUTPUT -p tcp -j SOCKMESH_OUTPUT');
     expect(again).toContain('-D PREROUTING -p tcp -j SOCKMESH_INBOUND');
   });
