@@ -85,7 +85,7 @@ capture: { outbound: all, includeOutboundCIDRs: [10.96.0.0/12], excludeOutboundP
       includeInboundPorts: [9080], excludeInboundPorts: [15008, 15090, 15021, 15020, 9999],
     });
     expect(issuesOf('services: []\ncapture: { outbound: some }')[0]).toEqual({ path: 'capture.outbound', message: 'must be services or all, got string "some"' });
-    expect(issuesOf('autoSplice: { votes: 9 }')[0].path).toBe('autoSplice.votes');
+    expect(issuesOf('services: []\nautoSplice: { votes: 9 }')[0].path).toBe('autoSplice.votes');
   });
 
   it('rejects YAML that does not parse, and duplicate keys', () => {
