@@ -86,6 +86,7 @@ async function refuseStacking(layout: PinLayout, cgroup: string, instance: strin
  */
 async function ebpfUp(layout: PinLayout, cgroup: string, instance: string, config: MeshConfig, prev: InstanceRecord | undefined,
   localAddrs: string[], objectPath: string, record: (ids: ServiceIds) => void) {
+  requireSameMounts(prev, 'attach BPF programs');
   await ensureBpffs();
   const created = !isFullyPinned(layout);
   if (created) {
@@ -143,6 +144,26 @@ async function ebpfDown(layout: PinLayout, cgroup: string | undefined, instance:
   return { detached, pinsRemoved: pinned };
 }
 
+/** The identity of this process's mount namespace (mnt:[inode]). */
+function currentMntnsId(): string {
+  return readlinkSync('/proc/self/ns/mnt');
+}
+
+/**
+ * eBPF work needs the view of /sys the instance was made in: `ip netns exec` (which remounts /sys)
+ * or any other private mount namespace hides the cgroups and pins, and a bpffs mounted there would
+ * take new pins with it when the namespace ends. Refuse rather than work on the wrong view.
+ */
+function requireSameMounts(rec: InstanceRecord | undefined, action: string): void {
+  if (!cgroup2Mount()) {
+    throw new UserError(Codes.USAGE, `cannot ${action}: no cgroup2 mount is visible here (\`ip netns exec\` remounts /sys and hides it); run sockmesh in the host's mount namespace, e.g. nsenter --net=/var/run/netns/NAME sockmesh …`);
+  }
+  const here = currentMntnsId();
+  if (rec?.mntns && rec.mntns !== here) {
+    throw new UserError(Codes.USAGE, `cannot ${action}: instance "${rec.instance}" was made in mount namespace ${rec.mntns} and this command runs in ${here}, which may not see its cgroup and pins; run sockmesh there (nsenter --net=… keeps the mount namespace)`);
+  }
+}
+
 /** The identity of this process's network namespace (net:[inode]). */
 function currentNetnsId(): string {
   return readlinkSync('/proc/self/ns/net');
@@ -183,6 +204,7 @@ export async function up(opts: UpOptions): Promise<UpResult> {
 async function upLocked(instance: string, opts: UpOptions): Promise<UpResult> {
   const mode = opts.mode ?? 'ebpf';
   const prev = readRecord(instance);
+  if (prev?.mode === 'ebpf' && mode !== 'ebpf') requireSameMounts(prev, 'detach BPF programs');
   const layout = pinLayout(prev?.pinRoot ?? pinRoot(instance));
   const base = { instance, pinRoot: layout.root, configSource: opts.configSource, config: opts.config, updatedAt: new Date().toISOString() };
   // A live instance's namespace comes from its record.
@@ -199,7 +221,7 @@ async function upLocked(instance: string, opts: UpOptions): Promise<UpResult> {
       throw new UserError(Codes.INSTANCE_CONFLICT, `instance "${instance}" is attached to ${prev.cgroup}; run sockmesh down --instance ${instance} first or pick another --instance`);
     }
     const localAddrs = netns ? await localAddresses(netns) : [];
-    const fresh = (ids: ServiceIds): InstanceRecord => ({ ...base, mode, cgroup, netns, localAddrs, serviceIds: ids });
+    const fresh = (ids: ServiceIds): InstanceRecord => ({ ...base, mode, cgroup, netns, localAddrs, serviceIds: ids, mntns: currentMntnsId() });
     // While switching from iptables the record keeps naming iptables until the rules are gone.
     const r = await ebpfUp(layout, cgroup, instance, opts.config, prev, localAddrs, opts.objectPath ?? defaultObjectPath(),
       (ids) => writeRecord(prev?.mode === 'iptables' ? { ...prev, cgroup, pinRoot: layout.root } : fresh(ids)));
@@ -221,7 +243,6 @@ async function upLocked(instance: string, opts: UpOptions): Promise<UpResult> {
     // The new mode captures already; now remove the old one.
     if (prev.mode === 'ebpf') await ebpfDown(layout, prev.cgroup, instance);
     else await removeRules(iptablesNamespace(prev), instance);
-    if (mode === 'iptables') delete record.cgroup;
     result.switchedFrom = prev.mode;
   }
   writeRecord(record);
@@ -257,6 +278,7 @@ export async function down(instanceName: string): Promise<DownResult> {
       notes.push(`${e.path} was damaged; cleaned up from what the kernel shows (iptables rules of a damaged record cannot be located)`);
     }
     const layout = pinLayout(rec?.pinRoot ?? pinRoot(instance));
+    if (rec?.mode !== 'iptables' || rec.cgroup) requireSameMounts(rec, 'remove an eBPF instance');
     const eb = await ebpfDown(layout, rec?.cgroup, instance);
     let rules: DownResult['rules'];
     if (rec?.mode === 'iptables') {

@@ -17,6 +17,8 @@ export interface InstanceRecord {
   netns?: string;
   /** eBPF mode: the pod's own addresses found in netns. */
   localAddrs?: string[];
+  /** eBPF mode: the mount namespace (mnt:[inode]) whose /sys shows the cgroup and the pins. */
+  mntns?: string;
   /** iptables mode without a named netns: the namespace's identity (net:[inode]) the rules are in. */
   netnsId?: string;
   pinRoot: string;
