@@ -20,7 +20,7 @@ import { localAddresses } from '../util/netns.js';
 import { assignServiceIds, compileDesired, type ServiceIds } from './desired.js';
 import { withInstanceLock } from './lock.js';
 import { reconcile, restoreSnapshot, type ReconcileReport, type Snapshot } from './reconcile.js';
-import { readRecord, RecordDamagedError, removeRecord, writeRecord, type InstanceRecord, type Mode } from './state.js';
+import { readRecord, RecordDamagedError, recordPath, removeRecord, writeRecord, type InstanceRecord, type Mode } from './state.js';
 
 export const INSTANCE_RE = /^[a-z0-9][a-z0-9_-]{0,39}$/;
 
@@ -198,7 +198,8 @@ export async function up(opts: UpOptions): Promise<UpResult> {
   nonEmpty(opts.netns, '--netns');
   nonEmpty(opts.cgroup, '--cgroup');
   checkMode(opts.config, opts.mode ?? 'ebpf', opts.configSource);
-  return withInstanceLock(instance, () => upLocked(instance, opts));
+  // A failed first `up` leaves no lock file behind either.
+  return withInstanceLock(instance, () => upLocked(instance, opts), { removeAfter: () => !existsSync(recordPath(instance)) });
 }
 
 async function upLocked(instance: string, opts: UpOptions): Promise<UpResult> {
@@ -288,7 +289,7 @@ export async function down(instanceName: string): Promise<DownResult> {
     const hadRecord = rec !== undefined || notes.length > 0;
     removeRecord(instance);
     return { instance, removed: hadRecord || eb.pinsRemoved || eb.detached.length > 0 || rules === 'removed', detached: eb.detached, pinsRemoved: eb.pinsRemoved, rules, notes };
-  });
+  }, { removeAfter: () => true });
 }
 
 export interface ServiceStatus {
@@ -371,6 +372,7 @@ export async function status(instanceName: string): Promise<InstanceStatus> {
 /** Flips one service's redirect switch; new connections only, nothing else is touched. */
 export async function setServiceRedirect(instanceName: string, service: string, redirect: boolean): Promise<{ changed: boolean }> {
   requireRoot();
+  requireRecord(instanceName); // an unknown instance is an error before any lock file is made
   return withInstanceLock(checkInstanceName(instanceName), () => setServiceRedirectLocked(instanceName, service, redirect));
 }
 

@@ -1,7 +1,7 @@
 // One operation at a time per instance: up, down and service take an exclusive flock on
 // /run/sockmesh/<instance>.lock. The kernel releases it when the holder exits, also on kill -9,
 // so a crashed command never blocks the next one.
-import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tryLockExclusive, unlock } from '../../native/flock.js';
 import { Codes, SockmeshError } from '../errors.js';
 import { STATE_DIR } from './state.js';
@@ -12,6 +12,17 @@ export interface LockOptions {
   /** Told once when the lock is busy, with the holder's pid if known. */
   onWait?: (holder: string) => void;
   dir?: string;
+  /** Remove the lock file before releasing it when this says so (the instance is gone). */
+  removeAfter?: () => boolean;
+}
+
+/** Whether `path` still names the file open as `fd` (a remover may have unlinked it). */
+function samePath(fd: number, path: string): boolean {
+  try {
+    return statSync(path).ino === fstatSync(fd).ino;
+  } catch {
+    return false;
+  }
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -21,9 +32,29 @@ export async function withInstanceLock<T>(instance: string, fn: () => Promise<T>
   const dir = opts.dir ?? STATE_DIR;
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const path = `${dir}/${instance}.lock`;
-  const fd = openSync(path, 'a+', 0o600);
+  const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
+  for (;;) {
+    const fd = openSync(path, 'a+', 0o600);
+    await acquire(fd, path, instance, deadline, opts);
+    if (!samePath(fd, path)) {
+      // Locked a file that `down` removed meanwhile: start over on the new one.
+      unlock(fd);
+      closeSync(fd);
+      continue;
+    }
+    try {
+      writeFileSync(path, `${process.pid}\n`);
+      return await fn();
+    } finally {
+      if (opts.removeAfter?.()) rmSync(path, { force: true });
+      unlock(fd);
+      closeSync(fd);
+    }
+  }
+}
+
+async function acquire(fd: number, path: string, instance: string, deadline: number, opts: LockOptions): Promise<void> {
   try {
-    const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
     let told = false;
     while (!tryLockExclusive(fd, path)) {
       if (!told) {
@@ -37,13 +68,8 @@ export async function withInstanceLock<T>(instance: string, fn: () => Promise<T>
       }
       await sleep(25 + Math.random() * 50);
     }
-    writeFileSync(path, `${process.pid}\n`);
-    try {
-      return await fn();
-    } finally {
-      unlock(fd);
-    }
-  } finally {
+  } catch (err) {
     closeSync(fd);
+    throw err;
   }
 }

@@ -45,9 +45,10 @@ export class CapacityError extends SockmeshError {
 /** Every entry of every config-driven map, to put back after a failed apply. */
 export type Snapshot = Map<keyof DesiredMaps, Entry[]>;
 
+/** Deletes first: a hash map near its capacity has room for the new keys only once the old go. */
 function writeDiff(map: RawMap, diff: MapDiff): void {
-  map.setManyRaw(diff.put);
   for (const k of diff.del) map.deleteRaw(k);
+  map.setManyRaw(diff.put);
 }
 
 /** Puts every map back to the snapshot (only what differs is written). */

@@ -9,6 +9,7 @@ import { recordPath } from '../../src/agent/state.js';
 import { pinLayout } from '../../src/bpf/datapath.js';
 import { InstanceMaps } from '../../src/bpf/maps.js';
 import { pinRoot } from '../../src/bpf/bpffs.js';
+import { CAPACITY } from '../../src/config/capacity.js';
 import { cliJson, runCli } from '../helpers/cli.js';
 import { Mesh } from '../helpers/mesh.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
@@ -132,6 +133,18 @@ privileged('hostile input and faults', () => {
         [`services: []\nexclude: { outboundPorts: [${many(2000, (i) => String(1 + i)).split('\n').join(', ')}] }`, /capture\.excludeOutboundPorts: 2000 excluded ports/],
         [`services: []\nexclude: { outboundCIDRs: [${many(5000, (i) => `10.${i >> 8}.${i & 255}.0/24`).split('\n').join(', ')}] }`, /capture\.excludeOutboundCIDRs: 5000 excluded CIDRs/],
       ];
+      // The capacities validation uses are the live maps' own.
+      const maps = new InstanceMaps(pinLayout(pinRoot(instance)));
+      try {
+        expect({
+          services: maps.svcState.info.maxEntries, serviceKeys: maps.services.info.maxEntries, portList: maps.exclPorts.info.maxEntries,
+          cidrList: maps.exclCidrs.info.maxEntries, localAddrs: maps.localAddrs.info.maxEntries,
+        }).toEqual(CAPACITY);
+        expect(maps.inclPorts.info.maxEntries).toBe(CAPACITY.portList);
+        expect(maps.inclCidrs.info.maxEntries).toBe(CAPACITY.cidrList);
+      } finally {
+        maps.close();
+      }
       for (const [yaml, message] of cases) {
         const r = await upEbpf(instance, file('big.yaml', yaml));
         expect(r.code).toBe(2);

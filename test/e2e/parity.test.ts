@@ -59,7 +59,7 @@ privileged('capture parity with istio-init (iptables and eBPF on the same proces
       { name: 'outbound', host: '127.0.0.1', port: 15001, mode: 'origdst', inMesh: true },
       { name: 'inbound', host: '0.0.0.0', port: 15006, mode: 'origdst', inMesh: true },
     ], { sidecar: false });
-    config = mesh.writeConfig(`capture: { outbound: all, excludeOutboundCIDRs: [${OUTSIDE.replace(/\.\d+$/, '.0')}/24], excludeOutboundPorts: [9082] }\n`);
+    config = mesh.writeConfig(`services: []\ncapture: { outbound: all, excludeOutboundCIDRs: [${OUTSIDE.replace(/\.\d+$/, '.0')}/24], excludeOutboundPorts: [9082] }\n`);
   });
 
   afterAll(async () => {
