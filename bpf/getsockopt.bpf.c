@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /* getsockopt — answer SO_ORIGINAL_DST on the sidecar's accepted socket from the tuple map, as
- * iptables NAT would. */
+ * iptables NAT would. The key carries the socket's netns cookie: a pod's sidecar only ever reads
+ * its own pod's destinations. */
 #include "include/addr.h"
-#include "include/maps.h"
+#include "include/config.h"
 #include "include/stats.h"
 
 #define AF_INET 2
@@ -21,18 +22,21 @@ int sm_getsockopt(struct bpf_sockopt *ctx)
 {
 	struct bpf_sock *sk = ctx->sk;
 	struct sm_sockaddr_in *sa = ctx->optval;
+	__u64 netns = bpf_get_netns_cookie(ctx);
 	struct sm_origdst *od;
 	struct sm_tuple peer;
+	struct sm_pod *pod;
 
 	if (ctx->level != SOL_IP || ctx->optname != SO_ORIGINAL_DST)
 		return 1;
 	if (!sk || sk->family != AF_INET)
 		return 1;
 	/* The app's tuple is the accepted socket's own one reversed. */
-	sm_tuple_ip4(&peer, sk->dst_ip4, bpf_ntohs(sk->dst_port), sk->src_ip4, (__u16)sk->src_port);
+	sm_tuple_ip4(&peer, netns, sk->dst_ip4, bpf_ntohs(sk->dst_port), sk->src_ip4, (__u16)sk->src_port);
 	od = bpf_map_lookup_elem(&sm_tuple_dst, &peer);
 	if (!od) {
-		sm_count(SM_STAT_ORIGDST_MISS);
+		pod = sm_find_pod(sm_active_slot(), netns);
+		sm_count(pod ? pod->pod_id : 0, SM_STAT_ORIGDST_MISS);
 		return 1; /* keep the kernel's own answer (conntrack under iptables, else ENOENT) */
 	}
 	if ((void *)(sa + 1) > ctx->optval_end)
@@ -46,7 +50,7 @@ int sm_getsockopt(struct bpf_sockopt *ctx)
 	 * verifier rejects for this context: the barrier keeps them two 4-byte stores. */
 	asm volatile("" ::: "memory");
 	ctx->retval = 0;
-	sm_count(SM_STAT_ORIGDST_HIT);
+	sm_count(od->pod_id, SM_STAT_ORIGDST_HIT);
 	return 1;
 }
 

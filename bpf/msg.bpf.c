@@ -11,21 +11,22 @@ SEC("sk_msg")
 int sm_msg(struct sk_msg_md *msg)
 {
 	struct sm_tuple peer;
+	__u32 pod_id;
 
 	if (msg->family != AF_INET)
 		return SK_PASS;
 	/* The peer socket is keyed by its own view of the connection: ours reversed. */
-	sm_tuple_ip4(&peer, msg->remote_ip4, sm_remote_port(msg->remote_port), msg->local_ip4,
+	sm_tuple_ip4(&peer, bpf_get_netns_cookie(msg), msg->remote_ip4, SM_REMOTE_PORT(msg), msg->local_ip4,
 		     (__u16)msg->local_port);
-	switch (sm_msg_path(msg, &peer)) {
+	switch (sm_msg_path(msg, &peer, &pod_id)) {
 	case SM_PATH_ORDER:
-		sm_count(SM_STAT_MSG_ORDER);
+		sm_count(pod_id, SM_STAT_MSG_ORDER);
 		return SK_PASS;
 	case SM_PATH_FULL:
-		sm_count(SM_STAT_MSG_FULL);
+		sm_count(pod_id, SM_STAT_MSG_FULL);
 		return SK_PASS;
 	case SM_PATH_NO_PEER:
-		sm_count(SM_STAT_MSG_PASS);
+		sm_count(pod_id, SM_STAT_MSG_PASS);
 		return SK_PASS;
 	default:
 		break;
@@ -33,9 +34,9 @@ int sm_msg(struct sk_msg_md *msg)
 	/* The peer may leave the sockhash between the check and the redirect; the helper then
 	 * answers SK_DROP (the sender would see EACCES): hand such a message to the stack. */
 	if (bpf_msg_redirect_hash(msg, &sm_sockhash, &peer, BPF_F_INGRESS) == SK_PASS)
-		sm_count(SM_STAT_MSG_REDIRECT);
+		sm_count(pod_id, SM_STAT_MSG_REDIRECT);
 	else
-		sm_count(SM_STAT_MSG_PASS);
+		sm_count(pod_id, SM_STAT_MSG_PASS);
 	return SK_PASS;
 }
 

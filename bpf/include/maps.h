@@ -13,41 +13,70 @@
 
 #define SM_MAP __attribute__((weak)) SEC(".maps")
 
+/* The active slot of the config-driven maps (0 = the _a maps, 1 = the _b maps). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
+	__type(value, __u32);
+} sm_gen SM_MAP;
+
+/* Node-wide settings, one entry per slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SM_SLOTS);
+	__type(key, __u32);
 	__type(value, struct sm_config);
 } sm_config SM_MAP;
 
-struct {
+/* A config-driven map, declared once per slot. */
+#define SM_SLOTTED(name, def)      \
+	struct def name##_a SM_MAP; \
+	struct def name##_b SM_MAP
+
+/* Meshed pods by netns cookie. */
+SM_SLOTTED(sm_pods, {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SM_MAX_PODS);
+	__type(key, __u64);
+	__type(value, struct sm_pod);
+});
+
+SM_SLOTTED(sm_services, {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SM_MAX_SERVICE_KEYS);
 	__type(key, struct sm_svc_key);
 	__type(value, struct sm_svc_val);
-} sm_services SM_MAP;
+});
 
-struct {
+SM_SLOTTED(sm_svc_state, {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, SM_MAX_SERVICES);
 	__type(key, __u32);
 	__type(value, struct sm_svc_state);
-} sm_svc_state SM_MAP;
+});
 
-struct {
+/* Excluded and included outbound ports of each pod. */
+SM_SLOTTED(sm_ports, {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, SM_MAX_PORT_EXCLUDES);
-	__type(key, __u16);
+	__uint(max_entries, SM_MAX_PORT_RULES);
+	__type(key, struct sm_port_key);
 	__type(value, __u8);
-} sm_excl_ports SM_MAP;
+});
 
-struct {
+/* Excluded, included and local CIDRs of each pod. */
+SM_SLOTTED(sm_cidrs, {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, SM_MAX_CIDR_EXCLUDES);
+	__uint(max_entries, SM_MAX_CIDR_RULES);
 	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
 	__type(key, struct sm_lpm_key);
 	__type(value, __u8);
-} sm_excl_cidrs SM_MAP;
+});
+
+/* Looks key up in the given slot of a slotted map: one call site per slot, so the verifier
+ * sees a constant map at each. */
+#define SM_SLOT_LOOKUP(slot, name, key) \
+	((slot) ? bpf_map_lookup_elem(&name##_b, key) : bpf_map_lookup_elem(&name##_a, key))
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -55,30 +84,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct sm_svc_auto);
 } sm_svc_auto SM_MAP;
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, SM_MAX_PORT_EXCLUDES);
-	__type(key, __u16);
-	__type(value, __u8);
-} sm_incl_ports SM_MAP;
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, SM_MAX_CIDR_EXCLUDES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct sm_lpm_key);
-	__type(value, __u8);
-} sm_incl_cidrs SM_MAP;
-
-/* The pod's own addresses (traffic to them leaves through lo), as the agent found them. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 256);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct sm_lpm_key);
-	__type(value, __u8);
-} sm_local_addrs SM_MAP;
 
 /* connect4 -> sockops: original destination by socket cookie (the source port is not known yet). */
 struct {
@@ -112,14 +117,23 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SM_MAX_CONNS);
 	__type(key, struct sm_tuple);
-	__type(value, __u64);
+	__type(value, struct sm_peer);
 } sm_peer_sk SM_MAP;
 
+/* Per-pod counters (index pod_id * SM_STAT_MAX + stat); pod 0 counts what belongs to no pod. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, SM_STAT_MAX);
-	__type(key, __u32); /* an enum sm_stat; array keys must be plain ints for BTF */
+	__uint(max_entries, (SM_MAX_PODS + 1) * SM_STAT_MAX);
+	__type(key, __u32); /* array keys must be plain ints for BTF */
 	__type(value, __u64);
 } sm_stats SM_MAP;
+
+/* Per-service counters (index service_id * SM_SVC_STAT_MAX + stat). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SM_MAX_SERVICES * SM_SVC_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} sm_svc_stats SM_MAP;
 
 #endif

@@ -1,49 +1,99 @@
-/* policy.h — the outbound capture decision made at connect time. */
+/* policy.h — the outbound capture decision made at connect time, in istio-init's order
+ * (README, "Capture decisions"), with the rules of the connecting pod. */
 #ifndef SOCKMESH_POLICY_H
 #define SOCKMESH_POLICY_H
 
-#include "maps.h"
 #include "addr.h"
+#include "config.h"
 #include "stats.h"
 
-static __always_inline struct sm_config *sm_get_config(void)
-{
-	__u32 zero = 0;
-	struct sm_config *cfg = bpf_map_lookup_elem(&sm_config, &zero);
+enum sm_verdict { SM_LEAVE, SM_OUTBOUND, SM_INBOUND };
 
-	if (!cfg || !(cfg->flags & SM_CFG_ENABLED))
-		return 0;
-	return cfg;
+/* Whether the pod has a port rule of this kind. */
+static __always_inline int sm_pod_port(__u32 slot, __u32 pod_id, __u8 kind, __u16 port)
+{
+	struct sm_port_key key = { .pod_id = pod_id, .port = port, .kind = kind };
+
+	return SM_SLOT_LOOKUP(slot, sm_ports, &key) != 0;
 }
 
-static __always_inline __u32 sm_service_flags(__u32 service_id)
+/* Whether addr is in one of the pod's CIDRs of this kind. */
+static __always_inline int sm_pod_cidr(__u32 slot, __u32 pod_id, __u32 kind, const __u32 addr[4])
 {
-	struct sm_svc_state *st = bpf_map_lookup_elem(&sm_svc_state, &service_id);
-
-	return st ? st->flags : 0;
-}
-
-/* Whether addr is in an LPM trie of CIDRs (sm_excl_cidrs, sm_incl_cidrs, sm_local_addrs). */
-static __always_inline int sm_in_cidrs(void *trie, const __u32 addr[4])
-{
-	struct sm_lpm_key lpm = { .prefixlen = 128 };
+	struct sm_lpm_key lpm = { .prefixlen = 64 + 128, .pod_id = pod_id, .kind = kind };
 
 	__builtin_memcpy(lpm.addr, addr, sizeof(lpm.addr));
-	return bpf_map_lookup_elem(trie, &lpm) != 0;
+	return SM_SLOT_LOOKUP(slot, sm_cidrs, &lpm) != 0;
 }
 
 /* Service of addr:port, trying the exact address first, then the any-address entry. */
-static __always_inline struct sm_svc_val *sm_find_service(const __u32 addr[4], __u16 port)
+static __always_inline struct sm_svc_val *sm_find_service(__u32 slot, const __u32 addr[4], __u16 port)
 {
 	struct sm_svc_key key = { .port = port };
 	struct sm_svc_val *val;
 
 	__builtin_memcpy(key.addr, addr, sizeof(key.addr));
-	val = bpf_map_lookup_elem(&sm_services, &key);
+	val = SM_SLOT_LOOKUP(slot, sm_services, &key);
 	if (val)
 		return val;
 	__builtin_memset(key.addr, 0, sizeof(key.addr));
-	return bpf_map_lookup_elem(&sm_services, &key);
+	return SM_SLOT_LOOKUP(slot, sm_services, &key);
+}
+
+/* Which listener, if any, a connect from this pod goes to; *service_id is set for listed
+ * services. dst_ip4 is in network byte order, addr its 16-byte form. */
+static __always_inline enum sm_verdict sm_decide(__u32 slot, const struct sm_pod *pod, struct bpf_sock *sk,
+						  __u32 dst_ip4, const __u32 addr[4], __u16 port,
+						  __u32 *service_id)
+{
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	int sidecar = (__u32)uid_gid == pod->sidecar_uid || (__u32)(uid_gid >> 32) == pod->sidecar_gid;
+	__u32 dst = bpf_ntohl(dst_ip4), pod_id = pod->pod_id;
+	int loopback = (dst >> 24) == 127 || sm_pod_cidr(slot, pod_id, SM_RULE_LOCAL, addr);
+	struct sm_svc_val *svc;
+
+	if (sm_pod_port(slot, pod_id, SM_RULE_EXCLUDE, port)) {
+		sm_count(pod_id, SM_STAT_CONNECT_EXCLUDED);
+		return SM_LEAVE;
+	}
+	if (sk && bpf_ntohl(sk->src_ip4) == SM_PASSTHROUGH_SRC && loopback)
+		return SM_LEAVE;
+	if (sidecar) {
+		/* The sidecar calling its own pod (not 127.0.0.1) is inbound traffic. */
+		if (loopback && dst != 0x7f000001 && port != SM_HBONE_PORT)
+			return SM_INBOUND;
+		sm_count(pod_id, SM_STAT_CONNECT_SIDECAR);
+		return SM_LEAVE;
+	}
+	if (loopback)
+		return SM_LEAVE;
+	if (sm_pod_cidr(slot, pod_id, SM_RULE_EXCLUDE, addr)) {
+		sm_count(pod_id, SM_STAT_CONNECT_EXCLUDED);
+		return SM_LEAVE;
+	}
+	svc = sm_find_service(slot, addr, port);
+	if (svc) {
+		*service_id = svc->service_id;
+		if (!(sm_service_flags(slot, svc->service_id) & SM_SVC_REDIRECT)) {
+			sm_count(pod_id, SM_STAT_CONNECT_DISABLED);
+			sm_count_svc(svc->service_id, SM_SVC_STAT_DISABLED);
+			return SM_LEAVE;
+		}
+	}
+	if (sm_pod_port(slot, pod_id, SM_RULE_INCLUDE, port))
+		return SM_OUTBOUND;
+	if (pod->flags & SM_POD_OUTBOUND_ALL)
+		return (pod->flags & SM_POD_INCLUDE_ANY) || sm_pod_cidr(slot, pod_id, SM_RULE_INCLUDE, addr)
+			       ? SM_OUTBOUND
+			       : SM_LEAVE;
+	return svc ? SM_OUTBOUND : SM_LEAVE;
+}
+
+/* Whether the connecting task belongs to the pod's cgroup (a cgroup below the attach point that
+ * is not a listed pod is never captured). */
+static __always_inline int sm_in_pod_cgroup(const struct sm_pod *pod)
+{
+	return bpf_get_current_ancestor_cgroup_id(pod->cgroup_level) == pod->cgroup_id;
 }
 
 #endif

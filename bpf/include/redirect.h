@@ -31,14 +31,15 @@ struct sm_peer_rx {
 	int rcvbuf;
 };
 
-static __always_inline int sm_read_peer(const struct sm_tuple *peer_key, struct sm_peer_rx *rx)
+static __always_inline int sm_read_peer(const struct sm_tuple *peer_key, struct sm_peer_rx *rx, __u32 *pod_id)
 {
-	__u64 *addr = bpf_map_lookup_elem(&sm_peer_sk, peer_key);
+	struct sm_peer *peer = bpf_map_lookup_elem(&sm_peer_sk, peer_key);
 	struct tcp_sock *tp;
 
-	if (!addr)
+	if (!peer)
 		return -1;
-	tp = (struct tcp_sock *)(unsigned long)*addr;
+	*pod_id = peer->pod_id;
+	tp = (struct tcp_sock *)(unsigned long)peer->addr;
 	if (bpf_core_read(&rx->copied_seq, sizeof(rx->copied_seq), &tp->copied_seq) ||
 	    bpf_core_read(&rx->rmem_alloc, sizeof(rx->rmem_alloc),
 			  &tp->inet_conn.icsk_inet.sk.sk_backlog.rmem_alloc.counter) ||
@@ -47,16 +48,18 @@ static __always_inline int sm_read_peer(const struct sm_tuple *peer_key, struct 
 	return 0;
 }
 
-static __always_inline enum sm_path sm_msg_path(struct sk_msg_md *msg, const struct sm_tuple *peer_key)
+/* Which path a message takes; *pod_id is the pod of the pair (0 when the peer is unknown). */
+static __always_inline enum sm_path sm_msg_path(struct sk_msg_md *msg, const struct sm_tuple *peer_key, __u32 *pod_id)
 {
 	struct bpf_sock *self_sk = msg->sk;
 	struct sm_peer_rx rx;
 	struct tcp_sock *self;
 
-	if (!self_sk)
+	*pod_id = 0;
+	if (!self_sk || sm_read_peer(peer_key, &rx, pod_id))
 		return SM_PATH_NO_PEER;
 	self = bpf_skc_to_tcp_sock(self_sk);
-	if (!self || sm_read_peer(peer_key, &rx))
+	if (!self)
 		return SM_PATH_NO_PEER;
 	if (rx.copied_seq != self->write_seq)
 		return SM_PATH_ORDER;

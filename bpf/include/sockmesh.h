@@ -7,22 +7,42 @@
  * Addresses are always 16 bytes: IPv4 is stored IPv4-mapped (::ffff:a.b.c.d), so one key format
  * serves both families and an IPv4 CIDR a.b.c.d/n is the IPv6 prefix ::ffff:a.b.c.d/(96+n).
  * Ports are in host byte order everywhere in these structs.
+ *
+ * One instance serves every pod of a node. A pod is a network namespace (its netns cookie) and a
+ * cgroup; everything that belongs to a connection is keyed with the netns cookie, because the
+ * loopback tuples of app->sidecar connections repeat in every pod.
  */
 #ifndef SOCKMESH_H
 #define SOCKMESH_H
 
 #include <linux/types.h>
 
+/* Every struct is read by user space as little-endian bytes (src/bpf/codec.ts). */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "sockmesh's codecs assume a little-endian target");
+
+#define SM_MAX_PODS 1024         /* pod ids 1..SM_MAX_PODS; 0 counts what belongs to no pod */
 #define SM_MAX_SERVICES 1024
-#define SM_MAX_PORT_EXCLUDES 1024
-#define SM_MAX_CIDR_EXCLUDES 1024
 #define SM_MAX_SERVICE_KEYS 16384
+#define SM_MAX_PORT_RULES 16384  /* excluded and included ports of every pod */
+#define SM_MAX_CIDR_RULES 16384  /* excluded, included and local CIDRs of every pod */
 #define SM_MAX_CONNS 65536
 
-/* sm_config.flags */
-#define SM_CFG_ENABLED (1u << 0)      /* capture is on; a zeroed (unwritten) config captures nothing */
-#define SM_CFG_OUTBOUND_ALL (1u << 1) /* capture every outbound TCP (istio-init), not only services */
-#define SM_CFG_INCLUDE_ANY (1u << 2)  /* includeOutboundCIDRs is '*' */
+/* The config-driven maps exist twice (slots a and b). Programs read the active slot, named by
+ * sm_gen, once per decision; user space writes the other slot and then flips sm_gen with one
+ * 4-byte write, so a new connection decides on the old config or the new one, never a mix. */
+#define SM_SLOTS 2
+
+/* sm_config.flags (node-wide) */
+#define SM_CFG_ENABLED (1u << 0) /* capture is on; a zeroed (unwritten) slot captures nothing */
+
+/* sm_pod.flags */
+#define SM_POD_OUTBOUND_ALL (1u << 0) /* capture every outbound TCP (istio-init), not only services */
+#define SM_POD_INCLUDE_ANY (1u << 1)  /* includeOutboundCIDRs is '*' */
+
+/* Kinds of per-pod port and CIDR rules. */
+#define SM_RULE_EXCLUDE 0 /* excluded outbound port / CIDR */
+#define SM_RULE_INCLUDE 1 /* included outbound port / CIDR */
+#define SM_RULE_LOCAL 2   /* the pod's own addresses: traffic to them leaves through lo */
 
 /* service_id of a connection captured by a rule rather than by a listed service. */
 #define SM_NO_SERVICE 0xffffffffu
@@ -42,13 +62,8 @@
 #define SM_AUTO_PROBE_EVERY 8
 #define SM_AUTO_VOTES_MAX 8
 
-/* Runtime settings: one entry in the sm_config array, written by the agent. */
+/* Node-wide runtime settings: one entry per slot in the sm_config array. */
 struct sm_config {
-	__u32 sidecar_uid;
-	__u32 sidecar_gid;
-	__u32 outbound_ip4; /* network byte order, e.g. 127.0.0.1 */
-	__u16 outbound_port;
-	__u16 inbound_port;
 	__u32 flags;
 	/* splice: auto. A closed captured connection that carried at least auto_min_segs data
 	 * segments votes for splicing its service when its average segment was smaller than
@@ -59,7 +74,21 @@ struct sm_config {
 	__u32 auto_votes;
 };
 
-/* A meshed service address: addr all zero = any address on this port. */
+/* A meshed pod, by its netns cookie (0: any namespace, the single-pod form without --netns). */
+struct sm_pod {
+	__u64 cgroup_id;    /* the pod's cgroup: only its processes are captured */
+	__u32 cgroup_level; /* that cgroup's depth below the cgroup2 root */
+	__u32 pod_id;       /* 1..SM_MAX_PODS: rules and counters of this pod */
+	__u32 sidecar_uid;
+	__u32 sidecar_gid;
+	__u32 outbound_ip4; /* network byte order, e.g. 127.0.0.1 */
+	__u16 outbound_port;
+	__u16 inbound_port;
+	__u32 flags;
+	__u32 _pad;
+};
+
+/* A meshed service address: addr all zero = any address on this port. Node-wide. */
 struct sm_svc_key {
 	__u32 addr[4];
 	__u16 port;
@@ -75,18 +104,32 @@ struct sm_svc_state {
 	__u32 flags;
 };
 
-/* Key of the LPM trie of excluded outbound CIDRs. */
+/* A per-pod port rule (sm_ports). */
+struct sm_port_key {
+	__u32 pod_id;
+	__u16 port;
+	__u8 kind; /* SM_RULE_* */
+	__u8 _pad;
+};
+
+/* Key of the LPM trie of per-pod CIDR rules: prefixlen counts pod_id and kind (64 bits) plus
+ * the address prefix. */
 struct sm_lpm_key {
 	__u32 prefixlen;
+	__u32 pod_id;
+	__u32 kind; /* SM_RULE_* */
 	__u32 addr[4];
 };
 
-/* A connection as seen from one of its sockets: s = local end, d = remote end. */
+/* A connection as seen from one of its sockets in one network namespace: s = local end,
+ * d = remote end. */
 struct sm_tuple {
+	__u64 netns; /* netns cookie */
 	__u32 saddr[4];
 	__u32 daddr[4];
 	__u16 sport;
 	__u16 dport;
+	__u32 _pad;
 };
 
 /* The destination a captured connection asked for, before connect4 rewrote it. */
@@ -95,6 +138,14 @@ struct sm_origdst {
 	__u16 port;
 	__u16 flags;
 	__u32 service_id;
+	__u32 pod_id;
+};
+
+/* A spliced socket's kernel address (sm_peer_sk), and the pod it belongs to. */
+struct sm_peer {
+	__u64 addr;
+	__u32 pod_id;
+	__u32 _pad;
 };
 
 /* Per-service auto-splice state, indexed by service_id. */
@@ -103,7 +154,7 @@ struct sm_svc_auto {
 	__u32 connections; /* captured connections seen at establishment */
 };
 
-/* Index of each counter in the per-CPU sm_stats array. */
+/* Per-pod counters: index pod_id * SM_STAT_MAX + stat of the per-CPU sm_stats array. */
 enum sm_stat {
 	SM_STAT_CONNECT_REWRITE = 0,  /* connect4 sent a connection to the sidecar */
 	SM_STAT_CONNECT_SIDECAR = 1,  /* connect4 skipped the sidecar's own connection */
@@ -123,11 +174,22 @@ enum sm_stat {
 	SM_STAT_MAX = 15,
 };
 
-_Static_assert(sizeof(struct sm_config) == 32, "sm_config layout");
+/* Per-service counters: index service_id * SM_SVC_STAT_MAX + stat of the per-CPU sm_svc_stats. */
+enum sm_svc_stat {
+	SM_SVC_STAT_CAPTURED = 0, /* connections sent to the sidecar */
+	SM_SVC_STAT_DISABLED = 1, /* connections left alone because the switch is off */
+	SM_SVC_STAT_SPLICED = 2,  /* captured connections spliced at establishment */
+	SM_SVC_STAT_MAX = 3,
+};
+
+_Static_assert(sizeof(struct sm_config) == 16, "sm_config layout");
+_Static_assert(sizeof(struct sm_pod) == 40, "sm_pod layout");
 _Static_assert(sizeof(struct sm_svc_auto) == 8, "sm_svc_auto layout");
 _Static_assert(sizeof(struct sm_svc_key) == 20, "sm_svc_key layout");
-_Static_assert(sizeof(struct sm_lpm_key) == 20, "sm_lpm_key layout");
-_Static_assert(sizeof(struct sm_tuple) == 36, "sm_tuple layout");
-_Static_assert(sizeof(struct sm_origdst) == 24, "sm_origdst layout");
+_Static_assert(sizeof(struct sm_port_key) == 8, "sm_port_key layout");
+_Static_assert(sizeof(struct sm_lpm_key) == 28, "sm_lpm_key layout");
+_Static_assert(sizeof(struct sm_tuple) == 48, "sm_tuple layout");
+_Static_assert(sizeof(struct sm_origdst) == 28, "sm_origdst layout");
+_Static_assert(sizeof(struct sm_peer) == 16, "sm_peer layout");
 
 #endif

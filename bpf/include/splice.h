@@ -3,18 +3,18 @@
  * Measured on kernel 6.18 (README, "Findings"): sk_msg splicing wins only where the stack's
  * per-packet cost dominates (tiny TCP_NODELAY writes, request/response), and loses where TCP
  * would have coalesced writes (Nagle/autocork small writes, ~1 KiB streams) or where copies
- * dominate (bulk). A connection cannot safely join or leave the sockhash once data flows (the
- * receiver would read redirected data before what is still queued), so the choice is made at
- * establishment from how the service's recent connections behaved.
+ * dominate (bulk). The choice is made at establishment from how the service's recent connections
+ * behaved; include/redirect.h keeps the byte order whenever a spliced socket changes path.
  */
 #ifndef SOCKMESH_SPLICE_H
 #define SOCKMESH_SPLICE_H
 
-#include "policy.h"
+#include "config.h"
+#include "stats.h"
 
-static __always_inline int sm_should_splice(__u32 service_id)
+static __always_inline int sm_should_splice(__u32 slot, __u32 service_id)
 {
-	__u32 flags = sm_service_flags(service_id), zero = 0;
+	__u32 flags = sm_service_flags(slot, service_id);
 	struct sm_config *cfg;
 	struct sm_svc_auto *a;
 	__u32 n;
@@ -23,7 +23,7 @@ static __always_inline int sm_should_splice(__u32 service_id)
 		return 1;
 	if (!(flags & SM_SVC_AUTO))
 		return 0;
-	cfg = bpf_map_lookup_elem(&sm_config, &zero);
+	cfg = bpf_map_lookup_elem(&sm_config, &slot);
 	a = bpf_map_lookup_elem(&sm_svc_auto, &service_id);
 	if (!cfg || !a)
 		return 0;
@@ -34,23 +34,22 @@ static __always_inline int sm_should_splice(__u32 service_id)
 	return a->votes >= cfg->auto_votes && n % SM_AUTO_PROBE_EVERY != 0;
 }
 
-static __always_inline void sm_auto_vote(__u32 service_id, __u32 segs, __u64 bytes)
+static __always_inline void sm_auto_vote(__u32 slot, __u32 pod_id, __u32 service_id, __u32 segs, __u64 bytes)
 {
-	__u32 zero = 0;
-	struct sm_config *cfg = bpf_map_lookup_elem(&sm_config, &zero);
+	struct sm_config *cfg = bpf_map_lookup_elem(&sm_config, &slot);
 	struct sm_svc_auto *a = bpf_map_lookup_elem(&sm_svc_auto, &service_id);
 
-	if (!cfg || !a || !(sm_service_flags(service_id) & SM_SVC_AUTO) || segs < cfg->auto_min_segs)
+	if (!cfg || !a || !(sm_service_flags(slot, service_id) & SM_SVC_AUTO) || segs < cfg->auto_min_segs)
 		return;
 	/* Races between CPUs may lose a vote; the next connection votes again. */
 	if (bytes < (__u64)segs * cfg->auto_seg_bytes) {
 		if (a->votes < SM_AUTO_VOTES_MAX)
 			a->votes += 1;
-		sm_count(SM_STAT_AUTO_VOTE_FOR);
+		sm_count(pod_id, SM_STAT_AUTO_VOTE_FOR);
 	} else {
 		if (a->votes > 0)
 			a->votes -= 1;
-		sm_count(SM_STAT_AUTO_VOTE_AGAINST);
+		sm_count(pod_id, SM_STAT_AUTO_VOTE_AGAINST);
 	}
 }
 

@@ -1,36 +1,48 @@
-// Desired state: a validated MeshConfig compiled into the exact entries each kernel map should
-// hold. Pure: no I/O, so it is tested directly.
+// Desired state: a validated MeshConfig and the pods as found on the node, compiled into the exact
+// entries each config-driven kernel map of one slot should hold. Pure: no I/O, so it is tested
+// directly.
 import {
-  CFG_ENABLED, CFG_INCLUDE_ANY, CFG_OUTBOUND_ALL, SVC_AUTO, SVC_REDIRECT, SVC_SPLICE,
-  configCodec, lpmKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, u16Codec, u32Codec, u8Codec,
+  CFG_ENABLED, POD_INCLUDE_ANY, POD_OUTBOUND_ALL, RULE_EXCLUDE, RULE_INCLUDE, RULE_LOCAL, SVC_AUTO, SVC_REDIRECT, SVC_SPLICE,
+  configCodec, lpmKeyCodec, podCodec, portKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, u32Codec, u64Codec, u8Codec,
 } from '../bpf/codecs.js';
 import { Codes, UserError } from '../errors.js';
 import { parseCidr } from '../net/addr.js';
-import type { MeshConfig } from '../config/model.js';
+import type { CaptureConfig, MeshConfig, SidecarConfig } from '../config/model.js';
 
 export interface Entry {
   key: Buffer;
   value: Buffer;
 }
 
-/** Map contents by map name; `arrays` maps hold every index (unlisted ones zero). */
+/** Map contents by map name (without the slot suffix); array maps hold every index. */
 export interface DesiredMaps {
-  sm_config: Entry[];
+  sm_pods: Entry[];
   sm_services: Entry[];
   sm_svc_state: Entry[];
-  sm_excl_ports: Entry[];
-  sm_excl_cidrs: Entry[];
-  sm_incl_ports: Entry[];
-  sm_incl_cidrs: Entry[];
-  sm_local_addrs: Entry[];
+  sm_ports: Entry[];
+  sm_cidrs: Entry[];
 }
 
-function lpmEntries(cidrs: string[]): Entry[] {
+/** A pod as found on the node: what the kernel identifies it by. */
+export interface ResolvedPod {
+  name: string;
+  /** netns cookie; 0n = any namespace (the single-pod form without --netns). */
+  netnsCookie: bigint;
+  cgroupId: bigint;
+  cgroupLevel: number;
+  podId: number;
+  /** The pod's own addresses as /32 CIDRs (configured or found in its namespace). */
+  localAddrs: string[];
+  sidecar: SidecarConfig;
+  capture: CaptureConfig;
+}
+
+function lpmEntries(podId: number, kind: number, cidrs: string[]): Entry[] {
   const one = u8Codec.encode(1);
   return cidrs.map((c) => {
     const { bytes, prefixlen } = parseCidr(c);
-    const key = lpmKeyCodec.encode({ prefixlen, addr: null });
-    bytes.copy(key, 4);
+    const key = lpmKeyCodec.encode({ prefixlen: 64 + prefixlen, podId, kind, addr: null });
+    bytes.copy(key, 12);
     return { key, value: one };
   });
 }
@@ -38,35 +50,45 @@ function lpmEntries(cidrs: string[]): Entry[] {
 export type ServiceIds = Record<string, number>;
 
 /**
- * Stable ids: a service keeps the id it had; new services take the lowest free ids; ids of
- * removed services are freed.
+ * Stable ids: a name keeps the id it had; new names take the lowest free ids from `first`; ids of
+ * removed names are freed. Used for services (ids 0..) and pods (ids 1..).
  */
-export function assignServiceIds(names: string[], previous: ServiceIds, max: number): ServiceIds {
+export function assignServiceIds(names: string[], previous: ServiceIds, max: number, first = 0): ServiceIds {
   const out: ServiceIds = {};
   const used = new Set<number>();
   for (const n of names) {
     const id = previous[n];
-    if (id !== undefined && id < max) {
+    if (id !== undefined && id >= first && id < max) {
       out[n] = id;
       used.add(id);
     }
   }
-  let next = 0;
+  let next = first;
   for (const n of names) {
     if (out[n] !== undefined) continue;
     while (used.has(next)) next++;
-    if (next >= max) throw new UserError(Codes.CONFIG_INVALID, `too many services: the kernel map holds ${max}`);
+    if (next >= max) throw new UserError(Codes.CONFIG_INVALID, `too many: the kernel map holds ${max - first}`);
     out[n] = next;
     used.add(next);
   }
   return out;
 }
 
-/**
- * The entries of every config-driven map for this config. `localAddrs` are the pod's own
- * addresses (traffic to them leaves through lo, which istio-init never captures for the app).
- */
-export function compileDesired(cfg: MeshConfig, ids: ServiceIds, svcStateSize: number, localAddrs: string[] = []): DesiredMaps {
+/** The node-wide settings entry of a slot. */
+export function configEntry(cfg: MeshConfig, slot: number): Entry {
+  return {
+    key: u32Codec.encode(slot),
+    value: configCodec.encode({
+      flags: CFG_ENABLED,
+      autoSegBytes: cfg.autoSplice.segmentBytes,
+      autoMinSegs: cfg.autoSplice.minSegments,
+      autoVotes: cfg.autoSplice.votes,
+    }),
+  };
+}
+
+/** The entries of every config-driven map of a slot for this config and these pods. */
+export function compileDesired(cfg: MeshConfig, ids: ServiceIds, svcStateSize: number, pods: ResolvedPod[]): DesiredMaps {
   const services: Entry[] = [];
   const states = new Map<number, number>();
   for (const s of cfg.services) {
@@ -83,30 +105,34 @@ export function compileDesired(cfg: MeshConfig, ids: ServiceIds, svcStateSize: n
     sm_svc_state.push({ key: u32Codec.encode(id), value: svcStateCodec.encode({ flags: states.get(id) ?? 0 }) });
   }
   const one = u8Codec.encode(1);
-  const { capture } = cfg;
-  const includeAny = capture.includeOutboundCIDRs.includes('*');
-  const flags = CFG_ENABLED | (capture.outbound === 'all' ? CFG_OUTBOUND_ALL : 0) | (includeAny ? CFG_INCLUDE_ANY : 0);
-  return {
-    sm_config: [{
-      key: u32Codec.encode(0),
-      value: configCodec.encode({
-        sidecarUid: cfg.sidecar.uid,
-        sidecarGid: cfg.sidecar.gid,
-        outboundIp4: cfg.sidecar.address,
-        outboundPort: cfg.sidecar.outboundPort,
-        inboundPort: cfg.sidecar.inboundPort,
-        flags,
-        autoSegBytes: cfg.autoSplice.segmentBytes,
-        autoMinSegs: cfg.autoSplice.minSegments,
-        autoVotes: cfg.autoSplice.votes,
+  const sm_pods: Entry[] = [];
+  const sm_ports: Entry[] = [];
+  const sm_cidrs: Entry[] = [];
+  for (const p of pods) {
+    const { capture, sidecar } = p;
+    const includeAny = capture.includeOutboundCIDRs.includes('*');
+    sm_pods.push({
+      key: u64Codec.encode(p.netnsCookie as unknown as number),
+      value: podCodec.encode({
+        cgroupId: p.cgroupId,
+        cgroupLevel: p.cgroupLevel,
+        podId: p.podId,
+        sidecarUid: sidecar.uid,
+        sidecarGid: sidecar.gid,
+        outboundIp4: sidecar.address,
+        outboundPort: sidecar.outboundPort,
+        inboundPort: sidecar.inboundPort,
+        flags: (capture.outbound === 'all' ? POD_OUTBOUND_ALL : 0) | (includeAny ? POD_INCLUDE_ANY : 0),
       }),
-    }],
-    sm_services: services,
-    sm_svc_state,
-    sm_excl_ports: capture.excludeOutboundPorts.map((p) => ({ key: u16Codec.encode(p), value: one })),
-    sm_excl_cidrs: lpmEntries(capture.excludeOutboundCIDRs),
-    sm_incl_ports: capture.includeOutboundPorts.map((p) => ({ key: u16Codec.encode(p), value: one })),
-    sm_incl_cidrs: lpmEntries(includeAny ? [] : capture.includeOutboundCIDRs),
-    sm_local_addrs: lpmEntries(localAddrs),
-  };
+    });
+    for (const [kind, ports] of [[RULE_EXCLUDE, capture.excludeOutboundPorts], [RULE_INCLUDE, capture.includeOutboundPorts]] as const) {
+      for (const port of ports) sm_ports.push({ key: portKeyCodec.encode({ podId: p.podId, port, kind }), value: one });
+    }
+    sm_cidrs.push(
+      ...lpmEntries(p.podId, RULE_EXCLUDE, capture.excludeOutboundCIDRs),
+      ...lpmEntries(p.podId, RULE_INCLUDE, includeAny ? [] : capture.includeOutboundCIDRs),
+      ...lpmEntries(p.podId, RULE_LOCAL, p.localAddrs),
+    );
+  }
+  return { sm_pods, sm_services: services, sm_svc_state, sm_ports, sm_cidrs };
 }

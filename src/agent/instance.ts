@@ -5,7 +5,7 @@
 import { existsSync, readlinkSync } from 'node:fs';
 import { ensureBpffs, pinRoot } from '../bpf/bpffs.js';
 import { cgroup2Mount, checkAttachCgroup } from '../bpf/cgroup.js';
-import { COUNTER_NAMES, STATS } from '../bpf/codecs.js';
+import { COUNTER_NAMES, STATS, SVC_COUNTER_NAMES, SVC_STATS } from '../bpf/codecs.js';
 import {
   attachAll, detach, detachAllFrom, findAttachedCgroups, isFullyPinned, loadAndPin, pinLayout, programStatus, sockmeshAttachments, unpin,
   type PinLayout, type ProgramStatus,
@@ -16,11 +16,11 @@ import type { MeshConfig } from '../config/model.js';
 import { checkMode } from '../config/validate.js';
 import { Codes, SockmeshError, UserError } from '../errors.js';
 import { applyRules, redirectCounts, removeRules } from '../iptables/apply.js';
-import { localAddresses } from '../util/netns.js';
-import { assignServiceIds, compileDesired, type ServiceIds } from './desired.js';
+import { assignServiceIds, compileDesired, configEntry, type ResolvedPod, type ServiceIds } from './desired.js';
 import { withInstanceLock } from './lock.js';
-import { reconcile, restoreSnapshot, type ReconcileReport, type Snapshot } from './reconcile.js';
-import { readRecord, RecordDamagedError, recordPath, removeRecord, writeRecord, type InstanceRecord, type Mode } from './state.js';
+import { resolvePods, SINGLE_POD } from './pods.js';
+import { reconcile, reconcileMaps, type ReconcileReport } from './reconcile.js';
+import { readRecord, RecordDamagedError, recordPath, removeRecord, writeRecord, type InstanceRecord, type Mode, type PodRecord } from './state.js';
 
 export const INSTANCE_RE = /^[a-z0-9][a-z0-9_-]{0,39}$/;
 
@@ -59,14 +59,18 @@ export interface UpResult {
   switchedFrom?: Mode;
 }
 
-/** Writes the config into the maps; the record keeps service ids stable across updates. */
-function applyConfig(maps: InstanceMaps, config: MeshConfig, previousIds: ServiceIds, localAddrs: string[], snapshot?: Snapshot) {
-  const ids = assignServiceIds(config.services.map((s) => s.name), previousIds, maps.svcState.info.maxEntries);
-  const report = reconcile(maps, compileDesired(config, ids, maps.svcState.info.maxEntries, localAddrs), snapshot);
-  // A service new to its id starts its auto-splice vote from scratch.
+/**
+ * Writes the config for these pods into the maps (an atomic slot flip, see reconcile.ts); the
+ * record keeps service ids stable across updates.
+ */
+export function applyConfig(maps: InstanceMaps, config: MeshConfig, previousIds: ServiceIds, pods: ResolvedPod[]) {
+  const size = maps.slots[0].svcState.info.maxEntries;
+  const ids = assignServiceIds(config.services.map((s) => s.name), previousIds, size);
+  // A service new to its id starts its auto-splice vote from scratch (the id was free).
   for (const [name, id] of Object.entries(ids)) {
     if (previousIds[name] !== id) maps.svcAuto.set(id, { votes: 0, connections: 0 });
   }
+  const report = reconcile(reconcileMaps(maps), compileDesired(config, ids, size, pods), (slot) => configEntry(config, slot));
   return { ids, report };
 }
 
@@ -85,7 +89,7 @@ async function refuseStacking(layout: PinLayout, cgroup: string, instance: strin
  * fresh load is removed again and an update puts the maps and the record back.
  */
 async function ebpfUp(layout: PinLayout, cgroup: string, instance: string, config: MeshConfig, prev: InstanceRecord | undefined,
-  localAddrs: string[], objectPath: string, record: (ids: ServiceIds) => void) {
+  pods: ResolvedPod[], objectPath: string, record: (ids: ServiceIds) => void) {
   requireSameMounts(prev, 'attach BPF programs');
   await ensureBpffs();
   const created = !isFullyPinned(layout);
@@ -94,13 +98,12 @@ async function ebpfUp(layout: PinLayout, cgroup: string, instance: string, confi
     await loadAndPin(layout, objectPath);
   }
   let maps: InstanceMaps | undefined;
-  const snapshot: Snapshot = new Map();
-  let applied = false;
+  let previousSlot: number | undefined;
   try {
     await refuseStacking(layout, cgroup, instance);
     maps = new InstanceMaps(layout);
-    const { ids, report } = applyConfig(maps, config, prev?.serviceIds ?? {}, localAddrs, snapshot);
-    applied = true;
+    previousSlot = maps.activeSlot();
+    const { ids, report } = applyConfig(maps, config, prev?.serviceIds ?? {}, pods);
     record(ids);
     const attached = await attachAll(layout, cgroup);
     return { created, ids, report, attached: attached.map((p) => p.name) };
@@ -112,8 +115,9 @@ async function ebpfUp(layout: PinLayout, cgroup: string, instance: string, confi
       unpin(layout);
       if (prev) writeRecord(prev);
       else removeRecord(instance);
-    } else if (applied && maps) {
-      restoreSnapshot(maps, snapshot);
+    } else if (maps && previousSlot !== undefined) {
+      // The programs go back to reading the state they read before.
+      maps.gen.set(0, previousSlot);
       if (prev) writeRecord(prev);
     }
     throw err;
@@ -221,10 +225,17 @@ async function upLocked(instance: string, opts: UpOptions): Promise<UpResult> {
     if (prev?.cgroup !== undefined && prev.cgroup !== cgroup) {
       throw new UserError(Codes.INSTANCE_CONFLICT, `instance "${instance}" is attached to ${prev.cgroup}; run sockmesh down --instance ${instance} first or pick another --instance`);
     }
-    const localAddrs = netns ? await localAddresses(netns) : [];
-    const fresh = (ids: ServiceIds): InstanceRecord => ({ ...base, mode, cgroup, netns, localAddrs, serviceIds: ids, mntns: currentMntnsId() });
+    const found = await resolvePods(opts.config, cgroup, { netns }, prev?.podIds ?? {});
+    if (found.problems.length) {
+      throw new UserError(Codes.CGROUP, `cannot find every pod:\n${found.problems.map((p) => `  ${p.path} (${p.pod}): ${p.message}`).join('\n')}`);
+    }
+    const single = found.pods.find((p) => p.name === SINGLE_POD && !opts.config.pods.length);
+    const fresh = (ids: ServiceIds): InstanceRecord => ({
+      ...base, mode, cgroup, netns, localAddrs: single?.localAddrs, serviceIds: ids, podIds: found.podIds, mntns: currentMntnsId(),
+      pods: found.pods.map(podSummary),
+    });
     // While switching from iptables the record keeps naming iptables until the rules are gone.
-    const r = await ebpfUp(layout, cgroup, instance, opts.config, prev, localAddrs, opts.objectPath ?? defaultObjectPath(),
+    const r = await ebpfUp(layout, cgroup, instance, opts.config, prev, found.pods, opts.objectPath ?? defaultObjectPath(),
       (ids) => writeRecord(prev?.mode === 'iptables' ? { ...prev, cgroup, pinRoot: layout.root } : fresh(ids)));
     record = fresh(r.ids);
     result = { instance, mode, created: r.created, attached: r.attached, changes: r.report.changes };
@@ -248,6 +259,11 @@ async function upLocked(instance: string, opts: UpOptions): Promise<UpResult> {
   }
   writeRecord(record);
   return result;
+}
+
+/** What the record keeps of a resolved pod (for status, metrics and explain). */
+export function podSummary(p: ResolvedPod): PodRecord {
+  return { name: p.name, podId: p.podId, netnsCookie: p.netnsCookie.toString(), cgroupId: p.cgroupId.toString(), localAddrs: p.localAddrs };
 }
 
 export interface DownResult {
@@ -301,6 +317,12 @@ export interface ServiceStatus {
   splice: string;
   /** splice: auto in eBPF mode: the current vote and whether new connections are spliced. */
   auto?: { votes: number; connections: number; splicing: boolean };
+  /** eBPF mode: this service's kernel counters. */
+  counters?: Record<string, number>;
+}
+
+export interface PodStatus extends PodRecord {
+  counters: Record<string, number>;
 }
 
 export interface InstanceStatus {
@@ -313,6 +335,10 @@ export interface InstanceStatus {
   programs: ProgramStatus[];
   services: ServiceStatus[];
   counters: Record<string, number>;
+  /** eBPF mode: the meshed pods with their counters. */
+  pods: PodStatus[];
+  /** eBPF mode: the slot of the config-driven maps the programs read (flips on every apply). */
+  slot?: number;
   /** Sockets in the sockhash now (each spliced connection has two); 0 in iptables mode. */
   splicedSockets: number;
 }
@@ -323,14 +349,35 @@ function requireRecord(instance: string): InstanceRecord {
   return rec;
 }
 
-/** Counter sums over CPUs, by their status names. */
-export function readCounters(maps: InstanceMaps): Record<string, number> {
-  const sums = maps.stats.sums();
+/** Counter sums over CPUs of one block (a pod's, a service's) of a per-CPU counter array. */
+function block(sums: bigint[], base: number, names: Record<string, string>, index: Record<string, number>): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const [cName, name] of Object.entries(COUNTER_NAMES)) {
-    out[name] = Number(sums[STATS[cName as keyof typeof COUNTER_NAMES]] ?? 0n);
-  }
+  for (const [cName, name] of Object.entries(names)) out[name] = Number(sums[base + index[cName]] ?? 0n);
   return out;
+}
+
+/** Every counter: node totals, per pod id and per service id. */
+export function readAllCounters(maps: InstanceMaps): { total: Record<string, number>; pods: Map<number, Record<string, number>>; services: Map<number, Record<string, number>> } {
+  const sums = maps.stats.sums();
+  const pods = new Map<number, Record<string, number>>();
+  const total: Record<string, number> = Object.fromEntries(Object.values(COUNTER_NAMES).map((n) => [n, 0]));
+  for (let pod = 0; pod * STATS.SM_STAT_MAX < sums.length; pod++) {
+    const c = block(sums, pod * STATS.SM_STAT_MAX, COUNTER_NAMES, STATS);
+    if (Object.values(c).some((v) => v > 0)) pods.set(pod, c);
+    for (const [k, v] of Object.entries(c)) total[k] += v;
+  }
+  const svcSums = maps.svcStats.sums();
+  const services = new Map<number, Record<string, number>>();
+  for (let id = 0; id * SVC_STATS.SM_SVC_STAT_MAX < svcSums.length; id++) {
+    const c = block(svcSums, id * SVC_STATS.SM_SVC_STAT_MAX, SVC_COUNTER_NAMES, SVC_STATS);
+    if (Object.values(c).some((v) => v > 0)) services.set(id, c);
+  }
+  return { total, pods, services };
+}
+
+/** Counter sums over CPUs and pods, by their status names. */
+export function readCounters(maps: InstanceMaps): Record<string, number> {
+  return readAllCounters(maps).total;
 }
 
 export async function status(instanceName: string): Promise<InstanceStatus> {
@@ -345,7 +392,7 @@ export async function status(instanceName: string): Promise<InstanceStatus> {
   };
   if (rec.mode === 'iptables') {
     const counts = await redirectCounts(iptablesNamespace(rec));
-    return { ...common, programs: [], counters: { connectRewrites: counts.outbound, inboundRedirects: counts.inbound }, splicedSockets: 0 };
+    return { ...common, programs: [], counters: { connectRewrites: counts.outbound, inboundRedirects: counts.inbound }, pods: [], splicedSockets: 0 };
   }
   const layout = pinLayout(rec.pinRoot);
   if (!isFullyPinned(layout)) {
@@ -353,15 +400,21 @@ export async function status(instanceName: string): Promise<InstanceStatus> {
   }
   const maps = new InstanceMaps(layout);
   try {
+    const all = readAllCounters(maps);
+    const zeros = (names: Record<string, string>) => Object.fromEntries(Object.values(names).map((n) => [n, 0]));
     for (const s of common.services) {
-      if (s.splice !== 'auto' || s.id < 0) continue;
+      if (s.id < 0) continue;
+      s.counters = all.services.get(s.id) ?? zeros(SVC_COUNTER_NAMES);
+      if (s.splice !== 'auto') continue;
       const a = maps.svcAuto.get(s.id) ?? { votes: 0, connections: 0 };
       s.auto = { ...a, splicing: s.redirect && a.votes >= rec.config.autoSplice.votes };
     }
     return {
       ...common,
       programs: programStatus(layout, rec.cgroup),
-      counters: readCounters(maps),
+      counters: all.total,
+      pods: (rec.pods ?? []).map((p) => ({ ...p, counters: all.pods.get(p.podId) ?? zeros(COUNTER_NAMES) })),
+      slot: maps.activeSlot(),
       splicedSockets: maps.sockhash.rawEntries().length,
     };
   } finally {
@@ -392,9 +445,11 @@ async function setServiceRedirectLocked(instanceName: string, service: string, r
   if (rec.mode === 'iptables') {
     await applyRules(iptablesNamespace(rec), config, rec.instance);
   } else {
+    const found = await resolvePods(rec.config, rec.cgroup!, { netns: rec.netns }, rec.podIds ?? {});
+    if (found.problems.length) throw new UserError(Codes.CGROUP, `cannot find every pod: ${found.problems.map((p) => `${p.pod}: ${p.message}`).join('; ')}`);
     const maps = new InstanceMaps(pinLayout(rec.pinRoot));
     try {
-      const applied = applyConfig(maps, config, rec.serviceIds, rec.localAddrs ?? []);
+      const applied = applyConfig(maps, config, rec.serviceIds, found.pods);
       ids = applied.ids;
       changed = Object.keys(applied.report.changes).length > 0;
     } finally {

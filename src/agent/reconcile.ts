@@ -1,7 +1,12 @@
-// The reconciler: compare what the kernel maps hold with the desired entries and write only the
-// difference. Running it twice changes nothing the second time.
+// The reconciler: make the kernel maps hold the desired state, writing only the difference.
+//
+// The config-driven maps exist in two slots; the programs read the slot sm_gen names. An apply
+// writes the inactive slot until it equals the desired state (capacity checked first), writes
+// that slot's node-wide settings, and then flips sm_gen with one 4-byte write: a new connection
+// decides on the old state or the new one, never on a mix, and a failure before the flip leaves
+// what the programs read untouched. Running it twice changes nothing the second time.
 import type { BpfMap } from '../bpf/map.js';
-import type { InstanceMaps } from '../bpf/maps.js';
+import type { InstanceMaps, SlotMaps } from '../bpf/maps.js';
 import { Codes, SockmeshError } from '../errors.js';
 import type { DesiredMaps, Entry } from './desired.js';
 
@@ -26,13 +31,23 @@ export function diffEntries(actual: Entry[], desired: Entry[], isArray: boolean)
 }
 
 export interface ReconcileReport {
-  /** Entries written and deleted, by map name; empty when nothing changed. */
+  /** Entries that differ from what the programs read before, by map name; empty when nothing changed. */
   changes: Record<string, { put: number; del: number }>;
+  /** The slot the programs read after this apply. */
+  slot: number;
 }
 
-type RawMap = Pick<BpfMap<unknown, unknown>, 'rawEntries' | 'setManyRaw' | 'deleteRaw'> & {
+export type RawMap = Pick<BpfMap<unknown, unknown>, 'rawEntries' | 'setManyRaw' | 'deleteRaw'> & {
   info: { maxEntries: number };
 };
+
+/** What reconcile needs of the instance's maps (InstanceMaps, or a fake in tests). */
+export interface ReconcileMaps {
+  slots: [Record<keyof SlotMaps, RawMap>, Record<keyof SlotMaps, RawMap>];
+  config: RawMap;
+  activeSlot(): number;
+  setActiveSlot(slot: number): void;
+}
 
 /** A desired map does not fit the live map: refused before anything is written. */
 export class CapacityError extends SockmeshError {
@@ -42,8 +57,13 @@ export class CapacityError extends SockmeshError {
   }
 }
 
-/** Every entry of every config-driven map, to put back after a failed apply. */
-export type Snapshot = Map<keyof DesiredMaps, Entry[]>;
+const ORDER: Array<[keyof DesiredMaps, keyof SlotMaps, boolean]> = [
+  ['sm_pods', 'pods', false],
+  ['sm_services', 'services', false],
+  ['sm_svc_state', 'svcState', true],
+  ['sm_ports', 'ports', false],
+  ['sm_cidrs', 'cidrs', false],
+];
 
 /** Deletes first: a hash map near its capacity has room for the new keys only once the old go. */
 function writeDiff(map: RawMap, diff: MapDiff): void {
@@ -51,55 +71,37 @@ function writeDiff(map: RawMap, diff: MapDiff): void {
   map.setManyRaw(diff.put);
 }
 
-/** Puts every map back to the snapshot (only what differs is written). */
-export function restoreSnapshot(maps: InstanceMaps, snap: Snapshot): void {
-  for (const [name, map, isArray] of mapOrder(maps)) {
-    const want = snap.get(name);
-    if (want) writeDiff(map, diffEntries(map.rawEntries(), want, isArray));
-  }
-}
-
-function mapOrder(maps: InstanceMaps): Array<[keyof DesiredMaps, RawMap, boolean]> {
-  return [
-    ['sm_svc_state', maps.svcState, true],
-    ['sm_services', maps.services, false],
-    ['sm_excl_ports', maps.exclPorts, false],
-    ['sm_excl_cidrs', maps.exclCidrs, false],
-    ['sm_incl_ports', maps.inclPorts, false],
-    ['sm_incl_cidrs', maps.inclCidrs, false],
-    ['sm_local_addrs', maps.localAddrs, false],
-    ['sm_config', maps.config, true],
-  ];
+/** Adapts InstanceMaps to what reconcile needs. */
+export function reconcileMaps(maps: InstanceMaps): ReconcileMaps {
+  return {
+    slots: maps.slots as unknown as ReconcileMaps['slots'],
+    config: maps.config as unknown as RawMap,
+    activeSlot: () => maps.activeSlot(),
+    setActiveSlot: (slot) => maps.gen.set(0, slot),
+  };
 }
 
 /**
- * Applies the diff map by map. Order matters for live traffic: the service tables first, the
- * config (which switches capture on) last. Capacity is checked for every map before the first
- * write; if a write still fails (EPERM, ENOMEM, a full LRU), every map is put back to what it
- * held before and the error is rethrown. `snapshot` (when given) receives that prior state, so
- * the caller can also undo a successful apply when a later step fails.
+ * Applies the desired state (the slot maps and the node-wide config entry for a slot, made by
+ * `config(slot)`). Returns what changed relative to the state the programs read before.
  */
-export function reconcile(maps: InstanceMaps, desired: DesiredMaps, snapshot: Snapshot = new Map()): ReconcileReport {
-  const order = mapOrder(maps);
-  const plans = order.map(([name, map, isArray]) => {
-    const actual = map.rawEntries();
-    snapshot.set(name, actual);
-    if (!isArray && desired[name].length > map.info.maxEntries) throw new CapacityError(name, desired[name].length, map.info.maxEntries);
-    return { name, map, diff: diffEntries(actual, desired[name], isArray) };
+export function reconcile(maps: ReconcileMaps, desired: DesiredMaps, config: (slot: number) => Entry): ReconcileReport {
+  const active = maps.activeSlot();
+  const target = 1 - active;
+  const changes: ReconcileReport['changes'] = {};
+  const plans = ORDER.map(([name, field, isArray]) => {
+    const map = maps.slots[target][field];
+    if (!isArray && desired[name].length > map.info.maxEntries) throw new CapacityError(`${name}_${target ? 'b' : 'a'}`, desired[name].length, map.info.maxEntries);
+    const vsActive = diffEntries(maps.slots[active][field].rawEntries(), desired[name], isArray);
+    if (vsActive.put.length || vsActive.del.length) changes[name] = { put: vsActive.put.length, del: vsActive.del.length };
+    return { map, diff: diffEntries(map.rawEntries(), desired[name], isArray) };
   });
-  const report: ReconcileReport = { changes: {} };
-  try {
-    for (const { name, map, diff } of plans) {
-      writeDiff(map, diff);
-      if (diff.put.length || diff.del.length) report.changes[name] = { put: diff.put.length, del: diff.del.length };
-    }
-  } catch (err) {
-    try {
-      restoreSnapshot(maps, snapshot);
-    } catch (undo) {
-      throw new SockmeshError(Codes.MAP, 'applying the config failed, and so did putting the maps back', { cause: new AggregateError([err, undo]) });
-    }
-    throw err;
-  }
-  return report;
+  const cfgNow = maps.config.rawEntries().find((e) => e.key.readUInt32LE(0) === active);
+  const cfgActive = config(active);
+  if (!cfgNow || !cfgNow.value.equals(cfgActive.value)) changes.sm_config = { put: 1, del: 0 };
+  if (!Object.keys(changes).length) return { changes, slot: active };
+  for (const { map, diff } of plans) writeDiff(map, diff);
+  maps.config.setManyRaw([config(target)]);
+  maps.setActiveSlot(target);
+  return { changes, slot: target };
 }

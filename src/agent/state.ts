@@ -7,6 +7,16 @@ import type { ServiceIds } from './desired.js';
 
 export type Mode = 'ebpf' | 'iptables';
 
+/** A pod as the instance found it. */
+export interface PodRecord {
+  name: string;
+  podId: number;
+  /** netns cookie as a decimal string ("0": any namespace). */
+  netnsCookie: string;
+  cgroupId: string;
+  localAddrs: string[];
+}
+
 export interface InstanceRecord {
   instance: string;
   mode: Mode;
@@ -25,6 +35,9 @@ export interface InstanceRecord {
   configSource: string;
   config: MeshConfig;
   serviceIds: ServiceIds;
+  /** eBPF mode: pod ids by name (stable across updates), and the pods as found. */
+  podIds?: ServiceIds;
+  pods?: PodRecord[];
   updatedAt: string;
 }
 

@@ -4,10 +4,10 @@ import { bytesToIp, ipToBytes } from '../net/addr.js';
 
 /** u16/u32/u64: host-order integers (little endian here); ip16: 16-byte address as a string;
  * ip4be: an IPv4 address in network byte order inside a __u32; pad: zero bytes, not decoded. */
-export type FieldType = 'u8' | 'u16' | 'u32' | 'u64' | 'ip16' | 'ip4be' | 'pad16' | 'pad32';
+export type FieldType = 'u8' | 'u16' | 'u32' | 'u64' | 'ip16' | 'ip4be' | 'pad8' | 'pad16' | 'pad32';
 
-const SIZE: Record<FieldType, number> = { u8: 1, u16: 2, u32: 4, u64: 8, ip16: 16, ip4be: 4, pad16: 2, pad32: 4 };
-const ALIGN: Record<FieldType, number> = { u8: 1, u16: 2, u32: 4, u64: 8, ip16: 4, ip4be: 4, pad16: 2, pad32: 4 };
+const SIZE: Record<FieldType, number> = { u8: 1, u16: 2, u32: 4, u64: 8, ip16: 16, ip4be: 4, pad8: 1, pad16: 2, pad32: 4 };
+const ALIGN: Record<FieldType, number> = { u8: 1, u16: 2, u32: 4, u64: 8, ip16: 4, ip4be: 4, pad8: 1, pad16: 2, pad32: 4 };
 
 export interface FieldLayout {
   /** The C member name. */

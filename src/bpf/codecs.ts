@@ -3,19 +3,19 @@
 import { struct, scalar, type Codec } from './codec.js';
 
 export const CFG_ENABLED = 1 << 0;
-export const CFG_OUTBOUND_ALL = 1 << 1;
-export const CFG_INCLUDE_ANY = 1 << 2;
+export const POD_OUTBOUND_ALL = 1 << 0;
+export const POD_INCLUDE_ANY = 1 << 1;
+export const RULE_EXCLUDE = 0;
+export const RULE_INCLUDE = 1;
+export const RULE_LOCAL = 2;
 export const SVC_REDIRECT = 1 << 0;
 export const SVC_SPLICE = 1 << 1;
 export const SVC_AUTO = 1 << 2;
 export const OD_SPLICED = 1 << 0;
+/** The config-driven maps exist once per slot; sm_gen names the active one. */
+export const SLOTS = 2;
 
 export interface SmConfig {
-  sidecarUid: number;
-  sidecarGid: number;
-  outboundIp4: string;
-  outboundPort: number;
-  inboundPort: number;
   flags: number;
   autoSegBytes: number;
   autoMinSegs: number;
@@ -23,15 +23,48 @@ export interface SmConfig {
 }
 
 export const configCodec = struct<SmConfig>('sm_config', [
+  ['flags', 'u32', 'flags'],
+  ['auto_seg_bytes', 'u32', 'autoSegBytes'],
+  ['auto_min_segs', 'u32', 'autoMinSegs'],
+  ['auto_votes', 'u32', 'autoVotes'],
+]);
+
+export interface SmPod {
+  cgroupId: bigint;
+  cgroupLevel: number;
+  podId: number;
+  sidecarUid: number;
+  sidecarGid: number;
+  outboundIp4: string;
+  outboundPort: number;
+  inboundPort: number;
+  flags: number;
+}
+
+export const podCodec = struct<SmPod>('sm_pod', [
+  ['cgroup_id', 'u64', 'cgroupId'],
+  ['cgroup_level', 'u32', 'cgroupLevel'],
+  ['pod_id', 'u32', 'podId'],
   ['sidecar_uid', 'u32', 'sidecarUid'],
   ['sidecar_gid', 'u32', 'sidecarGid'],
   ['outbound_ip4', 'ip4be', 'outboundIp4'],
   ['outbound_port', 'u16', 'outboundPort'],
   ['inbound_port', 'u16', 'inboundPort'],
   ['flags', 'u32', 'flags'],
-  ['auto_seg_bytes', 'u32', 'autoSegBytes'],
-  ['auto_min_segs', 'u32', 'autoMinSegs'],
-  ['auto_votes', 'u32', 'autoVotes'],
+  ['_pad', 'pad32'],
+]);
+
+export interface PortKey {
+  podId: number;
+  port: number;
+  kind: number;
+}
+
+export const portKeyCodec = struct<PortKey>('sm_port_key', [
+  ['pod_id', 'u32', 'podId'],
+  ['port', 'u16', 'port'],
+  ['kind', 'u8', 'kind'],
+  ['_pad', 'pad8'],
 ]);
 
 export interface SvcKey {
@@ -59,16 +92,22 @@ export interface SvcState {
 export const svcStateCodec = struct<SvcState>('sm_svc_state', [['flags', 'u32', 'flags']]);
 
 export interface LpmKey {
+  /** Bits that count: 64 (pod id and kind) + the address prefix over the 16-byte form. */
   prefixlen: number;
+  podId: number;
+  kind: number;
   addr: string | null;
 }
 
 export const lpmKeyCodec = struct<LpmKey>('sm_lpm_key', [
   ['prefixlen', 'u32', 'prefixlen'],
+  ['pod_id', 'u32', 'podId'],
+  ['kind', 'u32', 'kind'],
   ['addr', 'ip16', 'addr'],
 ]);
 
 export interface Tuple {
+  netns: bigint;
   saddr: string | null;
   daddr: string | null;
   sport: number;
@@ -76,10 +115,12 @@ export interface Tuple {
 }
 
 export const tupleCodec = struct<Tuple>('sm_tuple', [
+  ['netns', 'u64', 'netns'],
   ['saddr', 'ip16', 'saddr'],
   ['daddr', 'ip16', 'daddr'],
   ['sport', 'u16', 'sport'],
   ['dport', 'u16', 'dport'],
+  ['_pad', 'pad32'],
 ]);
 
 export interface OrigDst {
@@ -87,6 +128,7 @@ export interface OrigDst {
   port: number;
   flags: number;
   serviceId: number;
+  podId: number;
 }
 
 export const origDstCodec = struct<OrigDst>('sm_origdst', [
@@ -94,6 +136,18 @@ export const origDstCodec = struct<OrigDst>('sm_origdst', [
   ['port', 'u16', 'port'],
   ['flags', 'u16', 'flags'],
   ['service_id', 'u32', 'serviceId'],
+  ['pod_id', 'u32', 'podId'],
+]);
+
+export interface Peer {
+  addr: bigint;
+  podId: number;
+}
+
+export const peerCodec = struct<Peer>('sm_peer', [
+  ['addr', 'u64', 'addr'],
+  ['pod_id', 'u32', 'podId'],
+  ['_pad', 'pad32'],
 ]);
 
 export interface SvcAuto {
@@ -131,6 +185,31 @@ export const STATS = {
   SM_STAT_MAX: 15,
 } as const;
 
+/** enum sm_svc_stat: per-service counters. */
+export const SVC_STATS = {
+  SM_SVC_STAT_CAPTURED: 0,
+  SM_SVC_STAT_DISABLED: 1,
+  SM_SVC_STAT_SPLICED: 2,
+  SM_SVC_STAT_MAX: 3,
+} as const;
+
+export const SVC_COUNTER_NAMES: Record<Exclude<keyof typeof SVC_STATS, 'SM_SVC_STAT_MAX'>, string> = {
+  SM_SVC_STAT_CAPTURED: 'captured',
+  SM_SVC_STAT_DISABLED: 'disabledSkips',
+  SM_SVC_STAT_SPLICED: 'spliced',
+};
+
+/** Capacities and limits of bpf/include/sockmesh.h (checked by compiling the header). */
+export const LIMITS = {
+  SM_MAX_PODS: 1024,
+  SM_MAX_SERVICES: 1024,
+  SM_MAX_SERVICE_KEYS: 16384,
+  SM_MAX_PORT_RULES: 16384,
+  SM_MAX_CIDR_RULES: 16384,
+  SM_MAX_CONNS: 65536,
+  SM_SLOTS: SLOTS,
+} as const;
+
 /** Counter names as status/metrics report them. */
 export const COUNTER_NAMES: Record<Exclude<keyof typeof STATS, 'SM_STAT_MAX'>, string> = {
   SM_STAT_CONNECT_REWRITE: 'connectRewrites',
@@ -152,5 +231,6 @@ export const COUNTER_NAMES: Record<Exclude<keyof typeof STATS, 'SM_STAT_MAX'>, s
 
 /** Every struct codec, by C name, for the BTF layout check. */
 export const STRUCT_CODECS: Codec<unknown>[] = [
-  configCodec, svcKeyCodec, svcValCodec, svcStateCodec, lpmKeyCodec, tupleCodec, origDstCodec, svcAutoCodec,
+  configCodec, podCodec, svcKeyCodec, svcValCodec, svcStateCodec, portKeyCodec, lpmKeyCodec, tupleCodec, origDstCodec,
+  peerCodec, svcAutoCodec,
 ] as Codec<unknown>[];

@@ -157,19 +157,26 @@ export class PerCpuCounters {
     }
   }
 
-  /** Sums of every counter, by index, up to the map's own max_entries. */
+  /** Sums of every counter, by index, up to the map's own max_entries (batched reads). */
   sums(): bigint[] {
-    const out: bigint[] = [];
-    const value = Buffer.alloc(8 * this.cpus);
-    const key = Buffer.alloc(4);
-    for (let i = 0; i < this.info.maxEntries; i++) {
-      key.writeUInt32LE(i);
-      bpf.mapLookup(this.fd, key, value, this.path);
-      let sum = 0n;
-      for (let c = 0; c < this.cpus; c++) sum += value.readBigUInt64LE(c * 8);
-      out.push(sum);
+    const n = this.info.maxEntries;
+    const out: bigint[] = new Array(n).fill(0n);
+    const chunk = Math.min(n, 4096);
+    const keys = Buffer.alloc(4 * chunk);
+    const values = Buffer.alloc(8 * this.cpus * chunk);
+    let inBatch: Buffer | null = null;
+    for (;;) {
+      const outBatch = Buffer.alloc(4);
+      const { count, done } = bpf.mapLookupBatch(this.fd, inBatch, outBatch, keys, values, chunk, this.path);
+      for (let i = 0; i < count; i++) {
+        const idx = keys.readUInt32LE(i * 4);
+        let sum = 0n;
+        for (let c = 0; c < this.cpus; c++) sum += values.readBigUInt64LE((i * this.cpus + c) * 8);
+        out[idx] = sum;
+      }
+      if (done || count === 0) return out;
+      inBatch = outBatch;
     }
-    return out;
   }
 
   close(): void {

@@ -1,48 +1,73 @@
 // The instance's pinned maps that user space reads or writes, opened with their codecs (sizes
-// are checked against the pinned maps on open). The connect4→sockops→getsockopt hand-over maps
-// (sm_cookie_dst, sm_tuple_dst) are kernel-only and not opened here.
+// are checked against the pinned maps on open). The config-driven maps exist once per slot
+// (sm_pods_a / sm_pods_b …); sm_gen names the slot the programs read. The connect4→sockops→
+// getsockopt hand-over maps (sm_cookie_dst, sm_tuple_dst, sm_peer_sk) are kernel-only.
 import { BpfMap, PerCpuCounters } from './map.js';
 import type { Codec } from './codec.js';
 import {
-  configCodec, lpmKeyCodec, svcAutoCodec, svcKeyCodec, svcStateCodec, svcValCodec, tupleCodec,
-  u16Codec, u32Codec, u64Codec, u8Codec,
+  configCodec, lpmKeyCodec, podCodec, portKeyCodec, svcAutoCodec, svcKeyCodec, svcStateCodec, svcValCodec, tupleCodec,
+  u32Codec, u64Codec, u8Codec,
 } from './codecs.js';
 import { mapPath, type PinLayout } from './datapath.js';
 import type { MapName } from './programs.js';
 
+function openSlot(open: <K, V>(name: MapName, key: Codec<K>, value: Codec<V>) => BpfMap<K, V>, suffix: 'a' | 'b') {
+  return {
+    pods: open(`sm_pods_${suffix}`, u64Codec, podCodec),
+    services: open(`sm_services_${suffix}`, svcKeyCodec, svcValCodec),
+    svcState: open(`sm_svc_state_${suffix}`, u32Codec, svcStateCodec),
+    ports: open(`sm_ports_${suffix}`, portKeyCodec, u8Codec),
+    cidrs: open(`sm_cidrs_${suffix}`, lpmKeyCodec, u8Codec),
+  };
+}
+
+export type SlotMaps = ReturnType<typeof openSlot>;
+
 export class InstanceMaps {
   private readonly opened: Array<{ close(): void }> = [];
+  /** sm_gen: index 0 holds the active slot. */
+  readonly gen;
+  /** sm_config: node-wide settings, one entry per slot. */
   readonly config;
-  readonly services;
-  readonly svcState;
+  readonly slots: [SlotMaps, SlotMaps];
   readonly svcAuto;
-  readonly exclPorts;
-  readonly exclCidrs;
-  readonly inclPorts;
-  readonly inclCidrs;
-  readonly localAddrs;
   /** Spliced sockets: tuple -> socket cookie. */
   readonly sockhash;
+  /** Per-pod counters: index pod_id * SM_STAT_MAX + stat. */
   readonly stats: PerCpuCounters;
+  /** Per-service counters: index service_id * SM_SVC_STAT_MAX + stat. */
+  readonly svcStats: PerCpuCounters;
 
   constructor(private readonly layout: PinLayout) {
     try {
+      const open = <K, V>(name: MapName, key: Codec<K>, value: Codec<V>) => this.open(name, key, value);
+      this.gen = this.open('sm_gen', u32Codec, u32Codec);
       this.config = this.open('sm_config', u32Codec, configCodec);
-      this.services = this.open('sm_services', svcKeyCodec, svcValCodec);
-      this.svcState = this.open('sm_svc_state', u32Codec, svcStateCodec);
+      this.slots = [openSlot(open, 'a'), openSlot(open, 'b')];
       this.svcAuto = this.open('sm_svc_auto', u32Codec, svcAutoCodec);
-      this.exclPorts = this.open('sm_excl_ports', u16Codec, u8Codec);
-      this.exclCidrs = this.open('sm_excl_cidrs', lpmKeyCodec, u8Codec);
-      this.inclPorts = this.open('sm_incl_ports', u16Codec, u8Codec);
-      this.inclCidrs = this.open('sm_incl_cidrs', lpmKeyCodec, u8Codec);
-      this.localAddrs = this.open('sm_local_addrs', lpmKeyCodec, u8Codec);
       this.sockhash = this.open('sm_sockhash', tupleCodec, u64Codec);
-      this.stats = new PerCpuCounters(mapPath(layout, 'sm_stats'));
-      this.opened.push(this.stats);
+      this.stats = this.counters('sm_stats');
+      this.svcStats = this.counters('sm_svc_stats');
     } catch (err) {
       this.close();
       throw err;
     }
+  }
+
+  /** The slot the programs read now (0 or 1). */
+  activeSlot(): number {
+    return this.gen.get(0) ? 1 : 0;
+  }
+
+  /** The maps of the slot the programs read now. */
+  active(): SlotMaps {
+    return this.slots[this.activeSlot()];
+  }
+
+  private counters(name: MapName): PerCpuCounters {
+    const c = new PerCpuCounters(mapPath(this.layout, name));
+    this.opened.push(c);
+    return c;
   }
 
   private open<K, V>(name: MapName, key: Codec<K>, value: Codec<V>): BpfMap<K, V> {

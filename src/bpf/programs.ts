@@ -26,10 +26,12 @@ export const PROGRAMS: readonly ProgramSpec[] = [
     feature: 'sk_msg programs with bpf_msg_redirect_hash (BPF_PROG_TYPE_SK_MSG)' },
 ];
 
+const SLOTTED = ['sm_pods', 'sm_services', 'sm_svc_state', 'sm_ports', 'sm_cidrs'] as const;
+
 export const MAP_NAMES = [
-  'sm_config', 'sm_services', 'sm_svc_state', 'sm_svc_auto', 'sm_excl_ports', 'sm_excl_cidrs',
-  'sm_incl_ports', 'sm_incl_cidrs', 'sm_local_addrs',
-  'sm_cookie_dst', 'sm_tuple_dst', 'sm_sockhash', 'sm_peer_sk', 'sm_stats',
+  'sm_gen', 'sm_config',
+  ...SLOTTED.flatMap((m) => [`${m}_a`, `${m}_b`] as const),
+  'sm_svc_auto', 'sm_cookie_dst', 'sm_tuple_dst', 'sm_sockhash', 'sm_peer_sk', 'sm_stats', 'sm_svc_stats',
 ] as const;
 
 export type MapName = (typeof MAP_NAMES)[number];

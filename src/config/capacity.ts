@@ -1,16 +1,16 @@
 // How much the kernel maps hold: the max_entries of bpf/include/maps.h (SM_MAX_* in sockmesh.h).
-// Validation refuses configs over these before anything is applied; test/e2e/capture.test.ts
-// checks them against the loaded maps, and the reconciler checks every write against the live
-// map's own max_entries as well.
+// Validation refuses configs over these before anything is applied; test/bpf/codecs.test.ts
+// checks LIMITS against the header, a privileged test checks these against the loaded maps, and
+// the reconciler checks every write against the live map's own max_entries as well.
 export const CAPACITY = {
   /** sm_svc_state / sm_svc_auto: one slot per service id. */
   services: 1024,
   /** sm_services: one key per service address × port (an any-address service: one per port). */
   serviceKeys: 16384,
-  /** sm_excl_ports, sm_incl_ports. */
-  portList: 1024,
-  /** sm_excl_cidrs, sm_incl_cidrs. */
-  cidrList: 1024,
-  /** sm_local_addrs: the pod's own addresses. */
-  localAddrs: 256,
+  /** sm_pods: pods of one node. */
+  pods: 1024,
+  /** sm_ports: excluded and included ports of every pod together. */
+  portRules: 16384,
+  /** sm_cidrs: excluded, included and local CIDRs of every pod together. */
+  cidrRules: 16384,
 } as const;

@@ -57,10 +57,30 @@ export interface AutoSpliceConfig {
   votes: number;
 }
 
+/**
+ * A meshed pod: its processes (a cgroup) and its network namespace. Sidecar identity and capture
+ * options are the node's, with the pod's own overrides applied (Istio's per-pod annotations map
+ * onto these).
+ */
+export interface PodConfig {
+  name: string;
+  /** cgroup2 directory: relative to the instance's --cgroup parent, or absolute below it. */
+  cgroup: string;
+  /** Network namespace: a name under /var/run/netns or a path (/proc/PID/ns/net); undefined:
+   * any namespace (only the single-pod form `up --cgroup X` without --netns). */
+  netns?: string;
+  /** The pod's own addresses; undefined: discovered from the namespace. */
+  addresses?: string[];
+  sidecar: SidecarConfig;
+  capture: CaptureConfig;
+}
+
 export interface MeshConfig {
   autoSplice: AutoSpliceConfig;
   sidecar: SidecarConfig;
   services: ServiceConfig[];
   exclude: ExcludeConfig;
   capture: CaptureConfig;
+  /** Listed pods; empty: the single-pod form (the --cgroup and --netns of the instance). */
+  pods: PodConfig[];
 }

@@ -4,7 +4,7 @@ import { isIPv4 } from 'node:net';
 import { ConfigError, type ConfigIssue } from '../errors.js';
 import { parseCidr } from '../net/addr.js';
 import { CAPACITY } from './capacity.js';
-import type { CaptureConfig, MeshConfig, ServiceConfig, SidecarConfig, SpliceMode } from './model.js';
+import type { CaptureConfig, MeshConfig, PodConfig, ServiceConfig, SidecarConfig, SpliceMode } from './model.js';
 
 /** Ports Istio never captures inbound (HBONE, Prometheus, health, agent). */
 export const ISTIO_INBOUND_EXCLUDED = [15008, 15090, 15021, 15020];
@@ -87,18 +87,58 @@ function join(path: string, key: string | number): string {
 
 const UID_MAX = 0xfffffffe;
 
-function sidecar(c: Checker, raw: unknown): SidecarConfig {
-  const o = c.object('sidecar', raw ?? {}, ['uid', 'gid', 'address', 'outboundPort', 'inboundPort']) ?? {};
-  const uid = o.uid === undefined ? 1337 : c.int('sidecar.uid', o.uid, 0, UID_MAX) ?? 1337;
+const SIDECAR_DEFAULTS: SidecarConfig = { uid: 1337, gid: 1337, address: '127.0.0.1', outboundPort: 15001, inboundPort: 15006 };
+
+/** The sidecar block at `path`; unset fields come from `base` (the node's, for a pod override). */
+function sidecar(c: Checker, raw: unknown, path = 'sidecar', base?: SidecarConfig): SidecarConfig {
+  const o = c.object(path, raw ?? {}, ['uid', 'gid', 'address', 'outboundPort', 'inboundPort']) ?? {};
+  const d = base ?? SIDECAR_DEFAULTS;
+  const uid = o.uid === undefined ? d.uid : c.int(`${path}.uid`, o.uid, 0, UID_MAX) ?? d.uid;
+  // gid follows a uid given here; otherwise it is the base's.
+  const gidDefault = o.uid !== undefined ? uid : d.gid;
   const out: SidecarConfig = {
     uid,
-    gid: o.gid === undefined ? uid : c.int('sidecar.gid', o.gid, 0, UID_MAX) ?? uid,
-    address: o.address === undefined ? '127.0.0.1' : c.ipv4('sidecar.address', o.address) ?? '127.0.0.1',
-    outboundPort: o.outboundPort === undefined ? 15001 : c.port('sidecar.outboundPort', o.outboundPort) ?? 15001,
-    inboundPort: o.inboundPort === undefined ? 15006 : c.port('sidecar.inboundPort', o.inboundPort) ?? 15006,
+    gid: o.gid === undefined ? gidDefault : c.int(`${path}.gid`, o.gid, 0, UID_MAX) ?? gidDefault,
+    address: o.address === undefined ? d.address : c.ipv4(`${path}.address`, o.address) ?? d.address,
+    outboundPort: o.outboundPort === undefined ? d.outboundPort : c.port(`${path}.outboundPort`, o.outboundPort) ?? d.outboundPort,
+    inboundPort: o.inboundPort === undefined ? d.inboundPort : c.port(`${path}.inboundPort`, o.inboundPort) ?? d.inboundPort,
   };
-  if (out.outboundPort === out.inboundPort) c.fail('sidecar.inboundPort', 'must differ from sidecar.outboundPort');
+  if (out.outboundPort === out.inboundPort) c.fail(`${path}.inboundPort`, 'must differ from sidecar.outboundPort');
   return out;
+}
+
+const POD_NAME_RE = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
+
+function nonEmptyString(c: Checker, path: string, v: unknown): string | undefined {
+  if (typeof v !== 'string' || !v.trim()) return c.fail(path, `must be a non-empty string, got ${kind(v)}`);
+  if (v.length > 4096) return c.fail(path, `is too long (${v.length} characters)`);
+  if (v.includes('\0')) return c.fail(path, 'must not contain NUL bytes');
+  return v;
+}
+
+function pod(c: Checker, path: string, raw: unknown, node: { sidecar: SidecarConfig; capture: CaptureConfig }): PodConfig | undefined {
+  const o = c.object(path, raw, ['name', 'cgroup', 'netns', 'addresses', 'sidecar', 'capture']);
+  if (!o) return undefined;
+  let name = '';
+  if (typeof o.name !== 'string' || !POD_NAME_RE.test(o.name) || o.name.length > 253) {
+    c.fail(join(path, 'name'), `must be a lower-case DNS name (a-z, 0-9, '-', '.', at most 253), got ${kind(o.name)}`);
+  } else {
+    name = o.name;
+  }
+  if (o.cgroup === undefined) c.fail(join(path, 'cgroup'), 'is required');
+  const cgroup = o.cgroup === undefined ? '' : nonEmptyString(c, join(path, 'cgroup'), o.cgroup) ?? '';
+  if (cgroup.split('/').includes('..')) c.fail(join(path, 'cgroup'), 'must not contain ".." (a pod cgroup lies below the instance\'s --cgroup)');
+  if (o.netns === undefined) c.fail(join(path, 'netns'), 'is required (a name under /var/run/netns or a path such as /proc/PID/ns/net)');
+  const netns = o.netns === undefined ? undefined : nonEmptyString(c, join(path, 'netns'), o.netns);
+  if (netns !== undefined && !netns.startsWith('/') && !/^[A-Za-z0-9_.-]+$/.test(netns)) {
+    c.fail(join(path, 'netns'), `must be a namespace name (letters, digits, '_', '.', '-') or an absolute path, got ${quote(netns)}`);
+  }
+  const addresses = o.addresses === undefined ? undefined : (c.array(join(path, 'addresses'), o.addresses) ?? [])
+    .map((a, i) => c.ipv4(`${join(path, 'addresses')}[${i}]`, a))
+    .filter((a): a is string => a !== undefined);
+  const sc = o.sidecar === undefined ? node.sidecar : sidecar(c, o.sidecar, join(path, 'sidecar'), node.sidecar);
+  const cap = o.capture === undefined ? node.capture : captureBlock(c, o.capture, [], [], join(path, 'capture'), node.capture);
+  return { name, cgroup, netns, addresses, sidecar: sc, capture: cap };
 }
 
 function service(c: Checker, path: string, raw: unknown): ServiceConfig | undefined {
@@ -134,7 +174,7 @@ export function validateConfig(raw: unknown, source: string): MeshConfig {
     c.fail('', 'the config is empty; to mesh no services, write `services: []`');
     throw new ConfigError(source, c.issues);
   }
-  const top = c.object('', raw, ['sidecar', 'services', 'exclude', 'capture', 'autoSplice']) ?? {};
+  const top = c.object('', raw, ['sidecar', 'services', 'exclude', 'capture', 'autoSplice', 'pods']) ?? {};
   if (top.services === undefined) c.fail('services', 'is required (write `services: []` to mesh no services)');
   const au = c.object('autoSplice', top.autoSplice ?? {}, ['segmentBytes', 'minSegments', 'votes']) ?? {};
   const autoSplice = {
@@ -171,24 +211,47 @@ export function validateConfig(raw: unknown, source: string): MeshConfig {
   const outboundPorts = ex.outboundPorts === undefined ? [] : c.ports('exclude.outboundPorts', ex.outboundPorts);
   const outboundCIDRs = cidrs(c, 'exclude.outboundCIDRs', ex.outboundCIDRs);
   const capture = captureBlock(c, top.capture, outboundPorts, outboundCIDRs);
-  checkCapacity(c, services, capture);
+
+  const pods: PodConfig[] = [];
+  const rawPods = top.pods === undefined ? [] : c.array('pods', top.pods) ?? [];
+  rawPods.forEach((p, i) => {
+    const v = pod(c, `pods[${i}]`, p, { sidecar: sc, capture });
+    if (v) pods.push(v);
+  });
+  const seen = new Map<string, number>();
+  for (const [field, of] of [['name', (p: PodConfig) => p.name], ['cgroup', (p: PodConfig) => p.cgroup], ['netns', (p: PodConfig) => p.netns ?? '']] as const) {
+    seen.clear();
+    pods.forEach((p, i) => {
+      const v = of(p);
+      if (!v) return;
+      const first = seen.get(v);
+      if (first !== undefined) c.fail(`pods[${i}].${field}`, `${quote(v)} is also the ${field} of pods[${first}]`);
+      else seen.set(v, i);
+    });
+  }
+  checkCapacity(c, services, capture, pods);
 
   if (c.issues.length) throw new ConfigError(source, c.issues);
-  return { autoSplice, sidecar: sc, services, exclude: { outboundPorts, outboundCIDRs }, capture };
+  return { autoSplice, sidecar: sc, services, exclude: { outboundPorts, outboundCIDRs }, capture, pods };
 }
 
 /** Every count against the kernel maps' capacity, so a config that cannot fit is refused whole. */
-function checkCapacity(c: Checker, services: ServiceConfig[], capture: CaptureConfig): void {
+function checkCapacity(c: Checker, services: ServiceConfig[], capture: CaptureConfig, pods: PodConfig[]): void {
   const over = (path: string, n: number, what: string, max: number, map: string) => {
     if (n > max) c.fail(path, `${n} ${what}, the kernel map ${map} holds ${max}`);
   };
   over('services', services.length, 'services', CAPACITY.services, 'sm_svc_state');
   const keys = services.reduce((n, s) => n + Math.max(1, s.addresses.length) * s.ports.length, 0);
   over('services', keys, 'service keys (addresses × ports)', CAPACITY.serviceKeys, 'sm_services');
-  over('capture.excludeOutboundPorts', capture.excludeOutboundPorts.length, 'excluded ports (exclude.outboundPorts included)', CAPACITY.portList, 'sm_excl_ports');
-  over('capture.includeOutboundPorts', capture.includeOutboundPorts.length, 'included ports', CAPACITY.portList, 'sm_incl_ports');
-  over('capture.excludeOutboundCIDRs', capture.excludeOutboundCIDRs.length, 'excluded CIDRs (exclude.outboundCIDRs included)', CAPACITY.cidrList, 'sm_excl_cidrs');
-  over('capture.includeOutboundCIDRs', capture.includeOutboundCIDRs.length, 'included CIDRs', CAPACITY.cidrList, 'sm_incl_cidrs');
+  over('pods', pods.length, 'pods', CAPACITY.pods, 'sm_pods');
+  // Every pod (or the one implicit pod) writes its own port and CIDR rules.
+  const caps = pods.length ? pods.map((p, i) => [`pods[${i}].capture`, p.capture] as const) : [['capture', capture] as const];
+  const ports = caps.reduce((n, [, cp]) => n + cp.excludeOutboundPorts.length + cp.includeOutboundPorts.length, 0);
+  const cidrs = caps.reduce((n, [, cp]) => n + cp.excludeOutboundCIDRs.length + cp.includeOutboundCIDRs.filter((x) => x !== '*').length, 0)
+    + pods.reduce((n, p) => n + (p.addresses?.length ?? 0), 0);
+  const single = !pods.length;
+  over(single ? 'capture.excludeOutboundPorts' : 'pods', ports, single ? 'excluded and included ports (exclude.outboundPorts included)' : 'port rules (excluded and included ports of every pod)', CAPACITY.portRules, 'sm_ports');
+  over(single ? 'capture.excludeOutboundCIDRs' : 'pods', cidrs, single ? 'excluded and included CIDRs (exclude.outboundCIDRs included)' : 'CIDR rules (excluded, included and own addresses of every pod)', CAPACITY.cidrRules, 'sm_cidrs');
 }
 
 function cidrs(c: Checker, path: string, raw: unknown): string[] {
@@ -209,29 +272,34 @@ function union<T>(a: T[], b: T[]): T[] {
   return [...new Set([...a, ...b])];
 }
 
-function captureBlock(c: Checker, raw: unknown, exclPorts: number[], exclCidrs: string[]): CaptureConfig {
-  const o = c.object('capture', raw ?? {}, [
+/** The capture block at `path`; with `base` (a pod override) unset fields come from it. */
+function captureBlock(c: Checker, raw: unknown, exclPorts: number[], exclCidrs: string[], path = 'capture', base?: CaptureConfig): CaptureConfig {
+  const o = c.object(path, raw ?? {}, [
     'outbound', 'includeOutboundCIDRs', 'excludeOutboundCIDRs', 'includeOutboundPorts', 'excludeOutboundPorts',
     'includeInboundPorts', 'excludeInboundPorts',
   ]) ?? {};
-  let outbound: CaptureConfig['outbound'] = 'services';
+  const at = (k: string) => `${path}.${k}`;
+  let outbound: CaptureConfig['outbound'] = base?.outbound ?? 'services';
   if (o.outbound !== undefined) {
     if (o.outbound === 'services' || o.outbound === 'all') outbound = o.outbound;
-    else c.fail('capture.outbound', `must be services or all, got ${kind(o.outbound)}`);
+    else c.fail(at('outbound'), `must be services or all, got ${kind(o.outbound)}`);
   }
   const wildcard = (v: unknown) => Array.isArray(v) && v.length === 1 && v[0] === '*';
-  const includeOutboundCIDRs = o.includeOutboundCIDRs === undefined || wildcard(o.includeOutboundCIDRs)
-    ? ['*'] : cidrs(c, 'capture.includeOutboundCIDRs', o.includeOutboundCIDRs);
-  const includeInboundPorts = o.includeInboundPorts === undefined || wildcard(o.includeInboundPorts)
-    ? '*' as const : c.ports('capture.includeInboundPorts', o.includeInboundPorts);
+  const includeOutboundCIDRs = o.includeOutboundCIDRs === undefined ? base?.includeOutboundCIDRs ?? ['*']
+    : wildcard(o.includeOutboundCIDRs) ? ['*'] : cidrs(c, at('includeOutboundCIDRs'), o.includeOutboundCIDRs);
+  const includeInboundPorts = o.includeInboundPorts === undefined ? base?.includeInboundPorts ?? '*'
+    : wildcard(o.includeInboundPorts) ? '*' as const : c.ports(at('includeInboundPorts'), o.includeInboundPorts);
   return {
     outbound,
     includeOutboundCIDRs,
-    excludeOutboundCIDRs: union(cidrs(c, 'capture.excludeOutboundCIDRs', o.excludeOutboundCIDRs), exclCidrs),
-    includeOutboundPorts: o.includeOutboundPorts === undefined ? [] : c.ports('capture.includeOutboundPorts', o.includeOutboundPorts),
-    excludeOutboundPorts: union(o.excludeOutboundPorts === undefined ? [] : c.ports('capture.excludeOutboundPorts', o.excludeOutboundPorts), exclPorts),
+    excludeOutboundCIDRs: o.excludeOutboundCIDRs === undefined && base ? base.excludeOutboundCIDRs
+      : union(cidrs(c, at('excludeOutboundCIDRs'), o.excludeOutboundCIDRs), exclCidrs),
+    includeOutboundPorts: o.includeOutboundPorts === undefined ? base?.includeOutboundPorts ?? [] : c.ports(at('includeOutboundPorts'), o.includeOutboundPorts),
+    excludeOutboundPorts: o.excludeOutboundPorts === undefined && base ? base.excludeOutboundPorts
+      : union(o.excludeOutboundPorts === undefined ? [] : c.ports(at('excludeOutboundPorts'), o.excludeOutboundPorts), exclPorts),
     includeInboundPorts,
-    excludeInboundPorts: union(ISTIO_INBOUND_EXCLUDED, o.excludeInboundPorts === undefined ? [] : c.ports('capture.excludeInboundPorts', o.excludeInboundPorts)),
+    excludeInboundPorts: o.excludeInboundPorts === undefined && base ? base.excludeInboundPorts
+      : union(ISTIO_INBOUND_EXCLUDED, o.excludeInboundPorts === undefined ? [] : c.ports(at('excludeInboundPorts'), o.excludeInboundPorts)),
   };
 }
 
@@ -248,6 +316,7 @@ export function modeIssues(cfg: MeshConfig, mode: 'ebpf' | 'iptables'): ConfigIs
   });
   v6('capture.excludeOutboundCIDRs', cfg.capture.excludeOutboundCIDRs);
   v6('capture.includeOutboundCIDRs', cfg.capture.includeOutboundCIDRs);
+  if (cfg.pods.length) issues.push({ path: 'pods', message: 'iptables mode meshes one pod, the namespace given with --netns; leave pods out' });
   return issues;
 }
 

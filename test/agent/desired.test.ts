@@ -1,7 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { assignServiceIds, compileDesired } from '../../src/agent/desired.js';
+import { assignServiceIds, compileDesired, configEntry, type ResolvedPod } from '../../src/agent/desired.js';
 import { diffEntries } from '../../src/agent/reconcile.js';
-import { configCodec, lpmKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, SVC_AUTO, SVC_REDIRECT, SVC_SPLICE, CFG_ENABLED, CFG_INCLUDE_ANY, CFG_OUTBOUND_ALL } from '../../src/bpf/codecs.js';
+import {
+  configCodec, lpmKeyCodec, podCodec, portKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, SVC_AUTO, SVC_REDIRECT, SVC_SPLICE, CFG_ENABLED,
+  POD_INCLUDE_ANY, POD_OUTBOUND_ALL, RULE_EXCLUDE, RULE_INCLUDE, RULE_LOCAL,
+} from '../../src/bpf/codecs.js';
+import type { MeshConfig } from '../../src/config/model.js';
 import { parseConfigText } from '../../src/config/load.js';
 
 const cfg = parseConfigText(`
@@ -17,13 +21,14 @@ describe('service ids', () => {
   it('keeps existing ids and fills the lowest free ones', () => {
     expect(assignServiceIds(['a', 'b', 'c'], {}, 8)).toEqual({ a: 0, b: 1, c: 2 });
     expect(assignServiceIds(['c', 'd', 'a'], { a: 0, b: 1, c: 2 }, 8)).toEqual({ a: 0, c: 2, d: 1 });
-    expect(() => assignServiceIds(['a', 'b'], {}, 1)).toThrow(/too many services/);
+    expect(() => assignServiceIds(['a', 'b'], {}, 1)).toThrow(/too many: the kernel map holds 1/);
+    expect(assignServiceIds(['p', 'q'], { q: 0 }, 4, 1)).toEqual({ p: 1, q: 2 });
   });
 });
 
 describe('compileDesired', () => {
   const ids = assignServiceIds(cfg.services.map((s) => s.name), {}, 16);
-  const d = compileDesired(cfg, ids, 16);
+  const d = compileDesired(cfg, ids, 16, [pod(cfg, { name: 'default', podId: 1, netnsCookie: 0n })]);
 
   it('writes one service key per address and port, any-address keys as zero', () => {
     const keys = d.sm_services.map((e) => [svcKeyCodec.decode(e.key), svcValCodec.decode(e.value).serviceId]);
@@ -42,15 +47,36 @@ describe('compileDesired', () => {
     expect(flags.slice(0, 4)).toEqual([SVC_REDIRECT | SVC_SPLICE, SVC_REDIRECT | SVC_AUTO, 0, 0]);
   });
 
-  it('encodes the runtime config and exclusions', () => {
-    expect(configCodec.decode(d.sm_config[0].value)).toEqual({
-      sidecarUid: 1337, sidecarGid: 1338, outboundIp4: '127.0.0.1', outboundPort: 15001, inboundPort: 15006, flags: CFG_ENABLED | CFG_INCLUDE_ANY,
-      autoSegBytes: 256, autoMinSegs: 256, autoVotes: 4,
+  it('encodes the node-wide settings per slot, each pod with its sidecar, and its exclusions', () => {
+    const c = configEntry(cfg, 1);
+    expect(c.key.readUInt32LE()).toBe(1);
+    expect(configCodec.decode(c.value)).toEqual({ flags: CFG_ENABLED, autoSegBytes: 256, autoMinSegs: 256, autoVotes: 4 });
+    expect(d.sm_pods).toHaveLength(1);
+    expect(d.sm_pods[0].key.readBigUInt64LE()).toBe(0n);
+    expect(podCodec.decode(d.sm_pods[0].value)).toEqual({
+      cgroupId: 77n, cgroupLevel: 2, podId: 1, sidecarUid: 1337, sidecarGid: 1338, outboundIp4: '127.0.0.1', outboundPort: 15001,
+      inboundPort: 15006, flags: POD_INCLUDE_ANY,
     });
-    expect(d.sm_excl_ports.map((e) => e.key.readUInt16LE())).toEqual([22]);
-    expect(lpmKeyCodec.decode(d.sm_excl_cidrs[0].key)).toEqual({ prefixlen: 96 + 16, addr: '169.254.0.0' });
+    expect(d.sm_ports.map((e) => portKeyCodec.decode(e.key))).toEqual([{ podId: 1, port: 22, kind: RULE_EXCLUDE }]);
+    expect(lpmKeyCodec.decode(d.sm_cidrs[0].key)).toEqual({ prefixlen: 64 + 96 + 16, podId: 1, kind: RULE_EXCLUDE, addr: '169.254.0.0' });
+  });
+
+  it('keys every pod by its netns cookie and keeps each pod\'s rules apart', () => {
+    const two = compileDesired(cfg, ids, 16, [
+      pod(cfg, { name: 'a', podId: 1, netnsCookie: 4097n }),
+      pod(cfg, { name: 'b', podId: 2, netnsCookie: 4098n, sidecar: { ...cfg.sidecar, uid: 1500, gid: 1500 } }),
+    ]);
+    expect(two.sm_pods.map((e) => [e.key.readBigUInt64LE(), podCodec.decode(e.value).podId, podCodec.decode(e.value).sidecarUid]))
+      .toEqual([[4097n, 1, 1337], [4098n, 2, 1500]]);
+    expect(two.sm_ports.map((e) => portKeyCodec.decode(e.key).podId)).toEqual([1, 2]);
+    // Services are node-wide: written once, whatever the number of pods.
+    expect(two.sm_services).toHaveLength(d.sm_services.length);
   });
 });
+
+function pod(cfg: MeshConfig, p: Partial<ResolvedPod> & { name: string; podId: number; netnsCookie: bigint }): ResolvedPod {
+  return { cgroupId: 77n, cgroupLevel: 2, localAddrs: [], sidecar: cfg.sidecar, capture: cfg.capture, ...p };
+}
 
 describe('compileDesired with Istio-style capture', () => {
   it('carries outbound: all, include CIDRs and ports, and the pod\'s own addresses', () => {
@@ -58,11 +84,13 @@ describe('compileDesired with Istio-style capture', () => {
 services: []
 capture: { outbound: all, includeOutboundCIDRs: [10.96.0.0/12], includeOutboundPorts: [8443] }
 `, 't');
-    const d = compileDesired(all, {}, 4, ['10.200.0.1/32']);
-    expect(configCodec.decode(d.sm_config[0].value).flags).toBe(CFG_ENABLED | CFG_OUTBOUND_ALL);
-    expect(d.sm_incl_cidrs.map((e) => lpmKeyCodec.decode(e.key))).toEqual([{ prefixlen: 96 + 12, addr: '10.96.0.0' }]);
-    expect(d.sm_incl_ports.map((e) => e.key.readUInt16LE())).toEqual([8443]);
-    expect(d.sm_local_addrs.map((e) => lpmKeyCodec.decode(e.key))).toEqual([{ prefixlen: 128, addr: '10.200.0.1' }]);
+    const d = compileDesired(all, {}, 4, [pod(all, { name: 'p', podId: 3, netnsCookie: 9n, localAddrs: ['10.200.0.1/32'] })]);
+    expect(podCodec.decode(d.sm_pods[0].value).flags).toBe(POD_OUTBOUND_ALL);
+    expect(d.sm_cidrs.map((e) => lpmKeyCodec.decode(e.key))).toEqual([
+      { prefixlen: 64 + 96 + 12, podId: 3, kind: RULE_INCLUDE, addr: '10.96.0.0' },
+      { prefixlen: 64 + 128, podId: 3, kind: RULE_LOCAL, addr: '10.200.0.1' },
+    ]);
+    expect(d.sm_ports.map((e) => portKeyCodec.decode(e.key))).toEqual([{ podId: 3, port: 8443, kind: RULE_INCLUDE }]);
   });
 });
 

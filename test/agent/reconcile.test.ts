@@ -1,10 +1,11 @@
-// The reconciler against in-memory maps that behave like the kernel's (capacity, array maps that
-// cannot delete) and can be told to fail: random sequences of desired states end with the maps
-// equal to the desired state, and a write that fails half-way leaves every map as it was.
+// The reconciler against in-memory maps that behave like the kernel's (two slots and sm_gen,
+// capacity, array maps that cannot delete) and can be told to fail: random sequences of desired
+// states end with the active slot equal to the desired state, and at every single write the
+// programs read one whole state, the old or the new.
 import { describe, expect, it } from 'vitest';
-import { assignServiceIds, compileDesired, type DesiredMaps, type Entry } from '../../src/agent/desired.js';
-import { CapacityError, reconcile } from '../../src/agent/reconcile.js';
-import type { InstanceMaps } from '../../src/bpf/maps.js';
+import { assignServiceIds, compileDesired, configEntry, type DesiredMaps, type Entry, type ResolvedPod } from '../../src/agent/desired.js';
+import { CapacityError, reconcile, type ReconcileMaps } from '../../src/agent/reconcile.js';
+import type { MeshConfig } from '../../src/config/model.js';
 import { CAPACITY } from '../../src/config/capacity.js';
 import { parseConfigText } from '../../src/config/load.js';
 import { SyscallError } from '../../src/errors.js';
@@ -47,29 +48,48 @@ function le32(i: number): string {
 
 const SVC_STATE = 64;
 
-function fakeMaps() {
-  const m = {
-    config: new FakeMap('sm_config', { maxEntries: 1 }, true, 4),
-    services: new FakeMap('sm_services', { maxEntries: 300 }, false, 20),
-    svcState: new FakeMap('sm_svc_state', { maxEntries: SVC_STATE }, true, 4),
-    exclPorts: new FakeMap('sm_excl_ports', { maxEntries: 64 }, false, 2),
-    exclCidrs: new FakeMap('sm_excl_cidrs', { maxEntries: 64 }, false, 20),
-    inclPorts: new FakeMap('sm_incl_ports', { maxEntries: 64 }, false, 2),
-    inclCidrs: new FakeMap('sm_incl_cidrs', { maxEntries: 64 }, false, 20),
-    localAddrs: new FakeMap('sm_local_addrs', { maxEntries: 8 }, false, 20),
+function fakeSlot(suffix: string) {
+  return {
+    pods: new FakeMap(`sm_pods_${suffix}`, { maxEntries: 16 }, false, 8),
+    services: new FakeMap(`sm_services_${suffix}`, { maxEntries: 300 }, false, 20),
+    svcState: new FakeMap(`sm_svc_state_${suffix}`, { maxEntries: SVC_STATE }, true, 4),
+    ports: new FakeMap(`sm_ports_${suffix}`, { maxEntries: 64 }, false, 8),
+    cidrs: new FakeMap(`sm_cidrs_${suffix}`, { maxEntries: 64 }, false, 28),
   };
-  return { fake: m, maps: m as unknown as InstanceMaps, all: Object.values(m) };
+}
+
+/** Two slots, a config array and sm_gen, like the kernel's; `writes` logs which slot each write hit. */
+function fakeMaps() {
+  const slots = [fakeSlot('a'), fakeSlot('b')] as const;
+  const config = new FakeMap('sm_config', { maxEntries: 2 }, true, 4);
+  const state = { gen: 0, flips: 0 };
+  const maps: ReconcileMaps = {
+    slots: slots as unknown as ReconcileMaps['slots'],
+    config,
+    activeSlot: () => state.gen,
+    setActiveSlot: (slot) => { state.gen = slot; state.flips++; },
+  };
+  const all = (slot: number) => Object.values(slots[slot]);
+  return { maps, slots, config, state, all, active: () => all(state.gen) };
 }
 
 function dumpAll(all: FakeMap[]): Record<string, string[]> {
-  return Object.fromEntries(all.map((m) => [m.name, m.dump()]));
+  return Object.fromEntries(all.map((m) => [m.name.replace(/_[ab]$/, ''), m.dump()]));
 }
 
-function expectEqualsDesired(all: FakeMap[], d: DesiredMaps): void {
-  for (const m of all) {
-    const want = d[m.name as keyof DesiredMaps].map((e) => `${e.key.toString('hex')}=${e.value.toString('hex')}`).sort();
-    expect(m.dump(), m.name).toEqual(want);
-  }
+const NAMES: Record<string, keyof DesiredMaps> = {
+  sm_pods: 'sm_pods', sm_services: 'sm_services', sm_svc_state: 'sm_svc_state', sm_ports: 'sm_ports', sm_cidrs: 'sm_cidrs',
+};
+
+function desiredDump(d: DesiredMaps): Record<string, string[]> {
+  return Object.fromEntries(Object.entries(NAMES).map(([n, k]) => [n, d[k].map((e) => `${e.key.toString('hex')}=${e.value.toString('hex')}`).sort()]));
+}
+
+function pods(cfg: MeshConfig, n: number): ResolvedPod[] {
+  return Array.from({ length: n }, (_, i) => ({
+    name: `p${i}`, netnsCookie: BigInt(4096 + i), cgroupId: BigInt(100 + i), cgroupLevel: 2, podId: i + 1,
+    localAddrs: [`10.200.0.${i + 1}/32`], sidecar: cfg.sidecar, capture: cfg.capture,
+  }));
 }
 
 /** A small deterministic PRNG, so a failing sequence can be replayed from its seed. */
@@ -100,76 +120,85 @@ function randomConfig(r: () => number, services: number): string {
 }
 
 describe('reconcile', () => {
-  it('random sequences of desired states, capacity edges included: the maps equal each desired state exactly', () => {
+  it('random sequences of desired states, capacity edges included: the active slot equals each desired state exactly', () => {
+    let capacityRefusals = 0;
     for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
       const r = rng(seed);
-      const { maps, all } = fakeMaps();
+      const f = fakeMaps();
       let ids = {};
       for (let step = 0; step < 25; step++) {
         // Up to the 64 service ids of this fake map, and exactly at it now and then.
         const n = step % 7 === 6 ? SVC_STATE : Math.floor(r() * 40);
         const cfg = parseConfigText(randomConfig(r, n), `seed ${seed} step ${step}`);
         ids = assignServiceIds(cfg.services.map((s) => s.name), ids, SVC_STATE);
-        const d = compileDesired(cfg, ids, SVC_STATE, r() < 0.5 ? ['10.200.0.1/32'] : []);
-        if (d.sm_services.length > 300) {
-          const before = dumpAll(all);
-          expect(() => reconcile(maps, d)).toThrow(CapacityError);
-          expect(dumpAll(all)).toEqual(before);
+        const d = compileDesired(cfg, ids, SVC_STATE, pods(cfg, 1 + Math.floor(r() * 3)));
+        const before = dumpAll(f.active());
+        if (d.sm_services.length > 300 || d.sm_ports.length > 64 || d.sm_cidrs.length > 64) {
+          expect(() => reconcile(f.maps, d, (slot) => configEntry(cfg, slot))).toThrow(CapacityError);
+          expect(dumpAll(f.active())).toEqual(before);
+          capacityRefusals++;
           continue;
         }
-        reconcile(maps, d);
-        expectEqualsDesired(all, d);
-        // Idempotent: the same state again writes nothing.
-        expect(reconcile(maps, d).changes).toEqual({});
+        reconcile(f.maps, d, (slot) => configEntry(cfg, slot));
+        expect(dumpAll(f.active())).toEqual(desiredDump(d));
+        expect(f.config.dump()).toContain(`${le32(f.state.gen)}=${configEntry(cfg, f.state.gen).value.toString('hex')}`);
+        // Idempotent: the same state again writes nothing and does not flip.
+        const flips = f.state.flips;
+        expect(reconcile(f.maps, d, (slot) => configEntry(cfg, slot)).changes).toEqual({});
+        expect(f.state.flips).toBe(flips);
       }
     }
+    expect(capacityRefusals).toBeGreaterThan(0);
   });
 
-  it('a write that fails half-way puts every map back: new connections see the old state or the new one only', () => {
+  it('a write that fails half-way never touches the slot the programs read: they see the old state or the new one only', () => {
     const old = parseConfigText('services: [{ name: a, addresses: [10.96.0.20], ports: [9080] }, { name: b, ports: [9090], redirect: false }]\nexclude: { outboundPorts: [22] }', 'old');
     const next = parseConfigText('services: [{ name: a, addresses: [10.96.0.20], ports: [9080], redirect: false }, { name: c, ports: [7070, 7071] }]\nexclude: { outboundPorts: [23, 24] }', 'new');
     const oldIds = assignServiceIds(old.services.map((s) => s.name), {}, SVC_STATE);
     const nextIds = assignServiceIds(next.services.map((s) => s.name), oldIds, SVC_STATE);
-    const dOld = compileDesired(old, oldIds, SVC_STATE);
-    const dNext = compileDesired(next, nextIds, SVC_STATE);
-    // Fail at every possible write of the apply in turn.
-    for (let failAt = 1; failAt < 200; failAt++) {
-      const { maps, all } = fakeMaps();
-      reconcile(maps, dOld);
-      const before = dumpAll(all);
-      let writes = 0;
-      for (const m of all) m.failAfter = 0;
-      // Count-down shared across maps: fail the failAt-th write overall.
-      const total = { left: failAt };
-      for (const m of all) {
-        const orig = m.setManyRaw.bind(m);
-        const origDel = m.deleteRaw.bind(m);
-        m.setManyRaw = (entries: Entry[]) => { for (const e of entries) { writes++; if (--total.left === 0) throw new SyscallError('bpf_map_update_elem', 1, m.name); orig([e]); } };
-        m.deleteRaw = (k: Buffer) => { writes++; if (--total.left === 0) throw new SyscallError('bpf_map_delete_elem', 1, m.name); return origDel(k); };
+    const dOld = compileDesired(old, oldIds, SVC_STATE, pods(old, 2));
+    const dNext = compileDesired(next, nextIds, SVC_STATE, pods(next, 2));
+    const states = [JSON.stringify(desiredDump(dOld)), JSON.stringify(desiredDump(dNext))];
+    let tried = 0;
+    for (let failAt = 1; ; failAt++) {
+      const f = fakeMaps();
+      reconcile(f.maps, dOld, (slot) => configEntry(old, slot));
+      reconcile(f.maps, dOld, (slot) => configEntry(old, slot)); // a no-op: still one slot written
+      const total = { left: failAt, writes: 0 };
+      for (const m of [...f.all(0), ...f.all(1), f.config]) {
+        const put = m.setManyRaw.bind(m);
+        const del = m.deleteRaw.bind(m);
+        const step = () => {
+          // What the programs read at this moment is one whole state.
+          expect(states).toContain(JSON.stringify(dumpAll(f.active())));
+          total.writes++;
+          if (--total.left === 0) throw new SyscallError('bpf_map_update_elem', 1, m.name);
+        };
+        m.setManyRaw = (entries: Entry[]) => { for (const e of entries) { step(); put([e]); } };
+        m.deleteRaw = (k: Buffer) => { step(); return del(k); };
       }
-      let failed = false;
       try {
-        reconcile(maps, dNext);
+        reconcile(f.maps, dNext, (slot) => configEntry(next, slot));
       } catch (e) {
-        failed = true;
         expect((e as SyscallError).errno).toBe(1);
+        expect(JSON.stringify(dumpAll(f.active()))).toBe(states[0]);
+        tried++;
+        continue;
       }
-      if (!failed) {
-        expectEqualsDesired(all, dNext);
-        expect(failAt).toBeGreaterThan(writes);
-        return; // every write position was tried
-      }
-      expect(dumpAll(all), `failure at write ${failAt}`).toEqual(before);
+      expect(JSON.stringify(dumpAll(f.active()))).toBe(states[1]);
+      expect(tried).toBe(total.writes);
+      expect(tried).toBeGreaterThan(10);
+      return;
     }
-    throw new Error('the apply never got through');
   });
 
   it('checks every map against its capacity before the first write', () => {
-    const { maps, all } = fakeMaps();
+    const f = fakeMaps();
     const cfg = parseConfigText(`services: []\nexclude: { outboundPorts: [${Array.from({ length: 100 }, (_, i) => i + 1).join(', ')}] }`, 't');
-    const before = dumpAll(all);
-    expect(() => reconcile(maps, compileDesired(cfg, {}, SVC_STATE))).toThrow(/sm_excl_ports would need 100 entries, it holds 64/);
-    expect(dumpAll(all)).toEqual(before);
-    expect(CAPACITY.portList).toBeGreaterThanOrEqual(100);
+    const before = [dumpAll(f.all(0)), dumpAll(f.all(1))];
+    expect(() => reconcile(f.maps, compileDesired(cfg, {}, SVC_STATE, pods(cfg, 1)), (slot) => configEntry(cfg, slot)))
+      .toThrow(/sm_ports_b would need 100 entries, it holds 64/);
+    expect([dumpAll(f.all(0)), dumpAll(f.all(1))]).toEqual(before);
+    expect(CAPACITY.portRules).toBeGreaterThanOrEqual(100);
   });
 });

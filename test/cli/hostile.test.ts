@@ -18,15 +18,15 @@ import { slow } from '../helpers/slow.js';
 const SVC = '10.96.0.20';
 const GOOD = `services:\n  - { name: reviews, addresses: [${SVC}], ports: [9080] }\n  - { name: ratings, addresses: [${SVC}], ports: [9081] }\n`;
 
-/** Every config-driven map of an instance, as hex, for byte-for-byte comparisons. */
+/** Every config-driven map of an instance (both slots, sm_gen, sm_config), as hex, for
+ * byte-for-byte comparisons. */
 function mapDump(instance: string): Record<string, string[]> {
   const maps = new InstanceMaps(pinLayout(pinRoot(instance)));
   try {
     const out: Record<string, string[]> = {};
-    for (const [name, m] of Object.entries({
-      config: maps.config, services: maps.services, svcState: maps.svcState, exclPorts: maps.exclPorts, exclCidrs: maps.exclCidrs,
-      inclPorts: maps.inclPorts, inclCidrs: maps.inclCidrs, localAddrs: maps.localAddrs,
-    })) out[name] = m.rawEntries().map((e) => `${e.key.toString('hex')}=${e.value.toString('hex')}`).sort();
+    const all: Record<string, { rawEntries(): Array<{ key: Buffer; value: Buffer }> }> = { gen: maps.gen, config: maps.config };
+    maps.slots.forEach((slot, i) => { for (const [name, m] of Object.entries(slot)) all[`${name}${i}`] = m; });
+    for (const [name, m] of Object.entries(all)) out[name] = m.rawEntries().map((e) => `${e.key.toString('hex')}=${e.value.toString('hex')}`).sort();
     return out;
   } finally {
     maps.close();
@@ -130,18 +130,19 @@ privileged('hostile input and faults', () => {
         [`services:\n${many(1100, (i) => `  - { name: s${i}, ports: [${1000 + i}] }`)}`, /services: 1100 services, the kernel map sm_svc_state holds 1024/],
         [`services:\n${many(1000, (i) => `  - { name: s${i}, addresses: [10.1.${i >> 8}.${i & 255}], ports: [${many(20, (p) => String(2000 + p)).split('\n').join(', ')}] }`)}`,
           /services: 20000 service keys \(addresses × ports\), the kernel map sm_services holds 16384/],
-        [`services: []\nexclude: { outboundPorts: [${many(2000, (i) => String(1 + i)).split('\n').join(', ')}] }`, /capture\.excludeOutboundPorts: 2000 excluded ports/],
-        [`services: []\nexclude: { outboundCIDRs: [${many(5000, (i) => `10.${i >> 8}.${i & 255}.0/24`).split('\n').join(', ')}] }`, /capture\.excludeOutboundCIDRs: 5000 excluded CIDRs/],
+        [`services: []\nexclude: { outboundPorts: [${many(20000, (i) => String(1 + i)).split('\n').join(', ')}] }`, /capture\.excludeOutboundPorts: 20000 excluded and included ports/],
+        [`services: []\nexclude: { outboundCIDRs: [${many(20000, (i) => `10.${i >> 8}.${i & 255}.0/24`).split('\n').join(', ')}] }`, /capture\.excludeOutboundCIDRs: 20000 excluded and included CIDRs/],
+        [`services: []\npods:\n${many(1100, (i) => `  - { name: p${i}, cgroup: c${i}, netns: n${i} }`)}`, /pods: 1100 pods, the kernel map sm_pods holds 1024/],
       ];
       // The capacities validation uses are the live maps' own.
       const maps = new InstanceMaps(pinLayout(pinRoot(instance)));
       try {
-        expect({
-          services: maps.svcState.info.maxEntries, serviceKeys: maps.services.info.maxEntries, portList: maps.exclPorts.info.maxEntries,
-          cidrList: maps.exclCidrs.info.maxEntries, localAddrs: maps.localAddrs.info.maxEntries,
-        }).toEqual(CAPACITY);
-        expect(maps.inclPorts.info.maxEntries).toBe(CAPACITY.portList);
-        expect(maps.inclCidrs.info.maxEntries).toBe(CAPACITY.cidrList);
+        for (const slot of maps.slots) {
+          expect({
+            services: slot.svcState.info.maxEntries, serviceKeys: slot.services.info.maxEntries, pods: slot.pods.info.maxEntries,
+            portRules: slot.ports.info.maxEntries, cidrRules: slot.cidrs.info.maxEntries,
+          }).toEqual(CAPACITY);
+        }
       } finally {
         maps.close();
       }

@@ -1,0 +1,89 @@
+/* established.h — sockops handlers: on established connections, move the original destination of
+ * a captured connection from its cookie to its tuple and put both ends of a spliced app<->sidecar
+ * pair into the sockhash; at close, vote on auto-splicing and drop what the connection held.
+ * Every key carries the socket's netns cookie: pods never see each other's entries. */
+#ifndef SOCKMESH_ESTABLISHED_H
+#define SOCKMESH_ESTABLISHED_H
+
+#include "addr.h"
+#include "splice.h"
+
+static __always_inline void sm_sockhash_add(struct bpf_sock_ops *skops, struct sm_tuple *self, __u32 pod_id)
+{
+	struct bpf_sock *sk = skops->sk;
+	struct sm_peer peer = { .pod_id = pod_id };
+
+	if (!sk) {
+		sm_count(pod_id, SM_STAT_ERROR);
+		return;
+	}
+	/* Where sk_msg on the peer reads this socket's receive state (include/redirect.h). The
+	 * address is only ever probe-read; a socket without it is never redirected to. */
+	peer.addr = (__u64)(unsigned long)sk;
+	if (bpf_map_update_elem(&sm_peer_sk, self, &peer, BPF_ANY)) {
+		sm_count(pod_id, SM_STAT_ERROR);
+		return;
+	}
+	/* Hear about the close, to drop the address again. */
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	if (bpf_sock_hash_update(skops, &sm_sockhash, self, BPF_NOEXIST))
+		sm_count(pod_id, SM_STAT_ERROR);
+	else
+		sm_count(pod_id, SM_STAT_SOCK_INSERT);
+}
+
+/* The app's socket, connected to the sidecar by connect4. */
+static __always_inline void sm_on_active(struct bpf_sock_ops *skops, struct sm_tuple *self)
+{
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct sm_origdst *od = bpf_map_lookup_elem(&sm_cookie_dst, &cookie);
+	struct sm_origdst copy;
+
+	if (!od)
+		return;
+	copy = *od;
+	bpf_map_delete_elem(&sm_cookie_dst, &cookie);
+	if (sm_should_splice(sm_active_slot(), copy.service_id)) {
+		copy.flags |= SM_OD_SPLICED;
+		sm_count_svc(copy.service_id, SM_SVC_STAT_SPLICED);
+	}
+	if (bpf_map_update_elem(&sm_tuple_dst, self, &copy, BPF_ANY)) {
+		sm_count(copy.pod_id, SM_STAT_ERROR);
+		return;
+	}
+	/* Hear about the close: to vote (auto) and to drop the tuple entry. */
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	if (copy.flags & SM_OD_SPLICED)
+		sm_sockhash_add(skops, self, copy.pod_id);
+}
+
+/* The sidecar's accepted socket: its peer's tuple is ours reversed, in the same namespace. */
+static __always_inline void sm_on_passive(struct bpf_sock_ops *skops, struct sm_tuple *self)
+{
+	struct sm_tuple peer;
+	struct sm_origdst *od;
+
+	sm_tuple_ip4(&peer, self->netns, skops->remote_ip4, SM_REMOTE_PORT(skops), skops->local_ip4,
+		     (__u16)skops->local_port);
+	od = bpf_map_lookup_elem(&sm_tuple_dst, &peer);
+	if (od && (od->flags & SM_OD_SPLICED))
+		sm_sockhash_add(skops, self, od->pod_id);
+}
+
+/* A captured or spliced socket is closing. */
+static __always_inline void sm_on_close(struct bpf_sock_ops *skops, struct sm_tuple *self)
+{
+	struct sm_origdst *od;
+
+	bpf_map_delete_elem(&sm_peer_sk, self);
+	od = bpf_map_lookup_elem(&sm_tuple_dst, self);
+	if (!od)
+		return;
+	/* A spliced connection's data never became segments: only unspliced ones can vote. */
+	if (!(od->flags & SM_OD_SPLICED))
+		sm_auto_vote(sm_active_slot(), od->pod_id, od->service_id, skops->data_segs_in + skops->data_segs_out,
+			     skops->bytes_received + skops->bytes_acked);
+	bpf_map_delete_elem(&sm_tuple_dst, self);
+}
+
+#endif

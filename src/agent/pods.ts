@@ -1,0 +1,89 @@
+// Finding the pods of a config on this node: each pod's cgroup (id and depth, for the BPF
+// cgroup check), its network namespace (the cookie the programs key everything by) and its own
+// addresses. The only I/O between a validated config and the desired state.
+import { existsSync, realpathSync, statSync } from 'node:fs';
+import { isAbsolute, join, relative } from 'node:path';
+import { netnsCookie } from '../../native/netns.js';
+import { cgroup2Mount } from '../bpf/cgroup.js';
+import { LIMITS } from '../bpf/codecs.js';
+import type { MeshConfig, PodConfig } from '../config/model.js';
+import { Codes, SockmeshError, UserError } from '../errors.js';
+import { localAddresses } from '../util/netns.js';
+import { assignServiceIds, type ResolvedPod, type ServiceIds } from './desired.js';
+
+/** A pod that could not be found, by its config path. */
+export interface PodProblem {
+  path: string;
+  pod: string;
+  message: string;
+}
+
+/** The name of the implicit pod of the single-pod form (`up --cgroup X [--netns N]`). */
+export const SINGLE_POD = 'default';
+
+/** A network namespace given by name (under /var/run/netns) or path, as a path. */
+export function netnsPath(netns: string): string {
+  return netns.startsWith('/') ? netns : `/var/run/netns/${netns}`;
+}
+
+/** cgroup2 id (the directory's inode) and depth below the cgroup2 root. */
+export function cgroupIdentity(path: string): { id: bigint; level: number } {
+  const mount = cgroup2Mount();
+  if (!mount) throw new UserError(Codes.CGROUP, 'no cgroup2 filesystem is mounted here');
+  const rel = relative(realpathSync(mount), realpathSync(path));
+  return { id: statSync(path, { bigint: true }).ino, level: rel ? rel.split('/').length : 0 };
+}
+
+/** The cgroup directory of a pod: relative to `parent`, or absolute and below it. */
+export function podCgroup(parent: string, cgroup: string): string {
+  const full = isAbsolute(cgroup) ? cgroup : join(parent, cgroup);
+  const rel = relative(parent, full);
+  if (rel.startsWith('..') || isAbsolute(rel)) throw new UserError(Codes.CGROUP, `${cgroup} is not below ${parent}`);
+  return full;
+}
+
+async function resolveOne(p: PodConfig, parent: string, podId: number): Promise<ResolvedPod> {
+  const cg = podCgroup(parent, p.cgroup);
+  if (!existsSync(`${cg}/cgroup.procs`)) throw new UserError(Codes.CGROUP, `cgroup ${cg} does not exist (or is not a cgroup2 directory)`);
+  const { id, level } = cgroupIdentity(cg);
+  let cookie = 0n;
+  let localAddrs: string[] = [];
+  if (p.netns !== undefined) {
+    try {
+      cookie = netnsCookie(netnsPath(p.netns));
+    } catch (cause) {
+      throw new UserError(Codes.USAGE, `network namespace ${p.netns} cannot be entered: ${(cause as Error).message}`, { cause });
+    }
+    localAddrs = p.addresses ? p.addresses.map((a) => `${a}/32`) : await localAddresses(p.netns);
+  } else if (p.addresses) {
+    localAddrs = p.addresses.map((a) => `${a}/32`);
+  }
+  return { name: p.name, netnsCookie: cookie, cgroupId: id, cgroupLevel: level, podId, localAddrs, sidecar: p.sidecar, capture: p.capture };
+}
+
+/** The pods of a config: the listed ones, or the one implicit pod of the single-pod form. */
+export function podsOf(cfg: MeshConfig, single: { cgroup: string; netns?: string }): PodConfig[] {
+  if (cfg.pods.length) return cfg.pods;
+  return [{ name: SINGLE_POD, cgroup: single.cgroup, netns: single.netns, sidecar: cfg.sidecar, capture: cfg.capture }];
+}
+
+/**
+ * Finds every pod on the node. Pods that cannot be found are returned as problems (the agent
+ * skips them and applies the rest; `up` refuses); ids stay stable across calls through `previous`.
+ */
+export async function resolvePods(cfg: MeshConfig, parent: string, single: { netns?: string }, previous: ServiceIds):
+  Promise<{ pods: ResolvedPod[]; podIds: ServiceIds; problems: PodProblem[] }> {
+  const list = podsOf(cfg, { cgroup: parent, netns: single.netns });
+  const podIds = assignServiceIds(list.map((p) => p.name), previous, LIMITS.SM_MAX_PODS + 1, 1);
+  const pods: ResolvedPod[] = [];
+  const problems: PodProblem[] = [];
+  for (const [i, p] of list.entries()) {
+    try {
+      pods.push(await resolveOne(p, parent, podIds[p.name]));
+    } catch (e) {
+      if (!(e instanceof SockmeshError)) throw e;
+      problems.push({ path: cfg.pods.length ? `pods[${i}]` : '--cgroup/--netns', pod: p.name, message: e.message });
+    }
+  }
+  return { pods, podIds, problems };
+}
