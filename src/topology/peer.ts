@@ -1,7 +1,8 @@
 // Test and demo peers: a server and clients that run inside a topology's cgroup and namespace.
 //   serve --host H --port P --name N --mode whoami|echo|origdst   prints {"event":"ready"} when listening
 //     (origdst: a stand-in sidecar listener that answers with the connection's SO_ORIGINAL_DST)
-//   ask --host H --port P                                  one request per stdin line, one JSON reply line each
+//   ask --host H --port P [--local-port L]                 one request per stdin line, one JSON reply line each
+//     (--local-port binds 127.0.0.1:L first, so two pods' connections can share one 4-tuple)
 //   stream --host H --port P --bytes N                     sends N bytes, reads N echoed back, prints digests
 import { createHash } from 'node:crypto';
 import { connect, createServer, type Socket } from 'node:net';
@@ -38,8 +39,8 @@ function serve(host: string, port: number, name: string, mode: string): void {
   process.once('SIGTERM', () => process.exit(0));
 }
 
-function ask(host: string, port: number): void {
-  const sock = connect({ host, port, noDelay: true });
+function ask(host: string, port: number, localPort?: number): void {
+  const sock = connect({ host, port, noDelay: true, ...(localPort ? { localAddress: '127.0.0.1', localPort } : {}) });
   const replies = createInterface({ input: sock });
   const pending: string[] = [];
   sock.on('connect', () => out({ event: 'connected', local: `${sock.localAddress}:${sock.localPort}`, remote: `${sock.remoteAddress}:${sock.remotePort}` }));
@@ -119,12 +120,13 @@ const { positionals, values } = parseArgs({
     name: { type: 'string', default: 'server' },
     mode: { type: 'string', default: 'whoami' },
     bytes: { type: 'string', default: '1048576' },
+    'local-port': { type: 'string' },
   },
 });
 const port = Number(values.port);
 switch (positionals[0]) {
   case 'serve': serve(values.host, port, values.name, values.mode); break;
-  case 'ask': ask(values.host, port); break;
+  case 'ask': ask(values.host, port, values['local-port'] ? Number(values['local-port']) : undefined); break;
   case 'stream': stream(values.host, port, Number(values.bytes)); break;
   default:
     process.stderr.write('usage: peer serve|ask|stream --host H --port P [...]\n');

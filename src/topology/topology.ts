@@ -121,7 +121,7 @@ export class Topology {
 }
 
 /** Kills what is left in a cgroup this topology made (its own processes' children), then removes it. */
-async function removeCgroup(cg: string): Promise<void> {
+export async function removeCgroup(cg: string): Promise<void> {
   if (!existsSync(cg)) return;
   for (let i = 0; i < 100; i++) {
     const pids = readFileSync(join(cg, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);

@@ -1,0 +1,86 @@
+// A private "node" for multi-pod tests: one parent cgroup (sockmesh-<name>) with a cgroup per pod
+// below it, and a network namespace per pod (sm-<name>-<pod>) with loopback up. Processes join
+// their pod's cgroup before `ip netns exec` (which remounts /sys). close() removes everything,
+// also after a failure, and is safe to call twice.
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { cgroup2Mount } from '../bpf/cgroup.js';
+import { Codes, SockmeshError } from '../errors.js';
+import { execTool } from '../util/exec.js';
+import { packageRoot } from '../util/paths.js';
+import { Proc } from './proc.js';
+import { removeCgroup } from './topology.js';
+
+export interface NodePod {
+  name: string;
+  cgroup: string;
+  netns: string;
+}
+
+export class NodeTopology {
+  readonly procs: Proc[] = [];
+  readonly pods = new Map<string, NodePod>();
+  private readonly made: string[] = [];
+  private closed = false;
+
+  private constructor(readonly name: string, readonly parent: string) {}
+
+  static async create(name: string, pods: string[]): Promise<NodeTopology> {
+    const mount = cgroup2Mount();
+    if (!mount) throw new SockmeshError(Codes.TOPOLOGY, 'no cgroup2 mount');
+    const node = new NodeTopology(name, join(mount, `sockmesh-${name}`));
+    try {
+      mkdirSync(node.parent);
+      node.made.push(node.parent);
+      for (const p of pods) await node.addPod(p);
+    } catch (err) {
+      await node.close();
+      throw err;
+    }
+    return node;
+  }
+
+  /** Adds a pod (its cgroup below the parent and its namespace); returns it. */
+  async addPod(pod: string): Promise<NodePod> {
+    const cgroup = join(this.parent, pod);
+    mkdirSync(cgroup);
+    this.made.push(cgroup);
+    const netns = `sm-${this.name}-${pod}`;
+    const r = await execTool('ip', ['netns', 'add', netns]);
+    if (r.code !== 0) throw new SockmeshError(Codes.TOPOLOGY, `ip netns add ${netns}: ${r.stderr.trim()}`);
+    this.made.push(`netns:${netns}`);
+    await execTool('ip', ['-n', netns, 'link', 'set', 'lo', 'up']);
+    const p = { name: pod, cgroup, netns };
+    this.pods.set(pod, p);
+    return p;
+  }
+
+  pod(name: string): NodePod {
+    const p = this.pods.get(name);
+    if (!p) throw new SockmeshError(Codes.TOPOLOGY, `no pod ${name}`);
+    return p;
+  }
+
+  /** Starts `cmd args` in a pod's cgroup and namespace. */
+  spawn(pod: string, cmd: string, args: string[], label: string): Proc {
+    const p = this.pod(pod);
+    const proc = new Proc(label, 'sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', p.cgroup, 'ip', 'netns', 'exec', p.netns, cmd, ...args]);
+    this.procs.push(proc);
+    return proc;
+  }
+
+  /** Runs one of sockmesh's own node entry points (relative to the package) in a pod. */
+  spawnNode(pod: string, script: string, args: string[], label: string): Proc {
+    return this.spawn(pod, process.execPath, [join(packageRoot(), script), ...args], label);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all(this.procs.map((p) => p.kill()));
+    for (const item of this.made.reverse()) {
+      if (item.startsWith('netns:')) await execTool('ip', ['netns', 'del', item.slice(6)]);
+      else await removeCgroup(item);
+    }
+  }
+}
