@@ -1,6 +1,7 @@
 // The sockmesh command line: commander wiring only; each command lives in src/commands/.
 import { Command, CommanderError } from 'commander';
 import { describe, SockmeshError, UserError } from './errors.js';
+import { register as registerAgent } from './commands/agent.js';
 import { register as registerBench } from './commands/bench.js';
 import { register as registerDemo } from './commands/demo.js';
 import { register as registerDown } from './commands/down.js';
@@ -10,11 +11,12 @@ import { register as registerService } from './commands/service.js';
 import { register as registerSidecar } from './commands/sidecar.js';
 import { register as registerStatus } from './commands/status.js';
 import { register as registerUp } from './commands/up.js';
+import { VERSION } from './version.js';
 
 export function buildProgram(argv: string[] = process.argv): Command {
   const program = new Command('sockmesh')
     .description('eBPF socket-level traffic capture for service-mesh sidecars')
-    .version('0.1.0')
+    .version(VERSION)
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   const out = (): Out => {
@@ -22,7 +24,7 @@ export function buildProgram(argv: string[] = process.argv): Command {
     const json = argv.includes('--json');
     return { json, print: (t) => process.stdout.write(`${t}\n`) };
   };
-  for (const reg of [registerUp, registerDown, registerStatus, registerService, registerProbe, registerSidecar, registerDemo, registerBench]) reg(program, out);
+  for (const reg of [registerUp, registerAgent, registerDown, registerStatus, registerService, registerProbe, registerSidecar, registerDemo, registerBench]) reg(program, out);
   return program;
 }
 

@@ -23,6 +23,7 @@ export const Codes = {
   USAGE: 'SOCKMESH_E_USAGE',
   TOPOLOGY: 'SOCKMESH_E_TOPOLOGY',
   INTERRUPTED: 'SOCKMESH_E_INTERRUPTED',
+  INTERNAL: 'SOCKMESH_E_INTERNAL',
 } as const;
 
 export type Code = (typeof Codes)[keyof typeof Codes];

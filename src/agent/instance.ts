@@ -206,7 +206,8 @@ export async function up(opts: UpOptions): Promise<UpResult> {
   return withInstanceLock(instance, () => upLocked(instance, opts), { removeAfter: () => !existsSync(recordPath(instance)) });
 }
 
-async function upLocked(instance: string, opts: UpOptions): Promise<UpResult> {
+/** `up` for a caller that already holds the instance lock (the node agent holds it for life). */
+export async function upLocked(instance: string, opts: UpOptions): Promise<UpResult> {
   const mode = opts.mode ?? 'ebpf';
   const prev = readRecord(instance);
   if (prev?.mode === 'ebpf' && mode !== 'ebpf') requireSameMounts(prev, 'detach BPF programs');

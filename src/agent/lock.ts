@@ -27,8 +27,14 @@ function samePath(fd: number, path: string): boolean {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Runs fn while holding the instance's lock. */
-export async function withInstanceLock<T>(instance: string, fn: () => Promise<T>, opts: LockOptions = {}): Promise<T> {
+/** A held instance lock. */
+export interface InstanceLock {
+  /** Releases it; with `remove`, the lock file goes first (the instance is gone). */
+  release(remove?: boolean): void;
+}
+
+/** Takes the instance's lock (waiting up to the timeout) and returns it held. */
+export async function acquireInstanceLock(instance: string, opts: LockOptions = {}): Promise<InstanceLock> {
   const dir = opts.dir ?? STATE_DIR;
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const path = `${dir}/${instance}.lock`;
@@ -42,14 +48,27 @@ export async function withInstanceLock<T>(instance: string, fn: () => Promise<T>
       closeSync(fd);
       continue;
     }
-    try {
-      writeFileSync(path, `${process.pid}\n`);
-      return await fn();
-    } finally {
-      if (opts.removeAfter?.()) rmSync(path, { force: true });
-      unlock(fd);
-      closeSync(fd);
-    }
+    writeFileSync(path, `${process.pid}\n`);
+    let released = false;
+    return {
+      release(remove = false) {
+        if (released) return;
+        released = true;
+        if (remove) rmSync(path, { force: true });
+        unlock(fd);
+        closeSync(fd);
+      },
+    };
+  }
+}
+
+/** Runs fn while holding the instance's lock. */
+export async function withInstanceLock<T>(instance: string, fn: () => Promise<T>, opts: LockOptions = {}): Promise<T> {
+  const lock = await acquireInstanceLock(instance, opts);
+  try {
+    return await fn();
+  } finally {
+    lock.release(opts.removeAfter?.() ?? false);
   }
 }
 

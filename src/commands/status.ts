@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
-import { status } from '../agent/instance.js';
+import { isLive, request, socketPath } from '../agent/control.js';
+import { checkInstanceName, status, type InstanceStatus } from '../agent/instance.js';
+import type { Overrides } from '../agent/overrides.js';
 import { emit, table, type Out } from './output.js';
 
 export function register(program: Command, out: () => Out): void {
@@ -9,22 +11,39 @@ export function register(program: Command, out: () => Out): void {
     .option('--instance <name>', 'instance name', 'default')
     .option('--json', 'print as JSON (instance, mode, cgroup, netns, programs, services, counters)')
     .action(async (opts: { instance: string; json?: boolean }) => {
-      const st = await status(opts.instance);
+      // A running agent answers itself (it adds its source, overrides and last apply).
+      const sock = socketPath(checkInstanceName(opts.instance));
+      const st = (await isLive(sock) ? await request(sock, { op: 'status' }) : await status(opts.instance)) as InstanceStatus & { agent?: AgentInfo };
+      const agent = st.agent;
       emit(out(), st, () => [
         `instance  ${st.instance}`,
         `mode      ${st.mode}`,
         st.mode === 'ebpf' ? `cgroup    ${st.cgroup}` : `netns     ${st.netns ?? '(current)'}`,
         ...(st.mode === 'ebpf' ? [`pins      ${st.pinRoot}`, `spliced   ${st.splicedSockets} sockets in the sockhash`] : []),
         `config    ${st.configSource}`,
+        ...(agent ? [
+          `agent     pid ${agent.pid}, ${agent.ready ? 'ready' : 'not ready'}, source ${agent.source.stale ? `STALE (${agent.source.message ?? ''})` : 'ok'}` +
+            `${agent.lastApply ? `, last apply ${agent.lastApply.at} (${agent.lastApply.ms.toFixed(1)} ms)` : ''}`,
+        ] : []),
+        ...(st.pods?.length ? ['', table([['POD', 'ID', 'NETNS COOKIE', 'REWRITES', 'SPLICED SOCKETS'],
+          ...st.pods.map((p) => [p.name, String(p.podId), p.netnsCookie, String(p.counters.connectRewrites), String(p.counters.sockmapInserts)])])] : []),
         ...(st.programs.length
           ? ['', table([['PROGRAM', 'ID', 'HOOK', 'ATTACHED'], ...st.programs.map((p) => [p.name, String(p.id), p.attachType, p.attached ? 'yes' : 'NO'])])]
           : []),
         '',
         table([['SERVICE', 'ADDRESSES', 'PORTS', 'REDIRECT', 'SPLICE'], ...st.services.map((s) => [
-          s.name, s.addresses.join(',') || '*', s.ports.join(','), s.redirect ? 'on' : 'off',
+          s.name, s.addresses.join(',') || '*', s.ports.join(','), `${s.redirect ? 'on' : 'off'}${agent?.overrides[s.name] ? ' (override)' : ''}`,
           s.auto ? `auto (${s.auto.splicing ? 'splicing' : 'not splicing'}, votes ${s.auto.votes})` : s.splice])]),
         '',
         table([['COUNTER', 'VALUE'], ...Object.entries(st.counters).map(([k, v]) => [k, String(v)])]),
       ].join('\n'));
     });
+}
+
+interface AgentInfo {
+  pid: number;
+  ready: boolean;
+  source: { path: string; stale: boolean; message?: string };
+  overrides: Overrides;
+  lastApply?: { at: string; ms: number };
 }

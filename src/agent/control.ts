@@ -1,0 +1,149 @@
+// The agent's control socket: /run/sockmesh/<instance>.sock, a unix socket only root can open
+// (mode 0600 in a 0700 directory). One JSON request line in, one JSON response line out. Every
+// request is validated here, at the boundary; anything malformed is answered with an error and
+// changes nothing.
+import { chmodSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { connect, createServer, type Server } from 'node:net';
+import { dirname } from 'node:path';
+import { Codes, SockmeshError, UserError, describe, type Code } from '../errors.js';
+import { STATE_DIR } from './state.js';
+
+export type ControlRequest =
+  | { op: 'status' }
+  | { op: 'service'; name: string; redirect: boolean }
+  | { op: 'reset'; name: string };
+
+export type ControlResponse = { ok: true; result: unknown } | { ok: false; error: { code: Code; message: string } };
+
+const MAX_REQUEST = 64 * 1024;
+const NAME_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+export function socketPath(instance: string, dir = STATE_DIR): string {
+  return `${dir}/${instance}.sock`;
+}
+
+/** Parses and checks one request line; throws a UserError naming the problem. */
+export function parseRequest(line: string): ControlRequest {
+  let v: unknown;
+  try {
+    v = JSON.parse(line);
+  } catch {
+    throw new UserError(Codes.USAGE, 'request is not JSON');
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new UserError(Codes.USAGE, 'request must be a JSON object');
+  const o = v as Record<string, unknown>;
+  const keys = Object.keys(o);
+  const only = (allowed: string[]) => {
+    const extra = keys.filter((k) => !allowed.includes(k));
+    if (extra.length) throw new UserError(Codes.USAGE, `unknown field ${JSON.stringify(extra[0].slice(0, 40))} for op ${String(o.op)}`);
+  };
+  const name = () => {
+    if (typeof o.name !== 'string' || o.name.length > 63 || !NAME_RE.test(o.name)) throw new UserError(Codes.USAGE, 'name must be a service name (a lower-case DNS label)');
+    return o.name;
+  };
+  switch (o.op) {
+    case 'status':
+      only(['op']);
+      return { op: 'status' };
+    case 'service':
+      only(['op', 'name', 'redirect']);
+      if (typeof o.redirect !== 'boolean') throw new UserError(Codes.USAGE, 'redirect must be true or false');
+      return { op: 'service', name: name(), redirect: o.redirect };
+    case 'reset':
+      only(['op', 'name']);
+      return { op: 'reset', name: name() };
+    default:
+      throw new UserError(Codes.USAGE, `unknown op ${JSON.stringify(typeof o.op === 'string' ? o.op.slice(0, 40) : o.op)} (status, service, reset)`);
+  }
+}
+
+export class ControlServer {
+  private server: Server | undefined;
+
+  constructor(readonly path: string, private readonly handle: (req: ControlRequest) => Promise<unknown>) {}
+
+  async start(): Promise<void> {
+    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
+    if (existsSync(this.path)) {
+      if (await isLive(this.path)) throw new SockmeshError(Codes.INSTANCE_BUSY, `another agent answers on ${this.path}`);
+      rmSync(this.path, { force: true }); // left by an agent that was killed
+    }
+    this.server = createServer((sock) => {
+      let buf = '';
+      sock.setEncoding('utf8');
+      sock.on('error', () => sock.destroy());
+      sock.on('data', (chunk: string) => {
+        buf += chunk;
+        if (buf.length > MAX_REQUEST) {
+          sock.end(`${JSON.stringify({ ok: false, error: { code: Codes.USAGE, message: `request over ${MAX_REQUEST} bytes` } })}\n`);
+          sock.destroy();
+          return;
+        }
+        const nl = buf.indexOf('\n');
+        if (nl < 0) return;
+        sock.pause();
+        void this.answer(buf.slice(0, nl)).then((resp) => sock.end(`${JSON.stringify(resp)}\n`));
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      // Created 0600 from the start (umask), then made sure.
+      const old = process.umask(0o177);
+      this.server!.listen(this.path, () => {
+        process.umask(old);
+        resolve();
+      });
+    });
+    chmodSync(this.path, 0o600);
+  }
+
+  private async answer(line: string): Promise<ControlResponse> {
+    try {
+      return { ok: true, result: await this.handle(parseRequest(line)) };
+    } catch (e) {
+      const code = e instanceof SockmeshError ? e.code : Codes.INTERNAL;
+      return { ok: false, error: { code, message: describe(e) } };
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (!this.server) return;
+    await new Promise<void>((resolve) => this.server!.close(() => resolve()));
+    rmSync(this.path, { force: true });
+  }
+}
+
+/** Whether an agent answers on the socket. */
+export function isLive(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    s.once('connect', () => { s.destroy(); resolve(true); });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** Sends one request to the agent; throws the agent's error as a SockmeshError/UserError. */
+export function request(path: string, req: ControlRequest, timeoutMs = 30_000): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const s = connect(path);
+    let buf = '';
+    const timer = setTimeout(() => { s.destroy(); reject(new SockmeshError(Codes.INSTANCE_BUSY, `the agent on ${path} did not answer in ${timeoutMs} ms`)); }, timeoutMs);
+    s.setEncoding('utf8');
+    s.on('connect', () => s.write(`${JSON.stringify(req)}\n`));
+    s.on('data', (c: string) => { buf += c; });
+    s.on('error', (e) => { clearTimeout(timer); reject(new SockmeshError(Codes.INSTANCE_MISSING, `cannot reach the agent on ${path}: ${e.message}`)); });
+    s.on('end', () => {
+      clearTimeout(timer);
+      try {
+        const resp = JSON.parse(buf) as ControlResponse;
+        if (resp.ok) resolve(resp.result);
+        else {
+          const Err = resp.error.code === Codes.INTERNAL ? SockmeshError : UserError;
+          reject(new Err(resp.error.code, resp.error.message));
+        }
+      } catch {
+        reject(new SockmeshError(Codes.INTERNAL, `the agent on ${path} answered something that is not JSON`));
+      }
+    });
+  });
+}

@@ -1,0 +1,246 @@
+// The node agent: one per node, every pod of the node. Wiring only — the file source, the override
+// store, the kernel data path, the control socket and the HTTP endpoints are objects with start and
+// stop, composed here, stopped in reverse order. It holds the instance lock for its whole life, so
+// no `sockmesh up`/`down` can change the instance under it.
+//
+// Data flow: source (file) -> validated config -> overrides -> pods found on the node -> desired
+// state -> reconcile (atomic slot flip) -> kernel. A rejected or missing source never changes what
+// is applied; the last good state stays.
+import { pinLayout } from '../bpf/datapath.js';
+import { pinRoot } from '../bpf/bpffs.js';
+import { InstanceMaps } from '../bpf/maps.js';
+import type { MeshConfig } from '../config/model.js';
+import { Codes, SockmeshError, UserError, describe } from '../errors.js';
+import { FileSource, readSource, type SourceEvent } from '../sources/file.js';
+import type { Logger } from '../util/log.js';
+import { VERSION } from '../version.js';
+import { ControlServer, socketPath, type ControlRequest } from './control.js';
+import type { ResolvedPod, ServiceIds } from './desired.js';
+import { HttpServer, parseListen } from './http.js';
+import { applyConfig, down, podSummary, requireRoot, status, upLocked } from './instance.js';
+import { acquireInstanceLock, type InstanceLock } from './lock.js';
+import { AgentMetrics } from './metrics.js';
+import { applyOverrides, OverrideStore } from './overrides.js';
+import { resolvePods, type PodProblem } from './pods.js';
+import { readRecord, writeRecord, type InstanceRecord } from './state.js';
+
+export interface AgentOptions {
+  instance: string;
+  configPath: string;
+  /** cgroup2 directory the programs attach to: the parent of every pod's cgroup. */
+  cgroup: string;
+  listen: string;
+  cleanupOnExit: boolean;
+  log: Logger;
+  objectPath?: string;
+  /** How long to wait for the instance lock at start (another agent or command). */
+  lockTimeoutMs?: number;
+}
+
+export class NodeAgent {
+  private lock: InstanceLock | undefined;
+  private maps: InstanceMaps | undefined;
+  private source: FileSource | undefined;
+  private control: ControlServer | undefined;
+  private http: HttpServer | undefined;
+  private readonly overrides: OverrideStore;
+  readonly metrics: AgentMetrics;
+  /** The last config the source produced that validated (before overrides). */
+  private lastGood: MeshConfig | undefined;
+  private sourceState: { stale: boolean; message?: string } = { stale: false };
+  private serviceIds: ServiceIds = {};
+  private podIds: ServiceIds = {};
+  private pods: { key: string; pods: ResolvedPod[]; podIds: ServiceIds; problems: PodProblem[] } | undefined;
+  private ready = false;
+  private queue: Promise<unknown> = Promise.resolve();
+  private lastApply: { at: string; changes: Record<string, unknown>; ms: number } | undefined;
+
+  constructor(readonly opts: AgentOptions) {
+    this.overrides = OverrideStore.forInstance(opts.instance);
+    this.metrics = new AgentMetrics(VERSION, {
+      maps: () => this.maps,
+      names: () => ({
+        pods: new Map((this.pods?.pods ?? []).map((p) => [p.podId, p.name])),
+        services: new Map(Object.entries(this.serviceIds).map(([n, id]) => [id, n])),
+      }),
+    });
+  }
+
+  get httpPort(): number {
+    return this.http?.port ?? 0;
+  }
+
+  /** Brings the data path up (or adopts it) on the first good config, then serves. */
+  async start(): Promise<void> {
+    const { instance, log } = this.opts;
+    requireRoot();
+    const listen = parseListen(this.opts.listen);
+    try {
+      this.lock = await acquireInstanceLock(instance, { timeoutMs: this.opts.lockTimeoutMs ?? 2000 });
+    } catch (e) {
+      if (e instanceof SockmeshError && e.code === Codes.INSTANCE_BUSY) {
+        throw new UserError(Codes.INSTANCE_BUSY, `instance "${instance}" is held by another sockmesh agent or command; one agent per instance`);
+      }
+      throw e;
+    }
+    try {
+      const damaged = this.overrides.load().damaged;
+      if (damaged) log.warn({ path: this.overrides.path, error: damaged }, 'override file is damaged; starting without overrides');
+      const first = readSource(this.opts.configPath);
+      const prev = readRecord(instance);
+      if (first.kind === 'config') {
+        this.lastGood = first.config;
+      } else if (prev) {
+        // A restart with a broken file: the last good state is the one the kernel holds.
+        this.lastGood = prev.config;
+        this.noteStale(first);
+      } else {
+        throw new UserError(Codes.CONFIG_INVALID, first.message);
+      }
+      this.serviceIds = prev?.serviceIds ?? {};
+      this.podIds = prev?.podIds ?? {};
+      const t0 = process.hrtime.bigint();
+      const up = await upLocked(instance, {
+        instance, mode: 'ebpf', cgroup: this.opts.cgroup, config: applyOverrides(this.lastGood, this.overrides.all()),
+        configSource: this.opts.configPath, objectPath: this.opts.objectPath,
+      });
+      const rec = readRecord(instance)!;
+      this.serviceIds = rec.serviceIds;
+      this.podIds = rec.podIds ?? {};
+      this.maps = new InstanceMaps(pinLayout(rec.pinRoot ?? pinRoot(instance)));
+      this.pods = { key: podKey(this.lastGood), ...(await resolvePods(this.lastGood, rec.cgroup!, { netns: rec.netns }, this.podIds)) };
+      this.ready = true;
+      this.metrics.reconcileSeconds.observe(Number(process.hrtime.bigint() - t0) / 1e9);
+      this.metrics.lastApplied.setToCurrentTime();
+      log.info({ instance, created: up.created, attached: up.attached, changes: up.changes, pods: this.pods.pods.length }, up.created ? 'data path loaded and attached' : 'adopted the pinned data path');
+
+      this.control = new ControlServer(socketPath(instance), (req) => this.serialize(() => this.onRequest(req)));
+      await this.control.start();
+      this.http = new HttpServer(listen, {
+        metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.text() }),
+        ready: () => this.ready,
+      });
+      await this.http.start();
+      this.source = new FileSource(this.opts.configPath, (e) => { void this.serialize(() => this.onSource(e)); });
+      this.source.start();
+      log.info({ instance, config: this.source.path, socket: socketPath(instance), listen: `${listen.host}:${this.http.port}` }, 'agent ready');
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  /** One apply at a time, in arrival order. */
+  private serialize<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private noteStale(e: Exclude<SourceEvent, { kind: 'config' }>): void {
+    this.sourceState = { stale: true, message: e.message };
+    this.metrics.sourceStale.set(1);
+    if (e.kind === 'rejected') {
+      this.metrics.rejections.inc();
+      this.opts.log.error({ source: e.source, issues: e.issues }, 'config rejected; the last good state stays applied');
+    } else {
+      this.opts.log.warn({ source: e.source }, e.message);
+    }
+  }
+
+  private async onSource(e: SourceEvent): Promise<void> {
+    if (e.kind !== 'config') {
+      this.noteStale(e);
+      return;
+    }
+    this.sourceState = { stale: false };
+    this.metrics.sourceStale.set(0);
+    this.lastGood = e.config;
+    await this.apply('config file changed');
+  }
+
+  /** Applies last good config + overrides; a failure is logged and counted, the old state stays. */
+  private async apply(reason: string): Promise<Record<string, unknown>> {
+    const { log, instance } = this.opts;
+    if (!this.maps || !this.lastGood) throw new SockmeshError(Codes.INSTANCE_MISSING, 'the data path is not up');
+    const t0 = process.hrtime.bigint();
+    const config = applyOverrides(this.lastGood, this.overrides.all());
+    try {
+      const rec = readRecord(instance) as InstanceRecord;
+      const key = podKey(config);
+      if (!this.pods || this.pods.key !== key) {
+        this.pods = { key, ...(await resolvePods(config, rec.cgroup!, { netns: rec.netns }, this.podIds)) };
+        this.podIds = this.pods.podIds;
+      }
+      for (const p of this.pods.problems) log.warn({ pod: p.pod, path: p.path, error: p.message }, 'pod not found; not meshed until it is');
+      this.metrics.podProblems.set(this.pods.problems.length);
+      const { ids, report } = applyConfig(this.maps, config, this.serviceIds, this.pods.pods);
+      this.serviceIds = ids;
+      writeRecord({
+        ...rec, config, configSource: this.opts.configPath, serviceIds: ids, podIds: this.podIds,
+        pods: this.pods.pods.map(podSummary), updatedAt: new Date().toISOString(),
+      });
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      this.metrics.reconcileSeconds.observe(ms / 1000);
+      this.metrics.lastApplied.setToCurrentTime();
+      this.lastApply = { at: new Date().toISOString(), changes: report.changes, ms };
+      log.info({ reason, changes: report.changes, slot: report.slot, ms: Math.round(ms * 100) / 100 }, 'reconciled');
+      return report.changes;
+    } catch (err) {
+      const reasonLabel = err instanceof SockmeshError ? err.code : 'internal';
+      this.metrics.reconcileFailures.inc({ reason: reasonLabel });
+      log.error({ reason, error: describe(err) }, 'apply failed; the programs keep reading the last good state');
+      throw err;
+    }
+  }
+
+  private async onRequest(req: ControlRequest): Promise<unknown> {
+    switch (req.op) {
+      case 'status':
+        return {
+          ...(await status(this.opts.instance)),
+          agent: {
+            pid: process.pid, ready: this.ready, source: { path: this.opts.configPath, ...this.sourceState },
+            overrides: this.overrides.all(), lastApply: this.lastApply, unresolvedPods: this.pods?.problems ?? [],
+          },
+        };
+      case 'service': {
+        const known = this.lastGood?.services.map((s) => s.name) ?? [];
+        if (!known.includes(req.name)) {
+          throw new UserError(Codes.SERVICE_UNKNOWN, `no service "${req.name}" in the config (services: ${known.join(', ') || '(none)'})`);
+        }
+        this.overrides.set(req.name, req.redirect);
+        const changes = await this.apply(`service ${req.name} ${req.redirect ? 'enabled' : 'disabled'} by override`);
+        return { service: req.name, redirect: req.redirect, override: true, changed: Object.keys(changes).length > 0 };
+      }
+      case 'reset': {
+        const had = this.overrides.reset(req.name);
+        const changes = had ? await this.apply(`override of service ${req.name} reset`) : {};
+        return { service: req.name, override: false, hadOverride: had, changed: Object.keys(changes).length > 0 };
+      }
+    }
+  }
+
+  /** Stops serving in reverse order. The data path stays (pins and attachments) unless
+   * --cleanup-on-exit. */
+  async stop(): Promise<void> {
+    this.source?.stop();
+    await this.http?.stop();
+    await this.control?.stop();
+    await this.queue;
+    this.maps?.close();
+    this.maps = undefined;
+    this.lock?.release();
+    this.lock = undefined;
+    if (this.opts.cleanupOnExit && this.ready) {
+      const r = await down(this.opts.instance);
+      this.opts.log.info({ detached: r.detached, pinsRemoved: r.pinsRemoved }, 'removed the data path (--cleanup-on-exit)');
+    }
+    this.ready = false;
+  }
+}
+
+/** What decides the pods' resolution: their part of the config. */
+function podKey(cfg: MeshConfig): string {
+  return JSON.stringify(cfg.pods);
+}

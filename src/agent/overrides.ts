@@ -1,0 +1,73 @@
+// Per-service switch overrides made through the running agent (`sockmesh service enable|disable`):
+// layered over the config file, kept in /run/sockmesh/<instance>.overrides.json across agent
+// restarts until `sockmesh service reset`. Written atomically (temp file + rename).
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { MeshConfig } from '../config/model.js';
+import { STATE_DIR } from './state.js';
+
+export type Overrides = Record<string, { redirect: boolean }>;
+
+export class OverrideStore {
+  private data: Overrides = {};
+
+  constructor(readonly path: string) {}
+
+  static forInstance(instance: string, dir = STATE_DIR): OverrideStore {
+    return new OverrideStore(`${dir}/${instance}.overrides.json`);
+  }
+
+  /** Loads the file; a missing file is no overrides, a damaged one is reported and ignored. */
+  load(): { damaged?: string } {
+    let text: string;
+    try {
+      text = readFileSync(this.path, 'utf8');
+    } catch {
+      this.data = {};
+      return {};
+    }
+    try {
+      const parsed = JSON.parse(text) as unknown;
+      const out: Overrides = {};
+      if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) {
+        for (const [name, v] of Object.entries(parsed as Record<string, unknown>)) {
+          if (typeof v === 'object' && v !== null && typeof (v as { redirect?: unknown }).redirect === 'boolean') out[name] = { redirect: (v as { redirect: boolean }).redirect };
+        }
+      }
+      this.data = out;
+      return {};
+    } catch (e) {
+      this.data = {};
+      return { damaged: (e as Error).message };
+    }
+  }
+
+  all(): Overrides {
+    return { ...this.data };
+  }
+
+  set(name: string, redirect: boolean): void {
+    this.data[name] = { redirect };
+    this.save();
+  }
+
+  /** Removes a service's override; false when it had none. */
+  reset(name: string): boolean {
+    if (!(name in this.data)) return false;
+    delete this.data[name];
+    this.save();
+    return true;
+  }
+
+  private save(): void {
+    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
+    const tmp = `${this.path}.${process.pid}.tmp`;
+    writeFileSync(tmp, `${JSON.stringify(this.data, null, 2)}\n`, { mode: 0o600 });
+    renameSync(tmp, this.path);
+  }
+}
+
+/** The config with the overrides applied (services absent from the config are left out). */
+export function applyOverrides(cfg: MeshConfig, overrides: Overrides): MeshConfig {
+  return { ...cfg, services: cfg.services.map((s) => (overrides[s.name] ? { ...s, redirect: overrides[s.name].redirect } : s)) };
+}

@@ -1,0 +1,195 @@
+// The node agent end to end, through the real CLI, kernel, namespaces and cgroups: it meshes the
+// pods of its config file, follows edits (rename-on-save, invalid edits, a deleted file), takes
+// service switches over its control socket as overrides kept across restarts, serves /metrics
+// (parsed with a Prometheus text-format parser) and leaves the data path running when stopped.
+import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import parsePrometheusTextFormat from 'parse-prometheus-text-format';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { pinRoot } from '../../src/bpf/bpffs.js';
+import { NodeTopology } from '../../src/topology/node.js';
+import type { Line, Proc } from '../../src/topology/proc.js';
+import { cliJson, runCli } from '../helpers/cli.js';
+import { privileged, uniqueName } from '../helpers/privileged.js';
+import { slow } from '../helpers/slow.js';
+import { Proc as P } from '../../src/topology/proc.js';
+
+const PEER = 'dist/src/topology/peer.js';
+
+interface Family { name: string; type: string; metrics: Array<{ labels?: Record<string, string>; value?: string; buckets?: Record<string, string> }> }
+
+privileged('node agent', () => {
+  const instance = uniqueName('g');
+  const dir = mkdtempSync(join(tmpdir(), 'sockmesh-test-'));
+  const cfgPath = join(dir, 'mesh.yaml');
+  let node: NodeTopology;
+  let agent: Proc | undefined;
+  let port = 0;
+
+  const config = (reviewsRedirect: boolean, extra = '') => `
+services:
+  - { name: reviews, addresses: [10.96.0.20], ports: [9080], redirect: ${reviewsRedirect} }
+  - { name: ratings, addresses: [10.96.0.21], ports: [9080], splice: always }
+pods:
+  - { name: pod-a, cgroup: a, netns: ${node.pod('a').netns} }
+  - { name: pod-b, cgroup: b, netns: ${node.pod('b').netns} }
+${extra}`;
+
+  /** Writes the config the way editors save: a new file renamed onto the path. */
+  const save = (text: string) => {
+    const tmp = join(dir, `.mesh.yaml.${Date.now()}.swp`);
+    writeFileSync(tmp, text);
+    renameSync(tmp, cfgPath);
+  };
+
+  async function startAgent(extra: string[] = []): Promise<Proc> {
+    const p = new P('agent', process.execPath, ['bin/sockmesh.js', 'agent', '--config', cfgPath, '--cgroup', node.parent,
+      '--instance', instance, '--listen', '127.0.0.1:0', ...extra]);
+    const ready = await p.waitFor((l) => l.msg === 'agent ready', slow(30_000));
+    port = Number(String(ready.listen).split(':')[1]);
+    return p;
+  }
+
+  /** Waits for the next log line matching after the current count. */
+  function nextLog(p: Proc, pred: (l: Line) => boolean): Promise<Line> {
+    const seen = p.lines.length;
+    return p.waitFor((l) => p.lines.indexOf(l) >= seen && pred(l), slow(10_000));
+  }
+
+  async function ask(pod: string, host: string): Promise<Record<string, unknown>> {
+    const proc = node.spawnNode(pod, PEER, ['ask', '--host', host, '--port', '9080'], `client ${pod}`);
+    try {
+      const first = await proc.waitFor((l) => l.event === 'connected' || l.event === 'error', slow(10_000));
+      if (first.event === 'error') return { error: first.message };
+      proc.send('hi');
+      return (await proc.waitFor((l) => l.event === 'reply', slow(10_000))).reply as Record<string, unknown>;
+    } catch (e) {
+      return { error: `${(e as Error).message} ${proc.stderr}` };
+    } finally {
+      proc.child.stdin!.end();
+    }
+  }
+
+  async function metrics(): Promise<Family[]> {
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+    expect(res.status).toBe(200);
+    return parsePrometheusTextFormat(await res.text()) as Family[];
+  }
+
+  const value = (fams: Family[], name: string, labels: Record<string, string> = {}) => {
+    const f = fams.find((x) => x.name === name);
+    const m = f?.metrics.find((x) => Object.entries(labels).every(([k, v]) => x.labels?.[k] === v));
+    return m ? Number(m.value) : 0;
+  };
+
+  beforeAll(async () => {
+    node = await NodeTopology.create(instance, ['a', 'b']);
+    const sidecars = ['a', 'b'].map((pod) => node.spawnNode(pod, PEER,
+      ['serve', '--host', '127.0.0.1', '--port', '15001', '--name', `sidecar-${pod}`, '--mode', 'origdst'], `sidecar ${pod}`));
+    await Promise.all(sidecars.map((s) => s.waitFor((l) => l.event === 'ready', slow(30_000))));
+    save(config(true));
+    agent = await startAgent();
+  });
+
+  afterAll(async () => {
+    await agent?.kill();
+    await runCli(['down', '--instance', instance]);
+    await node?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('meshes every pod of the file and is ready', async () => {
+    expect(await ask('a', '10.96.0.20')).toMatchObject({ server: 'sidecar-a', origDst: { address: '10.96.0.20', port: 9080 } });
+    expect(await ask('b', '10.96.0.21')).toMatchObject({ server: 'sidecar-b', origDst: { address: '10.96.0.21', port: 9080 } });
+    expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
+  });
+
+  it('applies a valid edit saved by rename, and logs one line with what changed', async () => {
+    const logged = nextLog(agent!, (l) => l.msg === 'reconciled');
+    save(config(false));
+    const line = await logged;
+    expect(line.changes).toMatchObject({ sm_svc_state: { put: 1, del: 0 } });
+    expect(String((await ask('a', '10.96.0.20')).error)).toMatch(/ENETUNREACH|EHOSTUNREACH/);
+    expect(await ask('a', '10.96.0.21')).toMatchObject({ server: 'sidecar-a' });
+  });
+
+  it('rejects an invalid edit whole, naming every field, and keeps the last good state', async () => {
+    const before = await cliJson<{ slot: number; services: Array<{ name: string; redirect: boolean }> }>(['status', '--instance', instance]);
+    const logged = nextLog(agent!, (l) => l.msg === 'config rejected; the last good state stays applied');
+    save(config(true).replace('ports: [9080], redirect', 'ports: [70000], redirect').replace('splice: always', 'splice: sometimes'));
+    const line = await logged;
+    expect((line.issues as Array<{ path: string }>).map((i) => i.path)).toEqual(['services[0].ports[0]', 'services[1].splice']);
+    const after = await cliJson<typeof before & { agent: { source: { stale: boolean } } }>(['status', '--instance', instance]);
+    expect(after.slot).toBe(before.slot);
+    expect(after.services).toEqual(before.services);
+    expect(after.agent.source.stale).toBe(true);
+    expect(value(await metrics(), 'sockmesh_config_rejections_total')).toBeGreaterThanOrEqual(1);
+    expect(value(await metrics(), 'sockmesh_config_source_stale')).toBe(1);
+    expect(String((await ask('a', '10.96.0.20')).error)).toMatch(/ENETUNREACH|EHOSTUNREACH/);
+  });
+
+  it('keeps the last good state when the file is deleted, and says so', async () => {
+    const logged = nextLog(agent!, (l) => /is gone; the last good state stays applied/.test(String(l.msg)));
+    rmSync(cfgPath);
+    await logged;
+    expect(await ask('b', '10.96.0.21')).toMatchObject({ server: 'sidecar-b' });
+    const back = nextLog(agent!, (l) => l.msg === 'reconciled');
+    save(config(true));
+    await back;
+    expect(await ask('a', '10.96.0.20')).toMatchObject({ server: 'sidecar-a' });
+    expect(value(await metrics(), 'sockmesh_config_source_stale')).toBe(0);
+  });
+
+  it('takes a service switch over the control socket as an override, kept across restarts until reset', async () => {
+    const r = await cliJson<{ changed: boolean; override: boolean }>(['service', 'disable', 'reviews', '--instance', instance]);
+    expect(r).toMatchObject({ changed: true, override: true });
+    expect(String((await ask('a', '10.96.0.20')).error)).toMatch(/ENETUNREACH|EHOSTUNREACH/);
+    const st = await runCli(['status', '--instance', instance]);
+    expect(st.stdout).toMatch(/reviews .* off \(override\)/);
+    // Unknown services and malformed requests are refused.
+    const unknown = await runCli(['service', 'disable', 'nope', '--instance', instance]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/no service "nope" in the config/);
+
+    // SIGTERM: the agent goes, capture stays (the pinned programs keep working without it).
+    await agent!.kill();
+    expect(existsSync(pinRoot(instance))).toBe(true);
+    expect(await ask('b', '10.96.0.21')).toMatchObject({ server: 'sidecar-b' });
+    agent = await startAgent();
+    expect(String((await ask('a', '10.96.0.20')).error)).toMatch(/ENETUNREACH|EHOSTUNREACH/);
+    const reset = await cliJson<{ hadOverride: boolean; changed: boolean }>(['service', 'reset', 'reviews', '--instance', instance]);
+    expect(reset).toMatchObject({ hadOverride: true, changed: true });
+    expect(await ask('a', '10.96.0.20')).toMatchObject({ server: 'sidecar-a' });
+  });
+
+  it('serves /metrics as Prometheus text whose counters move with traffic', async () => {
+    const before = await metrics();
+    const rw = (f: Family[]) => value(f, 'sockmesh_pod_events_total', { pod: 'pod-b', event: 'connectRewrites' });
+    const captured = (f: Family[]) => value(f, 'sockmesh_service_connections_total', { service: 'ratings', outcome: 'captured' });
+    for (let i = 0; i < 3; i++) expect(await ask('b', '10.96.0.21')).toMatchObject({ server: 'sidecar-b' });
+    const after = await metrics();
+    expect(rw(after) - rw(before)).toBe(3);
+    expect(captured(after) - captured(before)).toBe(3);
+    expect(value(after, 'sockmesh_map_entries', { map: 'pods' })).toBe(2);
+    expect(value(after, 'sockmesh_map_capacity', { map: 'services' })).toBe(16384);
+    expect(after.find((f) => f.name === 'sockmesh_reconcile_duration_seconds')?.type).toBe('HISTOGRAM');
+    expect(after.find((f) => f.name === 'sockmesh_build_info')?.metrics[0].labels?.version).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+
+  it('refuses a second agent for the same instance', async () => {
+    const r = await runCli(['agent', '--config', cfgPath, '--cgroup', node.parent, '--instance', instance, '--listen', '127.0.0.1:0']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/held by another sockmesh agent or command/);
+  });
+
+  it('removes everything on exit with --cleanup-on-exit', async () => {
+    await agent!.kill();
+    agent = await startAgent(['--cleanup-on-exit']);
+    await agent.kill();
+    agent = undefined;
+    expect(existsSync(pinRoot(instance))).toBe(false);
+    expect(String((await ask('b', '10.96.0.21')).error)).toMatch(/ENETUNREACH|EHOSTUNREACH/);
+  });
+}, ['bpftool', 'ip']);
