@@ -21,8 +21,8 @@
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "sockmesh's codecs assume a little-endian target");
 
 #define SM_MAX_PODS 1024         /* pod ids 1..SM_MAX_PODS; 0 counts what belongs to no pod */
-#define SM_MAX_SERVICES 1024
-#define SM_MAX_SERVICE_KEYS 16384
+#define SM_MAX_SERVICES 16384
+#define SM_MAX_SERVICE_KEYS 65536
 #define SM_MAX_PORT_RULES 16384  /* excluded and included ports of every pod */
 #define SM_MAX_CIDR_RULES 16384  /* excluded, included and local CIDRs of every pod */
 #define SM_MAX_CONNS 65536

@@ -15,7 +15,8 @@ import { FileSource, readSource, type SourceEvent } from '../sources/file.js';
 import type { Logger } from '../util/log.js';
 import { VERSION } from '../version.js';
 import { ControlServer, socketPath, type ControlRequest } from './control.js';
-import type { ResolvedPod, ServiceIds } from './desired.js';
+import type { CompileCache, ResolvedPod, ServiceIds } from './desired.js';
+import type { ReconcileMaps } from './reconcile.js';
 import { HttpServer, parseListen } from './http.js';
 import { applyConfig, down, podSummary, requireRoot, status, upLocked } from './instance.js';
 import { acquireInstanceLock, type InstanceLock } from './lock.js';
@@ -54,6 +55,10 @@ export class NodeAgent {
   private ready = false;
   private queue: Promise<unknown> = Promise.resolve();
   private lastApply: { at: string; changes: Record<string, unknown>; ms: number } | undefined;
+  /** What each slot holds and the encoded services, kept between applies (see reconcile.ts). */
+  private readonly keep: { mirror: ReconcileMaps['mirror']; cache: CompileCache } = { mirror: [undefined, undefined], cache: new Map() };
+  /** The instance record as this agent last wrote it (it holds the lock: nobody else writes it). */
+  private record: InstanceRecord | undefined;
 
   constructor(readonly opts: AgentOptions) {
     this.overrides = OverrideStore.forInstance(opts.instance);
@@ -105,6 +110,7 @@ export class NodeAgent {
         configSource: this.opts.configPath, objectPath: this.opts.objectPath,
       });
       const rec = readRecord(instance)!;
+      this.record = rec;
       this.serviceIds = rec.serviceIds;
       this.podIds = rec.podIds ?? {};
       this.maps = new InstanceMaps(pinLayout(rec.pinRoot ?? pinRoot(instance)));
@@ -161,12 +167,12 @@ export class NodeAgent {
 
   /** Applies last good config + overrides; a failure is logged and counted, the old state stays. */
   private async apply(reason: string): Promise<Record<string, unknown>> {
-    const { log, instance } = this.opts;
+    const { log } = this.opts;
     if (!this.maps || !this.lastGood) throw new SockmeshError(Codes.INSTANCE_MISSING, 'the data path is not up');
     const t0 = process.hrtime.bigint();
     const config = applyOverrides(this.lastGood, this.overrides.all());
     try {
-      const rec = readRecord(instance) as InstanceRecord;
+      const rec = this.record!;
       const key = podKey(config);
       if (!this.pods || this.pods.key !== key) {
         this.pods = { key, ...(await resolvePods(config, rec.cgroup!, { netns: rec.netns }, this.podIds)) };
@@ -174,13 +180,15 @@ export class NodeAgent {
       }
       for (const p of this.pods.problems) log.warn({ pod: p.pod, path: p.path, error: p.message }, 'pod not found; not meshed until it is');
       this.metrics.podProblems.set(this.pods.problems.length);
-      const { ids, report } = applyConfig(this.maps, config, this.serviceIds, this.pods.pods);
+      const { ids, report } = applyConfig(this.maps, config, this.serviceIds, this.pods.pods, this.keep);
       this.serviceIds = ids;
-      writeRecord({
+      // The kernel has the new state now (the slot flipped); the record follows.
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      this.record = {
         ...rec, config, configSource: this.opts.configPath, serviceIds: ids, podIds: this.podIds,
         pods: this.pods.pods.map(podSummary), updatedAt: new Date().toISOString(),
-      });
-      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      };
+      writeRecord(this.record);
       this.metrics.reconcileSeconds.observe(ms / 1000);
       this.metrics.lastApplied.setToCurrentTime();
       this.lastApply = { at: new Date().toISOString(), changes: report.changes, ms };

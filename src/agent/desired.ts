@@ -14,7 +14,8 @@ export interface Entry {
   value: Buffer;
 }
 
-/** Map contents by map name (without the slot suffix); array maps hold every index. */
+/** Map contents by map name (without the slot suffix); for the array map sm_svc_state, the ids in
+ * use (every other index is zero). */
 export interface DesiredMaps {
   sm_pods: Entry[];
   sm_services: Entry[];
@@ -87,22 +88,37 @@ export function configEntry(cfg: MeshConfig, slot: number): Entry {
   };
 }
 
+/**
+ * Encoded entries of services, by what they depend on: a long-lived caller (the agent) passes one
+ * in, so an edit re-encodes only the services it changed.
+ */
+export type CompileCache = Map<string, Entry[]>;
+
 /** The entries of every config-driven map of a slot for this config and these pods. */
-export function compileDesired(cfg: MeshConfig, ids: ServiceIds, svcStateSize: number, pods: ResolvedPod[]): DesiredMaps {
+export function compileDesired(cfg: MeshConfig, ids: ServiceIds, svcStateSize: number, pods: ResolvedPod[], cache?: CompileCache): DesiredMaps {
   const services: Entry[] = [];
   const states = new Map<number, number>();
+  if (cache && cache.size > 2 * cfg.services.length + 1024) cache.clear();
   for (const s of cfg.services) {
     const id = ids[s.name];
-    const value = svcValCodec.encode({ serviceId: id });
-    for (const addr of s.addresses.length ? s.addresses : [null]) {
-      for (const port of s.ports) services.push({ key: svcKeyCodec.encode({ addr, port }), value });
+    const ck = `${id}|${s.addresses.join(',')}|${s.ports.join(',')}`;
+    let entries = cache?.get(ck);
+    if (!entries) {
+      const value = svcValCodec.encode({ serviceId: id });
+      entries = [];
+      for (const addr of s.addresses.length ? s.addresses : [null]) {
+        for (const port of s.ports) entries.push({ key: svcKeyCodec.encode({ addr, port }), value });
+      }
+      cache?.set(ck, entries);
     }
+    for (const e of entries) services.push(e);
     const splice = s.splice === 'always' ? SVC_SPLICE : s.splice === 'auto' ? SVC_AUTO : 0;
     states.set(id, (s.redirect ? SVC_REDIRECT : 0) | splice);
   }
   const sm_svc_state: Entry[] = [];
-  for (let id = 0; id < svcStateSize; id++) {
-    sm_svc_state.push({ key: u32Codec.encode(id), value: svcStateCodec.encode({ flags: states.get(id) ?? 0 }) });
+  for (const [id, flags] of [...states].sort((a, b) => a[0] - b[0])) {
+    if (id >= svcStateSize) throw new UserError(Codes.CONFIG_INVALID, `service id ${id} is beyond the kernel map's ${svcStateSize} entries`);
+    sm_svc_state.push({ key: u32Codec.encode(id), value: svcStateCodec.encode({ flags }) });
   }
   const one = u8Codec.encode(1);
   const sm_pods: Entry[] = [];

@@ -15,7 +15,10 @@ export interface MapDiff {
   del: Buffer[];
 }
 
-/** Pure diff of raw entries; array maps (`isArray`) are never deleted from. */
+/**
+ * Pure diff of raw entries. Array maps (`isArray`) cannot delete: desired lists only the indexes
+ * in use, and an index in use before but not now is put back to zero.
+ */
 export function diffEntries(actual: Entry[], desired: Entry[], isArray: boolean): MapDiff {
   const have = new Map(actual.map((e) => [e.key.toString('hex'), e.value]));
   const want = new Set<string>();
@@ -26,8 +29,10 @@ export function diffEntries(actual: Entry[], desired: Entry[], isArray: boolean)
     const cur = have.get(k);
     if (!cur || !cur.equals(e.value)) put.push(e);
   }
-  const del = isArray ? [] : actual.filter((e) => !want.has(e.key.toString('hex'))).map((e) => e.key);
-  return { put, del };
+  const gone = actual.filter((e) => !want.has(e.key.toString('hex')));
+  if (!isArray) return { put, del: gone.map((e) => e.key) };
+  for (const e of gone) if (e.value.some((b) => b !== 0)) put.push({ key: e.key, value: Buffer.alloc(e.value.length) });
+  return { put, del: [] };
 }
 
 export interface ReconcileReport {
@@ -41,12 +46,21 @@ export type RawMap = Pick<BpfMap<unknown, unknown>, 'rawEntries' | 'setManyRaw' 
   info: { maxEntries: number };
 };
 
+/** What the agent knows each slot holds: map field -> (key bytes as latin1 -> value). */
+export type SlotContents = Map<keyof SlotMaps, Map<string, Buffer>>;
+
 /** What reconcile needs of the instance's maps (InstanceMaps, or a fake in tests). */
 export interface ReconcileMaps {
   slots: [Record<keyof SlotMaps, RawMap>, Record<keyof SlotMaps, RawMap>];
   config: RawMap;
   activeSlot(): number;
   setActiveSlot(slot: number): void;
+  /**
+   * A long-lived writer (the agent, which holds the instance lock) keeps what it wrote here, so
+   * an apply reads nothing back from the kernel; a slot is read once when unknown, and forgotten
+   * after a failed write.
+   */
+  mirror?: [SlotContents | undefined, SlotContents | undefined];
 }
 
 /** A desired map does not fit the live map: refused before anything is written. */
@@ -71,13 +85,36 @@ function writeDiff(map: RawMap, diff: MapDiff): void {
   map.setManyRaw(diff.put);
 }
 
+function toMap(entries: Entry[]): Map<string, Buffer> {
+  const m = new Map<string, Buffer>();
+  for (const e of entries) m.set(e.key.toString('latin1'), e.value);
+  return m;
+}
+
+/** diffEntries over a known content map (see diffEntries for array maps). */
+function diffAgainst(have: Map<string, Buffer>, desired: Map<string, Buffer>, isArray: boolean): MapDiff {
+  const put: Entry[] = [];
+  for (const [k, v] of desired) {
+    const cur = have.get(k);
+    if (!cur || !cur.equals(v)) put.push({ key: Buffer.from(k, 'latin1'), value: v });
+  }
+  const del: Buffer[] = [];
+  for (const [k, v] of have) {
+    if (desired.has(k)) continue;
+    if (!isArray) del.push(Buffer.from(k, 'latin1'));
+    else if (v.some((b) => b !== 0)) put.push({ key: Buffer.from(k, 'latin1'), value: Buffer.alloc(v.length) });
+  }
+  return { put, del };
+}
+
 /** Adapts InstanceMaps to what reconcile needs. */
-export function reconcileMaps(maps: InstanceMaps): ReconcileMaps {
+export function reconcileMaps(maps: InstanceMaps, mirror?: ReconcileMaps['mirror']): ReconcileMaps {
   return {
     slots: maps.slots as unknown as ReconcileMaps['slots'],
     config: maps.config as unknown as RawMap,
     activeSlot: () => maps.activeSlot(),
     setActiveSlot: (slot) => maps.gen.set(0, slot),
+    mirror,
   };
 }
 
@@ -88,20 +125,44 @@ export function reconcileMaps(maps: InstanceMaps): ReconcileMaps {
 export function reconcile(maps: ReconcileMaps, desired: DesiredMaps, config: (slot: number) => Entry): ReconcileReport {
   const active = maps.activeSlot();
   const target = 1 - active;
+  const contents = (slot: number): SlotContents => {
+    const known = maps.mirror?.[slot];
+    if (known) return known;
+    const read: SlotContents = new Map(ORDER.map(([, field]) => [field, toMap(maps.slots[slot][field].rawEntries())]));
+    if (maps.mirror) maps.mirror[slot] = read;
+    return read;
+  };
   const changes: ReconcileReport['changes'] = {};
+  const want = new Map(ORDER.map(([name]) => [name, toMap(desired[name])]));
+  const activeNow = contents(active);
+  const targetNow = contents(target);
   const plans = ORDER.map(([name, field, isArray]) => {
     const map = maps.slots[target][field];
-    if (!isArray && desired[name].length > map.info.maxEntries) throw new CapacityError(`${name}_${target ? 'b' : 'a'}`, desired[name].length, map.info.maxEntries);
-    const vsActive = diffEntries(maps.slots[active][field].rawEntries(), desired[name], isArray);
+    const w = want.get(name)!;
+    if (!isArray && w.size > map.info.maxEntries) throw new CapacityError(`${name}_${target ? 'b' : 'a'}`, w.size, map.info.maxEntries);
+    const vsActive = diffAgainst(activeNow.get(field)!, w, isArray);
     if (vsActive.put.length || vsActive.del.length) changes[name] = { put: vsActive.put.length, del: vsActive.del.length };
-    return { map, diff: diffEntries(map.rawEntries(), desired[name], isArray) };
+    return { map, field, diff: diffAgainst(targetNow.get(field)!, w, isArray) };
   });
   const cfgNow = maps.config.rawEntries().find((e) => e.key.readUInt32LE(0) === active);
   const cfgActive = config(active);
   if (!cfgNow || !cfgNow.value.equals(cfgActive.value)) changes.sm_config = { put: 1, del: 0 };
   if (!Object.keys(changes).length) return { changes, slot: active };
-  for (const { map, diff } of plans) writeDiff(map, diff);
-  maps.config.setManyRaw([config(target)]);
+  try {
+    for (const { map, diff } of plans) writeDiff(map, diff);
+    maps.config.setManyRaw([config(target)]);
+  } catch (err) {
+    if (maps.mirror) maps.mirror[target] = undefined; // half-written: read it again next time
+    throw err;
+  }
+  if (maps.mirror) {
+    // Array maps keep their zeroed indexes: the mirror holds the non-zero ones and the zeros written.
+    maps.mirror[target] = new Map(plans.map(({ field, diff }) => {
+      const next = new Map(want.get(ORDER.find((o) => o[1] === field)![0])!);
+      if (ORDER.find((o) => o[1] === field)![2]) for (const e of diff.put) if (!next.has(e.key.toString('latin1'))) next.set(e.key.toString('latin1'), e.value);
+      return [field, next];
+    }));
+  }
   maps.setActiveSlot(target);
   return { changes, slot: target };
 }

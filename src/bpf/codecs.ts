@@ -202,8 +202,8 @@ export const SVC_COUNTER_NAMES: Record<Exclude<keyof typeof SVC_STATS, 'SM_SVC_S
 /** Capacities and limits of bpf/include/sockmesh.h (checked by compiling the header). */
 export const LIMITS = {
   SM_MAX_PODS: 1024,
-  SM_MAX_SERVICES: 1024,
-  SM_MAX_SERVICE_KEYS: 16384,
+  SM_MAX_SERVICES: 16384,
+  SM_MAX_SERVICE_KEYS: 65536,
   SM_MAX_PORT_RULES: 16384,
   SM_MAX_CIDR_RULES: 16384,
   SM_MAX_CONNS: 65536,

@@ -2,6 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
+import { AGENT_BENCH_DEFAULTS, AGENT_BENCH_QUICK, formatAgentBench, runAgentBench } from '../bench/agent.js';
 import { MODES, type BenchMode } from '../bench/env.js';
 import { formatTable, toSvg } from '../bench/report.js';
 import { runBench } from '../bench/run.js';
@@ -17,6 +18,7 @@ interface BenchOpts {
   seconds?: string;
   modes?: string;
   workloads?: string;
+  agent?: boolean;
 }
 
 function list<T extends string>(what: string, value: string | undefined, allowed: readonly T[]): T[] | undefined {
@@ -45,11 +47,25 @@ export function register(program: Command): void {
     .option('--seconds <s>', 'seconds per measurement (default 1, quick 0.3)')
     .option('--modes <list>', `comma-separated subset of ${MODES.join(',')}`)
     .option('--workloads <list>', `comma-separated subset of ${WORKLOADS.map((w) => w.id).join(',')}`)
+    .option('--agent', 'measure the node agent instead: 10,000-service apply, file switch latency, RSS, idle CPU (--quick: 1,000 services)')
     .addHelpText('after', `
 Builds its own namespaces (pod + remote server), cgroups and an HAProxy sidecar, runs the smload
 client against every mode on the same processes, and removes everything afterwards. Compare
 ratios within one run: the machine may be shared and noisy.`)
     .action(async (opts: BenchOpts) => {
+      if (opts.agent) {
+        const tty = process.stderr.isTTY;
+        installInterruptHandlers();
+        const res = await runAgentBench(opts.quick ? AGENT_BENCH_QUICK : AGENT_BENCH_DEFAULTS,
+          (m) => process.stderr.write(tty ? `\r\x1b[K${m}` : `${m}\n`));
+        if (tty) process.stderr.write('\r\x1b[K');
+        if (opts.out) {
+          mkdirSync(opts.out, { recursive: true });
+          writeFileSync(join(opts.out, 'bench-agent.json'), `${JSON.stringify(res, null, 2)}\n`);
+        }
+        process.stdout.write(opts.json ? `${JSON.stringify(res, null, 2)}\n` : `${formatAgentBench(res)}\n`);
+        return;
+      }
       const modes = list<BenchMode>('mode', opts.modes, MODES);
       const workloads = list('workload', opts.workloads, WORKLOADS.map((w) => w.id));
       const repeats = positive('--repeats', opts.repeats, 50);

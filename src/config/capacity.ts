@@ -4,9 +4,9 @@
 // the reconciler checks every write against the live map's own max_entries as well.
 export const CAPACITY = {
   /** sm_svc_state / sm_svc_auto: one slot per service id. */
-  services: 1024,
+  services: 16384,
   /** sm_services: one key per service address × port (an any-address service: one per port). */
-  serviceKeys: 16384,
+  serviceKeys: 65536,
   /** sm_pods: pods of one node. */
   pods: 1024,
   /** sm_ports: excluded and included ports of every pod together. */

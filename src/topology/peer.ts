@@ -4,6 +4,7 @@
 //   ask --host H --port P [--local-port L]                 one request per stdin line, one JSON reply line each
 //     (--local-port binds 127.0.0.1:L first, so two pods' connections can share one 4-tuple)
 //   stream --host H --port P --bytes N                     sends N bytes, reads N echoed back, prints digests
+//   probe --host H --port P                                per stdin line captured|direct: connect until so, print ms
 import { createHash } from 'node:crypto';
 import { connect, createServer, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
@@ -59,6 +60,34 @@ function ask(host: string, port: number, localPort?: number): void {
   });
   input.on('close', () => sock.end());
   sock.on('close', () => process.exit(0));
+}
+
+/**
+ * Waits for a capture decision to change, through the real capture path: for each stdin line
+ * `captured` or `direct`, connects to host:port over and over until the outcome is that (captured:
+ * the connect reaches the pod's sidecar; direct: the connect fails, the address being unreachable
+ * from the pod) and prints {"event":"changed","ms":…} with the time since the line arrived.
+ */
+function probe(host: string, port: number): void {
+  const input = createInterface({ input: process.stdin });
+  input.on('line', (want) => {
+    const t0 = process.hrtime.bigint();
+    const tries = { n: 0 };
+    const once = () => {
+      tries.n += 1;
+      const sock = connect({ host, port });
+      const done = (outcome: string) => {
+        sock.destroy();
+        if (outcome === want) out({ event: 'changed', want, ms: Number(process.hrtime.bigint() - t0) / 1e6, tries: tries.n });
+        else if (Number(process.hrtime.bigint() - t0) > 10e9) out({ event: 'timeout', want, tries: tries.n });
+        else setImmediate(once);
+      };
+      sock.once('connect', () => done('captured'));
+      sock.once('error', () => done('direct'));
+    };
+    once();
+  });
+  out({ event: 'ready' });
 }
 
 /** Deterministic bytes (xorshift), so both ends could regenerate them; digests compare the two. */
@@ -128,7 +157,8 @@ switch (positionals[0]) {
   case 'serve': serve(values.host, port, values.name, values.mode); break;
   case 'ask': ask(values.host, port, values['local-port'] ? Number(values['local-port']) : undefined); break;
   case 'stream': stream(values.host, port, Number(values.bytes)); break;
+  case 'probe': probe(values.host, port); break;
   default:
-    process.stderr.write('usage: peer serve|ask|stream --host H --port P [...]\n');
+    process.stderr.write('usage: peer serve|ask|stream|probe --host H --port P [...]\n');
     process.exit(2);
 }

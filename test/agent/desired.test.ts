@@ -41,10 +41,10 @@ describe('compileDesired', () => {
     ]);
   });
 
-  it('sets per-service flags and zeroes every other id of the array', () => {
-    expect(d.sm_svc_state).toHaveLength(16);
+  it('sets per-service flags for the ids in use (the reconciler zeroes the others)', () => {
+    expect(d.sm_svc_state.map((e) => e.key.readUInt32LE())).toEqual([0, 1, 2]);
     const flags = d.sm_svc_state.map((e) => svcStateCodec.decode(e.value).flags);
-    expect(flags.slice(0, 4)).toEqual([SVC_REDIRECT | SVC_SPLICE, SVC_REDIRECT | SVC_AUTO, 0, 0]);
+    expect(flags).toEqual([SVC_REDIRECT | SVC_SPLICE, SVC_REDIRECT | SVC_AUTO, 0]);
   });
 
   it('encodes the node-wide settings per slot, each pod with its sidecar, and its exclusions', () => {
@@ -107,7 +107,7 @@ describe('diffEntries', () => {
     expect(diffEntries([e(1, 1)], [e(1, 1)], false)).toEqual({ put: [], del: [] });
   });
 
-  it('never deletes from array maps', () => {
-    expect(diffEntries([e(1, 1), e(2, 0)], [e(1, 1)], true).del).toEqual([]);
+  it('never deletes from array maps: an index no longer in use goes back to zero', () => {
+    expect(diffEntries([e(1, 1), e(2, 0), e(3, 7)], [e(1, 1)], true)).toEqual({ put: [e(3, 0)], del: [] });
   });
 });

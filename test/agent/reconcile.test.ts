@@ -73,8 +73,9 @@ function fakeMaps() {
   return { maps, slots, config, state, all, active: () => all(state.gen) };
 }
 
+/** Map contents; zero entries of array maps are left out (an unused index is zero). */
 function dumpAll(all: FakeMap[]): Record<string, string[]> {
-  return Object.fromEntries(all.map((m) => [m.name.replace(/_[ab]$/, ''), m.dump()]));
+  return Object.fromEntries(all.map((m) => [m.name.replace(/_[ab]$/, ''), m.dump().filter((l) => !(m.isArray && /=0+$/.test(l)))]));
 }
 
 const NAMES: Record<string, keyof DesiredMaps> = {
@@ -82,7 +83,8 @@ const NAMES: Record<string, keyof DesiredMaps> = {
 };
 
 function desiredDump(d: DesiredMaps): Record<string, string[]> {
-  return Object.fromEntries(Object.entries(NAMES).map(([n, k]) => [n, d[k].map((e) => `${e.key.toString('hex')}=${e.value.toString('hex')}`).sort()]));
+  return Object.fromEntries(Object.entries(NAMES).map(([n, k]) => [n, d[k].map((e) => `${e.key.toString('hex')}=${e.value.toString('hex')}`)
+    .filter((l) => !(k === 'sm_svc_state' && /=0+$/.test(l))).sort()]));
 }
 
 function pods(cfg: MeshConfig, n: number): ResolvedPod[] {

@@ -127,9 +127,9 @@ privileged('hostile input and faults', () => {
       const before = mapDump(instance);
       const many = (n: number, f: (i: number) => string) => Array.from({ length: n }, (_, i) => f(i)).join('\n');
       const cases: Array<[string, RegExp]> = [
-        [`services:\n${many(1100, (i) => `  - { name: s${i}, ports: [${1000 + i}] }`)}`, /services: 1100 services, the kernel map sm_svc_state holds 1024/],
-        [`services:\n${many(1000, (i) => `  - { name: s${i}, addresses: [10.1.${i >> 8}.${i & 255}], ports: [${many(20, (p) => String(2000 + p)).split('\n').join(', ')}] }`)}`,
-          /services: 20000 service keys \(addresses × ports\), the kernel map sm_services holds 16384/],
+        [`services:\n${many(17000, (i) => `  - { name: s${i}, addresses: [10.1.${i >> 8}.${i & 255}], ports: [80] }`)}`, /services: 17000 services, the kernel map sm_svc_state holds 16384/],
+        [`services:\n${many(1000, (i) => `  - { name: s${i}, addresses: [10.1.${i >> 8}.${i & 255}], ports: [${many(70, (p) => String(2000 + p)).split('\n').join(', ')}] }`)}`,
+          /services: 70000 service keys \(addresses × ports\), the kernel map sm_services holds 65536/],
         [`services: []\nexclude: { outboundPorts: [${many(20000, (i) => String(1 + i)).split('\n').join(', ')}] }`, /capture\.excludeOutboundPorts: 20000 excluded and included ports/],
         [`services: []\nexclude: { outboundCIDRs: [${many(20000, (i) => `10.${i >> 8}.${i & 255}.0/24`).split('\n').join(', ')}] }`, /capture\.excludeOutboundCIDRs: 20000 excluded and included CIDRs/],
         [`services: []\npods:\n${many(1100, (i) => `  - { name: p${i}, cgroup: c${i}, netns: n${i} }`)}`, /pods: 1100 pods, the kernel map sm_pods holds 1024/],

@@ -173,7 +173,7 @@ ${extra}`;
     expect(rw(after) - rw(before)).toBe(3);
     expect(captured(after) - captured(before)).toBe(3);
     expect(value(after, 'sockmesh_map_entries', { map: 'pods' })).toBe(2);
-    expect(value(after, 'sockmesh_map_capacity', { map: 'services' })).toBe(16384);
+    expect(value(after, 'sockmesh_map_capacity', { map: 'services' })).toBe(65536);
     expect(after.find((f) => f.name === 'sockmesh_reconcile_duration_seconds')?.type).toBe('HISTOGRAM');
     expect(after.find((f) => f.name === 'sockmesh_build_info')?.metrics[0].labels?.version).toMatch(/^\d+\.\d+\.\d+$/);
   });

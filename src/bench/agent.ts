@@ -1,0 +1,189 @@
+// `sockmesh bench --agent`: the node agent's own targets, measured on a private node of 100 pods
+// (namespaces and cgroups this run makes and removes) with 10,000 services × 2 ports:
+//   - apply of the whole config into an empty instance (validated config -> kernel maps);
+//   - a one-service switch in the file reaching the kernel, timed by a client in a pod that
+//     connects through the real capture path until the outcome changes (p50/p90/p99 of N);
+//   - the agent's RSS with that config and those pods, and its CPU while nothing changes.
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { applyConfig } from '../agent/instance.js';
+import { resolvePods } from '../agent/pods.js';
+import { ensureBpffs, pinRoot } from '../bpf/bpffs.js';
+import { loadAndPin, pinLayout, unpin } from '../bpf/datapath.js';
+import { InstanceMaps } from '../bpf/maps.js';
+import { defaultObjectPath } from '../bpf/programs.js';
+import { parseConfigText } from '../config/load.js';
+import { execTool } from '../util/exec.js';
+import { checkInterrupted } from '../util/interrupt.js';
+import { packageRoot } from '../util/paths.js';
+import { NodeTopology } from '../topology/node.js';
+import { Proc } from '../topology/proc.js';
+import { spread, type Spread } from './stats.js';
+
+export interface AgentBenchOptions {
+  services: number;
+  pods: number;
+  switches: number;
+  /** Seconds the agent is watched for CPU while nothing changes. */
+  idleSeconds: number;
+}
+
+export const AGENT_BENCH_DEFAULTS: AgentBenchOptions = { services: 10_000, pods: 100, switches: 100, idleSeconds: 10 };
+export const AGENT_BENCH_QUICK: AgentBenchOptions = { services: 1000, pods: 10, switches: 10, idleSeconds: 2 };
+
+export interface Target {
+  what: string;
+  target: string;
+  measured: string;
+  met: boolean;
+}
+
+export interface AgentBenchResult {
+  options: AgentBenchOptions;
+  kernel: string;
+  /** Milliseconds: validated config -> maps of a fresh instance (3 fresh instances). */
+  applyMs: Spread;
+  /** Milliseconds to find the pods (cgroups, netns cookies). */
+  resolvePodsMs: Spread;
+  /** Milliseconds to read and validate the config file. */
+  parseMs: Spread;
+  switchMs: { p50: number; p90: number; p99: number; max: number; n: number };
+  rssMiB: number;
+  idleCpuPercent: number;
+  targets: Target[];
+}
+
+function quantile(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
+}
+
+function configText(o: AgentBenchOptions, node: NodeTopology, probeRedirect: boolean): string {
+  const lines = ['services:'];
+  for (let i = 0; i < o.services; i++) {
+    lines.push(`  - { name: s${i}, addresses: [10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}], ports: [8080, 8443] }`);
+  }
+  lines.push(`  - { name: probe, addresses: [10.250.0.1], ports: [9080], redirect: ${probeRedirect} }`);
+  lines.push('pods:');
+  [...node.pods.values()].forEach((p, i) => {
+    lines.push(`  - { name: ${p.name}, cgroup: ${p.name}, netns: ${p.netns}, addresses: [10.201.${i >> 8}.${(i & 255) + 1}] }`);
+  });
+  return `${lines.join('\n')}\n`;
+}
+
+function procStat(pid: number): { rssKiB: number; cpuTicks: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const rss = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { rssKiB: rss, cpuTicks: Number(fields[11]) + Number(fields[12]) };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function runAgentBench(o: AgentBenchOptions, progress: (m: string) => void): Promise<AgentBenchResult> {
+  const tag = `bench${process.pid}`;
+  const dir = mkdtempSync(join(tmpdir(), 'sockmesh-bench-'));
+  const cfgPath = join(dir, 'mesh.yaml');
+  const podNames = Array.from({ length: o.pods }, (_, i) => `p${String(i).padStart(3, '0')}`);
+  progress(`creating ${o.pods} pods (namespaces and cgroups)`);
+  const node = await NodeTopology.create(tag, podNames);
+  let agent: Proc | undefined;
+  const instance = `${tag}g`;
+  try {
+    const peer = join(packageRoot(), 'dist/src/topology/peer.js');
+    const probePod = podNames[0];
+    const sidecar = node.spawn(probePod, process.execPath, [peer, 'serve', '--host', '127.0.0.1', '--port', '15001', '--name', 'sidecar', '--mode', 'whoami'], 'sidecar');
+    const prober = node.spawn(probePod, process.execPath, [peer, 'probe', '--host', '10.250.0.1', '--port', '9080'], 'prober');
+    await Promise.all([sidecar, prober].map((p) => p.waitFor((l) => l.event === 'ready', 30_000)));
+    writeFileSync(cfgPath, configText(o, node, true));
+
+    // Parse, pod resolution and apply into fresh, empty instances (not attached anywhere).
+    const parse: number[] = [];
+    const resolve: number[] = [];
+    const apply: number[] = [];
+    await ensureBpffs();
+    for (let r = 0; r < 3; r++) {
+      checkInterrupted();
+      progress(`apply of ${o.services} services × 2 ports and ${o.pods} pods into an empty instance, ${r + 1}/3`);
+      let t = performance.now();
+      const cfg = parseConfigText(readFileSync(cfgPath, 'utf8'), cfgPath);
+      parse.push(performance.now() - t);
+      const layout = pinLayout(pinRoot(`${tag}a${r}`));
+      await loadAndPin(layout, defaultObjectPath());
+      const maps = new InstanceMaps(layout);
+      try {
+        t = performance.now();
+        const found = await resolvePods(cfg, node.parent, {}, {});
+        resolve.push(performance.now() - t);
+        t = performance.now();
+        applyConfig(maps, cfg, {}, found.pods);
+        apply.push(performance.now() - t);
+      } finally {
+        maps.close();
+        unpin(layout);
+      }
+    }
+
+    progress('starting the agent');
+    agent = new Proc('agent', process.execPath, [join(packageRoot(), 'bin/sockmesh.js'), 'agent', '--config', cfgPath, '--cgroup', node.parent,
+      '--instance', instance, '--listen', '127.0.0.1:0']);
+    await agent.waitFor((l) => l.msg === 'agent ready', 120_000);
+    await sleep(1000);
+    const idle0 = procStat(agent.pid);
+    progress(`watching the idle agent for ${o.idleSeconds} s`);
+    await sleep(o.idleSeconds * 1000);
+    const idle1 = procStat(agent.pid);
+    const idleCpuPercent = ((idle1.cpuTicks - idle0.cpuTicks) / 100 / o.idleSeconds) * 100;
+    const rssMiB = Math.max(idle0.rssKiB, idle1.rssKiB) / 1024;
+
+    const switches: number[] = [];
+    for (let i = 0; i < o.switches; i++) {
+      checkInterrupted();
+      progress(`service switch ${i + 1}/${o.switches} in the file`);
+      const captured = i % 2 === 1;
+      const tmp = join(dir, `.mesh.yaml.${i}`);
+      writeFileSync(tmp, configText(o, node, captured));
+      const seen = prober.lines.length;
+      prober.send(captured ? 'captured' : 'direct');
+      renameSync(tmp, cfgPath);
+      const line = await prober.waitFor((l) => prober.lines.indexOf(l) >= seen && (l.event === 'changed' || l.event === 'timeout'), 30_000);
+      if (line.event !== 'changed') throw new Error(`switch ${i + 1}: the capture decision did not change within 10 s`);
+      switches.push(Number(line.ms));
+      await sleep(20);
+    }
+    const sorted = [...switches].sort((a, b) => a - b);
+    const switchMs = { p50: quantile(sorted, 0.5), p90: quantile(sorted, 0.9), p99: quantile(sorted, 0.99), max: sorted[sorted.length - 1], n: sorted.length };
+    const applyMs = spread(apply);
+    const fmt = (n: number, unit: string) => `${n.toFixed(n < 10 ? 2 : 1)} ${unit}`;
+    const targets: Target[] = [
+      { what: `apply ${o.services} services × 2 ports into an empty instance (median)`, target: '< 1000 ms', measured: fmt(applyMs.median, 'ms'), met: applyMs.median < 1000 },
+      { what: `one-service switch in the file -> kernel, p99 of ${switchMs.n}`, target: '< 100 ms', measured: fmt(switchMs.p99, 'ms'), met: switchMs.p99 < 100 },
+      { what: `agent RSS with ${o.services} services and ${o.pods} pods`, target: '< 80 MiB', measured: fmt(rssMiB, 'MiB'), met: rssMiB < 80 },
+      { what: `agent CPU while nothing changes (${o.idleSeconds} s)`, target: '~0 %', measured: fmt(idleCpuPercent, '%'), met: idleCpuPercent < 1 },
+    ];
+    return {
+      options: o, kernel: (await execTool('uname', ['-r'])).stdout.trim(), applyMs, resolvePodsMs: spread(resolve), parseMs: spread(parse),
+      switchMs, rssMiB, idleCpuPercent, targets,
+    };
+  } finally {
+    progress('cleaning up');
+    await agent?.kill();
+    await execTool(process.execPath, [join(packageRoot(), 'bin/sockmesh.js'), 'down', '--instance', instance]);
+    for (let r = 0; r < 3; r++) unpin(pinLayout(pinRoot(`${tag}a${r}`)));
+    await node.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export function formatAgentBench(r: AgentBenchResult): string {
+  const rows = [['target', 'goal', 'measured', ''], ...r.targets.map((t) => [t.what, t.target, t.measured, t.met ? 'met' : 'MISSED'])];
+  const w = rows[0].map((_, i) => Math.max(...rows.map((x) => x[i].length)));
+  const table = rows.map((x) => x.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd()).join('\n');
+  const ms = (s: Spread) => `${s.median.toFixed(1)} ms (${s.min.toFixed(1)}–${s.max.toFixed(1)})`;
+  return `${table}
+
+kernel ${r.kernel}; ${r.options.services} services × 2 ports, ${r.options.pods} pods
+parse+validate ${ms(r.parseMs)}, find pods ${ms(r.resolvePodsMs)}, apply ${ms(r.applyMs)}
+switch p50 ${r.switchMs.p50.toFixed(1)} ms, p90 ${r.switchMs.p90.toFixed(1)} ms, p99 ${r.switchMs.p99.toFixed(1)} ms, max ${r.switchMs.max.toFixed(1)} ms (n=${r.switchMs.n})`;
+}
