@@ -188,7 +188,7 @@ export class NodeAgent {
         ...rec, config, configSource: this.opts.configPath, serviceIds: ids, podIds: this.podIds,
         pods: this.pods.pods.map(podSummary), updatedAt: new Date().toISOString(),
       };
-      writeRecord(this.record);
+      this.scheduleRecordWrite();
       this.metrics.reconcileSeconds.observe(ms / 1000);
       this.metrics.lastApplied.setToCurrentTime();
       this.lastApply = { at: new Date().toISOString(), changes: report.changes, ms };
@@ -202,9 +202,28 @@ export class NodeAgent {
     }
   }
 
+  private recordTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * Writes the record a moment after the last apply: with 10,000 services it is megabytes of
+   * JSON, and a burst of edits needs only the last. The kernel is never behind it: an agent that
+   * dies before the write re-applies from its source on start. `status` and `stop` flush it.
+   */
+  private scheduleRecordWrite(): void {
+    clearTimeout(this.recordTimer);
+    this.recordTimer = setTimeout(() => this.flushRecord(), 200);
+  }
+
+  private flushRecord(): void {
+    clearTimeout(this.recordTimer);
+    this.recordTimer = undefined;
+    if (this.record) writeRecord(this.record);
+  }
+
   private async onRequest(req: ControlRequest): Promise<unknown> {
     switch (req.op) {
       case 'status':
+        this.flushRecord();
         return {
           ...(await status(this.opts.instance)),
           agent: {
@@ -236,6 +255,7 @@ export class NodeAgent {
     await this.http?.stop();
     await this.control?.stop();
     await this.queue;
+    if (this.recordTimer) this.flushRecord();
     this.maps?.close();
     this.maps = undefined;
     this.lock?.release();

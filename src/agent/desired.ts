@@ -7,11 +7,42 @@ import {
 } from '../bpf/codecs.js';
 import { Codes, UserError } from '../errors.js';
 import { parseCidr } from '../net/addr.js';
+import type { Codec } from '../bpf/codec.js';
 import type { CaptureConfig, MeshConfig, SidecarConfig } from '../config/model.js';
 
 export interface Entry {
   key: Buffer;
   value: Buffer;
+  /** Key and value bytes as latin1 strings, when the producer has them (see StrEntry). */
+  k?: string;
+  v?: string;
+}
+
+/**
+ * An entry held as latin1 strings: the agent keeps tens of thousands of these between applies,
+ * and small strings cost far less (heap and GC) than as many small Buffers, each with its own
+ * backing store. Buffers are made only when asked for (writes, tests).
+ */
+export class StrEntry implements Entry {
+  constructor(readonly k: string, readonly v: string) {}
+
+  get key(): Buffer {
+    return Buffer.from(this.k, 'latin1');
+  }
+
+  get value(): Buffer {
+    return Buffer.from(this.v, 'latin1');
+  }
+}
+
+const scratch = Buffer.alloc(64);
+
+/** Encodes key and value into a scratch buffer and keeps them as strings. */
+function strEntry<K, V>(kc: Codec<K>, key: K, vc: Codec<V>, value: V): StrEntry {
+  kc.encode(key, scratch, 0);
+  const k = scratch.toString('latin1', 0, kc.size);
+  vc.encode(value, scratch, 0);
+  return new StrEntry(k, scratch.toString('latin1', 0, vc.size));
 }
 
 /** Map contents by map name (without the slot suffix); for the array map sm_svc_state, the ids in
@@ -98,16 +129,15 @@ export type CompileCache = Map<string, Entry[]>;
 export function compileDesired(cfg: MeshConfig, ids: ServiceIds, svcStateSize: number, pods: ResolvedPod[], cache?: CompileCache): DesiredMaps {
   const services: Entry[] = [];
   const states = new Map<number, number>();
-  if (cache && cache.size > 2 * cfg.services.length + 1024) cache.clear();
+  if (cache && cache.size > 4 * cfg.services.length + 1024) cache.clear();
   for (const s of cfg.services) {
     const id = ids[s.name];
     const ck = `${id}|${s.addresses.join(',')}|${s.ports.join(',')}`;
     let entries = cache?.get(ck);
     if (!entries) {
-      const value = svcValCodec.encode({ serviceId: id });
       entries = [];
       for (const addr of s.addresses.length ? s.addresses : [null]) {
-        for (const port of s.ports) entries.push({ key: svcKeyCodec.encode({ addr, port }), value });
+        for (const port of s.ports) entries.push(strEntry(svcKeyCodec, { addr, port }, svcValCodec, { serviceId: id }));
       }
       cache?.set(ck, entries);
     }
@@ -118,7 +148,13 @@ export function compileDesired(cfg: MeshConfig, ids: ServiceIds, svcStateSize: n
   const sm_svc_state: Entry[] = [];
   for (const [id, flags] of [...states].sort((a, b) => a[0] - b[0])) {
     if (id >= svcStateSize) throw new UserError(Codes.CONFIG_INVALID, `service id ${id} is beyond the kernel map's ${svcStateSize} entries`);
-    sm_svc_state.push({ key: u32Codec.encode(id), value: svcStateCodec.encode({ flags }) });
+    const sk = `state|${id}|${flags}`;
+    let e = cache?.get(sk)?.[0];
+    if (!e) {
+      e = strEntry(u32Codec, id, svcStateCodec, { flags });
+      cache?.set(sk, [e]);
+    }
+    sm_svc_state.push(e);
   }
   const one = u8Codec.encode(1);
   const sm_pods: Entry[] = [];

@@ -46,8 +46,8 @@ export type RawMap = Pick<BpfMap<unknown, unknown>, 'rawEntries' | 'setManyRaw' 
   info: { maxEntries: number };
 };
 
-/** What the agent knows each slot holds: map field -> (key bytes as latin1 -> value). */
-export type SlotContents = Map<keyof SlotMaps, Map<string, Buffer>>;
+/** What the agent knows each slot holds: map field -> (key bytes -> value bytes, as latin1). */
+export type SlotContents = Map<keyof SlotMaps, Map<string, string>>;
 
 /** What reconcile needs of the instance's maps (InstanceMaps, or a fake in tests). */
 export interface ReconcileMaps {
@@ -85,24 +85,25 @@ function writeDiff(map: RawMap, diff: MapDiff): void {
   map.setManyRaw(diff.put);
 }
 
-function toMap(entries: Entry[]): Map<string, Buffer> {
-  const m = new Map<string, Buffer>();
-  for (const e of entries) m.set(e.key.toString('latin1'), e.value);
+function toMap(entries: Entry[]): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const e of entries) m.set(e.k ?? e.key.toString('latin1'), e.v ?? e.value.toString('latin1'));
   return m;
 }
 
-/** diffEntries over a known content map (see diffEntries for array maps). */
-function diffAgainst(have: Map<string, Buffer>, desired: Map<string, Buffer>, isArray: boolean): MapDiff {
+const ZEROS = /^\0*$/;
+
+/** diffEntries over known contents (see diffEntries for array maps). */
+function diffAgainst(have: Map<string, string>, desired: Map<string, string>, isArray: boolean): MapDiff {
   const put: Entry[] = [];
   for (const [k, v] of desired) {
-    const cur = have.get(k);
-    if (!cur || !cur.equals(v)) put.push({ key: Buffer.from(k, 'latin1'), value: v });
+    if (have.get(k) !== v) put.push({ key: Buffer.from(k, 'latin1'), value: Buffer.from(v, 'latin1') });
   }
   const del: Buffer[] = [];
   for (const [k, v] of have) {
     if (desired.has(k)) continue;
     if (!isArray) del.push(Buffer.from(k, 'latin1'));
-    else if (v.some((b) => b !== 0)) put.push({ key: Buffer.from(k, 'latin1'), value: Buffer.alloc(v.length) });
+    else if (!ZEROS.test(v)) put.push({ key: Buffer.from(k, 'latin1'), value: Buffer.alloc(v.length) });
   }
   return { put, del };
 }
@@ -159,7 +160,7 @@ export function reconcile(maps: ReconcileMaps, desired: DesiredMaps, config: (sl
     // Array maps keep their zeroed indexes: the mirror holds the non-zero ones and the zeros written.
     maps.mirror[target] = new Map(plans.map(({ field, diff }) => {
       const next = new Map(want.get(ORDER.find((o) => o[1] === field)![0])!);
-      if (ORDER.find((o) => o[1] === field)![2]) for (const e of diff.put) if (!next.has(e.key.toString('latin1'))) next.set(e.key.toString('latin1'), e.value);
+      if (ORDER.find((o) => o[1] === field)![2]) for (const e of diff.put) if (!next.has(e.key.toString('latin1'))) next.set(e.key.toString('latin1'), e.value.toString('latin1'));
       return [field, next];
     }));
   }

@@ -165,8 +165,14 @@ function service(c: Checker, path: string, raw: unknown): ServiceConfig | undefi
   return { name, addresses, ports, redirect, splice };
 }
 
+/**
+ * Services already validated, by their parsed object: a long-lived caller that re-parses
+ * incrementally (the agent) gets the same frozen object for an unchanged item and skips it.
+ */
+export type ServiceCache = WeakMap<object, ServiceConfig>;
+
 /** Validates a parsed config document; throws ConfigError listing every problem. */
-export function validateConfig(raw: unknown, source: string): MeshConfig {
+export function validateConfig(raw: unknown, source: string, cache?: ServiceCache): MeshConfig {
   const c = new Checker();
   // An empty document (empty file, only comments, /dev/null) is a mistake, never "no services":
   // applied to a live instance it would switch every service off.
@@ -187,8 +193,15 @@ export function validateConfig(raw: unknown, source: string): MeshConfig {
   const services: ServiceConfig[] = [];
   const rawServices = top.services === undefined ? [] : c.array('services', top.services) ?? [];
   rawServices.forEach((s, i) => {
+    const known = cache && typeof s === 'object' && s !== null ? cache.get(s) : undefined;
+    if (known) {
+      services.push(known);
+      return;
+    }
+    const before = c.issues.length;
     const svc = service(c, `services[${i}]`, s);
     if (svc) services.push(svc);
+    if (svc && cache && c.issues.length === before && Object.isFrozen(s)) cache.set(s as object, svc);
   });
   const seenNames = new Map<string, number>();
   const seenKeys = new Map<string, string>();

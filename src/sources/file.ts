@@ -5,7 +5,7 @@
 // keeps the last good state.
 import { statSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
-import { parseConfigText, readConfigFile } from '../config/load.js';
+import { newParseCaches, parseConfigText, readConfigFile, type ParseCaches } from '../config/load.js';
 import type { MeshConfig } from '../config/model.js';
 import { ConfigError, describe } from '../errors.js';
 
@@ -21,10 +21,10 @@ export interface FileSourceOptions {
   pollMs?: number;
 }
 
-/** Reads and validates the file once. */
-export function readSource(path: string): SourceEvent {
+/** Reads and validates the file once (with `caches`, re-parsing only what changed since). */
+export function readSource(path: string, caches?: ParseCaches): SourceEvent {
   try {
-    return { kind: 'config', config: parseConfigText(readConfigFile(path), path), source: path };
+    return { kind: 'config', config: parseConfigText(readConfigFile(path), path, caches), source: path };
   } catch (e) {
     if (e instanceof ConfigError) return { kind: 'rejected', source: path, issues: e.issues, message: e.message };
     const missing = (e as { cause?: NodeJS.ErrnoException }).cause?.code === 'ENOENT';
@@ -40,6 +40,7 @@ export class FileSource {
   private poll: NodeJS.Timeout | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stamp = '';
+  private readonly caches: ParseCaches = newParseCaches();
 
   constructor(path: string, private readonly onEvent: (e: SourceEvent) => void, private readonly opts: FileSourceOptions = {}) {
     this.path = resolve(path);
@@ -56,20 +57,20 @@ export class FileSource {
 
   private schedule(): void {
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.emit(), this.opts.debounceMs ?? 5);
+    this.timer = setTimeout(() => this.emit(), this.opts.debounceMs ?? 2);
   }
 
   private emit(): void {
     const stamp = this.fileStamp();
     if (stamp === this.stamp) return;
     this.stamp = stamp;
-    this.onEvent(readSource(this.path));
+    this.onEvent(readSource(this.path, this.caches));
   }
 
   /** Emits the current state once, then on every change. */
   start(): void {
     this.stamp = this.fileStamp();
-    this.onEvent(readSource(this.path));
+    this.onEvent(readSource(this.path, this.caches));
     const name = basename(this.path);
     this.watcher = watch(dirname(this.path), { persistent: true }, (_event, file) => {
       if (file === null || file === name) this.schedule();

@@ -50,6 +50,8 @@ export class NodeTopology {
     if (r.code !== 0) throw new SockmeshError(Codes.TOPOLOGY, `ip netns add ${netns}: ${r.stderr.trim()}`);
     this.made.push(`netns:${netns}`);
     await execTool('ip', ['-n', netns, 'link', 'set', 'lo', 'up']);
+    // Short connections by the thousand (benchmarks, probes): let TIME_WAIT ports be reused.
+    await execTool('ip', ['netns', 'exec', netns, 'sysctl', '-q', '-w', 'net.ipv4.tcp_tw_reuse=1', 'net.ipv4.ip_local_port_range=1024 65000']);
     const p = { name: pod, cgroup, netns };
     this.pods.set(pod, p);
     return p;

@@ -80,10 +80,11 @@ function probe(host: string, port: number): void {
         sock.destroy();
         if (outcome === want) out({ event: 'changed', want, ms: Number(process.hrtime.bigint() - t0) / 1e6, tries: tries.n });
         else if (Number(process.hrtime.bigint() - t0) > 10e9) out({ event: 'timeout', want, tries: tries.n });
-        else setImmediate(once);
+        else setTimeout(once, 1); // at most ~1,000 tries a second: no port exhaustion, 1 ms resolution
       };
       sock.once('connect', () => done('captured'));
-      sock.once('error', () => done('direct'));
+      // Only "unreachable" means the connection went direct; anything else is tried again.
+      sock.once('error', (e: NodeJS.ErrnoException) => done(e.code === 'ENETUNREACH' || e.code === 'EHOSTUNREACH' ? 'direct' : 'other'));
     };
     once();
   });
