@@ -22,6 +22,15 @@ static __always_inline struct sm_config *sm_get_config(__u32 slot)
 	return cfg;
 }
 
+/* The queue a spliced socket's peer may hold (sm_config.splice_queue_bytes of the active slot). */
+static __always_inline __u32 sm_splice_queue_bytes(void)
+{
+	__u32 slot = sm_active_slot();
+	struct sm_config *cfg = bpf_map_lookup_elem(&sm_config, &slot);
+
+	return cfg ? cfg->splice_queue_bytes : 0;
+}
+
 /* The meshed pod of a network namespace: its own entry, else the any-namespace entry (0). */
 static __always_inline struct sm_pod *sm_find_pod(__u32 slot, __u64 netns)
 {

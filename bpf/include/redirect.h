@@ -9,7 +9,9 @@
  *   - the peer has read every byte this socket ever sent through the stack
  *     (peer->copied_seq == self->write_seq: both count the stack bytes of this direction only),
  *     which makes reordering impossible whenever a socket switches path, and
- *   - the peer's receive memory is below its receive buffer, as TCP's window would demand.
+ *   - the peer's receive memory is below its receive buffer (or the configured queue size, when
+ *     larger: TCP would have grown the buffer of a reader that keeps up, and a psock reader never
+ *     triggers that), as TCP's window would demand.
  * Otherwise the message takes the stack, where TCP's window and the sender's sndbuf bound it and
  * block the writer like any TCP flow. Once the reader drains, redirecting resumes.
  */
@@ -17,6 +19,7 @@
 #define SOCKMESH_REDIRECT_H
 
 #include <bpf/bpf_core_read.h>
+#include "config.h"
 #include "kernel.h"
 #include "maps.h"
 #include "stats.h"
@@ -63,7 +66,7 @@ static __always_inline enum sm_path sm_msg_path(struct sk_msg_md *msg, const str
 		return SM_PATH_NO_PEER;
 	if (rx.copied_seq != self->write_seq)
 		return SM_PATH_ORDER;
-	if (rx.rmem_alloc >= rx.rcvbuf)
+	if (rx.rmem_alloc >= rx.rcvbuf && rx.rmem_alloc >= (int)sm_splice_queue_bytes())
 		return SM_PATH_FULL;
 	return SM_PATH_REDIRECT;
 }

@@ -72,6 +72,10 @@ struct sm_config {
 	__u32 auto_seg_bytes;
 	__u32 auto_min_segs;
 	__u32 auto_votes;
+	/* A spliced socket's peer takes redirected data while its receive memory is below the larger
+	 * of its sk_rcvbuf and this (include/redirect.h): TCP would have grown the buffer of a reader
+	 * that keeps up, which a psock reader never triggers. */
+	__u32 splice_queue_bytes;
 };
 
 /* A meshed pod, by its netns cookie (0: any namespace, the single-pod form without --netns). */
@@ -182,7 +186,7 @@ enum sm_svc_stat {
 	SM_SVC_STAT_MAX = 3,
 };
 
-_Static_assert(sizeof(struct sm_config) == 16, "sm_config layout");
+_Static_assert(sizeof(struct sm_config) == 20, "sm_config layout");
 _Static_assert(sizeof(struct sm_pod) == 40, "sm_pod layout");
 _Static_assert(sizeof(struct sm_svc_auto) == 8, "sm_svc_auto layout");
 _Static_assert(sizeof(struct sm_svc_key) == 20, "sm_svc_key layout");

@@ -115,6 +115,7 @@ export function configEntry(cfg: MeshConfig, slot: number): Entry {
       autoSegBytes: cfg.autoSplice.segmentBytes,
       autoMinSegs: cfg.autoSplice.minSegments,
       autoVotes: cfg.autoSplice.votes,
+      spliceQueueBytes: cfg.spliceQueueBytes,
     }),
   };
 }

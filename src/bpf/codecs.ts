@@ -20,6 +20,7 @@ export interface SmConfig {
   autoSegBytes: number;
   autoMinSegs: number;
   autoVotes: number;
+  spliceQueueBytes: number;
 }
 
 export const configCodec = struct<SmConfig>('sm_config', [
@@ -27,6 +28,7 @@ export const configCodec = struct<SmConfig>('sm_config', [
   ['auto_seg_bytes', 'u32', 'autoSegBytes'],
   ['auto_min_segs', 'u32', 'autoMinSegs'],
   ['auto_votes', 'u32', 'autoVotes'],
+  ['splice_queue_bytes', 'u32', 'spliceQueueBytes'],
 ]);
 
 export interface SmPod {

@@ -81,6 +81,8 @@ export interface MeshConfig {
   services: ServiceConfig[];
   exclude: ExcludeConfig;
   capture: CaptureConfig;
+  /** How much redirected data a spliced socket may queue for its reader (at least its rcvbuf). */
+  spliceQueueBytes: number;
   /** Listed pods; empty: the single-pod form (the --cgroup and --netns of the instance). */
   pods: PodConfig[];
 }

@@ -86,6 +86,8 @@ function join(path: string, key: string | number): string {
 }
 
 const UID_MAX = 0xfffffffe;
+/** Default of spliceQueueBytes: 4 MiB per spliced socket, within what one TCP flow may hold (see bpf/include/redirect.h). */
+export const SPLICE_QUEUE_DEFAULT = 4 * 1024 * 1024;
 
 const SIDECAR_DEFAULTS: SidecarConfig = { uid: 1337, gid: 1337, address: '127.0.0.1', outboundPort: 15001, inboundPort: 15006 };
 
@@ -180,7 +182,9 @@ export function validateConfig(raw: unknown, source: string, cache?: ServiceCach
     c.fail('', 'the config is empty; to mesh no services, write `services: []`');
     throw new ConfigError(source, c.issues);
   }
-  const top = c.object('', raw, ['sidecar', 'services', 'exclude', 'capture', 'autoSplice', 'pods']) ?? {};
+  const top = c.object('', raw, ['sidecar', 'services', 'exclude', 'capture', 'autoSplice', 'spliceQueueBytes', 'pods']) ?? {};
+  const spliceQueueBytes = top.spliceQueueBytes === undefined ? SPLICE_QUEUE_DEFAULT
+    : c.int('spliceQueueBytes', top.spliceQueueBytes, 65536, 64 * 1024 * 1024) ?? SPLICE_QUEUE_DEFAULT;
   if (top.services === undefined) c.fail('services', 'is required (write `services: []` to mesh no services)');
   const au = c.object('autoSplice', top.autoSplice ?? {}, ['segmentBytes', 'minSegments', 'votes']) ?? {};
   const autoSplice = {
@@ -245,7 +249,7 @@ export function validateConfig(raw: unknown, source: string, cache?: ServiceCach
   checkCapacity(c, services, capture, pods);
 
   if (c.issues.length) throw new ConfigError(source, c.issues);
-  return { autoSplice, sidecar: sc, services, exclude: { outboundPorts, outboundCIDRs }, capture, pods };
+  return { autoSplice, sidecar: sc, services, exclude: { outboundPorts, outboundCIDRs }, capture, spliceQueueBytes, pods };
 }
 
 /** Every count against the kernel maps' capacity, so a config that cannot fit is refused whole. */
