@@ -9,7 +9,7 @@ import { Codes, SockmeshError } from '../errors.js';
 import { execTool } from '../util/exec.js';
 import { packageRoot } from '../util/paths.js';
 import { Proc } from './proc.js';
-import { removeCgroup } from './topology.js';
+import { teardown } from './topology.js';
 
 export interface NodePod {
   name: string;
@@ -79,10 +79,6 @@ export class NodeTopology {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await Promise.all(this.procs.map((p) => p.kill()));
-    for (const item of this.made.reverse()) {
-      if (item.startsWith('netns:')) await execTool('ip', ['netns', 'del', item.slice(6)]);
-      else await removeCgroup(item);
-    }
+    await teardown(this.procs, this.made);
   }
 }

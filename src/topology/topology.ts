@@ -112,11 +112,19 @@ export class Topology {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await Promise.all(this.procs.map((p) => p.kill()));
-    for (const item of this.made.reverse()) {
-      if (item.startsWith('netns:')) await execTool('ip', ['netns', 'del', item.slice(6)]);
-      else await removeCgroup(item);
-    }
+    await teardown(this.procs, this.made);
+  }
+}
+
+/**
+ * Stops the processes a test bed started (by pid), then removes what it made in reverse order:
+ * `netns:NAME` entries are namespaces, the others cgroups.
+ */
+export async function teardown(procs: Proc[], made: string[]): Promise<void> {
+  await Promise.all(procs.map((p) => p.kill()));
+  for (const item of [...made].reverse()) {
+    if (item.startsWith('netns:')) await execTool('ip', ['netns', 'del', item.slice(6)]);
+    else await removeCgroup(item);
   }
 }
 
