@@ -11,6 +11,7 @@ import { pinRoot } from '../bpf/bpffs.js';
 import { InstanceMaps } from '../bpf/maps.js';
 import type { MeshConfig } from '../config/model.js';
 import { Codes, SockmeshError, UserError, describe } from '../errors.js';
+import { newParseCaches } from '../config/load.js';
 import { FileSource, readSource, type SourceEvent } from '../sources/file.js';
 import type { Logger } from '../util/log.js';
 import { VERSION } from '../version.js';
@@ -57,6 +58,8 @@ export class NodeAgent {
   private lastApply: { at: string; changes: Record<string, unknown>; ms: number } | undefined;
   /** What each slot holds and the encoded services, kept between applies (see reconcile.ts). */
   private readonly keep: { mirror: ReconcileMaps['mirror']; cache: CompileCache } = { mirror: [undefined, undefined], cache: new Map() };
+  /** The file source's parse caches, filled by the first read at start. */
+  private readonly parseCaches = newParseCaches();
   /** The instance record as this agent last wrote it (it holds the lock: nobody else writes it). */
   private record: InstanceRecord | undefined;
 
@@ -91,7 +94,7 @@ export class NodeAgent {
     try {
       const damaged = this.overrides.load().damaged;
       if (damaged) log.warn({ path: this.overrides.path, error: damaged }, 'override file is damaged; starting without overrides');
-      const first = readSource(this.opts.configPath);
+      const first = readSource(this.opts.configPath, this.parseCaches);
       const prev = readRecord(instance);
       if (first.kind === 'config') {
         this.lastGood = first.config;
@@ -127,7 +130,7 @@ export class NodeAgent {
         ready: () => this.ready,
       });
       await this.http.start();
-      this.source = new FileSource(this.opts.configPath, (e) => { void this.serialize(() => this.onSource(e)); });
+      this.source = new FileSource(this.opts.configPath, (e) => { void this.serialize(() => this.onSource(e)); }, {}, this.parseCaches);
       this.source.start();
       log.info({ instance, config: this.source.path, socket: socketPath(instance), listen: `${listen.host}:${this.http.port}` }, 'agent ready');
     } catch (err) {

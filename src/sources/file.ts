@@ -40,10 +40,12 @@ export class FileSource {
   private poll: NodeJS.Timeout | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stamp = '';
-  private readonly caches: ParseCaches = newParseCaches();
+  /** Parse caches shared with whoever read the file before (the agent's first read). */
+  private readonly caches: ParseCaches;
 
-  constructor(path: string, private readonly onEvent: (e: SourceEvent) => void, private readonly opts: FileSourceOptions = {}) {
+  constructor(path: string, private readonly onEvent: (e: SourceEvent) => void, private readonly opts: FileSourceOptions = {}, caches?: ParseCaches) {
     this.path = resolve(path);
+    this.caches = caches ?? newParseCaches();
   }
 
   private fileStamp(): string {
