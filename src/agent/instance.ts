@@ -17,6 +17,7 @@ import { checkMode } from '../config/validate.js';
 import { Codes, SockmeshError, UserError } from '../errors.js';
 import { applyRules, redirectCounts, removeRules } from '../iptables/apply.js';
 import { assignServiceIds, compileDesired, configEntry, type CompileCache, type ResolvedPod, type ServiceIds } from './desired.js';
+import { isLive, socketPath } from './control.js';
 import { withInstanceLock } from './lock.js';
 import { resolvePods, SINGLE_POD } from './pods.js';
 import { reconcile, reconcileMaps, type ReconcileMaps, type ReconcileReport } from './reconcile.js';
@@ -149,6 +150,13 @@ async function ebpfDown(layout: PinLayout, cgroup: string | undefined, instance:
   return { detached, pinsRemoved: pinned };
 }
 
+/** An agent owns its instance for its whole life: say so at once instead of waiting for its lock. */
+async function refuseWhileAgentRuns(instance: string, command: string): Promise<void> {
+  if (await isLive(socketPath(instance))) {
+    throw new UserError(Codes.INSTANCE_BUSY, `a sockmesh agent runs instance "${instance}": stop it (SIGTERM) before sockmesh ${command}, or change its config file`);
+  }
+}
+
 /** The identity of this process's mount namespace (mnt:[inode]). */
 function currentMntnsId(): string {
   return readlinkSync('/proc/self/ns/mnt');
@@ -203,6 +211,7 @@ export async function up(opts: UpOptions): Promise<UpResult> {
   nonEmpty(opts.netns, '--netns');
   nonEmpty(opts.cgroup, '--cgroup');
   checkMode(opts.config, opts.mode ?? 'ebpf', opts.configSource);
+  await refuseWhileAgentRuns(instance, 'up');
   // A failed first `up` leaves no lock file behind either.
   return withInstanceLock(instance, () => upLocked(instance, opts), { removeAfter: () => !existsSync(recordPath(instance)) });
 }
@@ -287,6 +296,7 @@ export interface DownResult {
 export async function down(instanceName: string): Promise<DownResult> {
   requireRoot();
   const instance = checkInstanceName(instanceName);
+  await refuseWhileAgentRuns(instance, 'down');
   return withInstanceLock(instance, async () => {
     const notes: string[] = [];
     let rec: InstanceRecord | undefined;

@@ -178,10 +178,16 @@ ${extra}`;
     expect(after.find((f) => f.name === 'sockmesh_build_info')?.metrics[0].labels?.version).toMatch(/^\d+\.\d+\.\d+$/);
   });
 
-  it('refuses a second agent for the same instance', async () => {
+  it('refuses a second agent, and up or down, for the instance it runs', async () => {
     const r = await runCli(['agent', '--config', cfgPath, '--cgroup', node.parent, '--instance', instance, '--listen', '127.0.0.1:0']);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/held by another sockmesh agent or command/);
+    for (const args of [['down'], ['up', '--cgroup', node.parent, '--config', cfgPath]]) {
+      const c = await runCli([...args, '--instance', instance]);
+      expect(c.code).toBe(2);
+      expect(c.stderr).toMatch(/a sockmesh agent runs instance/);
+    }
+    expect(existsSync(pinRoot(instance))).toBe(true);
   });
 
   it('removes everything on exit with --cleanup-on-exit', async () => {
