@@ -18,6 +18,7 @@ import { Codes, SockmeshError, UserError } from '../errors.js';
 import { applyRules, redirectCounts, removeRules } from '../iptables/apply.js';
 import { assignServiceIds, compileDesired, configEntry, type CompileCache, type ResolvedPod, type ServiceIds } from './desired.js';
 import { isLive, socketPath } from './control.js';
+import { OverrideStore } from './overrides.js';
 import { withInstanceLock } from './lock.js';
 import { resolvePods, SINGLE_POD } from './pods.js';
 import { reconcile, reconcileMaps, type ReconcileMaps, type ReconcileReport } from './reconcile.js';
@@ -316,6 +317,7 @@ export async function down(instanceName: string): Promise<DownResult> {
     }
     const hadRecord = rec !== undefined || notes.length > 0;
     removeRecord(instance);
+    OverrideStore.forInstance(instance).remove(); // the agent's overrides go with the instance
     return { instance, removed: hadRecord || eb.pinsRemoved || eb.detached.length > 0 || rules === 'removed', detached: eb.detached, pinsRemoved: eb.pinsRemoved, rules, notes };
   }, { removeAfter: () => true });
 }

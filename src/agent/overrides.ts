@@ -1,7 +1,7 @@
 // Per-service switch overrides made through the running agent (`sockmesh service enable|disable`):
 // layered over the config file, kept in /run/sockmesh/<instance>.overrides.json across agent
 // restarts until `sockmesh service reset`. Written atomically (temp file + rename).
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { MeshConfig } from '../config/model.js';
 import { STATE_DIR } from './state.js';
@@ -57,6 +57,12 @@ export class OverrideStore {
     delete this.data[name];
     this.save();
     return true;
+  }
+
+  /** Deletes the file (the instance is gone). */
+  remove(): void {
+    this.data = {};
+    rmSync(this.path, { force: true });
   }
 
   private save(): void {

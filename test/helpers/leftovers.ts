@@ -1,6 +1,7 @@
 // What a test run may have left behind: pin dirs, cgroups, namespaces named by the test helpers.
 import { existsSync, readdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
+import { STATE_DIR } from '../../src/agent/state.js';
 import { cgroup2Mount } from '../../src/bpf/cgroup.js';
 
 /** Leftovers whose name contains `marker` (e.g. `t<pid>` of one test process, or `t` for all). */
@@ -9,6 +10,8 @@ export function leftovers(match: (name: string) => boolean): string[] {
   if (existsSync('/sys/fs/bpf')) {
     for (const d of readdirSync('/sys/fs/bpf')) if (d.startsWith('sockmesh-') && match(d)) out.push(`pin dir /sys/fs/bpf/${d}`);
   }
+  // Records, locks, overrides and sockets of instances, in the state directory.
+  if (existsSync(STATE_DIR)) for (const f of readdirSync(STATE_DIR)) if (match(f)) out.push(`state file ${STATE_DIR}/${f}`);
   const cg = cgroup2Mount();
   if (cg) for (const d of readdirSync(cg)) if (d.startsWith('sockmesh-') && match(d)) out.push(`cgroup ${cg}/${d}`);
   try {
