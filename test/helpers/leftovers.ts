@@ -11,7 +11,7 @@ export function leftovers(match: (name: string) => boolean): string[] {
     for (const d of readdirSync('/sys/fs/bpf')) if (d.startsWith('sockmesh-') && match(d)) out.push(`pin dir /sys/fs/bpf/${d}`);
   }
   // Records, locks, overrides and sockets of instances, in the state directory.
-  if (existsSync(STATE_DIR)) for (const f of readdirSync(STATE_DIR)) if (match(f)) out.push(`state file ${STATE_DIR}/${f}`);
+  if (existsSync(STATE_DIR)) for (const f of readdirSync(STATE_DIR)) if (match(`sockmesh-${f}`)) out.push(`state file ${STATE_DIR}/${f}`);
   const cg = cgroup2Mount();
   if (cg) for (const d of readdirSync(cg)) if (d.startsWith('sockmesh-') && match(d)) out.push(`cgroup ${cg}/${d}`);
   try {
