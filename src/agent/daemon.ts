@@ -16,8 +16,9 @@ import { FileSource, readSource, type SourceEvent } from '../sources/file.js';
 import type { Logger } from '../util/log.js';
 import { VERSION } from '../version.js';
 import { ControlServer, socketPath, type ControlRequest } from './control.js';
-import type { CompileCache, ResolvedPod, ServiceIds } from './desired.js';
-import type { ReconcileMaps } from './reconcile.js';
+import { configEntry, type ResolvedPod, type ServiceIds } from './desired.js';
+import { ServiceReconciler } from './incremental.js';
+import { reconcileMaps } from './reconcile.js';
 import { HttpServer, parseListen } from './http.js';
 import { applyConfig, down, podSummary, requireRoot, status, upLocked } from './instance.js';
 import { acquireInstanceLock, type InstanceLock } from './lock.js';
@@ -56,8 +57,8 @@ export class NodeAgent {
   private ready = false;
   private queue: Promise<unknown> = Promise.resolve();
   private lastApply: { at: string; changes: Record<string, unknown>; ms: number } | undefined;
-  /** What each slot holds and the encoded services, kept between applies (see reconcile.ts). */
-  private readonly keep: { mirror: ReconcileMaps['mirror']; cache: CompileCache } = { mirror: [undefined, undefined], cache: new Map() };
+  /** Writes only what changed, remembering what each slot holds (see incremental.ts). */
+  private incremental: ServiceReconciler | undefined;
   /** The file source's parse caches, filled by the first read at start. */
   private readonly parseCaches = newParseCaches();
   /** The instance record as this agent last wrote it (it holds the lock: nobody else writes it). */
@@ -118,6 +119,10 @@ export class NodeAgent {
       this.podIds = rec.podIds ?? {};
       this.maps = new InstanceMaps(pinLayout(rec.pinRoot ?? pinRoot(instance)));
       this.pods = { key: podKey(this.lastGood), ...(await resolvePods(this.lastGood, rec.cgroup!, { netns: rec.netns }, this.podIds)) };
+      // Both slots now hold the applied state; from here on an edit writes only what it changes.
+      const applied = rec.config;
+      this.incremental = new ServiceReconciler(reconcileMaps(this.maps), this.maps.slots[0].svcState.info.maxEntries);
+      this.incremental.prime(applied, this.serviceIds, this.pods.pods, (slot) => configEntry(applied, slot));
       this.ready = true;
       this.metrics.reconcileSeconds.observe(Number(process.hrtime.bigint() - t0) / 1e9);
       this.metrics.lastApplied.setToCurrentTime();
@@ -183,7 +188,7 @@ export class NodeAgent {
       }
       for (const p of this.pods.problems) log.warn({ pod: p.pod, path: p.path, error: p.message }, 'pod not found; not meshed until it is');
       this.metrics.podProblems.set(this.pods.problems.length);
-      const { ids, report } = applyConfig(this.maps, config, this.serviceIds, this.pods.pods, this.keep);
+      const { ids, report } = applyConfig(this.maps, config, this.serviceIds, this.pods.pods, this.incremental);
       this.serviceIds = ids;
       // The kernel has the new state now (the slot flipped); the record follows.
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
@@ -214,7 +219,7 @@ export class NodeAgent {
    */
   private scheduleRecordWrite(): void {
     clearTimeout(this.recordTimer);
-    this.recordTimer = setTimeout(() => this.flushRecord(), 200);
+    this.recordTimer = setTimeout(() => this.flushRecord(), 1000);
   }
 
   private flushRecord(): void {

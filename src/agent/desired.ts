@@ -8,7 +8,7 @@ import {
 import { Codes, UserError } from '../errors.js';
 import { parseCidr } from '../net/addr.js';
 import type { Codec } from '../bpf/codec.js';
-import type { CaptureConfig, MeshConfig, SidecarConfig } from '../config/model.js';
+import type { CaptureConfig, MeshConfig, ServiceConfig, SidecarConfig } from '../config/model.js';
 
 export interface Entry {
   key: Buffer;
@@ -120,43 +120,34 @@ export function configEntry(cfg: MeshConfig, slot: number): Entry {
   };
 }
 
-/**
- * Encoded entries of services, by what they depend on: a long-lived caller (the agent) passes one
- * in, so an edit re-encodes only the services it changed.
- */
-export type CompileCache = Map<string, Entry[]>;
+/** The sm_services entries of one service (one per address × port; no address: any address). */
+export function serviceEntries(s: ServiceConfig, id: number): StrEntry[] {
+  const out: StrEntry[] = [];
+  for (const addr of s.addresses.length ? s.addresses : [null]) {
+    for (const port of s.ports) out.push(strEntry(svcKeyCodec, { addr, port }, svcValCodec, { serviceId: id }));
+  }
+  return out;
+}
 
-/** The entries of every config-driven map of a slot for this config and these pods. */
-export function compileDesired(cfg: MeshConfig, ids: ServiceIds, svcStateSize: number, pods: ResolvedPod[], cache?: CompileCache): DesiredMaps {
-  const services: Entry[] = [];
-  const states = new Map<number, number>();
-  if (cache && cache.size > 4 * cfg.services.length + 1024) cache.clear();
-  for (const s of cfg.services) {
-    const id = ids[s.name];
-    const ck = `${id}|${s.addresses.join(',')}|${s.ports.join(',')}`;
-    let entries = cache?.get(ck);
-    if (!entries) {
-      entries = [];
-      for (const addr of s.addresses.length ? s.addresses : [null]) {
-        for (const port of s.ports) entries.push(strEntry(svcKeyCodec, { addr, port }, svcValCodec, { serviceId: id }));
-      }
-      cache?.set(ck, entries);
-    }
-    for (const e of entries) services.push(e);
-    const splice = s.splice === 'always' ? SVC_SPLICE : s.splice === 'auto' ? SVC_AUTO : 0;
-    states.set(id, (s.redirect ? SVC_REDIRECT : 0) | splice);
-  }
-  const sm_svc_state: Entry[] = [];
-  for (const [id, flags] of [...states].sort((a, b) => a[0] - b[0])) {
-    if (id >= svcStateSize) throw new UserError(Codes.CONFIG_INVALID, `service id ${id} is beyond the kernel map's ${svcStateSize} entries`);
-    const sk = `state|${id}|${flags}`;
-    let e = cache?.get(sk)?.[0];
-    if (!e) {
-      e = strEntry(u32Codec, id, svcStateCodec, { flags });
-      cache?.set(sk, [e]);
-    }
-    sm_svc_state.push(e);
-  }
+/** How many sm_services entries a service takes. */
+export function serviceKeyCount(s: ServiceConfig): number {
+  return Math.max(1, s.addresses.length) * s.ports.length;
+}
+
+/** The sm_svc_state flags of a service. */
+export function serviceFlags(s: ServiceConfig): number {
+  const splice = s.splice === 'always' ? SVC_SPLICE : s.splice === 'auto' ? SVC_AUTO : 0;
+  return (s.redirect ? SVC_REDIRECT : 0) | splice;
+}
+
+/** The sm_svc_state entry of a service id. */
+export function stateEntry(id: number, flags: number, svcStateSize: number): StrEntry {
+  if (id >= svcStateSize) throw new UserError(Codes.CONFIG_INVALID, `service id ${id} is beyond the kernel map's ${svcStateSize} entries`);
+  return strEntry(u32Codec, id, svcStateCodec, { flags });
+}
+
+/** The per-pod maps (sm_pods, sm_ports, sm_cidrs): small, compiled whole every time. */
+export function compilePods(pods: ResolvedPod[]): Pick<DesiredMaps, 'sm_pods' | 'sm_ports' | 'sm_cidrs'> {
   const one = u8Codec.encode(1);
   const sm_pods: Entry[] = [];
   const sm_ports: Entry[] = [];
@@ -187,5 +178,18 @@ export function compileDesired(cfg: MeshConfig, ids: ServiceIds, svcStateSize: n
       ...lpmEntries(p.podId, RULE_LOCAL, p.localAddrs),
     );
   }
-  return { sm_pods, sm_services: services, sm_svc_state, sm_ports, sm_cidrs };
+  return { sm_pods, sm_ports, sm_cidrs };
+}
+
+/** The entries of every config-driven map of a slot for this config and these pods. */
+export function compileDesired(cfg: MeshConfig, ids: ServiceIds, svcStateSize: number, pods: ResolvedPod[]): DesiredMaps {
+  const services: Entry[] = [];
+  const states = new Map<number, number>();
+  for (const s of cfg.services) {
+    const id = ids[s.name];
+    for (const e of serviceEntries(s, id)) services.push(e);
+    states.set(id, serviceFlags(s));
+  }
+  const sm_svc_state = [...states].sort((a, b) => a[0] - b[0]).map(([id, flags]) => stateEntry(id, flags, svcStateSize));
+  return { ...compilePods(pods), sm_services: services, sm_svc_state };
 }

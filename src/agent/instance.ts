@@ -16,12 +16,13 @@ import type { MeshConfig } from '../config/model.js';
 import { checkMode } from '../config/validate.js';
 import { Codes, SockmeshError, UserError } from '../errors.js';
 import { applyRules, redirectCounts, removeRules } from '../iptables/apply.js';
-import { assignServiceIds, compileDesired, configEntry, type CompileCache, type ResolvedPod, type ServiceIds } from './desired.js';
+import { assignServiceIds, compileDesired, configEntry, type ResolvedPod, type ServiceIds } from './desired.js';
+import type { ServiceReconciler } from './incremental.js';
 import { isLive, socketPath } from './control.js';
 import { OverrideStore } from './overrides.js';
 import { withInstanceLock } from './lock.js';
 import { resolvePods, SINGLE_POD } from './pods.js';
-import { reconcile, reconcileMaps, type ReconcileMaps, type ReconcileReport } from './reconcile.js';
+import { reconcile, reconcileMaps, type ReconcileReport } from './reconcile.js';
 import { readRecord, RecordDamagedError, recordPath, removeRecord, writeRecord, type InstanceRecord, type Mode, type PodRecord } from './state.js';
 
 export const INSTANCE_RE = /^[a-z0-9][a-z0-9_-]{0,39}$/;
@@ -65,15 +66,17 @@ export interface UpResult {
  * Writes the config for these pods into the maps (an atomic slot flip, see reconcile.ts); the
  * record keeps service ids stable across updates.
  */
-export function applyConfig(maps: InstanceMaps, config: MeshConfig, previousIds: ServiceIds, pods: ResolvedPod[],
-  keep?: { mirror: ReconcileMaps['mirror']; cache: CompileCache }) {
+export function applyConfig(maps: InstanceMaps, config: MeshConfig, previousIds: ServiceIds, pods: ResolvedPod[], incremental?: ServiceReconciler) {
   const size = maps.slots[0].svcState.info.maxEntries;
   const ids = assignServiceIds(config.services.map((s) => s.name), previousIds, size);
   // A service new to its id starts its auto-splice vote from scratch (the id was free).
   for (const [name, id] of Object.entries(ids)) {
     if (previousIds[name] !== id) maps.svcAuto.set(id, { votes: 0, connections: 0 });
   }
-  const report = reconcile(reconcileMaps(maps, keep?.mirror), compileDesired(config, ids, size, pods, keep?.cache), (slot) => configEntry(config, slot));
+  const slotConfig = (slot: number) => configEntry(config, slot);
+  const report = incremental
+    ? incremental.apply(config, ids, pods, slotConfig)
+    : reconcile(reconcileMaps(maps), compileDesired(config, ids, size, pods), slotConfig);
   return { ids, report };
 }
 

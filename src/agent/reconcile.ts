@@ -46,7 +46,7 @@ export type RawMap = Pick<BpfMap<unknown, unknown>, 'rawEntries' | 'setManyRaw' 
   info: { maxEntries: number };
 };
 
-/** What the agent knows each slot holds: map field -> (key bytes -> value bytes, as latin1). */
+/** A slot's contents: map field -> (key bytes -> value bytes, as latin1). */
 export type SlotContents = Map<keyof SlotMaps, Map<string, string>>;
 
 /** What reconcile needs of the instance's maps (InstanceMaps, or a fake in tests). */
@@ -55,12 +55,6 @@ export interface ReconcileMaps {
   config: RawMap;
   activeSlot(): number;
   setActiveSlot(slot: number): void;
-  /**
-   * A long-lived writer (the agent, which holds the instance lock) keeps what it wrote here, so
-   * an apply reads nothing back from the kernel; a slot is read once when unknown, and forgotten
-   * after a failed write.
-   */
-  mirror?: [SlotContents | undefined, SlotContents | undefined];
 }
 
 /** A desired map does not fit the live map: refused before anything is written. */
@@ -71,7 +65,7 @@ export class CapacityError extends SockmeshError {
   }
 }
 
-const ORDER: Array<[keyof DesiredMaps, keyof SlotMaps, boolean]> = [
+export const ORDER: Array<[keyof DesiredMaps, keyof SlotMaps, boolean]> = [
   ['sm_pods', 'pods', false],
   ['sm_services', 'services', false],
   ['sm_svc_state', 'svcState', true],
@@ -80,12 +74,12 @@ const ORDER: Array<[keyof DesiredMaps, keyof SlotMaps, boolean]> = [
 ];
 
 /** Deletes first: a hash map near its capacity has room for the new keys only once the old go. */
-function writeDiff(map: RawMap, diff: MapDiff): void {
+export function writeDiff(map: RawMap, diff: MapDiff): void {
   for (const k of diff.del) map.deleteRaw(k);
   map.setManyRaw(diff.put);
 }
 
-function toMap(entries: Entry[]): Map<string, string> {
+export function toMap(entries: Entry[]): Map<string, string> {
   const m = new Map<string, string>();
   for (const e of entries) m.set(e.k ?? e.key.toString('latin1'), e.v ?? e.value.toString('latin1'));
   return m;
@@ -94,7 +88,7 @@ function toMap(entries: Entry[]): Map<string, string> {
 const ZEROS = /^\0*$/;
 
 /** diffEntries over known contents (see diffEntries for array maps). */
-function diffAgainst(have: Map<string, string>, desired: Map<string, string>, isArray: boolean): MapDiff {
+export function diffAgainst(have: Map<string, string>, desired: Map<string, string>, isArray: boolean): MapDiff {
   const put: Entry[] = [];
   for (const [k, v] of desired) {
     if (have.get(k) !== v) put.push({ key: Buffer.from(k, 'latin1'), value: Buffer.from(v, 'latin1') });
@@ -109,14 +103,26 @@ function diffAgainst(have: Map<string, string>, desired: Map<string, string>, is
 }
 
 /** Adapts InstanceMaps to what reconcile needs. */
-export function reconcileMaps(maps: InstanceMaps, mirror?: ReconcileMaps['mirror']): ReconcileMaps {
+export function reconcileMaps(maps: InstanceMaps): ReconcileMaps {
   return {
     slots: maps.slots as unknown as ReconcileMaps['slots'],
     config: maps.config as unknown as RawMap,
     activeSlot: () => maps.activeSlot(),
     setActiveSlot: (slot) => maps.gen.set(0, slot),
-    mirror,
   };
+}
+
+/** What a slot holds, read from the kernel. */
+export function readSlot(maps: ReconcileMaps, slot: number): SlotContents {
+  return new Map(ORDER.map(([, field]) => [field, toMap(maps.slots[slot][field].rawEntries())]));
+}
+
+/** Makes one slot hold the desired state without flipping (the slot the programs do not read). */
+export function syncSlot(maps: ReconcileMaps, slot: number, desired: DesiredMaps, config: Entry): void {
+  if (slot === maps.activeSlot()) throw new SockmeshError(Codes.INTERNAL, 'syncSlot must not write the active slot');
+  const now = readSlot(maps, slot);
+  for (const [name, field, isArray] of ORDER) writeDiff(maps.slots[slot][field], diffAgainst(now.get(field)!, toMap(desired[name]), isArray));
+  maps.config.setManyRaw([config]);
 }
 
 /**
@@ -126,44 +132,22 @@ export function reconcileMaps(maps: InstanceMaps, mirror?: ReconcileMaps['mirror
 export function reconcile(maps: ReconcileMaps, desired: DesiredMaps, config: (slot: number) => Entry): ReconcileReport {
   const active = maps.activeSlot();
   const target = 1 - active;
-  const contents = (slot: number): SlotContents => {
-    const known = maps.mirror?.[slot];
-    if (known) return known;
-    const read: SlotContents = new Map(ORDER.map(([, field]) => [field, toMap(maps.slots[slot][field].rawEntries())]));
-    if (maps.mirror) maps.mirror[slot] = read;
-    return read;
-  };
   const changes: ReconcileReport['changes'] = {};
-  const want = new Map(ORDER.map(([name]) => [name, toMap(desired[name])]));
-  const activeNow = contents(active);
-  const targetNow = contents(target);
+  const activeNow = readSlot(maps, active);
+  const targetNow = readSlot(maps, target);
   const plans = ORDER.map(([name, field, isArray]) => {
     const map = maps.slots[target][field];
-    const w = want.get(name)!;
+    const w = toMap(desired[name]);
     if (!isArray && w.size > map.info.maxEntries) throw new CapacityError(`${name}_${target ? 'b' : 'a'}`, w.size, map.info.maxEntries);
     const vsActive = diffAgainst(activeNow.get(field)!, w, isArray);
     if (vsActive.put.length || vsActive.del.length) changes[name] = { put: vsActive.put.length, del: vsActive.del.length };
-    return { map, field, diff: diffAgainst(targetNow.get(field)!, w, isArray) };
+    return { map, diff: diffAgainst(targetNow.get(field)!, w, isArray) };
   });
   const cfgNow = maps.config.rawEntries().find((e) => e.key.readUInt32LE(0) === active);
-  const cfgActive = config(active);
-  if (!cfgNow || !cfgNow.value.equals(cfgActive.value)) changes.sm_config = { put: 1, del: 0 };
+  if (!cfgNow || !cfgNow.value.equals(config(active).value)) changes.sm_config = { put: 1, del: 0 };
   if (!Object.keys(changes).length) return { changes, slot: active };
-  try {
-    for (const { map, diff } of plans) writeDiff(map, diff);
-    maps.config.setManyRaw([config(target)]);
-  } catch (err) {
-    if (maps.mirror) maps.mirror[target] = undefined; // half-written: read it again next time
-    throw err;
-  }
-  if (maps.mirror) {
-    // Array maps keep their zeroed indexes: the mirror holds the non-zero ones and the zeros written.
-    maps.mirror[target] = new Map(plans.map(({ field, diff }) => {
-      const next = new Map(want.get(ORDER.find((o) => o[1] === field)![0])!);
-      if (ORDER.find((o) => o[1] === field)![2]) for (const e of diff.put) if (!next.has(e.key.toString('latin1'))) next.set(e.key.toString('latin1'), e.value.toString('latin1'));
-      return [field, next];
-    }));
-  }
+  for (const { map, diff } of plans) writeDiff(map, diff);
+  maps.config.setManyRaw([config(target)]);
   maps.setActiveSlot(target);
   return { changes, slot: target };
 }

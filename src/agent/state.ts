@@ -94,7 +94,8 @@ export function writeRecord(rec: InstanceRecord, dir = STATE_DIR): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const path = recordPath(rec.instance, dir);
   const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify(rec, null, 2)}\n`, { mode: 0o600 });
+  // Compact: with 10,000 services the record is megabytes, and the agent writes it after edits.
+  writeFileSync(tmp, `${JSON.stringify(rec)}\n`, { mode: 0o600 });
   renameSync(tmp, path);
 }
 

@@ -1,0 +1,124 @@
+// The agent's reconciler: the same two-slot apply as reconcile.ts, but it remembers what it wrote
+// into each slot — the validated service objects by name, a flags array, the small per-pod maps —
+// so an edit costs work in proportion to what changed. The file source hands out the same
+// service object for an unchanged item, so "unchanged" is one identity check per service.
+//
+// It is primed once (prime: both slots made equal to the desired state from what the kernel
+// holds); after a failed write it forgets the slot and reads it from the kernel again.
+import type { MeshConfig, ServiceConfig } from '../config/model.js';
+import { compileDesired, compilePods, serviceEntries, serviceFlags, serviceKeyCount, stateEntry, type Entry, type ResolvedPod, type ServiceIds, type StrEntry } from './desired.js';
+import { CapacityError, diffAgainst, reconcile, syncSlot, toMap, writeDiff, type ReconcileMaps, type ReconcileReport } from './reconcile.js';
+
+interface SlotMemory {
+  services: Map<string, { svc: ServiceConfig; id: number }>;
+  /** sm_svc_state as written, by service id. */
+  flags: Uint32Array;
+  /** sm_pods, sm_ports, sm_cidrs as written (key -> value, latin1). */
+  small: Map<SmallMap, Map<string, string>>;
+  /** This slot's sm_config value (latin1). */
+  config: string;
+}
+
+type SmallMap = 'sm_pods' | 'sm_ports' | 'sm_cidrs';
+const SMALL: Array<[SmallMap, 'pods' | 'ports' | 'cidrs']> = [['sm_pods', 'pods'], ['sm_ports', 'ports'], ['sm_cidrs', 'cidrs']];
+
+export class ServiceReconciler {
+  private readonly memory: [SlotMemory | undefined, SlotMemory | undefined] = [undefined, undefined];
+
+  constructor(private readonly maps: ReconcileMaps, private readonly svcStateSize: number) {}
+
+  private remember(cfg: MeshConfig, ids: ServiceIds, pods: ResolvedPod[], config: Entry): SlotMemory {
+    const services = new Map(cfg.services.map((s) => [s.name, { svc: s, id: ids[s.name] }] as const));
+    const flags = new Uint32Array(this.svcStateSize);
+    for (const { svc, id } of services.values()) flags[id] = serviceFlags(svc);
+    const small = compilePods(pods);
+    return { services, flags, small: new Map(SMALL.map(([n]) => [n, toMap(small[n])])), config: config.value.toString('latin1') };
+  }
+
+  /** Makes both slots hold this state (a normal apply first, then the other slot), and remembers. */
+  prime(cfg: MeshConfig, ids: ServiceIds, pods: ResolvedPod[], config: (slot: number) => Entry): ReconcileReport {
+    const desired = compileDesired(cfg, ids, this.svcStateSize, pods);
+    const report = reconcile(this.maps, desired, config);
+    const other = 1 - report.slot;
+    this.memory[other] = undefined;
+    syncSlot(this.maps, other, desired, config(other));
+    this.memory[report.slot] = this.remember(cfg, ids, pods, config(report.slot));
+    this.memory[other] = this.remember(cfg, ids, pods, config(other));
+    return report;
+  }
+
+  /** Applies a new state: writes the inactive slot (only what differs from what it holds), flips. */
+  apply(cfg: MeshConfig, ids: ServiceIds, pods: ResolvedPod[], config: (slot: number) => Entry): ReconcileReport {
+    const active = this.maps.activeSlot();
+    const target = 1 - active;
+    const before = this.memory[target];
+    const now = this.memory[active];
+    if (!before || !now) return this.prime(cfg, ids, pods, config);
+
+    const want = new Map(cfg.services.map((s) => [s.name, { svc: s, id: ids[s.name] }] as const));
+    const flags = new Uint32Array(this.svcStateSize);
+    let keys = 0;
+    for (const { svc, id } of want.values()) {
+      flags[id] = serviceFlags(svc);
+      keys += serviceKeyCount(svc);
+    }
+    const servicesMap = this.maps.slots[target].services;
+    if (keys > servicesMap.info.maxEntries) throw new CapacityError(`sm_services_${target ? 'b' : 'a'}`, keys, servicesMap.info.maxEntries);
+    const small = compilePods(pods);
+    const smallWant = new Map(SMALL.map(([n]) => [n, toMap(small[n])]));
+    for (const [n, f] of SMALL) {
+      const max = this.maps.slots[target][f].info.maxEntries;
+      if (smallWant.get(n)!.size > max) throw new CapacityError(`${n}_${target ? 'b' : 'a'}`, smallWant.get(n)!.size, max);
+    }
+
+    const changes: ReconcileReport['changes'] = {};
+    const svcVsActive = serviceDiff(now.services, want);
+    const stateVsActive = flagDiff(now.flags, flags, this.svcStateSize);
+    if (svcVsActive.put.length || svcVsActive.del.length) changes.sm_services = { put: svcVsActive.put.length, del: svcVsActive.del.length };
+    if (stateVsActive.length) changes.sm_svc_state = { put: stateVsActive.length, del: 0 };
+    for (const [n] of SMALL) {
+      const d = diffAgainst(now.small.get(n)!, smallWant.get(n)!, false);
+      if (d.put.length || d.del.length) changes[n] = { put: d.put.length, del: d.del.length };
+    }
+    const cfgActive = config(active).value.toString('latin1');
+    if (cfgActive !== now.config) changes.sm_config = { put: 1, del: 0 };
+    if (!Object.keys(changes).length) return { changes, slot: active };
+
+    // Write the inactive slot: it holds `before` (the state of two applies ago, or the same).
+    this.memory[target] = undefined; // until every write went through
+    const svc = serviceDiff(before.services, want);
+    writeDiff(this.maps.slots[target].services, svc);
+    this.maps.slots[target].svcState.setManyRaw(flagDiff(before.flags, flags, this.svcStateSize));
+    for (const [n, f] of SMALL) writeDiff(this.maps.slots[target][f], diffAgainst(before.small.get(n)!, smallWant.get(n)!, false));
+    const cfgTarget = config(target);
+    this.maps.config.setManyRaw([cfgTarget]);
+    this.memory[target] = { services: want, flags, small: smallWant, config: cfgTarget.value.toString('latin1') };
+    this.maps.setActiveSlot(target);
+    return { changes, slot: target };
+  }
+}
+
+/** sm_services changes between two states: only services whose object or id differ are encoded. */
+function serviceDiff(have: SlotMemory['services'], want: SlotMemory['services']): { put: Entry[]; del: Buffer[] } {
+  const put = new Map<string, StrEntry>();
+  const gone: StrEntry[] = [];
+  for (const [name, w] of want) {
+    const h = have.get(name);
+    if (h && h.svc === w.svc && h.id === w.id) continue;
+    for (const e of serviceEntries(w.svc, w.id)) put.set(e.k, e);
+    if (h) gone.push(...serviceEntries(h.svc, h.id));
+  }
+  for (const [name, h] of have) if (!want.has(name)) gone.push(...serviceEntries(h.svc, h.id));
+  // A key that moved to another service (or stayed with a changed one) is overwritten, not deleted.
+  const del = gone.filter((e) => !put.has(e.k)).map((e) => e.key);
+  // Unchanged puts are harmless but skipped: a changed service keeps most of its keys.
+  const old = new Map(gone.map((e) => [e.k, e.v]));
+  return { put: [...put.values()].filter((e) => old.get(e.k) !== e.v), del };
+}
+
+/** sm_svc_state entries that differ between two flag arrays. */
+function flagDiff(have: Uint32Array, want: Uint32Array, size: number): Entry[] {
+  const out: Entry[] = [];
+  for (let id = 0; id < size; id++) if (have[id] !== want[id]) out.push(stateEntry(id, want[id], size));
+  return out;
+}
