@@ -20,19 +20,7 @@ export interface MapDiff {
  * in use, and an index in use before but not now is put back to zero.
  */
 export function diffEntries(actual: Entry[], desired: Entry[], isArray: boolean): MapDiff {
-  const have = new Map(actual.map((e) => [e.key.toString('hex'), e.value]));
-  const want = new Set<string>();
-  const put: Entry[] = [];
-  for (const e of desired) {
-    const k = e.key.toString('hex');
-    want.add(k);
-    const cur = have.get(k);
-    if (!cur || !cur.equals(e.value)) put.push(e);
-  }
-  const gone = actual.filter((e) => !want.has(e.key.toString('hex')));
-  if (!isArray) return { put, del: gone.map((e) => e.key) };
-  for (const e of gone) if (e.value.some((b) => b !== 0)) put.push({ key: e.key, value: Buffer.alloc(e.value.length) });
-  return { put, del: [] };
+  return diffAgainst(toMap(actual), toMap(desired), isArray);
 }
 
 export interface ReconcileReport {
