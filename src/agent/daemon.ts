@@ -119,10 +119,11 @@ export class NodeAgent {
       this.podIds = rec.podIds ?? {};
       this.maps = new InstanceMaps(pinLayout(rec.pinRoot ?? pinRoot(instance)));
       this.pods = { key: podKey(this.lastGood), ...(await resolvePods(this.lastGood, rec.cgroup!, { netns: rec.netns }, this.podIds)) };
-      // Both slots now hold the applied state; from here on an edit writes only what it changes.
+      // The programs read the applied state: the other slot gets it too, and from here on an edit
+      // writes only what it changes.
       const applied = rec.config;
       this.incremental = new ServiceReconciler(reconcileMaps(this.maps), this.maps.slots[0].svcState.info.maxEntries);
-      this.incremental.prime(applied, this.serviceIds, this.pods.pods, (slot) => configEntry(applied, slot));
+      this.incremental.adopt(applied, this.serviceIds, this.pods.pods, (slot) => configEntry(applied, slot));
       this.ready = true;
       this.metrics.reconcileSeconds.observe(Number(process.hrtime.bigint() - t0) / 1e9);
       this.metrics.lastApplied.setToCurrentTime();

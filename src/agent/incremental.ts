@@ -37,14 +37,22 @@ export class ServiceReconciler {
 
   /** Makes both slots hold this state (a normal apply first, then the other slot), and remembers. */
   prime(cfg: MeshConfig, ids: ServiceIds, pods: ResolvedPod[], config: (slot: number) => Entry): ReconcileReport {
-    const desired = compileDesired(cfg, ids, this.svcStateSize, pods);
-    const report = reconcile(this.maps, desired, config);
-    const other = 1 - report.slot;
-    this.memory[other] = undefined;
-    syncSlot(this.maps, other, desired, config(other));
-    this.memory[report.slot] = this.remember(cfg, ids, pods, config(report.slot));
-    this.memory[other] = this.remember(cfg, ids, pods, config(other));
+    const report = reconcile(this.maps, compileDesired(cfg, ids, this.svcStateSize, pods), config);
+    this.adopt(cfg, ids, pods, config);
     return report;
+  }
+
+  /**
+   * The programs read this state now (it was just applied): make the other slot hold it too, and
+   * remember both. Only the inactive slot is written.
+   */
+  adopt(cfg: MeshConfig, ids: ServiceIds, pods: ResolvedPod[], config: (slot: number) => Entry): void {
+    const active = this.maps.activeSlot();
+    const other = 1 - active;
+    this.memory[other] = undefined;
+    syncSlot(this.maps, other, compileDesired(cfg, ids, this.svcStateSize, pods), config(other));
+    this.memory[active] = this.remember(cfg, ids, pods, config(active));
+    this.memory[other] = this.remember(cfg, ids, pods, config(other));
   }
 
   /** Applies a new state: writes the inactive slot (only what differs from what it holds), flips. */
