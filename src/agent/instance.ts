@@ -21,7 +21,7 @@ import type { ServiceReconciler } from './incremental.js';
 import { isLive, socketPath } from './control.js';
 import { OverrideStore } from './overrides.js';
 import { withInstanceLock } from './lock.js';
-import { resolvePods, SINGLE_POD } from './pods.js';
+import { resolvePods } from './pods.js';
 import { reconcile, reconcileMaps, type ReconcileReport } from './reconcile.js';
 import { readRecord, RecordDamagedError, recordPath, removeRecord, writeRecord, type InstanceRecord, type Mode, type PodRecord } from './state.js';
 
@@ -244,9 +244,8 @@ export async function upLocked(instance: string, opts: UpOptions): Promise<UpRes
     if (found.problems.length) {
       throw new UserError(Codes.CGROUP, `cannot find every pod:\n${found.problems.map((p) => `  ${p.path} (${p.pod}): ${p.message}`).join('\n')}`);
     }
-    const single = found.pods.find((p) => p.name === SINGLE_POD && !opts.config.pods.length);
     const fresh = (ids: ServiceIds): InstanceRecord => ({
-      ...base, mode, cgroup, netns, localAddrs: single?.localAddrs, serviceIds: ids, podIds: found.podIds, mntns: currentMntnsId(),
+      ...base, mode, cgroup, netns, serviceIds: ids, podIds: found.podIds, mntns: currentMntnsId(),
       pods: found.pods.map(podSummary),
     });
     // While switching from iptables the record keeps naming iptables until the rules are gone.

@@ -35,7 +35,7 @@ export type RawMap = Pick<BpfMap<unknown, unknown>, 'rawEntries' | 'setManyRaw' 
 };
 
 /** A slot's contents: map field -> (key bytes -> value bytes, as latin1). */
-export type SlotContents = Map<keyof SlotMaps, Map<string, string>>;
+type SlotContents = Map<keyof SlotMaps, Map<string, string>>;
 
 /** What reconcile needs of the instance's maps (InstanceMaps, or a fake in tests). */
 export interface ReconcileMaps {
@@ -53,7 +53,7 @@ export class CapacityError extends SockmeshError {
   }
 }
 
-export const ORDER: Array<[keyof DesiredMaps, keyof SlotMaps, boolean]> = [
+const ORDER: Array<[keyof DesiredMaps, keyof SlotMaps, boolean]> = [
   ['sm_pods', 'pods', false],
   ['sm_services', 'services', false],
   ['sm_svc_state', 'svcState', true],
@@ -101,7 +101,7 @@ export function reconcileMaps(maps: InstanceMaps): ReconcileMaps {
 }
 
 /** What a slot holds, read from the kernel. */
-export function readSlot(maps: ReconcileMaps, slot: number): SlotContents {
+function readSlot(maps: ReconcileMaps, slot: number): SlotContents {
   return new Map(ORDER.map(([, field]) => [field, toMap(maps.slots[slot][field].rawEntries())]));
 }
 

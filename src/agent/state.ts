@@ -25,8 +25,6 @@ export interface InstanceRecord {
   /** iptables mode: the network namespace holding the rules (undefined = the agent's own).
    * eBPF mode: the pod's namespace, whose own addresses count as local (optional). */
   netns?: string;
-  /** eBPF mode: the pod's own addresses found in netns. */
-  localAddrs?: string[];
   /** eBPF mode: the mount namespace (mnt:[inode]) whose /sys shows the cgroup and the pins. */
   mntns?: string;
   /** iptables mode without a named netns: the namespace's identity (net:[inode]) the rules are in. */
