@@ -14,6 +14,7 @@ import { Codes, SockmeshError, UserError, describe } from '../errors.js';
 import { newParseCaches } from '../config/load.js';
 import { FileSource, readSource, type SourceEvent } from '../sources/file.js';
 import type { Logger } from '../util/log.js';
+import { MemoryReleaser } from '../util/memory.js';
 import { VERSION } from '../version.js';
 import { ControlServer, socketPath, type ControlRequest } from './control.js';
 import { configEntry, type ResolvedPod, type ServiceIds } from './desired.js';
@@ -63,6 +64,13 @@ export class NodeAgent {
   private readonly parseCaches = newParseCaches();
   /** The instance record as this agent last wrote it (it holds the lock: nobody else writes it). */
   private record: InstanceRecord | undefined;
+  /** Gives the garbage of a start or an edit back to the kernel once it is over (after the record
+   * write that follows an apply). */
+  private readonly memory = new MemoryReleaser(1500, (ms) => {
+    const m = process.memoryUsage();
+    const mib = (n: number) => Math.round(n / 104857.6) / 10;
+    this.opts.log.debug({ ms: Math.round(ms), rssMiB: mib(m.rss), heapMiB: mib(m.heapTotal), heapUsedMiB: mib(m.heapUsed), externalMiB: mib(m.external) }, 'released memory');
+  });
 
   constructor(readonly opts: AgentOptions) {
     this.overrides = OverrideStore.forInstance(opts.instance);
@@ -139,6 +147,7 @@ export class NodeAgent {
       this.source = new FileSource(this.opts.configPath, (e) => { void this.serialize(() => this.onSource(e)); }, {}, this.parseCaches);
       this.source.start();
       log.info({ instance, config: this.source.path, socket: socketPath(instance), listen: `${listen.host}:${this.http.port}` }, 'agent ready');
+      this.memory.work(100); // the start's parse and apply are over
     } catch (err) {
       await this.stop();
       throw err;
@@ -164,6 +173,7 @@ export class NodeAgent {
   }
 
   private async onSource(e: SourceEvent): Promise<void> {
+    this.memory.work();
     if (e.kind !== 'config') {
       this.noteStale(e);
       return;
@@ -261,6 +271,7 @@ export class NodeAgent {
    * --cleanup-on-exit. */
   async stop(): Promise<void> {
     this.source?.stop();
+    this.memory.stop();
     await this.http?.stop();
     await this.control?.stop();
     await this.queue;

@@ -1,5 +1,5 @@
 // The agent's reconciler: the same two-slot apply as reconcile.ts, but it remembers what it wrote
-// into each slot — the validated service objects by name, a flags array, the small per-pod maps —
+// into each slot — the validated service objects and their ids, a flags array, the small per-pod maps —
 // so an edit costs work in proportion to what changed. The file source hands out the same
 // service object for an unchanged item, so "unchanged" is one identity check per service.
 //
@@ -10,7 +10,10 @@ import { compileDesired, compilePods, serviceEntries, serviceFlags, serviceKeyCo
 import { CapacityError, diffAgainst, reconcile, syncSlot, toMap, writeDiff, type ReconcileMaps, type ReconcileReport } from './reconcile.js';
 
 interface SlotMemory {
-  services: Map<string, { svc: ServiceConfig; id: number }>;
+  /** The services as written, and their ids (both immutable once made). Kept as the config's own
+   * array, not a map: with 10,000 services a map per slot costs more than building one per apply. */
+  services: readonly ServiceConfig[];
+  ids: ServiceIds;
   /** sm_svc_state as written, by service id. */
   flags: Uint32Array;
   /** sm_pods, sm_ports, sm_cidrs as written (key -> value, latin1). */
@@ -28,11 +31,10 @@ export class ServiceReconciler {
   constructor(private readonly maps: ReconcileMaps, private readonly svcStateSize: number) {}
 
   private remember(cfg: MeshConfig, ids: ServiceIds, pods: ResolvedPod[], config: Entry): SlotMemory {
-    const services = new Map(cfg.services.map((s) => [s.name, { svc: s, id: ids[s.name] }] as const));
     const flags = new Uint32Array(this.svcStateSize);
-    for (const { svc, id } of services.values()) flags[id] = serviceFlags(svc);
+    for (const svc of cfg.services) flags[ids[svc.name]] = serviceFlags(svc);
     const small = compilePods(pods);
-    return { services, flags, small: new Map(SMALL.map(([n]) => [n, toMap(small[n])])), config: config.value.toString('latin1') };
+    return { services: cfg.services, ids, flags, small: new Map(SMALL.map(([n]) => [n, toMap(small[n])])), config: config.value.toString('latin1') };
   }
 
   /** Makes both slots hold this state (a normal apply first, then the other slot), and remembers. */
@@ -63,11 +65,11 @@ export class ServiceReconciler {
     const now = this.memory[active];
     if (!before || !now) return this.prime(cfg, ids, pods, config);
 
-    const want = new Map(cfg.services.map((s) => [s.name, { svc: s, id: ids[s.name] }] as const));
+    const want = byName(cfg.services, ids);
     const flags = new Uint32Array(this.svcStateSize);
     let keys = 0;
-    for (const { svc, id } of want.values()) {
-      flags[id] = serviceFlags(svc);
+    for (const svc of cfg.services) {
+      flags[ids[svc.name]] = serviceFlags(svc);
       keys += serviceKeyCount(svc);
     }
     const servicesMap = this.maps.slots[target].services;
@@ -80,7 +82,7 @@ export class ServiceReconciler {
     }
 
     const changes: ReconcileReport['changes'] = {};
-    const svcVsActive = serviceDiff(now.services, want);
+    const svcVsActive = serviceDiff(byName(now.services, now.ids), want);
     const stateVsActive = flagDiff(now.flags, flags, this.svcStateSize);
     if (svcVsActive.put.length || svcVsActive.del.length) changes.sm_services = { put: svcVsActive.put.length, del: svcVsActive.del.length };
     if (stateVsActive.length) changes.sm_svc_state = { put: stateVsActive.length, del: 0 };
@@ -94,20 +96,26 @@ export class ServiceReconciler {
 
     // Write the inactive slot: it holds `before` (the state of two applies ago, or the same).
     this.memory[target] = undefined; // until every write went through
-    const svc = serviceDiff(before.services, want);
+    const svc = serviceDiff(byName(before.services, before.ids), want);
     writeDiff(this.maps.slots[target].services, svc);
     this.maps.slots[target].svcState.setManyRaw(flagDiff(before.flags, flags, this.svcStateSize));
     for (const [n, f] of SMALL) writeDiff(this.maps.slots[target][f], diffAgainst(before.small.get(n)!, smallWant.get(n)!, false));
     const cfgTarget = config(target);
     this.maps.config.setManyRaw([cfgTarget]);
-    this.memory[target] = { services: want, flags, small: smallWant, config: cfgTarget.value.toString('latin1') };
+    this.memory[target] = { services: cfg.services, ids, flags, small: smallWant, config: cfgTarget.value.toString('latin1') };
     this.maps.setActiveSlot(target);
     return { changes, slot: target };
   }
 }
 
+type ByName = Map<string, { svc: ServiceConfig; id: number }>;
+
+function byName(services: readonly ServiceConfig[], ids: ServiceIds): ByName {
+  return new Map(services.map((s) => [s.name, { svc: s, id: ids[s.name] }] as const));
+}
+
 /** sm_services changes between two states: only services whose object or id differ are encoded. */
-function serviceDiff(have: SlotMemory['services'], want: SlotMemory['services']): { put: Entry[]; del: Buffer[] } {
+function serviceDiff(have: ByName, want: ByName): { put: Entry[]; del: Buffer[] } {
   const put = new Map<string, StrEntry>();
   const gone: StrEntry[] = [];
   for (const [name, w] of want) {

@@ -1,9 +1,21 @@
 // The agent's Prometheus metrics (prom-client). Kernel counters are read from the maps at scrape
 // time, per pod and per service; the agent's own work (reconciles, rejections) is counted as it
 // happens.
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { createRequire } from 'node:module';
+import type * as Prom from 'prom-client';
 import type { InstanceMaps } from '../bpf/maps.js';
 import { readAllCounters } from './instance.js';
+
+// prom-client's index also loads its Pushgateway (https, url and their dependencies: ~3 MiB of a
+// process the agent keeps small); the agent needs only these four, from the same package.
+const require = createRequire(import.meta.url);
+const Registry: typeof Prom.Registry = require('prom-client/lib/registry');
+const Counter: typeof Prom.Counter = require('prom-client/lib/counter');
+const Gauge: typeof Prom.Gauge = require('prom-client/lib/gauge');
+const Histogram: typeof Prom.Histogram = require('prom-client/lib/histogram');
+type Counter = Prom.Counter;
+type Gauge = Prom.Gauge;
+type Histogram = Prom.Histogram;
 
 export interface KernelView {
   /** The open maps, or undefined before the data path is up. */

@@ -4,7 +4,10 @@
 //   - a one-service switch in the file reaching the kernel, timed by a client in a pod that
 //     connects through the real capture path until the outcome changes (p50/p90/p99 of N, after
 //     5 warm-up switches);
-//   - the agent's RSS with that config and those pods, and its CPU while nothing changes.
+//   - the agent's RSS with that config and those pods, once the start's work is over (it gives its
+//     garbage back a moment after ready), after the idle window and after the switches; the largest
+//     of these is the number, and the peak (VmHWM) during start and switches is printed beside it;
+//   - its CPU while nothing changes.
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -52,7 +55,11 @@ export interface AgentBenchResult {
   switchMs: { p50: number; p90: number; p99: number; max: number; n: number };
   /** The agent's logged reconcile time (validated config -> slot flip) for those switches. */
   agentApplyMs?: { p50: number; p99: number; max: number };
+  /** Largest of the settled samples (after start, after idle, after the switches). */
   rssMiB: number;
+  rssSamplesMiB: { afterStart: number; afterIdle: number; afterSwitches: number };
+  /** VmHWM: the peak resident size, reached while parsing and applying at start. */
+  peakRssMiB: number;
   idleCpuPercent: number;
   targets: Target[];
 }
@@ -74,13 +81,16 @@ function configText(o: AgentBenchOptions, node: NodeTopology, probeRedirect: boo
   return `${lines.join('\n')}\n`;
 }
 
-function procStat(pid: number): { rssKiB: number; cpuTicks: number } {
+function procStat(pid: number): { rssKiB: number; hwmKiB: number; cpuTicks: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const rss = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  const kib = (re: RegExp) => Number(re.exec(status)?.[1] ?? 0);
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return { rssKiB: rss, cpuTicks: Number(fields[11]) + Number(fields[12]) };
+  return { rssKiB: kib(/VmRSS:\s+(\d+)/), hwmKiB: kib(/VmHWM:\s+(\d+)/), cpuTicks: Number(fields[11]) + Number(fields[12]) };
 }
+
+/** The agent settles (gives back the garbage of a start or an edit) ~2 s after its last work. */
+const SETTLE_MS = 3000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -132,13 +142,12 @@ export async function runAgentBench(o: AgentBenchOptions, progress: (m: string) 
     agent = new Proc('agent', process.execPath, [join(packageRoot(), 'bin/sockmesh.js'), 'agent', '--config', cfgPath, '--cgroup', node.parent,
       '--instance', instance, '--listen', '127.0.0.1:0']);
     await agent.waitFor((l) => l.msg === 'agent ready', 120_000);
-    await sleep(1000);
+    await sleep(SETTLE_MS);
     const idle0 = procStat(agent.pid);
     progress(`watching the idle agent for ${o.idleSeconds} s`);
     await sleep(o.idleSeconds * 1000);
     const idle1 = procStat(agent.pid);
     const idleCpuPercent = ((idle1.cpuTicks - idle0.cpuTicks) / 100 / o.idleSeconds) * 100;
-    const rssMiB = Math.max(idle0.rssKiB, idle1.rssKiB) / 1024;
 
     // The first switches after start run in V8's baseline tiers (10,000-element loops not yet
     // optimised): they are made and not counted, as in any warm benchmark.
@@ -158,6 +167,11 @@ export async function runAgentBench(o: AgentBenchOptions, progress: (m: string) 
       if (i >= warmup) switches.push(Number(line.ms));
       await sleep(20);
     }
+    await sleep(SETTLE_MS);
+    const settled = procStat(agent.pid);
+    const rssSamplesMiB = { afterStart: idle0.rssKiB / 1024, afterIdle: idle1.rssKiB / 1024, afterSwitches: settled.rssKiB / 1024 };
+    const rssMiB = Math.max(...Object.values(rssSamplesMiB));
+    const peakRssMiB = settled.hwmKiB / 1024;
     // The agent's own view: its reconcile durations (logged per apply) during the switches.
     const applied = agent.lines.filter((l) => l.msg === 'reconciled').slice(-o.switches).map((l) => Number(l.ms)).sort((a, b) => a - b);
     const agentApplyMs = applied.length ? { p50: quantile(applied, 0.5), p99: quantile(applied, 0.99), max: applied[applied.length - 1] } : undefined;
@@ -173,7 +187,7 @@ export async function runAgentBench(o: AgentBenchOptions, progress: (m: string) 
     ];
     return {
       options: o, kernel: (await execTool('uname', ['-r'])).stdout.trim(), applyMs, resolvePodsMs: spread(resolve), parseMs: spread(parse),
-      switchMs, agentApplyMs, rssMiB, idleCpuPercent, targets,
+      switchMs, agentApplyMs, rssMiB, rssSamplesMiB, peakRssMiB, idleCpuPercent, targets,
     };
   } finally {
     progress('cleaning up');
@@ -194,6 +208,8 @@ export function formatAgentBench(r: AgentBenchResult): string {
 
 kernel ${r.kernel}; ${r.options.services} services × 2 ports, ${r.options.pods} pods
 parse+validate ${ms(r.parseMs)}, find pods ${ms(r.resolvePodsMs)}, apply ${ms(r.applyMs)}
+agent RSS settled after start ${r.rssSamplesMiB.afterStart.toFixed(1)} MiB, after idle ${r.rssSamplesMiB.afterIdle.toFixed(1)} MiB, \
+after switches ${r.rssSamplesMiB.afterSwitches.toFixed(1)} MiB; peak while starting ${r.peakRssMiB.toFixed(1)} MiB
 switch p50 ${r.switchMs.p50.toFixed(1)} ms, p90 ${r.switchMs.p90.toFixed(1)} ms, p99 ${r.switchMs.p99.toFixed(1)} ms, max ${r.switchMs.max.toFixed(1)} ms (n=${r.switchMs.n})${
   r.agentApplyMs ? `\nagent's own reconcile per switch: p50 ${r.agentApplyMs.p50.toFixed(1)} ms, p99 ${r.agentApplyMs.p99.toFixed(1)} ms, max ${r.agentApplyMs.max.toFixed(1)} ms` : ''}`;
 }

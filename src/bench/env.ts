@@ -13,22 +13,13 @@ import type { Proc } from '../topology/proc.js';
 import { Topology } from '../topology/topology.js';
 import { packageRoot } from '../util/paths.js';
 import type { Workload } from './workloads.js';
+import type { BenchMode } from './modes.js';
+
+export { MODES, MODE_LABELS, type BenchMode } from './modes.js';
 
 export const SERVICE_IP = '10.96.0.20';
 export const ECHO_PORT = 9080;
 export const SINK_PORT = 9081;
-
-export type BenchMode = 'direct' | 'iptables' | 'ebpf-capture' | 'ebpf-splice' | 'ebpf-default';
-
-export const MODES: BenchMode[] = ['direct', 'iptables', 'ebpf-capture', 'ebpf-splice', 'ebpf-default'];
-
-export const MODE_LABELS: Record<BenchMode, string> = {
-  direct: 'direct (no sidecar)',
-  iptables: 'iptables + sidecar',
-  'ebpf-capture': 'eBPF capture only + sidecar',
-  'ebpf-splice': 'eBPF always-splice + sidecar',
-  'ebpf-default': 'eBPF default + sidecar',
-};
 
 function configFor(splice: SpliceMode | undefined): MeshConfig {
   const spliceLine = splice ? `, splice: ${splice}` : '';

@@ -2,10 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { AGENT_BENCH_DEFAULTS, AGENT_BENCH_QUICK, formatAgentBench, runAgentBench } from '../bench/agent.js';
-import { MODES, type BenchMode } from '../bench/env.js';
-import { formatTable, toSvg } from '../bench/report.js';
-import { runBench } from '../bench/run.js';
+import { MODES, type BenchMode } from '../bench/modes.js';
 import { WORKLOADS } from '../bench/workloads.js';
 import { Codes, UserError } from '../errors.js';
 import { installInterruptHandlers } from '../util/interrupt.js';
@@ -56,6 +53,8 @@ ratios within one run: the machine may be shared and noisy.`)
       if (opts.agent) {
         const tty = process.stderr.isTTY;
         installInterruptHandlers();
+        // Loaded on use: the agent runs this CLI too, and should not carry the bench in memory.
+        const { AGENT_BENCH_DEFAULTS, AGENT_BENCH_QUICK, formatAgentBench, runAgentBench } = await import('../bench/agent.js');
         const res = await runAgentBench(opts.quick ? AGENT_BENCH_QUICK : AGENT_BENCH_DEFAULTS,
           (m) => process.stderr.write(tty ? `\r\x1b[K${m}` : `${m}\n`));
         if (tty) process.stderr.write('\r\x1b[K');
@@ -73,6 +72,7 @@ ratios within one run: the machine may be shared and noisy.`)
       const tty = process.stderr.isTTY;
       const progress = (m: string) => process.stderr.write(tty ? `\r\x1b[K${m}` : `${m}\n`);
       installInterruptHandlers();
+      const [{ runBench }, { formatTable, toSvg }] = await Promise.all([import('../bench/run.js'), import('../bench/report.js')]);
       const res = await runBench({ quick: !!opts.quick, modes, workloads, repeats, seconds }, progress, release());
       if (tty) process.stderr.write('\r\x1b[K');
       if (opts.out) {

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { runDemo } from '../demo.js';
 import { installInterruptHandlers } from '../util/interrupt.js';
 import { table } from './output.js';
 
@@ -11,6 +10,7 @@ export function register(program: Command): void {
     .action(async (opts: { json?: boolean }) => {
       const log = (m: string) => (opts.json ? process.stderr : process.stdout).write(`» ${m}\n`);
       installInterruptHandlers();
+      const { runDemo } = await import('../demo.js');
       const res = await runDemo(log);
       if (opts.json) {
         process.stdout.write(`${JSON.stringify(res, null, 2)}\n`);

@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import { requireRoot } from '../agent/instance.js';
-import { probeKernel } from '../bpf/probe.js';
 import { emit, table, type Out } from './output.js';
 
 export function register(program: Command, out: () => Out): void {
@@ -10,6 +9,7 @@ export function register(program: Command, out: () => Out): void {
     .option('--json', 'print the checks as JSON')
     .action(async () => {
       requireRoot();
+      const { probeKernel } = await import('../bpf/probe.js');
       const checks = await probeKernel();
       const ok = checks.every((c) => c.ok);
       emit(out(), { ok, checks }, () => `${table([['FEATURE', 'OK', 'DETAIL'], ...checks.map((c) => [c.feature, c.ok ? 'yes' : 'NO', c.detail.split('\n')[0]])])}\n${ok ? 'all features present' : 'missing features: sockmesh cannot run in eBPF mode here'}`);

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { startOutbound } from '../sidecar/outbound.js';
 
 export function register(program: Command): void {
   program
@@ -11,6 +10,7 @@ export function register(program: Command): void {
     .option('--gid <gid>', 'drop to this gid after listening (default: --uid)')
     .option('--log-connections', 'print one JSON line per accepted connection with its original destination')
     .action(async (opts: { address: string; outboundPort: string; uid?: string; gid?: string; logConnections?: boolean }) => {
+      const { startOutbound } = await import('../sidecar/outbound.js');
       await startOutbound({
         host: opts.address,
         port: Number(opts.outboundPort),

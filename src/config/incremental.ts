@@ -89,7 +89,7 @@ export class IncrementalYaml {
     if (this.cache.has(text)) return this.cache.get(text);
     this.lastParsed += 1;
     const v = deepFreeze(yaml(text, filename));
-    this.cache.set(text, v);
+    this.cache.set(own(text), v);
     return v;
   }
 
@@ -132,11 +132,19 @@ export class IncrementalYaml {
   }
 }
 
+/** A copy of `s` holding only its own characters. The chunks are slices of the whole file's text,
+ * and a cached slice would keep that whole text (a megabyte with 10,000 services) alive. */
+function own(s: string): string {
+  return Buffer.from(s, 'utf8').toString('utf8');
+}
+
 /** Cached values are shared between versions of the document: frozen, so no reader can change
- * what the next version is built from. */
+ * what the next version is built from. Arrays are copied at their exact length first (the parser
+ * grows them as it goes; the agent keeps tens of thousands of small ones). */
 function deepFreeze<T>(v: T): T {
+  if (Array.isArray(v)) return Object.freeze(v.map(deepFreeze)) as T;
   if (v && typeof v === 'object') {
-    for (const x of Object.values(v)) deepFreeze(x);
+    for (const [k, x] of Object.entries(v)) (v as Record<string, unknown>)[k] = deepFreeze(x);
     Object.freeze(v);
   }
   return v;

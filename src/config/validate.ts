@@ -164,7 +164,17 @@ function service(c: Checker, path: string, raw: unknown): ServiceConfig | undefi
     if (SPLICE_MODES.includes(o.splice as SpliceMode)) splice = o.splice as SpliceMode;
     else c.fail(join(path, 'splice'), `must be one of ${SPLICE_MODES.join(', ')}, got ${kind(o.splice)}`);
   }
-  return { name, addresses, ports, redirect, splice };
+  return { name, addresses: shared(o.addresses, addresses), ports: shared(o.ports, ports), redirect, splice };
+}
+
+/**
+ * The parsed array itself when it is frozen (the agent's incremental parse: shared between
+ * versions, nobody can change it) and holds exactly the validated values; else the validated
+ * copy. The agent keeps services by the ten thousand: one array each instead of two.
+ */
+function shared<T>(raw: unknown, out: T[]): T[] {
+  if (Array.isArray(raw) && Object.isFrozen(raw) && raw.length === out.length && raw.every((x, i) => x === out[i])) return raw as T[];
+  return out;
 }
 
 /**

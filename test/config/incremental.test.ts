@@ -82,4 +82,18 @@ describe('incremental YAML', () => {
     expect(parseConfigText(BASE, 't', caches)).toEqual(parseConfigText(BASE, 't'));
     expect(() => parseConfigText('services: [', 't', caches)).toThrow(/not valid YAML/);
   });
+
+  it('keeps one frozen copy of an unchanged service between versions, shared by parse and validation', () => {
+    const caches = newParseCaches();
+    const v1 = parseConfigText(BASE, 't', caches);
+    const v2 = parseConfigText(BASE.replace('ports: [1]', 'ports: [2]'), 't', caches);
+    // Unchanged items: the very same validated objects, whose arrays are the parse's frozen ones.
+    expect(v2.services[0]).toBe(v1.services[0]);
+    expect(Object.isFrozen(v2.services[0].addresses)).toBe(true);
+    expect(Object.isFrozen(v2.services[1].ports)).toBe(true);
+    // The edited one is new; nobody can change what a later version would reuse.
+    expect(v2.services[2]).not.toBe(v1.services[2]);
+    expect(v2.services[2].ports).toEqual([2]);
+    expect(() => (v2.services[0].addresses as string[]).push('10.0.0.1')).toThrow(TypeError);
+  });
 });

@@ -2,7 +2,7 @@
 // pods of its config file, follows edits (rename-on-save, invalid edits, a deleted file), takes
 // service switches over its control socket as overrides kept across restarts, serves /metrics
 // (parsed with a Prometheus text-format parser) and leaves the data path running when stopped.
-import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
@@ -105,6 +105,15 @@ ${extra}`;
     expect(await ask('b', '10.96.0.21')).toMatchObject({ server: 'sidecar-b', origDst: { address: '10.96.0.21', port: 9080 } });
     expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
     expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
+  });
+
+  it('runs with its memory settings in the process that was started (restarted in place, same pid)', () => {
+    const cmdline = readFileSync(`/proc/${agent.pid}/cmdline`, 'utf8').split('\0');
+    const environ = readFileSync(`/proc/${agent.pid}/environ`, 'utf8').split('\0');
+    expect(cmdline).toContain('--max-semi-space-size=1');
+    expect(cmdline).toContain('agent');
+    expect(environ).toContain('SOCKMESH_AGENT_TUNED=1');
+    expect(environ).toContain('MALLOC_ARENA_MAX=2');
   });
 
   it('applies a valid edit saved by rename, and logs one line with what changed', async () => {
