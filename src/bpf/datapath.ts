@@ -51,7 +51,8 @@ export async function loadAndPin(layout: PinLayout, objectPath: string): Promise
   if (!existsSync(objectPath)) {
     throw new SockmeshError(Codes.LOAD, `BPF object ${objectPath} is missing: run npm run build:bpf`);
   }
-  mkdirSync(layout.root, { recursive: true });
+  // Root only, like the record and the control socket: the maps steer every pod's traffic.
+  mkdirSync(layout.root, { recursive: true, mode: 0o700 });
   try {
     await bpftool(['prog', 'loadall', objectPath, layout.progs, 'pinmaps', layout.maps]);
   } catch (err) {

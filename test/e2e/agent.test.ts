@@ -2,7 +2,7 @@
 // pods of its config file, follows edits (rename-on-save, invalid edits, a deleted file), takes
 // service switches over its control socket as overrides kept across restarts, serves /metrics
 // (parsed with a Prometheus text-format parser) and leaves the data path running when stopped.
-import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
@@ -114,6 +114,14 @@ ${extra}`;
     expect(cmdline).toContain('agent');
     expect(environ).toContain('SOCKMESH_AGENT_TUNED=1');
     expect(environ).toContain('MALLOC_ARENA_MAX=2');
+  });
+
+  it('keeps its pins, record and control socket readable by root only', () => {
+    const mode = (p: string) => statSync(p).mode & 0o777;
+    expect(mode(pinRoot(instance))).toBe(0o700);
+    expect(mode(`/run/sockmesh/${instance}.json`)).toBe(0o600);
+    expect(mode(`/run/sockmesh/${instance}.sock`)).toBe(0o600);
+    expect(mode('/run/sockmesh')).toBe(0o700);
   });
 
   it('applies a valid edit saved by rename, and logs one line with what changed', async () => {
