@@ -13,6 +13,7 @@ import { NodeTopology } from '../../src/topology/node.js';
 import type { Line, Proc } from '../../src/topology/proc.js';
 import { cliJson, runCli } from '../helpers/cli.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
+import { askFromPod } from '../helpers/pods.js';
 import { slow } from '../helpers/slow.js';
 import { Proc as P } from '../../src/topology/proc.js';
 
@@ -58,19 +59,7 @@ ${extra}`;
     return p.waitFor((l) => p.lines.indexOf(l) >= seen && pred(l), slow(10_000));
   }
 
-  async function ask(pod: string, host: string): Promise<Record<string, unknown>> {
-    const proc = node.spawnNode(pod, PEER, ['ask', '--host', host, '--port', '9080'], `client ${pod}`);
-    try {
-      const first = await proc.waitFor((l) => l.event === 'connected' || l.event === 'error', slow(10_000));
-      if (first.event === 'error') return { error: first.message };
-      proc.send('hi');
-      return (await proc.waitFor((l) => l.event === 'reply', slow(10_000))).reply as Record<string, unknown>;
-    } catch (e) {
-      return { error: `${(e as Error).message} ${proc.stderr}` };
-    } finally {
-      proc.child.stdin!.end();
-    }
-  }
+  const ask = (pod: string, host: string) => askFromPod(node, pod, host);
 
   async function metrics(): Promise<Family[]> {
     const res = await fetch(`http://127.0.0.1:${port}/metrics`);
@@ -108,8 +97,8 @@ ${extra}`;
   });
 
   it('runs with its memory settings in the process that was started (restarted in place, same pid)', () => {
-    const cmdline = readFileSync(`/proc/${agent.pid}/cmdline`, 'utf8').split('\0');
-    const environ = readFileSync(`/proc/${agent.pid}/environ`, 'utf8').split('\0');
+    const cmdline = readFileSync(`/proc/${agent!.pid}/cmdline`, 'utf8').split('\0');
+    const environ = readFileSync(`/proc/${agent!.pid}/environ`, 'utf8').split('\0');
     expect(cmdline).toContain('--max-semi-space-size=1');
     expect(cmdline).toContain('agent');
     expect(environ).toContain('SOCKMESH_AGENT_TUNED=1');

@@ -11,6 +11,7 @@ import { NodeTopology } from '../../src/topology/node.js';
 import { Proc, type Line } from '../../src/topology/proc.js';
 import { runCli } from '../helpers/cli.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
+import { askFromPod } from '../helpers/pods.js';
 import { slow } from '../helpers/slow.js';
 
 const PEER = 'dist/src/topology/peer.js';
@@ -43,18 +44,7 @@ privileged('agent restarts under streaming traffic', () => {
   const spawnAgent = () => new Proc('agent', process.execPath, ['bin/sockmesh.js', 'agent', '--config', cfgPath, '--cgroup', node.parent,
     '--instance', instance, '--listen', '127.0.0.1:0']);
 
-  /** One new connection from the pod: the sidecar's answer (its name and the original destination). */
-  async function ask(host: string, port = 9080): Promise<Record<string, unknown>> {
-    const p = node.spawnNode('a', PEER, ['ask', '--host', host, '--port', String(port)], `ask ${host}`);
-    try {
-      const first = await p.waitFor((l) => l.event === 'connected' || l.event === 'error', slow(10_000));
-      if (first.event === 'error') return { error: first.message };
-      p.send('hi');
-      return (await p.waitFor((l) => l.event === 'reply', slow(10_000))).reply as Record<string, unknown>;
-    } finally {
-      p.child.stdin!.end();
-    }
-  }
+  const ask = (host: string, port = 9080) => askFromPod(node, 'a', host, port);
 
   beforeAll(async () => {
     node = await NodeTopology.create(instance, ['a']);
