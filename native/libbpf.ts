@@ -172,3 +172,48 @@ export function progId(fd: number, what: string): number {
   check(fns.infoByFd(fd, info, len), 'bpf_obj_get_info_by_fd', what);
   return info.readUInt32LE(4);
 }
+
+/** A program's id and tag (the hash of its instructions, map references left out: the same
+ * object loaded twice gives the same tag). struct bpf_prog_info: type, id, tag[8]. */
+export function progInfo(fd: number, what: string): { id: number; tag: string } {
+  const info = Buffer.alloc(256);
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(info.length);
+  check(fns.infoByFd(fd, info, len), 'bpf_obj_get_info_by_fd', what);
+  return { id: info.readUInt32LE(4), tag: info.subarray(8, 16).toString('hex') };
+}
+
+const linkFns = {
+  create: lib.func('int bpf_link_create(int prog_fd, int target_fd, int attach_type, const void *opts)'),
+  update: lib.func('int bpf_link_update(int link_fd, int new_prog_fd, const void *opts)'),
+  detach: lib.func('int bpf_link_detach(int link_fd)'),
+  pin: lib.func('int bpf_obj_pin(int fd, const char *pathname)'),
+};
+
+/** Attaches a program to a target (a cgroup fd) as a bpf_link; returns the link's fd. */
+export function linkCreate(progFd: number, targetFd: number, attachType: number, what: string): number {
+  return check(linkFns.create(progFd, targetFd, attachType, null), 'bpf_link_create', what);
+}
+
+/** Replaces the link's program, atomically: every hook runs the old program or the new one. */
+export function linkUpdate(linkFd: number, newProgFd: number, what: string): void {
+  check(linkFns.update(linkFd, newProgFd, null), 'bpf_link_update', what);
+}
+
+/** Detaches the link's program; the link stays (defunct) until its last reference goes. */
+export function linkDetach(linkFd: number, what: string): void {
+  check(linkFns.detach(linkFd), 'bpf_link_detach', what);
+}
+
+export function objPin(fd: number, path: string): void {
+  check(linkFns.pin(fd, path), 'bpf_obj_pin', path);
+}
+
+/** struct bpf_link_info: type, id, prog_id. */
+export function linkInfo(fd: number, what: string): { id: number; progId: number } {
+  const info = Buffer.alloc(64);
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(info.length);
+  check(fns.infoByFd(fd, info, len), 'bpf_obj_get_info_by_fd', what);
+  return { id: info.readUInt32LE(4), progId: info.readUInt32LE(8) };
+}

@@ -135,7 +135,7 @@ export class NodeAgent {
       this.ready = true;
       this.metrics.reconcileSeconds.observe(Number(process.hrtime.bigint() - t0) / 1e9);
       this.metrics.lastApplied.setToCurrentTime();
-      log.info({ instance, created: up.created, attached: up.attached, changes: up.changes, pods: this.pods.pods.length }, up.created ? 'data path loaded and attached' : 'adopted the pinned data path');
+      log.info({ instance, created: up.created, attached: up.attached, changes: up.changes, upgraded: up.upgraded, pods: this.pods.pods.length }, up.created ? 'data path loaded and attached' : 'adopted the pinned data path');
 
       this.control = new ControlServer(socketPath(instance), (req) => this.serialize(() => this.onRequest(req)));
       await this.control.start();

@@ -7,7 +7,8 @@ import { ensureBpffs, pinRoot } from '../bpf/bpffs.js';
 import { cgroup2Mount, checkAttachCgroup } from '../bpf/cgroup.js';
 import { COUNTER_NAMES, STATS, SVC_COUNTER_NAMES, SVC_STATS } from '../bpf/codecs.js';
 import {
-  attachAll, detach, detachAllFrom, findAttachedCgroups, isFullyPinned, loadAndPin, pinLayout, programStatus, sockmeshAttachments, unpin,
+  attachAll, detach, detachAllFrom, findAttachedCgroups, isFullyPinned, loadAndPin, pinLayout, programStatus, recoverInterruptedUpgrade,
+  sockmeshAttachments, unpin, upgradePrograms, type UpgradeResult,
   type PinLayout, type ProgramStatus,
 } from '../bpf/datapath.js';
 import { InstanceMaps } from '../bpf/maps.js';
@@ -60,6 +61,8 @@ export interface UpResult {
   changes: ReconcileReport['changes'];
   /** Set when this call switched a live instance from another mode. */
   switchedFrom?: Mode;
+  /** Programs replaced in place by a newer object (empty when the running ones are current). */
+  upgraded?: UpgradeResult['replaced'];
 }
 
 /**
@@ -98,6 +101,7 @@ async function ebpfUp(layout: PinLayout, cgroup: string, instance: string, confi
   pods: ResolvedPod[], objectPath: string, record: (ids: ServiceIds) => void) {
   requireSameMounts(prev, 'attach BPF programs');
   await ensureBpffs();
+  if (existsSync(layout.root)) recoverInterruptedUpgrade(layout);
   const created = !isFullyPinned(layout);
   if (created) {
     if (existsSync(layout.root)) unpin(layout); // a partial pin dir from an interrupted run
@@ -107,12 +111,14 @@ async function ebpfUp(layout: PinLayout, cgroup: string, instance: string, confi
   let previousSlot: number | undefined;
   try {
     await refuseStacking(layout, cgroup, instance);
+    // A live instance whose programs differ from this object's: replaced in place first.
+    const upgraded = created ? [] : (await upgradePrograms(layout, cgroup, objectPath)).replaced;
     maps = new InstanceMaps(layout);
     previousSlot = maps.activeSlot();
     const { ids, report } = applyConfig(maps, config, prev?.serviceIds ?? {}, pods);
     record(ids);
     const attached = await attachAll(layout, cgroup);
-    return { created, ids, report, attached: attached.map((p) => p.name) };
+    return { created, ids, report, attached: attached.map((p) => p.name), upgraded };
   } catch (err) {
     if (created) {
       maps?.close();
@@ -252,7 +258,7 @@ export async function upLocked(instance: string, opts: UpOptions): Promise<UpRes
     const r = await ebpfUp(layout, cgroup, instance, opts.config, prev, found.pods, opts.objectPath ?? defaultObjectPath(),
       (ids) => writeRecord(prev?.mode === 'iptables' ? { ...prev, cgroup, pinRoot: layout.root } : fresh(ids)));
     record = fresh(r.ids);
-    result = { instance, mode, created: r.created, attached: r.attached, changes: r.report.changes };
+    result = { instance, mode, created: r.created, attached: r.attached, changes: r.report.changes, ...(r.upgraded.length ? { upgraded: r.upgraded } : {}) };
   } else {
     let netnsId: string | undefined;
     if (netns === undefined) {

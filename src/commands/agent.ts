@@ -11,6 +11,7 @@ interface AgentOpts {
   instance: string;
   listen: string;
   cleanupOnExit?: boolean;
+  bpfObject?: string;
 }
 
 export function register(program: Command, _out: () => Out): void {
@@ -21,6 +22,7 @@ export function register(program: Command, _out: () => Out): void {
     .requiredOption('--cgroup <dir>', 'cgroup2 directory holding every pod\'s cgroup (the programs attach here once)')
     .option('--instance <name>', 'instance name; pins under /sys/fs/bpf/sockmesh-<name>', 'default')
     .option('--listen <host:port>', 'HTTP endpoints /metrics, /healthz, /readyz', '127.0.0.1:15099')
+    .option('--bpf-object <file>', 'the BPF object to load (default: the one sockmesh ships); pinned programs that differ are upgraded in place at start')
     .option('--cleanup-on-exit', 'remove the data path on SIGTERM/SIGINT (default: leave it running)')
     .addHelpText('after', `
 Logs JSON lines (pino) on stdout, one line per reconcile with what changed. A bad edit of the file
@@ -37,7 +39,7 @@ leave capture running (pins stay); the next agent adopts them.`)
       const log = createLogger();
       const agent = new NodeAgent({
         instance: checkInstanceName(opts.instance), configPath: opts.config, cgroup: opts.cgroup, listen: opts.listen,
-        cleanupOnExit: opts.cleanupOnExit ?? false, log,
+        cleanupOnExit: opts.cleanupOnExit ?? false, log, objectPath: opts.bpfObject,
       });
       await agent.start();
       await new Promise<void>((resolve) => {

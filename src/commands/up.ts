@@ -8,6 +8,7 @@ import { Codes, UserError } from '../errors.js';
 import { emit, type Out } from './output.js';
 
 interface UpOpts {
+  bpfObject?: string;
   mode: 'ebpf' | 'iptables';
   cgroup?: string;
   netns?: string;
@@ -26,6 +27,7 @@ export function register(program: Command, out: () => Out): void {
     .option('--netns <name>', 'iptables mode: network namespace that gets the rules (default: the current one); eBPF mode without pods: the pod\'s namespace (its connections only, its own addresses count as local)')
     .option('--config <file>', 'YAML config (default: the embedded default config)')
     .option('--instance <name>', 'instance name; eBPF pins live under /sys/fs/bpf/sockmesh-<name>', 'default')
+    .option('--bpf-object <file>', 'eBPF mode: the BPF object to load (default: the one sockmesh ships); a live instance running other programs is upgraded in place')
     .option('--dry-run', 'iptables mode: print the iptables-restore input instead of applying it')
     .option('--json', 'print the result as JSON')
     .addHelpText('after', `
@@ -41,11 +43,12 @@ instance switches the same processes to the other capture path (new connections 
         process.stdout.write(upRestore(config, await natSave(opts.netns), opts.instance));
         return;
       }
-      const res = await up({ instance: opts.instance, mode: opts.mode, cgroup: opts.cgroup, netns: opts.netns, config, configSource: opts.config ?? '(embedded default)' });
+      const res = await up({ instance: opts.instance, mode: opts.mode, cgroup: opts.cgroup, netns: opts.netns, config, configSource: opts.config ?? '(embedded default)', objectPath: opts.bpfObject });
       emit(out(), res, () => {
         const verb = res.switchedFrom ? `switched from ${res.switchedFrom} to ${res.mode}` : res.created ? `started in ${res.mode} mode` : `updated (${res.mode} mode)`;
         const changed = Object.entries(res.changes).map(([m, c]) => `${m} +${c.put}/-${c.del}`).join(', ');
-        return `sockmesh instance "${res.instance}" ${verb}${changed ? ` (${changed})` : ''}`;
+        const upgraded = res.upgraded?.length ? `\nprograms upgraded in place: ${res.upgraded.map((u) => `${u.name} ${u.from} -> ${u.to}`).join(', ')}` : '';
+        return `sockmesh instance "${res.instance}" ${verb}${changed ? ` (${changed})` : ''}${upgraded}`;
       });
     });
 }

@@ -5,6 +5,7 @@
 //     (--local-port binds 127.0.0.1:L first, so two pods' connections can share one 4-tuple)
 //   stream --host H --port P --bytes N                     sends N bytes, reads N echoed back, prints digests
 //   probe --host H --port P                                per stdin line captured|direct: connect until so, print ms
+//   repeat --host H --port P                               new connections one after another until stdin closes, then a summary
 import { createHash } from 'node:crypto';
 import { connect, createServer, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
@@ -91,6 +92,45 @@ function probe(host: string, port: number): void {
   out({ event: 'ready' });
 }
 
+/**
+ * New connections one after another until stdin closes: each sends one line and reads the reply;
+ * then prints {"event":"summary","total":N,"outcomes":{"<server> <origDst>":count,…},"errors":[…]}.
+ * Shows that every connection made while something changes (an upgrade) was captured.
+ */
+function repeat(host: string, port: number): void {
+  const outcomes: Record<string, number> = {};
+  const errors: string[] = [];
+  let total = 0;
+  let stop = false;
+  createInterface({ input: process.stdin }).on('close', () => { stop = true; });
+  const once = () => {
+    if (stop) {
+      out({ event: 'summary', total, outcomes, errors });
+      process.exit(0);
+    }
+    total += 1;
+    const sock = connect({ host, port, noDelay: true });
+    const lines = createInterface({ input: sock });
+    let done = false;
+    const finish = (what: string | undefined, error?: string) => {
+      if (done) return;
+      done = true;
+      sock.destroy();
+      if (what) outcomes[what] = (outcomes[what] ?? 0) + 1;
+      if (error) errors.push(error);
+      setImmediate(once);
+    };
+    lines.once('line', (l) => {
+      const r = JSON.parse(l) as { server?: string; origDst?: { address?: string; port?: number } };
+      finish(`${r.server} ${r.origDst?.address}:${r.origDst?.port}`);
+    });
+    sock.once('connect', () => sock.write('x\n'));
+    sock.once('error', (e) => finish(undefined, e.message));
+  };
+  out({ event: 'ready' });
+  once();
+}
+
 /** Deterministic bytes (xorshift), so both ends could regenerate them; digests compare the two. */
 function fill(buf: Buffer, seed: { s: number }): void {
   for (let i = 0; i < buf.length; i += 4) {
@@ -159,6 +199,7 @@ switch (positionals[0]) {
   case 'ask': ask(values.host, port, values['local-port'] ? Number(values['local-port']) : undefined); break;
   case 'stream': stream(values.host, port, Number(values.bytes)); break;
   case 'probe': probe(values.host, port); break;
+  case 'repeat': repeat(values.host, port); break;
   default:
     process.stderr.write('usage: peer serve|ask|stream|probe --host H --port P [...]\n');
     process.exit(2);
