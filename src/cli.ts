@@ -5,6 +5,7 @@ import { register as registerAgent } from './commands/agent.js';
 import { register as registerBench } from './commands/bench.js';
 import { register as registerDemo } from './commands/demo.js';
 import { register as registerDown } from './commands/down.js';
+import { register as registerExplain } from './commands/explain.js';
 import type { Out } from './commands/output.js';
 import { register as registerProbe } from './commands/probe.js';
 import { register as registerService } from './commands/service.js';
@@ -24,7 +25,7 @@ export function buildProgram(argv: string[] = process.argv): Command {
     const json = argv.includes('--json');
     return { json, print: (t) => process.stdout.write(`${t}\n`) };
   };
-  for (const reg of [registerUp, registerAgent, registerDown, registerStatus, registerService, registerProbe, registerSidecar, registerDemo, registerBench]) reg(program, out);
+  for (const reg of [registerUp, registerAgent, registerDown, registerStatus, registerService, registerExplain, registerProbe, registerSidecar, registerDemo, registerBench]) reg(program, out);
   return program;
 }
 

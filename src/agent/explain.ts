@@ -1,0 +1,232 @@
+// `sockmesh explain`: which rule decides a would-be connection from a pod to DST:PORT, as the
+// kernel would decide it now. For an eBPF instance the decision is read from the live maps of the
+// slot the programs read (the same checks, in the same order, as sm_decide in
+// bpf/include/policy.h); for an iptables instance from the tables its config compiles to, which
+// its rules were generated from. The other mode's answer comes from the same tables: the two modes
+// decide alike (the parity matrix checks it), and differ in what they can do beyond the decision.
+import { POD_INCLUDE_ANY, POD_OUTBOUND_ALL, RULE_EXCLUDE, RULE_INCLUDE, RULE_LOCAL, SVC_AUTO, SVC_REDIRECT, SVC_SPLICE, lpmKeyCodec, podCodec, portKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, u64Codec, type SmPod } from '../bpf/codecs.js';
+import { InstanceMaps, type SlotMaps } from '../bpf/maps.js';
+import { pinLayout } from '../bpf/datapath.js';
+import type { MeshConfig } from '../config/model.js';
+import { Codes, UserError } from '../errors.js';
+import { ipToBytes, isIp } from '../net/addr.js';
+import { assignServiceIds, compileDesired, type Entry, type ResolvedPod, type ServiceIds } from './desired.js';
+import { readRecord, type Mode } from './state.js';
+
+/** 127.0.0.6: the sidecar's inbound passthrough source; 15008: HBONE. As in sockmesh.h. */
+const PASSTHROUGH_SRC = '127.0.0.6';
+const HBONE_PORT = 15008;
+
+export type Verdict = 'sidecar-outbound' | 'sidecar-inbound' | 'direct';
+
+export interface Explanation {
+  instance: string;
+  mode: Mode;
+  pod: string;
+  destination: string;
+  uid: number;
+  /** eBPF: the slot the programs read now. */
+  slot?: number;
+  verdict: Verdict;
+  /** Where the connection goes: the sidecar listener, or the destination itself. */
+  goesTo: string;
+  /** The rule that decided, in words. */
+  rule: string;
+  /** Each check made, in order, with what it found. */
+  checks: string[];
+  service?: { name: string; id: number; redirect: boolean; splice: string };
+  /** eBPF: whether the app's socket pair would be spliced, and why. */
+  splice?: string;
+  other: { mode: Mode; verdict: Verdict; note: string };
+}
+
+/** Lookups the decision needs: the kernel maps of a slot, or the same tables compiled in memory. */
+interface Tables {
+  pod(cookie: bigint): SmPod | undefined;
+  port(podId: number, kind: number, port: number): boolean;
+  cidr(podId: number, kind: number, addr: string): boolean;
+  service(addr: string, port: number): number | undefined;
+  flags(serviceId: number): number;
+}
+
+function liveTables(slot: SlotMaps): Tables {
+  return {
+    pod: (cookie) => slot.pods.get(cookie as unknown as number) ?? slot.pods.get(0),
+    port: (podId, kind, port) => slot.ports.get({ podId, port, kind }) !== undefined,
+    // An LPM trie answers a full-length key with the longest prefix that contains it.
+    cidr: (podId, kind, addr) => slot.cidrs.get({ prefixlen: 64 + 128, podId, kind, addr }) !== undefined,
+    service: (addr, port) => (slot.services.get({ addr, port }) ?? slot.services.get({ addr: null, port }))?.serviceId,
+    flags: (id) => slot.svcState.get(id)?.flags ?? 0,
+  };
+}
+
+function desiredTables(entries: ReturnType<typeof compileDesired>): Tables {
+  const hex = (b: Buffer) => b.toString('hex');
+  const index = (list: Entry[]) => new Map(list.map((e) => [hex(e.key), e.value]));
+  const pods = index(entries.sm_pods);
+  const ports = index(entries.sm_ports);
+  const services = index(entries.sm_services);
+  const states = index(entries.sm_svc_state);
+  const cidrs = entries.sm_cidrs.map((e) => lpmKeyCodec.decode(e.key));
+  const inPrefix = (addr: string, c: { prefixlen: number; addr: string | null }) => {
+    const a = ipToBytes(addr);
+    const b = c.addr === null ? Buffer.alloc(16) : ipToBytes(c.addr);
+    const bits = c.prefixlen - 64;
+    for (let i = 0; i < bits; i++) if (((a[i >> 3] ^ b[i >> 3]) >> (7 - (i & 7))) & 1) return false;
+    return true;
+  };
+  return {
+    pod: (cookie) => {
+      const v = pods.get(hex(u64Codec.encode(cookie as unknown as number))) ?? pods.get(hex(u64Codec.encode(0)));
+      return v ? podCodec.decode(v) : undefined;
+    },
+    port: (podId, kind, port) => ports.has(hex(portKeyCodec.encode({ podId, port, kind }))),
+    cidr: (podId, kind, addr) => cidrs.some((c) => c.podId === podId && c.kind === kind && inPrefix(addr, c)),
+    service: (addr, port) => {
+      const v = services.get(hex(svcKeyCodec.encode({ addr, port }))) ?? services.get(hex(svcKeyCodec.encode({ addr: null, port })));
+      return v ? svcValCodec.decode(v).serviceId : undefined;
+    },
+    flags: (id) => {
+      const key = [...states.keys()].find((k) => Buffer.from(k, 'hex').readUInt32LE(0) === id);
+      return key ? svcStateCodec.decode(states.get(key)!).flags : 0;
+    },
+  };
+}
+
+interface Decision {
+  verdict: Verdict;
+  rule: string;
+  checks: string[];
+  serviceId?: number;
+}
+
+/** sm_decide, step by step (bpf/include/policy.h). */
+function decide(t: Tables, pod: SmPod, uid: number, gid: number, addr: string, port: number, src?: string): Decision {
+  const checks: string[] = [];
+  const done = (verdict: Verdict, rule: string, serviceId?: number): Decision => ({ verdict, rule, checks, serviceId });
+  const sidecar = uid === pod.sidecarUid || gid === pod.sidecarGid;
+  const loopback = addr.startsWith('127.') || t.cidr(pod.podId, RULE_LOCAL, addr);
+  checks.push(`caller: uid ${uid}${sidecar ? ` = the sidecar (uid ${pod.sidecarUid}, gid ${pod.sidecarGid})` : ` (the sidecar is uid ${pod.sidecarUid})`}`);
+  checks.push(`destination ${addr} is ${loopback ? 'local to the pod (loopback or its own address)' : 'not local to the pod'}`);
+  if (t.port(pod.podId, RULE_EXCLUDE, port)) return done('direct', `port ${port} is excluded (excludeOutboundPorts)`);
+  checks.push(`port ${port} is not excluded`);
+  if (src === PASSTHROUGH_SRC && loopback) return done('direct', 'inbound passthrough from 127.0.0.6 to the pod itself');
+  if (sidecar) {
+    if (loopback && addr !== '127.0.0.1' && port !== HBONE_PORT) return done('sidecar-inbound', 'the sidecar calling its own pod: inbound traffic');
+    return done('direct', 'the sidecar\'s own connections are never captured');
+  }
+  if (loopback) return done('direct', 'traffic inside the pod is never captured');
+  if (t.cidr(pod.podId, RULE_EXCLUDE, addr)) return done('direct', `${addr} is in an excluded CIDR (excludeOutboundCIDRs)`);
+  checks.push(`${addr} is not in an excluded CIDR`);
+  const svc = t.service(addr, port);
+  if (svc !== undefined) {
+    const flags = t.flags(svc);
+    checks.push(`${addr}:${port} belongs to service id ${svc}, switch ${flags & SVC_REDIRECT ? 'on' : 'off'}`);
+    if (!(flags & SVC_REDIRECT)) return done('direct', 'its service is switched off (redirect: false)', svc);
+  } else {
+    checks.push(`${addr}:${port} is no listed service`);
+  }
+  if (t.port(pod.podId, RULE_INCLUDE, port)) return done('sidecar-outbound', `port ${port} is included (includeOutboundPorts)`, svc);
+  if (pod.flags & POD_OUTBOUND_ALL) {
+    if (pod.flags & POD_INCLUDE_ANY) return done('sidecar-outbound', 'capture.outbound: all, includeOutboundCIDRs: *', svc);
+    return t.cidr(pod.podId, RULE_INCLUDE, addr)
+      ? done('sidecar-outbound', `capture.outbound: all, ${addr} in includeOutboundCIDRs`, svc)
+      : done('direct', `capture.outbound: all, but ${addr} is in no includeOutboundCIDRs`, svc);
+  }
+  return svc !== undefined ? done('sidecar-outbound', 'a listed service with its switch on', svc) : done('direct', 'not a listed service (capture.outbound: services)');
+}
+
+export interface ExplainRequest {
+  instance: string;
+  pod?: string;
+  destination: string;
+  uid: number;
+  gid?: number;
+}
+
+/** Parses DST:PORT (IPv4). */
+export function parseDestination(s: string): { addr: string; port: number } {
+  const m = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(s);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || !isIp(m[1]) || m[1].includes(':') || !(port >= 1 && port <= 65535)) {
+    throw new UserError(Codes.USAGE, `destination must be IPV4:PORT (port 1-65535), got ${JSON.stringify(s.slice(0, 60))}`);
+  }
+  return { addr: m[1], port };
+}
+
+function serviceName(cfg: MeshConfig, ids: ServiceIds, id: number | undefined) {
+  if (id === undefined) return undefined;
+  const name = Object.entries(ids).find(([, v]) => v === id)?.[0];
+  const s = cfg.services.find((x) => x.name === name);
+  return s ? { name: s.name, id, redirect: s.redirect, splice: s.splice } : { name: name ?? `(id ${id})`, id, redirect: true, splice: 'auto' };
+}
+
+/** The splice choice sockops would make for a captured outbound connection of this service. */
+function spliceChoice(flags: number, auto: { votes: number } | undefined, needed: number): string {
+  if (flags & SVC_SPLICE) return 'spliced (splice: always)';
+  if (!(flags & SVC_AUTO)) return 'not spliced (splice: never)';
+  const votes = auto?.votes ?? 0;
+  return votes >= needed
+    ? `spliced (splice: auto; the service's recent connections voted for it: ${votes} of ${needed} votes; every 8th connection stays on the stack to keep learning)`
+    : `not spliced (splice: auto; ${votes} of ${needed} votes so far)`;
+}
+
+export function explain(req: ExplainRequest): Explanation {
+  const rec = readRecord(req.instance);
+  if (!rec) throw new UserError(Codes.INSTANCE_MISSING, `no sockmesh instance "${req.instance}"`);
+  const { addr, port } = parseDestination(req.destination);
+  const cfg = rec.config;
+  const gid = req.gid ?? req.uid;
+  const pods = rec.pods ?? [];
+  const podName = req.pod ?? (pods.length <= 1 ? pods[0]?.name ?? 'pod' : undefined);
+  if (!podName) throw new UserError(Codes.USAGE, `instance "${req.instance}" meshes ${pods.length} pods: name one with --pod (${pods.map((p) => p.name).join(', ')})`);
+  const podRec = pods.find((p) => p.name === podName);
+  if (pods.length && !podRec) throw new UserError(Codes.USAGE, `no pod "${podName}" in instance "${req.instance}" (pods: ${pods.map((p) => p.name).join(', ')})`);
+  const base = { instance: rec.instance, mode: rec.mode, pod: podName, destination: `${addr}:${port}`, uid: req.uid };
+
+  if (rec.mode === 'ebpf') {
+    const maps = new InstanceMaps(pinLayout(rec.pinRoot));
+    try {
+      const slot = maps.activeSlot();
+      const t = liveTables(maps.slots[slot]);
+      const pod = t.pod(BigInt(podRec?.netnsCookie ?? '0'));
+      if (!pod) throw new UserError(Codes.INSTANCE_MISSING, `pod "${podName}" has no entry in the kernel's sm_pods (slot ${slot}): not meshed`);
+      const d = decide(t, pod, req.uid, gid, addr, port);
+      const service = serviceName(cfg, rec.serviceIds, d.serviceId);
+      const splice = d.verdict === 'sidecar-outbound' && d.serviceId !== undefined
+        ? spliceChoice(t.flags(d.serviceId), maps.svcAuto.get(d.serviceId), cfg.autoSplice.votes)
+        : d.verdict === 'sidecar-outbound' ? 'not spliced (no listed service)' : undefined;
+      return {
+        ...base, slot, verdict: d.verdict, goesTo: goesTo(d.verdict, pod, addr, port), rule: d.rule, checks: d.checks,
+        ...(service ? { service } : {}), ...(splice ? { splice } : {}),
+        other: { mode: 'iptables', verdict: d.verdict, note: 'istio-iptables rules from the same config decide alike; iptables mode captures every process of the pod\'s namespace (not only its cgroup) and never splices' },
+      };
+    } finally {
+      maps.close();
+    }
+  }
+  // iptables: the tables its config compiles to (its rules were generated from the same config).
+  const one: ResolvedPod = {
+    name: podName, netnsCookie: 0n, cgroupId: 0n, cgroupLevel: 0, podId: 1, localAddrs: [], sidecar: cfg.sidecar, capture: cfg.capture,
+  };
+  // iptables instances keep no service ids: number the services here, as eBPF mode would.
+  const size = cfg.services.length + 1;
+  const ids = assignServiceIds(cfg.services.map((s) => s.name), rec.serviceIds, size);
+  const t = desiredTables(compileDesired(cfg, ids, size, [one]));
+  const pod = t.pod(0n)!;
+  const d = decide(t, pod, req.uid, gid, addr, port);
+  const service = serviceName(cfg, ids, d.serviceId);
+  return {
+    ...base, verdict: d.verdict, goesTo: goesTo(d.verdict, pod, addr, port), rule: d.rule, checks: d.checks, ...(service ? { service } : {}),
+    other: {
+      mode: 'ebpf', verdict: d.verdict,
+      note: `eBPF mode decides alike in connect4${d.verdict === 'sidecar-outbound' && service ? `; its socket pair would be ${service.splice === 'always' ? 'spliced' : service.splice === 'never' ? 'not spliced' : 'spliced once the service\'s connections vote for it (splice: auto)'}` : ''}`,
+    },
+  };
+}
+
+function goesTo(v: Verdict, pod: SmPod, addr: string, port: number): string {
+  if (v === 'sidecar-outbound') return `${pod.outboundIp4}:${pod.outboundPort} (the sidecar's outbound listener; SO_ORIGINAL_DST ${addr}:${port})`;
+  if (v === 'sidecar-inbound') return `${pod.outboundIp4}:${pod.inboundPort} (the sidecar's inbound listener; SO_ORIGINAL_DST ${addr}:${port})`;
+  return `${addr}:${port} (not captured)`;
+}
