@@ -12,35 +12,12 @@ import { pinRoot } from '../../src/bpf/bpffs.js';
 import { CAPACITY } from '../../src/config/capacity.js';
 import { cliJson, runCli } from '../helpers/cli.js';
 import { Mesh } from '../helpers/mesh.js';
+import { attached, mapDump, natRules } from '../helpers/state.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
 import { slow } from '../helpers/slow.js';
 
 const SVC = '10.96.0.20';
 const GOOD = `services:\n  - { name: reviews, addresses: [${SVC}], ports: [9080] }\n  - { name: ratings, addresses: [${SVC}], ports: [9081] }\n`;
-
-/** Every config-driven map of an instance (both slots, sm_gen, sm_config), as hex, for
- * byte-for-byte comparisons. */
-function mapDump(instance: string): Record<string, string[]> {
-  const maps = new InstanceMaps(pinLayout(pinRoot(instance)));
-  try {
-    const out: Record<string, string[]> = {};
-    const all: Record<string, { rawEntries(): Array<{ key: Buffer; value: Buffer }> }> = { gen: maps.gen, config: maps.config };
-    maps.slots.forEach((slot, i) => { for (const [name, m] of Object.entries(slot)) all[`${name}${i}`] = m; });
-    for (const [name, m] of Object.entries(all)) out[name] = m.rawEntries().map((e) => `${e.key.toString('hex')}=${e.value.toString('hex')}`).sort();
-    return out;
-  } finally {
-    maps.close();
-  }
-}
-
-function attached(cgroup: string): string {
-  return execFileSync('bpftool', ['cgroup', 'show', cgroup], { encoding: 'utf8' });
-}
-
-function natRules(netns: string): string[] {
-  return execFileSync('ip', ['netns', 'exec', netns, 'iptables-save', '-t', 'nat'], { encoding: 'utf8' })
-    .split('\n').filter((l) => l.startsWith('-A') && l.includes('SOCKMESH'));
-}
 
 privileged('hostile input and faults', () => {
   const dir = mkdtempSync(join(tmpdir(), 'sockmesh-test-'));
