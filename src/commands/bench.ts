@@ -16,6 +16,8 @@ interface BenchOpts {
   modes?: string;
   workloads?: string;
   agent?: boolean;
+  soak?: boolean;
+  minutes?: string;
 }
 
 function list<T extends string>(what: string, value: string | undefined, allowed: readonly T[]): T[] | undefined {
@@ -45,11 +47,26 @@ export function register(program: Command): void {
     .option('--modes <list>', `comma-separated subset of ${MODES.join(',')}`)
     .option('--workloads <list>', `comma-separated subset of ${WORKLOADS.map((w) => w.id).join(',')}`)
     .option('--agent', 'measure the node agent instead: 10,000-service apply, file switch latency, RSS, idle CPU (--quick: 1,000 services)')
+    .option('--soak', 'a soak run of the agent instead: mixed load, service switches and agent restarts; samples RSS, descriptors and map entries, fails on growth')
+    .option('--minutes <n>', 'with --soak: how long (default 10)')
     .addHelpText('after', `
 Builds its own namespaces (pod + remote server), cgroups and an HAProxy sidecar, runs the smload
 client against every mode on the same processes, and removes everything afterwards. Compare
 ratios within one run: the machine may be shared and noisy.`)
     .action(async (opts: BenchOpts) => {
+      if (opts.soak) {
+        const minutes = opts.minutes === undefined ? 10 : Number(opts.minutes);
+        if (!(minutes > 0 && minutes <= 24 * 60)) throw new UserError(Codes.USAGE, `--minutes must be a number of minutes (0-1440], got ${JSON.stringify(opts.minutes)}`);
+        const tty = process.stderr.isTTY;
+        installInterruptHandlers();
+        const { runSoak, formatSoak } = await import('../bench/soak.js');
+        const res = await runSoak({ minutes, pods: 4, services: 200 }, (m) => process.stderr.write(tty ? `\r\x1b[K${m}` : `${m}\n`));
+        if (tty) process.stderr.write('\r\x1b[K');
+        process.stdout.write(opts.json ? `${JSON.stringify(res, null, 2)}\n` : `${formatSoak(res)}\n`);
+        if (!res.ok) process.exitCode = 1;
+        return;
+      }
+      if (opts.minutes !== undefined) throw new UserError(Codes.USAGE, '--minutes is for --soak');
       if (opts.agent) {
         const tty = process.stderr.isTTY;
         installInterruptHandlers();
