@@ -26,7 +26,9 @@ import { acquireInstanceLock, type InstanceLock } from './lock.js';
 import { AgentMetrics } from './metrics.js';
 import { applyOverrides, OverrideStore } from './overrides.js';
 import { resolvePods, type PodProblem } from './pods.js';
-import { readRecord, writeRecord, type InstanceRecord } from './state.js';
+import { readRecord, writeRecord, type InstanceRecord, type Mode } from './state.js';
+import { PodRules } from './podrules.js';
+import { missingFeature } from '../bpf/probe.js';
 
 export interface AgentOptions {
   instance: string;
@@ -39,6 +41,9 @@ export interface AgentOptions {
   objectPath?: string;
   /** How long to wait for the instance lock at start (another agent or command). */
   lockTimeoutMs?: number;
+  /** auto (default): eBPF mode when the kernel can run it (probed by loading), else iptables
+   * mode for every pod; ebpf: eBPF or exit naming the missing feature; iptables: rules only. */
+  mode?: 'auto' | Mode;
 }
 
 export class NodeAgent {
@@ -60,6 +65,8 @@ export class NodeAgent {
   private lastApply: { at: string; changes: Record<string, unknown>; ms: number } | undefined;
   /** Writes only what changed, remembering what each slot holds (see incremental.ts). */
   private incremental: ServiceReconciler | undefined;
+  /** iptables mode: the pods' rule sets. */
+  private podRules: PodRules | undefined;
   /** The file source's parse caches, filled by the first read at start. */
   private readonly parseCaches = newParseCaches();
   /** The instance record as this agent last wrote it (it holds the lock: nobody else writes it). */
@@ -114,28 +121,11 @@ export class NodeAgent {
       } else {
         throw new UserError(Codes.CONFIG_INVALID, first.message);
       }
-      this.serviceIds = prev?.serviceIds ?? {};
-      this.podIds = prev?.podIds ?? {};
-      const t0 = process.hrtime.bigint();
-      const up = await upLocked(instance, {
-        instance, mode: 'ebpf', cgroup: this.opts.cgroup, config: applyOverrides(this.lastGood, this.overrides.all()),
-        configSource: this.opts.configPath, objectPath: this.opts.objectPath,
-      });
-      const rec = readRecord(instance)!;
-      this.record = rec;
-      this.serviceIds = rec.serviceIds;
-      this.podIds = rec.podIds ?? {};
-      this.maps = new InstanceMaps(pinLayout(rec.pinRoot ?? pinRoot(instance)));
-      this.pods = { key: podKey(this.lastGood), ...(await resolvePods(this.lastGood, rec.cgroup!, { netns: rec.netns }, this.podIds)) };
-      // The programs read the applied state: the other slot gets it too, and from here on an edit
-      // writes only what it changes.
-      const applied = rec.config;
-      this.incremental = new ServiceReconciler(reconcileMaps(this.maps), this.maps.slots[0].svcState.info.maxEntries);
-      this.incremental.adopt(applied, this.serviceIds, this.pods.pods, (slot) => configEntry(applied, slot));
-      this.ready = true;
-      this.metrics.reconcileSeconds.observe(Number(process.hrtime.bigint() - t0) / 1e9);
-      this.metrics.lastApplied.setToCurrentTime();
-      log.info({ instance, created: up.created, attached: up.attached, changes: up.changes, upgraded: up.upgraded, pods: this.pods.pods.length }, up.created ? 'data path loaded and attached' : 'adopted the pinned data path');
+      if (await this.chooseMode(prev) === 'iptables') {
+        await this.startIptables(prev);
+      } else {
+        await this.startEbpf(prev);
+      }
 
       this.control = new ControlServer(socketPath(instance), (req) => this.serialize(() => this.onRequest(req)));
       await this.control.start();
@@ -152,6 +142,82 @@ export class NodeAgent {
       await this.stop();
       throw err;
     }
+  }
+
+  /** Which mode this agent runs its instance in (see AgentOptions.mode). */
+  private async chooseMode(prev: InstanceRecord | undefined): Promise<Mode> {
+    const { instance, log } = this.opts;
+    const wanted = this.opts.mode ?? 'auto';
+    if (prev) {
+      if (prev.mode === 'iptables' && !prev.podNetns) {
+        throw new UserError(Codes.INSTANCE_CONFLICT, `instance "${instance}" was set up by sockmesh up in iptables mode; run sockmesh down --instance ${instance} first, or pick another --instance`);
+      }
+      if (wanted !== 'auto' && wanted !== prev.mode) {
+        throw new UserError(Codes.INSTANCE_CONFLICT, `instance "${instance}" runs in ${prev.mode} mode; run sockmesh down --instance ${instance} first to start it in ${wanted} mode`);
+      }
+      return prev.mode; // a restart: the kernel has not changed under it
+    }
+    if (wanted === 'iptables') return 'iptables';
+    const missing = await missingFeature();
+    if (!missing) return 'ebpf';
+    const why = `eBPF mode needs ${missing.feature}, which this kernel does not offer (${missing.detail})`;
+    if (wanted === 'ebpf') throw new UserError(Codes.NOT_SUPPORTED, `${why}; without --mode ebpf the agent runs iptables mode for every pod instead`);
+    log.warn({ feature: missing.feature, detail: missing.detail }, `${why}: running iptables mode for every pod`);
+    return 'iptables';
+  }
+
+  private async startEbpf(prev: InstanceRecord | undefined): Promise<void> {
+    const { instance, log } = this.opts;
+    this.serviceIds = prev?.serviceIds ?? {};
+    this.podIds = prev?.podIds ?? {};
+    const t0 = process.hrtime.bigint();
+    if (!this.lastGood) throw new SockmeshError(Codes.INTERNAL, 'no config');
+    const up = await upLocked(instance, {
+      instance, mode: 'ebpf', cgroup: this.opts.cgroup, config: applyOverrides(this.lastGood, this.overrides.all()),
+      configSource: this.opts.configPath, objectPath: this.opts.objectPath,
+    });
+    const rec = readRecord(instance)!;
+    this.record = rec;
+    this.serviceIds = rec.serviceIds;
+    this.podIds = rec.podIds ?? {};
+    this.maps = new InstanceMaps(pinLayout(rec.pinRoot ?? pinRoot(instance)));
+    this.pods = { key: podKey(this.lastGood), ...(await resolvePods(this.lastGood, rec.cgroup!, { netns: rec.netns }, this.podIds)) };
+    // The programs read the applied state: the other slot gets it too, and from here on an edit
+    // writes only what it changes.
+    const applied = rec.config;
+    this.incremental = new ServiceReconciler(reconcileMaps(this.maps), this.maps.slots[0].svcState.info.maxEntries);
+    this.incremental.adopt(applied, this.serviceIds, this.pods.pods, (slot) => configEntry(applied, slot));
+    this.ready = true;
+    this.metrics.reconcileSeconds.observe(Number(process.hrtime.bigint() - t0) / 1e9);
+    this.metrics.lastApplied.setToCurrentTime();
+    log.info({ instance, created: up.created, attached: up.attached, changes: up.changes, upgraded: up.upgraded, pods: this.pods.pods.length }, up.created ? 'data path loaded and attached' : 'adopted the pinned data path');
+  }
+
+  /** iptables mode: every pod's rule set in its namespace (no eBPF anywhere). */
+  private async startIptables(prev: InstanceRecord | undefined): Promise<void> {
+    const { instance, log } = this.opts;
+    const t0 = process.hrtime.bigint();
+    const config = applyOverrides(this.lastGood!, this.overrides.all());
+    if (!config.pods.length) {
+      throw new UserError(Codes.USAGE, 'iptables mode in the agent needs the config\'s pods (each with its netns): it writes each pod\'s rules in its own namespace');
+    }
+    this.podRules = new PodRules(instance, prev?.podNetns);
+    const report = await this.podRules.apply(config);
+    this.noteRuleProblems(report.problems);
+    this.record = {
+      instance, mode: 'iptables', pinRoot: pinRoot(instance), configSource: this.opts.configPath, config, serviceIds: {},
+      podNetns: this.podRules.list(), updatedAt: new Date().toISOString(),
+    };
+    writeRecord(this.record);
+    this.ready = true;
+    this.metrics.reconcileSeconds.observe(Number(process.hrtime.bigint() - t0) / 1e9);
+    this.metrics.lastApplied.setToCurrentTime();
+    log.info({ instance, mode: 'iptables', applied: report.applied, pods: this.podRules.list().length }, 'iptables rules in every pod\'s namespace');
+  }
+
+  private noteRuleProblems(problems: PodProblem[]): void {
+    for (const p of problems) this.opts.log.warn({ pod: p.pod, path: p.path, error: p.message }, 'pod not meshed');
+    this.metrics.podProblems.set(problems.length);
   }
 
   /** One apply at a time, in arrival order. */
@@ -187,6 +253,7 @@ export class NodeAgent {
   /** Applies last good config + overrides; a failure is logged and counted, the old state stays. */
   private async apply(reason: string): Promise<Record<string, unknown>> {
     const { log } = this.opts;
+    if (this.podRules) return this.applyIptables(reason);
     if (!this.maps || !this.lastGood) throw new SockmeshError(Codes.INSTANCE_MISSING, 'the data path is not up');
     const t0 = process.hrtime.bigint();
     const config = applyOverrides(this.lastGood, this.overrides.all());
@@ -219,6 +286,22 @@ export class NodeAgent {
       log.error({ reason, error: describe(err) }, 'apply failed; the programs keep reading the last good state');
       throw err;
     }
+  }
+
+  private async applyIptables(reason: string): Promise<Record<string, unknown>> {
+    const t0 = process.hrtime.bigint();
+    const config = applyOverrides(this.lastGood!, this.overrides.all());
+    const report = await this.podRules!.apply(config);
+    this.noteRuleProblems(report.problems);
+    const changes = report.applied.length || report.removed.length ? { rules: { applied: report.applied.length, removed: report.removed.length } } : {};
+    this.record = { ...this.record!, config, configSource: this.opts.configPath, podNetns: this.podRules!.list(), updatedAt: new Date().toISOString() };
+    this.scheduleRecordWrite();
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    this.metrics.reconcileSeconds.observe(ms / 1000);
+    this.metrics.lastApplied.setToCurrentTime();
+    this.lastApply = { at: new Date().toISOString(), changes, ms };
+    this.opts.log.info({ reason, changes, ms: Math.round(ms * 100) / 100 }, 'reconciled');
+    return changes;
   }
 
   private recordTimer: NodeJS.Timeout | undefined;

@@ -319,7 +319,17 @@ export async function down(instanceName: string): Promise<DownResult> {
     if (rec?.mode !== 'iptables' || rec.cgroup) requireSameMounts(rec, 'remove an eBPF instance');
     const eb = await ebpfDown(layout, rec?.cgroup, instance);
     let rules: DownResult['rules'];
-    if (rec?.mode === 'iptables') {
+    if (rec?.mode === 'iptables' && rec.podNetns) {
+      // The agent's iptables mode: a rule set in every pod's namespace.
+      for (const p of rec.podNetns) {
+        const r = await removeRules(p.netns, instance).catch((e: Error) => {
+          notes.push(`pod ${p.name}: ${e.message}`);
+          return 'absent' as const;
+        });
+        if (r === 'foreign') notes.push(`the iptables rules in ${p.netns} belong to another instance and were left alone`);
+        if (r === 'removed' || rules === undefined) rules = r;
+      }
+    } else if (rec?.mode === 'iptables') {
       rules = await removeRules(iptablesNamespace(rec), instance);
       if (rules === 'foreign') notes.push(`the iptables rules in ${rec.netns ?? 'this namespace'} belong to another instance and were left alone`);
     }
@@ -413,7 +423,13 @@ export async function status(instanceName: string): Promise<InstanceStatus> {
     pinRoot: rec.pinRoot, configSource: rec.configSource, services,
   };
   if (rec.mode === 'iptables') {
-    const counts = await redirectCounts(iptablesNamespace(rec));
+    // The agent's iptables mode has a rule set in every pod's namespace.
+    const counts = { outbound: 0, inbound: 0 };
+    for (const ns of rec.podNetns ? rec.podNetns.map((p) => p.netns) : [iptablesNamespace(rec)]) {
+      const c = await redirectCounts(ns).catch(() => ({ outbound: 0, inbound: 0 })); // a pod gone with its namespace
+      counts.outbound += c.outbound;
+      counts.inbound += c.inbound;
+    }
     return { ...common, programs: [], counters: { connectRewrites: counts.outbound, inboundRedirects: counts.inbound }, pods: [], splicedSockets: 0 };
   }
   const layout = pinLayout(rec.pinRoot);

@@ -36,6 +36,8 @@ export interface InstanceRecord {
   /** eBPF mode: pod ids by name (stable across updates), and the pods as found. */
   podIds?: ServiceIds;
   pods?: PodRecord[];
+  /** iptables mode run by the agent (its fallback): every pod's rule set, by namespace. */
+  podNetns?: Array<{ name: string; netns: string }>;
   updatedAt: string;
 }
 
@@ -64,6 +66,7 @@ function recordProblem(r: unknown, instance: string): string | undefined {
   const cfg = o.config as Record<string, unknown> | undefined;
   if (typeof cfg !== 'object' || cfg === null || !Array.isArray(cfg.services)) return 'no config';
   if (typeof o.serviceIds !== 'object' || o.serviceIds === null) return 'no serviceIds';
+  if (o.podNetns !== undefined && (!Array.isArray(o.podNetns) || !o.podNetns.every((p: unknown) => typeof (p as { name?: unknown })?.name === 'string' && typeof (p as { netns?: unknown })?.netns === 'string'))) return 'podNetns is not a list of {name, netns}';
   return undefined;
 }
 

@@ -25,8 +25,18 @@ const MAP_CHECKS: Array<[string, number, number, number, number]> = [
   ['BPF_MAP_TYPE_SOCKHASH', MAP_TYPES.SOCKHASH, 36, 8, 0],
 ];
 
+/**
+ * SOCKMESH_PROBE_FAIL=TEXT: every check whose name contains TEXT fails as on a kernel without the
+ * feature (e.g. BPF_MAP_TYPE_SOCKHASH). For testing and rehearsing the agent's fallback.
+ */
+function forcedOff(feature: string): void {
+  const off = process.env.SOCKMESH_PROBE_FAIL;
+  if (off && feature.includes(off)) throw new NotSupportedError(feature, `turned off by SOCKMESH_PROBE_FAIL=${off}`);
+}
+
 async function step(checks: ProbeCheck[], feature: string, fn: () => Promise<string> | string): Promise<boolean> {
   try {
+    forcedOff(feature);
     checks.push({ feature, ok: true, detail: await fn() });
     return true;
   } catch (e) {
@@ -41,7 +51,10 @@ export async function probeKernel(objectPath = defaultObjectPath()): Promise<Pro
   const checks: ProbeCheck[] = [];
   if (!(await step(checks, 'bpffs', async () => { await ensureBpffs(); return `mounted at ${BPFFS}`; }))) return checks;
   const cgMount = cgroup2Mount();
-  checks.push({ feature: 'cgroup2', ok: cgMount !== undefined, detail: cgMount ? `mounted at ${cgMount}` : 'no cgroup2 mount' });
+  await step(checks, 'cgroup2', () => {
+    if (!cgMount) throw new Error('no cgroup2 mount');
+    return `mounted at ${cgMount}`;
+  });
   await step(checks, 'BTF', () => {
     if (!existsSync('/sys/kernel/btf/vmlinux')) throw new Error('/sys/kernel/btf/vmlinux is missing');
     return 'kernel BTF present';
@@ -71,4 +84,9 @@ export async function probeKernel(objectPath = defaultObjectPath()): Promise<Pro
     unpin(layout);
   }
   return checks;
+}
+
+/** The first check eBPF mode cannot do without, or undefined when every one passed. */
+export async function missingFeature(): Promise<ProbeCheck | undefined> {
+  return (await probeKernel()).find((c) => !c.ok);
 }

@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { NodeAgent } from '../agent/daemon.js';
 import { checkInstanceName } from '../agent/instance.js';
 import { Codes, UserError, describe } from '../errors.js';
@@ -12,6 +12,7 @@ interface AgentOpts {
   listen: string;
   cleanupOnExit?: boolean;
   bpfObject?: string;
+  mode: 'auto' | 'ebpf' | 'iptables';
 }
 
 export function register(program: Command, _out: () => Out): void {
@@ -22,6 +23,7 @@ export function register(program: Command, _out: () => Out): void {
     .requiredOption('--cgroup <dir>', 'cgroup2 directory holding every pod\'s cgroup (the programs attach here once)')
     .option('--instance <name>', 'instance name; pins under /sys/fs/bpf/sockmesh-<name>', 'default')
     .option('--listen <host:port>', 'HTTP endpoints /metrics, /healthz, /readyz', '127.0.0.1:15099')
+    .addOption(new Option('--mode <mode>', 'ebpf, iptables, or auto: eBPF when the kernel can run it (probed by loading), else iptables mode for every pod').choices(['auto', 'ebpf', 'iptables']).default('auto'))
     .option('--bpf-object <file>', 'the BPF object to load (default: the one sockmesh ships); pinned programs that differ are upgraded in place at start')
     .option('--cleanup-on-exit', 'remove the data path on SIGTERM/SIGINT (default: leave it running)')
     .addHelpText('after', `
@@ -39,7 +41,7 @@ leave capture running (pins stay); the next agent adopts them.`)
       const log = createLogger();
       const agent = new NodeAgent({
         instance: checkInstanceName(opts.instance), configPath: opts.config, cgroup: opts.cgroup, listen: opts.listen,
-        cleanupOnExit: opts.cleanupOnExit ?? false, log, objectPath: opts.bpfObject,
+        cleanupOnExit: opts.cleanupOnExit ?? false, log, objectPath: opts.bpfObject, mode: opts.mode,
       });
       await agent.start();
       await new Promise<void>((resolve) => {

@@ -1,12 +1,14 @@
 // Applying and removing the rule set with iptables-save/iptables-restore inside one network
-// namespace (`ip netns exec`), or the current one when none is named.
+// namespace (`ip netns exec NAME`, or `nsenter --net=PATH` for a path such as /proc/PID/ns/net),
+// or the current one when none is named.
 import { Codes, SockmeshError, UserError } from '../errors.js';
 import type { MeshConfig } from '../config/model.js';
 import { execTool } from '../util/exec.js';
 import { CHAINS, downRestore, ruleOwner, upRestore } from './rules.js';
 
 function inNetns(netns: string | undefined, cmd: string, args: string[]): [string, string[]] {
-  return netns ? ['ip', ['netns', 'exec', netns, cmd, ...args]] : [cmd, args];
+  if (!netns) return [cmd, args];
+  return netns.startsWith('/') ? ['nsenter', [`--net=${netns}`, cmd, ...args]] : ['ip', ['netns', 'exec', netns, cmd, ...args]];
 }
 
 async function run(netns: string | undefined, cmd: string, args: string[], input?: string): Promise<string> {
@@ -19,7 +21,7 @@ async function run(netns: string | undefined, cmd: string, args: string[], input
   }
   if (r.code !== 0) {
     const where = netns ? ` in network namespace ${netns}` : '';
-    if (/Cannot open network namespace/.test(r.stderr)) throw new UserError(Codes.USAGE, `no network namespace "${netns}"`);
+    if (/Cannot open network namespace|nsenter: cannot open/.test(r.stderr)) throw new UserError(Codes.USAGE, `no network namespace "${netns}"`);
     throw new SockmeshError(Codes.SYSCALL, `${cmd}${where} failed: ${r.stderr.trim()}`);
   }
   return r.stdout;
