@@ -25,7 +25,7 @@ import { applyConfig, down, podSummary, requireRoot, status, upLocked } from './
 import { acquireInstanceLock, type InstanceLock } from './lock.js';
 import { AgentMetrics } from './metrics.js';
 import { applyOverrides, OverrideStore } from './overrides.js';
-import { resolvePods, type PodProblem } from './pods.js';
+import { establishedIn, resolvePods, type PodProblem } from './pods.js';
 import { readRecord, writeRecord, type InstanceRecord, type Mode } from './state.js';
 import { PodRules } from './podrules.js';
 import { missingFeature } from '../bpf/probe.js';
@@ -191,6 +191,25 @@ export class NodeAgent {
     this.metrics.reconcileSeconds.observe(Number(process.hrtime.bigint() - t0) / 1e9);
     this.metrics.lastApplied.setToCurrentTime();
     log.info({ instance, created: up.created, attached: up.attached, changes: up.changes, upgraded: up.upgraded, pods: this.pods.pods.length }, up.created ? 'data path loaded and attached' : 'adopted the pinned data path');
+    if (up.created) await this.countPredating();
+  }
+
+  /** Capture started just now: connections the pods already had are counted (and left alone). */
+  private async countPredating(): Promise<void> {
+    const counts: Record<string, number> = {};
+    for (const p of this.lastGood?.pods ?? []) {
+      if (!p.netns) continue;
+      try {
+        counts[p.name] = await establishedIn(p.netns);
+        this.metrics.predating.set({ pod: p.name }, counts[p.name]);
+      } catch (e) {
+        this.opts.log.warn({ pod: p.name, error: describe(e) }, 'cannot count the pod\'s open connections');
+      }
+    }
+    const total = Object.values(counts).reduce((a, b) => a + b, 0);
+    if (total) {
+      this.opts.log.warn({ connections: total, pods: counts }, 'connections that predate capture stay uncaptured and unspliced until they reconnect');
+    }
   }
 
   /** iptables mode: every pod's rule set in its namespace (no eBPF anywhere). */

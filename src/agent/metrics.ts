@@ -32,6 +32,7 @@ export class AgentMetrics {
   readonly sourceStale: Gauge;
   readonly lastApplied: Gauge;
   readonly podProblems: Gauge;
+  readonly predating: Gauge;
 
   constructor(version: string, kernel: KernelView) {
     const registers = [this.registry];
@@ -46,6 +47,10 @@ export class AgentMetrics {
     this.sourceStale = new Gauge({ name: 'sockmesh_config_source_stale', help: '1 while the config source is missing or invalid and the last good state is applied', registers });
     this.lastApplied = new Gauge({ name: 'sockmesh_config_last_applied_timestamp_seconds', help: 'When the last desired state reached the kernel', registers });
     this.podProblems = new Gauge({ name: 'sockmesh_pods_unresolved', help: 'Listed pods whose cgroup or network namespace was not found', registers });
+    this.predating = new Gauge({
+      name: 'sockmesh_connections_predating_capture', labelNames: ['pod'], registers,
+      help: 'TCP connections a pod had open when capture first started: never captured nor spliced; they go direct until they reconnect',
+    });
 
     const read = () => {
       const maps = kernel.maps();

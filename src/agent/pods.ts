@@ -9,6 +9,7 @@ import { LIMITS } from '../bpf/codecs.js';
 import type { MeshConfig, PodConfig } from '../config/model.js';
 import { Codes, SockmeshError, UserError } from '../errors.js';
 import { localAddresses } from '../util/netns.js';
+import { execTool } from '../util/exec.js';
 import { assignServiceIds, type ResolvedPod, type ServiceIds } from './desired.js';
 
 /** A pod that could not be found, by its config path. */
@@ -86,4 +87,16 @@ export async function resolvePods(cfg: MeshConfig, parent: string, single: { net
     }
   }
   return { pods, podIds, problems };
+}
+
+/**
+ * Established TCP connections in a pod's namespace (each end counted, as `ss` lists sockets). Taken
+ * when capture first starts: these connections were set up without it, so they are neither captured
+ * nor spliced for their whole life (sockops never saw them join: nothing is half-spliced).
+ */
+export async function establishedIn(netns: string): Promise<number> {
+  const [cmd, args] = netns.startsWith('/') ? ['nsenter', [`--net=${netns}`, 'ss', '-Htn', 'state', 'established']] : ['ip', ['netns', 'exec', netns, 'ss', '-Htn', 'state', 'established']];
+  const r = await execTool(cmd, args as string[]);
+  if (r.code !== 0) throw new UserError(Codes.USAGE, `cannot list the connections in ${netns}: ${r.stderr.trim()}`);
+  return r.stdout.split('\n').filter((l) => l.trim()).length;
 }
