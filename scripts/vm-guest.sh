@@ -6,6 +6,8 @@ set -u
 export PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root CI=true
 # Software emulation is 3-14x slower than the host: test timeouts scale by this.
 export SOCKMESH_TEST_TIME_SCALE=${SOCKMESH_TEST_TIME_SCALE:-6}
+# The upgrade test's other builds of the BPF object (the guest has no clang): made by the host.
+export SOCKMESH_BPF_VARIANTS=/repo/.cache/bpf-variants
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
 mkdir -p /sys/fs/cgroup
