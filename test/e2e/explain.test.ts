@@ -17,21 +17,22 @@ privileged('sockmesh explain', () => {
   const dir = mkdtempSync(join(tmpdir(), 'sockmesh-test-'));
   const cfgPath = join(dir, 'mesh.yaml');
   let node: NodeTopology;
-  const explain = (dst: string, ...extra: string[]) => cliJson<Explanation>(['explain', '--instance', instance, '--pod', 'pod-a', dst, ...extra]);
-
-  beforeAll(async () => {
-    node = await NodeTopology.create(instance, ['a', 'b']);
-    const sidecar = node.spawnNode('a', PEER, ['serve', '--host', '127.0.0.1', '--port', '15001', '--name', 'sidecar', '--mode', 'origdst'], 'sidecar');
-    await sidecar.waitFor((l) => l.event === 'ready', slow(30_000));
-    writeFileSync(cfgPath, `services:
-  - { name: on, addresses: [10.96.0.20], ports: [9080, 9999], splice: always }
+  const config = (onRedirect: boolean) => `services:
+  - { name: on, addresses: [10.96.0.20], ports: [9080, 9999], splice: always${onRedirect ? '' : ', redirect: false'} }
   - { name: off, addresses: [10.96.0.21], ports: [9080], redirect: false }
   - { name: auto, addresses: [10.96.0.22], ports: [9080] }
 exclude: { outboundPorts: [9999], outboundCIDRs: [10.96.5.0/24] }
 pods:
   - { name: pod-a, cgroup: a, netns: ${node.pod('a').netns} }
   - { name: pod-b, cgroup: b, netns: ${node.pod('b').netns} }
-`);
+`;
+  const explain = (dst: string, ...extra: string[]) => cliJson<Explanation>(['explain', '--instance', instance, '--pod', 'pod-a', dst, ...extra]);
+
+  beforeAll(async () => {
+    node = await NodeTopology.create(instance, ['a', 'b']);
+    const sidecar = node.spawnNode('a', PEER, ['serve', '--host', '127.0.0.1', '--port', '15001', '--name', 'sidecar', '--mode', 'origdst'], 'sidecar');
+    await sidecar.waitFor((l) => l.event === 'ready', slow(30_000));
+    writeFileSync(cfgPath, config(true));
     const up = await runCli(['up', '--cgroup', node.parent, '--config', cfgPath, '--instance', instance]);
     expect(up.code, up.stderr).toBe(0);
   });
@@ -69,15 +70,7 @@ pods:
   });
 
   it('reads the live switch: an override-free update of the config changes the answer', async () => {
-    writeFileSync(cfgPath, `services:
-  - { name: on, addresses: [10.96.0.20], ports: [9080, 9999], splice: always, redirect: false }
-  - { name: off, addresses: [10.96.0.21], ports: [9080], redirect: false }
-  - { name: auto, addresses: [10.96.0.22], ports: [9080] }
-exclude: { outboundPorts: [9999], outboundCIDRs: [10.96.5.0/24] }
-pods:
-  - { name: pod-a, cgroup: a, netns: ${node.pod('a').netns} }
-  - { name: pod-b, cgroup: b, netns: ${node.pod('b').netns} }
-`);
+    writeFileSync(cfgPath, config(false));
     const before = await explain('10.96.0.20:9080');
     expect((await runCli(['up', '--cgroup', node.parent, '--config', cfgPath, '--instance', instance])).code).toBe(0);
     const after = await explain('10.96.0.20:9080');
