@@ -33,7 +33,10 @@ applied; a deleted file keeps the last good state too. While the agent runs,
   sockmesh service enable|disable|reset NAME   switch a service (an override, kept across restarts)
   sockmesh status                               ask the agent
 talk to it over /run/sockmesh/<instance>.sock (root only). SIGTERM and SIGINT stop the agent and
-leave capture running (pins stay); the next agent adopts them.`)
+leave capture running (pins stay); the next agent adopts them, and replaces pinned programs that
+differ from its BPF object in place (link update). On its first start it probes the kernel by
+loading; when eBPF mode lacks a feature it says which and writes iptables rules in every pod's
+namespace instead (--mode ebpf: exit instead).`)
     .action(async (opts: AgentOpts) => {
       for (const [flag, v] of [['--config', opts.config], ['--cgroup', opts.cgroup]] as const) {
         if (!v.trim()) throw new UserError(Codes.USAGE, `${flag} is empty`);
