@@ -4,6 +4,7 @@
 //   smload server ADDR ECHO_PORT SINK_PORT     echo server + sink server (epoll), runs until killed
 //   smload rr     ADDR PORT SIZE SECONDS        request/response on one keep-alive connection
 //   smload stream ADDR PORT SIZE SECONDS        one-way stream of SIZE-byte writes to the sink
+//   smload nagle  ADDR PORT SIZE SECONDS        the same without TCP_NODELAY (TCP may coalesce writes)
 //   smload conn   ADDR PORT SIZE SECONDS        connect, one SIZE-byte exchange, close; repeated
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -152,11 +153,13 @@ closed:
 	}
 }
 
+static int nodelay = 1;
+
 static int connect_to(struct sockaddr_in sa)
 {
-	int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
 	if (fd < 0) die("socket");
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, sizeof(nodelay));
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) die("connect");
 	return fd;
 }
@@ -213,8 +216,8 @@ static int stream(struct sockaddr_in sa, size_t size, double secs)
 			(unsigned long long)(msgs * size));
 		return 1;
 	}
-	printf("{\"test\":\"stream\",\"size\":%zu,\"messages\":%llu,\"bytes\":%llu,\"seconds\":%.4f,\"MBps\":%.2f,\"msgps\":%.0f}\n",
-	       size, (unsigned long long)msgs, (unsigned long long)total, elapsed, (double)total / elapsed / 1e6,
+	printf("{\"test\":\"%s\",\"size\":%zu,\"messages\":%llu,\"bytes\":%llu,\"seconds\":%.4f,\"MBps\":%.2f,\"msgps\":%.0f}\n",
+	       nodelay ? "stream" : "nagle", size, (unsigned long long)msgs, (unsigned long long)total, elapsed, (double)total / elapsed / 1e6,
 	       (double)msgs / elapsed);
 	close(fd);
 	return 0;
@@ -255,8 +258,12 @@ int main(int argc, char **argv)
 		}
 		if (!strcmp(argv[1], "rr")) return rr(sa, size, secs);
 		if (!strcmp(argv[1], "stream")) return stream(sa, size, secs);
+		if (!strcmp(argv[1], "nagle")) {
+			nodelay = 0;
+			return stream(sa, size, secs);
+		}
 		if (!strcmp(argv[1], "conn")) return conn(sa, size, secs);
 	}
-	fprintf(stderr, "usage: smload server ADDR ECHO_PORT SINK_PORT | rr|stream|conn ADDR PORT SIZE SECONDS\n");
+	fprintf(stderr, "usage: smload server ADDR ECHO_PORT SINK_PORT | rr|stream|nagle|conn ADDR PORT SIZE SECONDS\n");
 	return 2;
 }

@@ -23,6 +23,9 @@ export interface BenchRow {
   modes: Partial<Record<BenchMode, Spread>>;
   /** Ratios of medians (eBPF default vs …); absent when a mode was not run. */
   ratios: { ebpfVsIptables?: number; ebpfVsDirect?: number };
+  /** The best of the eBPF modes on this figure, and how far the default is from it (a fraction:
+   * 0.07 = 7 % worse; 0 when the default is the best). Absent unless two eBPF modes ran. */
+  bestEbpf?: { mode: BenchMode; defaultBehind: number };
 }
 
 export interface BenchResult {
@@ -58,7 +61,7 @@ export function shuffledOrder<T>(items: T[], repeat: number): T[] {
 /** The figure a metric takes from one sample. */
 function figure(w: Workload, metric: Metric, s: { result: Record<string, number>; cpuUsec: number }): number {
   if (metric !== 'cpuPerMsg') return s.result[metric];
-  const msgs = w.test === 'rr' ? s.result.count : w.test === 'stream' ? s.result.messages : s.result.connections;
+  const msgs = w.test === 'rr' ? s.result.count : w.test === 'stream' || w.test === 'nagle' ? s.result.messages : s.result.connections;
   return s.cpuUsec / msgs;
 }
 
@@ -109,8 +112,22 @@ export async function runBench(opts: BenchOptions, progress: (msg: string) => vo
           ebpfVsIptables: e && per.iptables ? ratio(e, per.iptables) : undefined,
           ebpfVsDirect: e && per.direct ? ratio(e, per.direct) : undefined,
         },
+        ...bestEbpf(per, m.better),
       });
     }
   }
   return { startedAt: new Date().toISOString(), kernel, repeats, secondsPerRun: seconds, modes, orders, rows, samples };
+}
+
+const EBPF_MODES: BenchMode[] = ['ebpf-capture', 'ebpf-splice', 'ebpf-default'];
+
+/** Which eBPF mode did best on a figure (by median), and how far behind the default is. */
+export function bestEbpf(per: BenchRow['modes'], better: 'lower' | 'higher'): Pick<BenchRow, 'bestEbpf'> {
+  const ran = EBPF_MODES.filter((m) => per[m]?.n);
+  const d = per['ebpf-default'];
+  if (ran.length < 2 || !d?.n) return {};
+  const score = (m: BenchMode) => per[m]!.median;
+  const best = ran.reduce((a, b) => ((better === 'higher' ? score(b) > score(a) : score(b) < score(a)) ? b : a));
+  const behind = better === 'higher' ? 1 - d.median / score(best) : d.median / score(best) - 1;
+  return { bestEbpf: { mode: best, defaultBehind: Math.max(0, behind) } };
 }

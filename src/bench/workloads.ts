@@ -4,7 +4,8 @@ export type Metric = 'p50' | 'p90' | 'p99' | 'p999' | 'MBps' | 'cps' | 'cpuPerMs
 
 export interface Workload {
   id: string;
-  test: 'rr' | 'stream' | 'conn';
+  /** nagle: a stream without TCP_NODELAY, where TCP may coalesce small writes. */
+  test: 'rr' | 'stream' | 'nagle' | 'conn';
   size: number;
   /** Which server port: echo for rr/conn, sink for stream. */
   port: 'echo' | 'sink';
@@ -21,6 +22,10 @@ export const WORKLOADS: Workload[] = [
   ...[64, 1024, 16384, 65536, 1048576].map((size) => ({
     id: `stream-${size >= 1048576 ? `${size / 1048576}m` : size >= 1024 ? `${size / 1024}k` : size}`,
     test: 'stream' as const, size, port: 'sink' as const,
+    metrics: [{ metric: 'MBps' as const, unit: 'MB/s', better: 'higher' as const }, cpu],
+  })),
+  ...[64, 1024].map((size) => ({
+    id: `nagle-${size >= 1024 ? `${size / 1024}k` : size}`, test: 'nagle' as const, size, port: 'sink' as const,
     metrics: [{ metric: 'MBps' as const, unit: 'MB/s', better: 'higher' as const }, cpu],
   })),
   { id: 'conn-64', test: 'conn', size: 64, port: 'echo', metrics: [{ metric: 'cps', unit: 'conn/s', better: 'higher' }, cpu] },

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { STATE_DIR } from '../../src/agent/state.js';
 import { MODES } from '../../src/bench/env.js';
-import type { BenchResult } from '../../src/bench/run.js';
+import { bestEbpf, type BenchResult } from '../../src/bench/run.js';
 import { formatTable } from '../../src/bench/report.js';
 import { ratio, spread } from '../../src/bench/stats.js';
 import { WORKLOADS } from '../../src/bench/workloads.js';
@@ -17,6 +17,15 @@ import { leftovers } from '../helpers/leftovers.js';
 import { privileged } from '../helpers/privileged.js';
 
 describe('bench statistics', () => {
+  it('names the best eBPF mode of a figure and how far behind the default is', () => {
+    const s = (median: number) => ({ min: median, median, max: median, n: 1 });
+    expect(bestEbpf({ 'ebpf-capture': s(100), 'ebpf-splice': s(120), 'ebpf-default': s(90) }, 'higher'))
+      .toEqual({ bestEbpf: { mode: 'ebpf-splice', defaultBehind: 0.25 } });
+    expect(bestEbpf({ 'ebpf-capture': s(50), 'ebpf-splice': s(40), 'ebpf-default': s(40) }, 'lower'))
+      .toEqual({ bestEbpf: { mode: 'ebpf-splice', defaultBehind: 0 } });
+    expect(bestEbpf({ 'ebpf-default': s(40) }, 'lower')).toEqual({});
+  });
+
   it('summarises repeats as min/median/max and compares medians', () => {
     expect(spread([3, 1, 2])).toEqual({ min: 1, median: 2, max: 3, n: 3 });
     expect(spread([4, 1, 2, 3]).median).toBe(2.5);
@@ -47,6 +56,8 @@ function validate(res: BenchResult): string[] {
       }
       finite(row.ratios.ebpfVsIptables, `${w.id}/${m.metric} ratio vs iptables`);
       finite(row.ratios.ebpfVsDirect, `${w.id}/${m.metric} ratio vs direct`);
+      if (!row.bestEbpf || !['ebpf-capture', 'ebpf-splice', 'ebpf-default'].includes(row.bestEbpf.mode)) errors.push(`${w.id}/${m.metric} best eBPF mode missing`);
+      else if (!(row.bestEbpf.defaultBehind >= 0)) errors.push(`${w.id}/${m.metric} default behind best: ${row.bestEbpf.defaultBehind}`);
     }
   }
   for (const mode of MODES) {
