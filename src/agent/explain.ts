@@ -11,6 +11,8 @@ import type { MeshConfig } from '../config/model.js';
 import { Codes, UserError } from '../errors.js';
 import { ipToBytes, isIp } from '../net/addr.js';
 import { assignServiceIds, compileDesired, type Entry, type ResolvedPod, type ServiceIds } from './desired.js';
+import { compareRules } from '../iptables/apply.js';
+import { podConfig } from './podrules.js';
 import { readRecord, type Mode } from './state.js';
 
 /** 127.0.0.6: the sidecar's inbound passthrough source; 15008: HBONE. As in sockmesh.h. */
@@ -38,6 +40,8 @@ export interface Explanation {
   /** eBPF: whether the app's socket pair would be spliced, and why. */
   splice?: string;
   other: { mode: Mode; verdict: Verdict; note: string };
+  /** iptables: whether the namespace's live rules are the ones this config generates. */
+  rules?: { netns: string | null; rules: number; inPlace: boolean; missing: string[]; extra: string[] };
 }
 
 /** Lookups the decision needs: the kernel maps of a slot, or the same tables compiled in memory. */
@@ -171,17 +175,18 @@ function spliceChoice(flags: number, auto: { votes: number } | undefined, needed
     : `not spliced (splice: auto; ${votes} of ${needed} votes so far)`;
 }
 
-export function explain(req: ExplainRequest): Explanation {
+export async function explain(req: ExplainRequest): Promise<Explanation> {
   const rec = readRecord(req.instance);
   if (!rec) throw new UserError(Codes.INSTANCE_MISSING, `no sockmesh instance "${req.instance}"`);
   const { addr, port } = parseDestination(req.destination);
   const cfg = rec.config;
   const gid = req.gid ?? req.uid;
-  const pods = rec.pods ?? [];
-  const podName = req.pod ?? (pods.length <= 1 ? pods[0]?.name ?? 'pod' : undefined);
-  if (!podName) throw new UserError(Codes.USAGE, `instance "${req.instance}" meshes ${pods.length} pods: name one with --pod (${pods.map((p) => p.name).join(', ')})`);
-  const podRec = pods.find((p) => p.name === podName);
-  if (pods.length && !podRec) throw new UserError(Codes.USAGE, `no pod "${podName}" in instance "${req.instance}" (pods: ${pods.map((p) => p.name).join(', ')})`);
+  // eBPF instances record their pods; the agent's iptables mode, each pod's namespace.
+  const pods = (rec.pods ?? rec.podNetns ?? []).map((p) => p.name);
+  const podName = req.pod ?? (pods.length <= 1 ? pods[0] ?? 'pod' : undefined);
+  if (!podName) throw new UserError(Codes.USAGE, `instance "${req.instance}" meshes ${pods.length} pods: name one with --pod (${pods.join(', ')})`);
+  if (pods.length && !pods.includes(podName)) throw new UserError(Codes.USAGE, `no pod "${podName}" in instance "${req.instance}" (pods: ${pods.join(', ')})`);
+  const podRec = rec.pods?.find((p) => p.name === podName);
   const base = { instance: rec.instance, mode: rec.mode, pod: podName, destination: `${addr}:${port}`, uid: req.uid };
 
   if (rec.mode === 'ebpf') {
@@ -216,7 +221,12 @@ export function explain(req: ExplainRequest): Explanation {
   const pod = t.pod(0n)!;
   const d = decide(t, pod, req.uid, gid, addr, port);
   const service = serviceName(cfg, ids, d.serviceId);
+  // The live rules of the pod's namespace against the ones this config generates.
+  const ns = rec.podNetns ? rec.podNetns.find((p) => p.name === podName)?.netns : rec.netns;
+  const podCfg = rec.podNetns ? cfg.pods.find((p) => p.name === podName) : undefined;
+  const live = await compareRules(ns, podCfg ? podConfig(cfg, podCfg) : cfg, rec.instance);
   return {
+    rules: { netns: ns ?? null, rules: live.rules, inPlace: !live.missing.length && !live.extra.length, missing: live.missing, extra: live.extra },
     ...base, verdict: d.verdict, goesTo: goesTo(d.verdict, pod, addr, port), rule: d.rule, checks: d.checks, ...(service ? { service } : {}),
     other: {
       mode: 'ebpf', verdict: d.verdict,

@@ -30,7 +30,7 @@ would do. Reads only; an agent may run.
   sockmesh explain --pod reviews-7d9 --uid 1337 10.96.0.20:9080 --json`)
     .action(async (destination: string, opts: { instance: string; pod?: string; uid: string; gid?: string }) => {
       requireRoot();
-      const res = explain({ instance: checkInstanceName(opts.instance), pod: opts.pod, destination, uid: id('--uid', opts.uid)!, gid: id('--gid', opts.gid) });
+      const res = await explain({ instance: checkInstanceName(opts.instance), pod: opts.pod, destination, uid: id('--uid', opts.uid)!, gid: id('--gid', opts.gid) });
       emit(out(), res, () => [
         `${res.destination} from pod ${res.pod} (uid ${res.uid}), ${res.mode} mode${res.slot !== undefined ? `, slot ${res.slot}` : ''}:`,
         `  ${res.verdict === 'direct' ? 'NOT captured' : `captured (${res.verdict === 'sidecar-inbound' ? 'inbound' : 'outbound'})`}: ${res.rule}`,
@@ -39,6 +39,8 @@ would do. Reads only; an agent may run.
         ...(res.splice ? [`  socket pair: ${res.splice}`] : []),
         '  checks:',
         ...res.checks.map((c) => `    - ${c}`),
+        ...(res.rules ? [`  rules in ${res.rules.netns ?? 'this namespace'}: ${res.rules.inPlace ? `in place (${res.rules.rules}, as the config generates them)` : `DIFFER from the config: ${res.rules.missing.length} missing, ${res.rules.extra.length} not from it`}`,
+          ...res.rules.missing.map((l) => `    missing: ${l}`), ...res.rules.extra.map((l) => `    extra:   ${l}`)] : []),
         `  in ${res.other.mode} mode: ${res.other.verdict === 'direct' ? 'not captured' : 'captured'} (${res.other.note})`,
       ].join('\n'));
     });

@@ -4,7 +4,7 @@
 import { Codes, SockmeshError, UserError } from '../errors.js';
 import type { MeshConfig } from '../config/model.js';
 import { execTool } from '../util/exec.js';
-import { CHAINS, downRestore, ruleOwner, upRestore } from './rules.js';
+import { CHAINS, chainRules, downRestore, jumpRules, normalizeSave, ruleOwner, upRestore } from './rules.js';
 
 function inNetns(netns: string | undefined, cmd: string, args: string[]): [string, string[]] {
   if (!netns) return [cmd, args];
@@ -76,4 +76,36 @@ export async function redirectCounts(netns: string | undefined): Promise<{ outbo
     return line ? Number(line.trim().split(/\s+/)[0]) : 0;
   };
   return { outbound: await count(CHAINS.redirect), inbound: await count(CHAINS.inRedirect) };
+}
+
+/**
+ * How the live rule set of `owner` in a namespace compares with what `cfg` generates: the rules
+ * of our chains and our jumps, as iptables-save prints them (normalised) against ours.
+ */
+export async function compareRules(netns: string | undefined, cfg: MeshConfig, owner: string): Promise<{ rules: number; missing: string[]; extra: string[] }> {
+  const save = await natSave(netns);
+  const ours = new Set<string>(Object.values(CHAINS));
+  const mine = (l: string) => {
+    const m = /^-A (\S+) .*?(?:-j (\S+))?$/.exec(l);
+    return m !== null && (ours.has(m[1]) || (m[2] !== undefined && ours.has(m[2])));
+  };
+  const live = normalizeSave(save).filter((l) => l.startsWith('-A ') && mine(l));
+  const want = [...chainRules(cfg, owner), ...jumpRules(cfg)];
+  const liveKeys = new Set(live.map(canonicalRule));
+  const wantKeys = new Set(want.map(canonicalRule));
+  return { rules: want.length, missing: want.filter((l) => !liveKeys.has(canonicalRule(l))), extra: live.filter((l) => !wantKeys.has(canonicalRule(l))) };
+}
+
+/** A rule's identity regardless of the order iptables-save prints its matches in: the option
+ * groups (`! -d 127.0.0.1/32`, `-m owner`, `--uid-owner 1337`, …) sorted. */
+export function canonicalRule(rule: string): string {
+  const groups: string[][] = [];
+  for (const t of rule.match(/"[^"]*"|\S+/g) ?? []) {
+    const last = groups[groups.length - 1];
+    const opens = t.startsWith('-') && !(last && last.length === 1 && last[0] === '!');
+    if (t === '!' || opens || !last) groups.push([t]);
+    else last.push(t);
+  }
+  const [chain, ...rest] = groups.map((g) => g.join(' '));
+  return [chain, ...rest.sort()].join(' ');
 }

@@ -1,5 +1,6 @@
 // `sockmesh explain` against the live kernel: for each case, the rule it names and the outcome of
 // a real connection from the pod agree.
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -92,6 +93,14 @@ pods:
       expect(on).toMatchObject({ mode: 'iptables', verdict: 'sidecar-outbound', service: { name: 'on' }, other: { mode: 'ebpf', verdict: 'sidecar-outbound' } });
       expect(on.other.note).toMatch(/not spliced/);
       expect(await cliJson<Explanation>(['explain', '--instance', ipt, '10.96.0.21:9080'])).toMatchObject({ verdict: 'direct', rule: 'its service is switched off (redirect: false)' });
+      expect(on.rules).toMatchObject({ netns: node.pod('b').netns, inPlace: true, missing: [], extra: [] });
+      // A rule removed by hand: explain says the live rules no longer are the config's.
+      const gone = '-A SOCKMESH_OUTPUT -d 10.96.0.20/32 -p tcp --dport 9080 -j SOCKMESH_REDIRECT';
+      execFileSync('ip', ['netns', 'exec', node.pod('b').netns, 'iptables', '-t', 'nat', ...gone.split(' ').map((w) => (w === '-A' ? '-D' : w))]);
+      const after = await cliJson<Explanation>(['explain', '--instance', ipt, '10.96.0.20:9080']);
+      expect(after.rules).toMatchObject({ inPlace: false, missing: [gone], extra: [] });
+      const text = await runCli(['explain', '--instance', ipt, '10.96.0.20:9080']);
+      expect(text.stdout).toMatch(/DIFFER from the config: 1 missing/);
     } finally {
       await runCli(['down', '--instance', ipt]);
     }

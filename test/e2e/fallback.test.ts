@@ -94,6 +94,8 @@ pods:
     const st = await cliJson<{ mode: string; counters: { connectRewrites: number } }>(['status', '--instance', instance]);
     expect(st.mode).toBe('iptables');
     expect(st.counters.connectRewrites).toBeGreaterThanOrEqual(2);
+    const e = await cliJson<{ mode: string; verdict: string; rules: { netns: string; inPlace: boolean } }>(['explain', '--instance', instance, '--pod', 'pod-b', '10.96.0.20:9080']);
+    expect(e).toMatchObject({ mode: 'iptables', verdict: 'sidecar-outbound', rules: { netns: node.pod('b').netns, inPlace: true } });
   });
 
   it('applies edits and service switches to every pod\'s rules', async () => {

@@ -93,3 +93,14 @@ COMMIT
 `);
   });
 });
+
+describe('canonicalRule', () => {
+  it('identifies a rule whatever order iptables-save prints its matches in, and keeps negations apart', async () => {
+    const { canonicalRule } = await import('../../src/iptables/apply.js');
+    expect(canonicalRule('-A SOCKMESH_OUTPUT -s 127.0.0.6/32 -o lo -j RETURN')).toBe(canonicalRule('-A SOCKMESH_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN'));
+    expect(canonicalRule('-A O ! -d 127.0.0.1/32 -o lo -m owner --uid-owner 1337 -j R')).toBe(canonicalRule('-A O -o lo ! -d 127.0.0.1/32 -m owner --uid-owner 1337 -j R'));
+    expect(canonicalRule('-A X -d 1.2.3.4/32 -j Y')).not.toBe(canonicalRule('-A X ! -d 1.2.3.4/32 -j Y'));
+    expect(canonicalRule('-A X -d 1.2.3.4/32 -j Y')).not.toBe(canonicalRule('-A Z -d 1.2.3.4/32 -j Y'));
+    expect(canonicalRule('-A O -m comment --comment "a b" -j R')).toBe(canonicalRule('-A O -j R -m comment --comment "a b"'));
+  });
+});
