@@ -4,7 +4,7 @@
 import { Codes, SockmeshError, UserError } from '../errors.js';
 import type { MeshConfig } from '../config/model.js';
 import { execTool } from '../util/exec.js';
-import { CHAINS, chainRules, downRestore, jumpRules, normalizeSave, ruleOwner, upRestore } from './rules.js';
+import { CHAINS, canonicalRule, chainRules, downRestore, jumpRules, normalizeSave, ruleOwner, upRestore } from './rules.js';
 
 function inNetns(netns: string | undefined, cmd: string, args: string[]): [string, string[]] {
   if (!netns) return [cmd, args];
@@ -94,18 +94,4 @@ export async function compareRules(netns: string | undefined, cfg: MeshConfig, o
   const liveKeys = new Set(live.map(canonicalRule));
   const wantKeys = new Set(want.map(canonicalRule));
   return { rules: want.length, missing: want.filter((l) => !liveKeys.has(canonicalRule(l))), extra: live.filter((l) => !wantKeys.has(canonicalRule(l))) };
-}
-
-/** A rule's identity regardless of the order iptables-save prints its matches in: the option
- * groups (`! -d 127.0.0.1/32`, `-m owner`, `--uid-owner 1337`, …) sorted. */
-export function canonicalRule(rule: string): string {
-  const groups: string[][] = [];
-  for (const t of rule.match(/"[^"]*"|\S+/g) ?? []) {
-    const last = groups[groups.length - 1];
-    const opens = t.startsWith('-') && !(last && last.length === 1 && last[0] === '!');
-    if (t === '!' || opens || !last) groups.push([t]);
-    else last.push(t);
-  }
-  const [chain, ...rest] = groups.map((g) => g.join(' '));
-  return [chain, ...rest.sort()].join(' ');
 }

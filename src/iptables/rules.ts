@@ -161,3 +161,17 @@ export function downRestore(natSave: string): string {
 export function hasOurChains(natSave: string): boolean {
   return Object.values(CHAINS).some((c) => natSave.includes(`:${c} `));
 }
+
+/** A rule's identity regardless of the order iptables-save prints its matches in: the option
+ * groups (`! -d 127.0.0.1/32`, `-m owner`, `--uid-owner 1337`, …) sorted. */
+export function canonicalRule(rule: string): string {
+  const groups: string[][] = [];
+  for (const t of rule.match(/"[^"]*"|\S+/g) ?? []) {
+    const last = groups[groups.length - 1];
+    const opens = t.startsWith('-') && !(last && last.length === 1 && last[0] === '!');
+    if (t === '!' || opens || !last) groups.push([t]);
+    else last.push(t);
+  }
+  const [chain, ...rest] = groups.map((g) => g.join(' '));
+  return [chain, ...rest.sort()].join(' ');
+}

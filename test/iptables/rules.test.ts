@@ -1,7 +1,7 @@
 // The generated rule text is pinned here: any change to it must be deliberate.
 import { describe, expect, it } from 'vitest';
 import { parseConfigText } from '../../src/config/load.js';
-import { downRestore, upRestore } from '../../src/iptables/rules.js';
+import { canonicalRule, downRestore, upRestore } from '../../src/iptables/rules.js';
 
 const services = parseConfigText(`
 services:
@@ -95,8 +95,7 @@ COMMIT
 });
 
 describe('canonicalRule', () => {
-  it('identifies a rule whatever order iptables-save prints its matches in, and keeps negations apart', async () => {
-    const { canonicalRule } = await import('../../src/iptables/apply.js');
+  it('identifies a rule whatever order iptables-save prints its matches in, and keeps negations apart', () => {
     expect(canonicalRule('-A SOCKMESH_OUTPUT -s 127.0.0.6/32 -o lo -j RETURN')).toBe(canonicalRule('-A SOCKMESH_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN'));
     expect(canonicalRule('-A O ! -d 127.0.0.1/32 -o lo -m owner --uid-owner 1337 -j R')).toBe(canonicalRule('-A O -o lo ! -d 127.0.0.1/32 -m owner --uid-owner 1337 -j R'));
     expect(canonicalRule('-A X -d 1.2.3.4/32 -j Y')).not.toBe(canonicalRule('-A X ! -d 1.2.3.4/32 -j Y'));
