@@ -2,7 +2,8 @@
 // status and the per-service switch. Each operation either completes or leaves things as they
 // were. `up --mode` on a live instance switches its capture mode with no window without capture:
 // the new mode is applied before the old one is removed.
-import { existsSync, readlinkSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { ensureBpffs, pinRoot } from '../bpf/bpffs.js';
 import { cgroup2Mount, checkAttachCgroup } from '../bpf/cgroup.js';
 import { COUNTER_NAMES, STATS, SVC_COUNTER_NAMES, SVC_STATS } from '../bpf/codecs.js';
@@ -111,8 +112,10 @@ async function ebpfUp(layout: PinLayout, cgroup: string, instance: string, confi
   let previousSlot: number | undefined;
   try {
     await refuseStacking(layout, cgroup, instance);
-    // A live instance whose programs differ from this object's: replaced in place first.
-    const upgraded = created ? [] : (await upgradePrograms(layout, cgroup, objectPath)).replaced;
+    // A live instance whose programs differ from this object's: replaced in place first. Only
+    // checked (a full load of the object) when the object is not the one the record names.
+    const current = existsSync(objectPath) && prev?.objectSha256 === objectSha256(objectPath);
+    const upgraded = created || current ? [] : (await upgradePrograms(layout, cgroup, objectPath)).replaced;
     maps = new InstanceMaps(layout);
     previousSlot = maps.activeSlot();
     const { ids, report } = applyConfig(maps, config, prev?.serviceIds ?? {}, pods);
@@ -251,7 +254,7 @@ export async function upLocked(instance: string, opts: UpOptions): Promise<UpRes
       throw new UserError(Codes.CGROUP, `cannot find every pod:\n${found.problems.map((p) => `  ${p.path} (${p.pod}): ${p.message}`).join('\n')}`);
     }
     const fresh = (ids: ServiceIds): InstanceRecord => ({
-      ...base, mode, cgroup, netns, serviceIds: ids, podIds: found.podIds, mntns: currentMntnsId(),
+      ...base, mode, cgroup, netns, serviceIds: ids, podIds: found.podIds, mntns: currentMntnsId(), objectSha256: objectSha256(opts.objectPath ?? defaultObjectPath()),
       pods: found.pods.map(podSummary),
     });
     // While switching from iptables the record keeps naming iptables until the rules are gone.
@@ -279,6 +282,11 @@ export async function upLocked(instance: string, opts: UpOptions): Promise<UpRes
   }
   writeRecord(record);
   return result;
+}
+
+/** The BPF object's content hash (tens of kilobytes: cheap next to loading it to compare). */
+export function objectSha256(path: string): string {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
 }
 
 /** What the record keeps of a resolved pod (for status, metrics and explain). */

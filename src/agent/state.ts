@@ -27,6 +27,9 @@ export interface InstanceRecord {
   netns?: string;
   /** eBPF mode: the mount namespace (mnt:[inode]) whose /sys shows the cgroup and the pins. */
   mntns?: string;
+  /** eBPF mode: sha256 of the BPF object the pinned programs came from (an upgrade is checked only
+   * when the object changes). */
+  objectSha256?: string;
   /** iptables mode without a named netns: the namespace's identity (net:[inode]) the rules are in. */
   netnsId?: string;
   pinRoot: string;

@@ -102,6 +102,11 @@ pods:
     expect(idsAfter.map((p) => p.id)).toEqual(PROGRAMS.map((p) => replaced.find((r) => r.name === p.name)!.to));
     const linksAfter = cgroupLinks();
     expect(linksAfter.map((l) => l.id).sort()).toEqual(linksBefore.map((l) => l.id).sort());
+    // The same object again: nothing to upgrade (the record names the object the pins came from).
+    const again = await runCli(['up', '--cgroup', node.parent, '--config', cfgPath, '--instance', instance, '--bpf-object', join(variant, 'sockmesh.bpf.o'), '--json']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout).upgraded).toBeUndefined();
+    expect(programStatus(layout(), node.parent)).toEqual(idsAfter);
 
     // Every new connection during the upgrade reached the sidecar with its destination.
     repeat.child.stdin!.end();
