@@ -70,7 +70,7 @@ function desiredTables(entries: ReturnType<typeof compileDesired>): Tables {
   const pods = index(entries.sm_pods);
   const ports = index(entries.sm_ports);
   const services = index(entries.sm_services);
-  const states = index(entries.sm_svc_state);
+  const states = new Map(entries.sm_svc_state.map((e) => [e.key.readUInt32LE(0), svcStateCodec.decode(e.value).flags]));
   const cidrs = entries.sm_cidrs.map((e) => lpmKeyCodec.decode(e.key));
   const inPrefix = (addr: string, c: { prefixlen: number; addr: string | null }) => {
     const a = ipToBytes(addr);
@@ -90,10 +90,7 @@ function desiredTables(entries: ReturnType<typeof compileDesired>): Tables {
       const v = services.get(hex(svcKeyCodec.encode({ addr, port }))) ?? services.get(hex(svcKeyCodec.encode({ addr: null, port })));
       return v ? svcValCodec.decode(v).serviceId : undefined;
     },
-    flags: (id) => {
-      const key = [...states.keys()].find((k) => Buffer.from(k, 'hex').readUInt32LE(0) === id);
-      return key ? svcStateCodec.decode(states.get(key)!).flags : 0;
-    },
+    flags: (id) => states.get(id) ?? 0,
   };
 }
 
