@@ -7,6 +7,7 @@ import { connect, createServer, type Server } from 'node:net';
 import { dirname } from 'node:path';
 import { Codes, SockmeshError, UserError, describe, type Code } from '../errors.js';
 import { STATE_DIR } from './state.js';
+import { NAME_MAX, NAME_RE } from '../config/validate.js';
 
 export type ControlRequest =
   | { op: 'status' }
@@ -16,7 +17,6 @@ export type ControlRequest =
 export type ControlResponse = { ok: true; result: unknown } | { ok: false; error: { code: Code; message: string } };
 
 const MAX_REQUEST = 64 * 1024;
-const NAME_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
 export function socketPath(instance: string, dir = STATE_DIR): string {
   return `${dir}/${instance}.sock`;
@@ -38,7 +38,7 @@ export function parseRequest(line: string): ControlRequest {
     if (extra.length) throw new UserError(Codes.USAGE, `unknown field ${JSON.stringify(extra[0].slice(0, 40))} for op ${String(o.op)}`);
   };
   const name = () => {
-    if (typeof o.name !== 'string' || o.name.length > 63 || !NAME_RE.test(o.name)) throw new UserError(Codes.USAGE, 'name must be a service name (a lower-case DNS label)');
+    if (typeof o.name !== 'string' || o.name.length > NAME_MAX || !NAME_RE.test(o.name)) throw new UserError(Codes.USAGE, 'name must be a service name (a lower-case DNS name)');
     return o.name;
   };
   switch (o.op) {

@@ -12,7 +12,9 @@ import { InstanceMaps } from '../bpf/maps.js';
 import type { MeshConfig } from '../config/model.js';
 import { Codes, SockmeshError, UserError, describe } from '../errors.js';
 import { newParseCaches } from '../config/load.js';
+import { validateConfig } from '../config/validate.js';
 import { FileSource, readSource, type SourceEvent } from '../sources/file.js';
+import type { Source } from '../sources/source.js';
 import type { Logger } from '../util/log.js';
 import { MemoryReleaser } from '../util/memory.js';
 import { VERSION } from '../version.js';
@@ -30,9 +32,22 @@ import { readRecord, writeRecord, type InstanceRecord, type Mode } from './state
 import { PodRules } from './podrules.js';
 import { missingFeature } from '../bpf/probe.js';
 
+/** Where the agent's desired state comes from, besides the config file. */
+export interface KubernetesOptions {
+  node: string;
+  /** kubeconfig path; undefined: KUBECONFIG, in-cluster, ~/.kube/config (client-node's order). */
+  kubeconfig?: string;
+  /** The host's /proc (pods' namespaces are found through their processes). */
+  procRoot?: string;
+  /** How long a restart waits for the first list before adopting the last applied state. */
+  firstSyncMs?: number;
+}
+
 export interface AgentOptions {
   instance: string;
-  configPath: string;
+  /** The config file: services and pods; with `kubernetes`, node-wide settings only (optional). */
+  configPath?: string;
+  kubernetes?: KubernetesOptions;
   /** cgroup2 directory the programs attach to: the parent of every pod's cgroup. */
   cgroup: string;
   listen: string;
@@ -49,7 +64,9 @@ export interface AgentOptions {
 export class NodeAgent {
   private lock: InstanceLock | undefined;
   private maps: InstanceMaps | undefined;
-  private source: FileSource | undefined;
+  private source: Source | undefined;
+  /** Kubernetes: events that arrive before the start is over (the latest config is kept). */
+  private held: { holding: boolean; config?: SourceEvent } = { holding: false };
   private control: ControlServer | undefined;
   private http: HttpServer | undefined;
   private readonly overrides: OverrideStore;
@@ -110,10 +127,12 @@ export class NodeAgent {
     try {
       const damaged = this.overrides.load().damaged;
       if (damaged) log.warn({ path: this.overrides.path, error: damaged }, 'override file is damaged; starting without overrides');
-      const first = readSource(this.opts.configPath, this.parseCaches);
       const prev = readRecord(instance);
+      const first = this.opts.kubernetes ? await this.startKubernetes(prev) : readSource(this.opts.configPath!, this.parseCaches);
       if (first.kind === 'config') {
         this.lastGood = first.config;
+      } else if (first.kind === 'fresh') {
+        throw new SockmeshError(Codes.INTERNAL, 'a source began with no state');
       } else if (prev) {
         // A restart with a broken file: the last good state is the one the kernel holds.
         this.lastGood = prev.config;
@@ -134,13 +153,68 @@ export class NodeAgent {
         ready: () => this.ready,
       });
       await this.http.start();
-      this.source = new FileSource(this.opts.configPath, (e) => { void this.serialize(() => this.onSource(e)); }, {}, this.parseCaches);
-      this.source.start();
-      log.info({ instance, config: this.source.path, socket: socketPath(instance), listen: `${listen.host}:${this.http.port}` }, 'agent ready');
+      if (!this.source) {
+        const file = new FileSource(this.opts.configPath!, (e) => { void this.serialize(() => this.onSource(e)); }, {}, this.parseCaches);
+        this.source = file;
+        file.start();
+      }
+      const held = this.held.config;
+      this.held = { holding: false };
+      if (held && held !== first) void this.serialize(() => this.onSource(held));
+      log.info({ instance, source: this.source.description, socket: socketPath(instance), listen: `${listen.host}:${this.http.port}` }, 'agent ready');
       this.memory.work(100); // the start's parse and apply are over
     } catch (err) {
       await this.stop();
       throw err;
+    }
+  }
+
+  /**
+   * Starts the Kubernetes source and waits for its first complete state (all three collections
+   * listed). A restart whose API server does not answer within firstSyncMs goes on with the state
+   * the kernel holds (the record's) and applies the cluster's once it comes.
+   */
+  private async startKubernetes(prev: InstanceRecord | undefined): Promise<SourceEvent> {
+    const k = this.opts.kubernetes!;
+    const { log } = this.opts;
+    const [{ KubernetesSource }, { loadKubeConfig }] = await Promise.all([import('../sources/kubernetes/source.js'), import('../sources/kubernetes/client.js')]);
+    const kc = loadKubeConfig(k.kubeconfig);
+    const base = nodeSettings(this.opts.configPath, this.parseCaches);
+    let firstConfig: (e: SourceEvent) => void = () => undefined;
+    const synced = new Promise<SourceEvent>((resolve) => { firstConfig = resolve; });
+    this.held = { holding: true };
+    const source = new KubernetesSource({
+      kc, node: k.node, cgroupRoot: this.opts.cgroup, procRoot: k.procRoot, base, log,
+      onEvent: (e) => {
+        if (!this.held.holding) {
+          void this.serialize(() => this.onSource(e));
+          return;
+        }
+        if (e.kind === 'config') {
+          this.held.config = e;
+          firstConfig(e);
+        } else if (e.kind === 'rejected') {
+          this.noteStale(e);
+        }
+      },
+    });
+    this.source = source;
+    source.start();
+    const t0 = Date.now();
+    const waitMs = prev ? k.firstSyncMs ?? 10_000 : Infinity;
+    for (;;) {
+      let timer: NodeJS.Timeout | undefined;
+      const tick = new Promise<undefined>((r) => { timer = setTimeout(() => r(undefined), Math.min(10_000, waitMs)); });
+      const e = await Promise.race([synced, tick]);
+      clearTimeout(timer);
+      if (e) {
+        log.info({ source: source.description, ms: Date.now() - t0, services: e.kind === 'config' ? e.config.services.length : 0, pods: e.kind === 'config' ? e.config.pods.length : 0 }, 'first list from the API server');
+        return e;
+      }
+      if (Date.now() - t0 >= waitMs) {
+        return { kind: 'stale', source: source.description, message: `no complete list from the API server within ${waitMs} ms; the last applied state stays until it comes` };
+      }
+      log.info({ source: source.description, waitingMs: Date.now() - t0 }, 'waiting for the first list from the API server');
     }
   }
 
@@ -174,7 +248,7 @@ export class NodeAgent {
     if (!this.lastGood) throw new SockmeshError(Codes.INTERNAL, 'no config');
     const up = await upLocked(instance, {
       instance, mode: 'ebpf', cgroup: this.opts.cgroup, config: applyOverrides(this.lastGood, this.overrides.all()),
-      configSource: this.opts.configPath, objectPath: this.opts.objectPath,
+      configSource: this.sourceName, objectPath: this.opts.objectPath,
     });
     const rec = readRecord(instance)!;
     this.record = rec;
@@ -224,7 +298,7 @@ export class NodeAgent {
     const report = await this.podRules.apply(config);
     this.noteRuleProblems(report.problems);
     this.record = {
-      instance, mode: 'iptables', pinRoot: pinRoot(instance), configSource: this.opts.configPath, config, serviceIds: {},
+      instance, mode: 'iptables', pinRoot: pinRoot(instance), configSource: this.sourceName, config, serviceIds: {},
       podNetns: this.podRules.list(), updatedAt: new Date().toISOString(),
     };
     writeRecord(this.record);
@@ -246,7 +320,7 @@ export class NodeAgent {
     return next;
   }
 
-  private noteStale(e: Exclude<SourceEvent, { kind: 'config' }>): void {
+  private noteStale(e: Exclude<SourceEvent, { kind: 'config' | 'fresh' }>): void {
     this.sourceState = { stale: true, message: e.message };
     this.metrics.sourceStale.set(1);
     if (e.kind === 'rejected') {
@@ -259,6 +333,12 @@ export class NodeAgent {
 
   private async onSource(e: SourceEvent): Promise<void> {
     this.memory.work();
+    if (e.kind === 'fresh') {
+      this.sourceState = { stale: false };
+      this.metrics.sourceStale.set(0);
+      this.opts.log.info({ source: e.source }, 'source reachable again; what is applied is current');
+      return;
+    }
     if (e.kind !== 'config') {
       this.noteStale(e);
       return;
@@ -266,7 +346,12 @@ export class NodeAgent {
     this.sourceState = { stale: false };
     this.metrics.sourceStale.set(0);
     this.lastGood = e.config;
-    await this.apply('config file changed');
+    await this.apply(this.opts.kubernetes ? 'cluster state changed' : 'config file changed');
+  }
+
+  /** What the record and status name as the source. */
+  private get sourceName(): string {
+    return this.source?.description ?? this.opts.configPath ?? 'kubernetes';
   }
 
   /** Applies last good config + overrides; a failure is logged and counted, the old state stays. */
@@ -290,7 +375,7 @@ export class NodeAgent {
       // The kernel has the new state now (the slot flipped); the record follows.
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
       this.record = {
-        ...rec, config, configSource: this.opts.configPath, serviceIds: ids, podIds: this.podIds,
+        ...rec, config, configSource: this.sourceName, serviceIds: ids, podIds: this.podIds,
         pods: this.pods.pods.map(podSummary), updatedAt: new Date().toISOString(),
       };
       this.scheduleRecordWrite();
@@ -313,7 +398,7 @@ export class NodeAgent {
     const report = await this.podRules!.apply(config);
     this.noteRuleProblems(report.problems);
     const changes = report.applied.length || report.removed.length ? { rules: { applied: report.applied.length, removed: report.removed.length } } : {};
-    this.record = { ...this.record!, config, configSource: this.opts.configPath, podNetns: this.podRules!.list(), updatedAt: new Date().toISOString() };
+    this.record = { ...this.record!, config, configSource: this.sourceName, podNetns: this.podRules!.list(), updatedAt: new Date().toISOString() };
     this.scheduleRecordWrite();
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
     this.metrics.reconcileSeconds.observe(ms / 1000);
@@ -348,7 +433,7 @@ export class NodeAgent {
         return {
           ...(await status(this.opts.instance)),
           agent: {
-            pid: process.pid, ready: this.ready, source: { path: this.opts.configPath, ...this.sourceState },
+            pid: process.pid, ready: this.ready, source: { path: this.sourceName, ...this.sourceState },
             overrides: this.overrides.all(), lastApply: this.lastApply, unresolvedPods: this.pods?.problems ?? [],
           },
         };
@@ -388,6 +473,20 @@ export class NodeAgent {
     }
     this.ready = false;
   }
+}
+
+/**
+ * Node-wide settings for the Kubernetes source: the file's sidecar, capture, autoSplice and queue
+ * settings (its services and pods would compete with the cluster's: refused), or the defaults.
+ */
+function nodeSettings(path: string | undefined, caches: ReturnType<typeof newParseCaches>): MeshConfig {
+  if (path === undefined) return validateConfig({ services: [] }, '(defaults)');
+  const e = readSource(path, caches);
+  if (e.kind !== 'config') throw new UserError(Codes.CONFIG_INVALID, e.message);
+  if (e.config.services.length || e.config.pods.length) {
+    throw new UserError(Codes.USAGE, `${path}: with --kubernetes the cluster lists the services and pods; the file may set only sidecar, capture, exclude, autoSplice and spliceQueueBytes`);
+  }
+  return e.config;
 }
 
 /** What decides the pods' resolution: their part of the config. */

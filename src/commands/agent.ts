@@ -1,13 +1,18 @@
 import { Option, type Command } from 'commander';
-import { NodeAgent } from '../agent/daemon.js';
+import { NodeAgent, type KubernetesOptions } from '../agent/daemon.js';
+import { cgroup2Mount } from '../bpf/cgroup.js';
 import { checkInstanceName } from '../agent/instance.js';
 import { Codes, UserError, describe } from '../errors.js';
 import { createLogger } from '../util/log.js';
 import type { Out } from './output.js';
 
 interface AgentOpts {
-  config: string;
-  cgroup: string;
+  config?: string;
+  cgroup?: string;
+  kubernetes?: boolean;
+  node?: string;
+  kubeconfig?: string;
+  proc: string;
   instance: string;
   listen: string;
   cleanupOnExit?: boolean;
@@ -18,9 +23,13 @@ interface AgentOpts {
 export function register(program: Command, _out: () => Out): void {
   program
     .command('agent')
-    .description('run the node agent: mesh every pod of the config, follow the file, serve metrics and the control socket')
-    .requiredOption('--config <file>', 'YAML config with services and pods (watched: edits apply within ~100 ms)')
-    .requiredOption('--cgroup <dir>', 'cgroup2 directory holding every pod\'s cgroup (the programs attach here once)')
+    .description('run the node agent: mesh every pod of the config file or of the cluster, follow it, serve metrics and the control socket')
+    .option('--config <file>', 'YAML config with services and pods (watched: edits apply within ~100 ms); with --kubernetes, node-wide settings only')
+    .option('--cgroup <dir>', 'cgroup2 directory holding every pod\'s cgroup (the programs attach here once); with --kubernetes the one holding the kubelet\'s kubepods/ or kubepods.slice/ (default: the cgroup2 mount point)')
+    .option('--kubernetes', 'follow the cluster: this node\'s Pods, Services and EndpointSlices (in-cluster credentials, or --kubeconfig / KUBECONFIG)')
+    .option('--node <name>', 'with --kubernetes: this node\'s name (default: the NODE_NAME environment variable; never the hostname)')
+    .option('--kubeconfig <file>', 'with --kubernetes: credentials for running it outside the cluster')
+    .option('--proc <dir>', 'with --kubernetes: the host\'s /proc, where each pod\'s network namespace is found through its processes', '/proc')
     .option('--instance <name>', 'instance name; pins under /sys/fs/bpf/sockmesh-<name>', 'default')
     .option('--listen <host:port>', 'HTTP endpoints /metrics, /healthz, /readyz', '127.0.0.1:15099')
     .addOption(new Option('--mode <mode>', 'ebpf, iptables, or auto: eBPF when the kernel can run it (probed by loading), else iptables mode for every pod').choices(['auto', 'ebpf', 'iptables']).default('auto'))
@@ -36,14 +45,38 @@ talk to it over /run/sockmesh/<instance>.sock (root only). SIGTERM and SIGINT st
 leave capture running (pins stay); the next agent adopts them, and replaces pinned programs that
 differ from its BPF object in place (link update). On its first start it probes the kernel by
 loading; when eBPF mode lacks a feature it says which and writes iptables rules in every pod's
-namespace instead (--mode ebpf: exit instead).`)
+namespace instead (--mode ebpf: exit instead).
+
+In a cluster (--kubernetes) the agent meshes the Pods of its node that carry an Istio sidecar
+(an istio-proxy container or the sidecar.istio.io/status annotation) or the label
+sockmesh.io/mesh: enabled (sidecar.istio.io/inject: "false" opts out); the Services' cluster
+addresses are captured, named name.namespace. Annotations: on Services sockmesh.io/redirect:
+"false" (the per-service switch) and sockmesh.io/splice: auto|always|never; on Pods Istio's
+traffic.sidecar.istio.io/{include,exclude}{Inbound,Outbound}Ports and
+{include,exclude}OutboundIPRanges. A malformed annotation gets a Warning Event on its object,
+which keeps its last good state. See deploy/ for the DaemonSet.`)
     .action(async (opts: AgentOpts) => {
-      for (const [flag, v] of [['--config', opts.config], ['--cgroup', opts.cgroup]] as const) {
-        if (!v.trim()) throw new UserError(Codes.USAGE, `${flag} is empty`);
+      for (const [flag, v] of [['--config', opts.config], ['--cgroup', opts.cgroup], ['--node', opts.node], ['--kubeconfig', opts.kubeconfig]] as const) {
+        if (v !== undefined && !v.trim()) throw new UserError(Codes.USAGE, `${flag} is empty`);
+      }
+      let kubernetes: KubernetesOptions | undefined;
+      let cgroup = opts.cgroup;
+      if (opts.kubernetes) {
+        const node = opts.node ?? process.env.NODE_NAME;
+        if (!node?.trim()) throw new UserError(Codes.USAGE, '--kubernetes needs the node name: --node NAME, or NODE_NAME (the DaemonSet sets it from spec.nodeName)');
+        kubernetes = { node, kubeconfig: opts.kubeconfig, procRoot: opts.proc };
+        cgroup ??= cgroup2Mount();
+        if (!cgroup) throw new UserError(Codes.CGROUP, 'no cgroup2 filesystem is mounted here; pass --cgroup');
+      } else {
+        for (const flag of ['node', 'kubeconfig'] as const) {
+          if (opts[flag] !== undefined) throw new UserError(Codes.USAGE, `--${flag} goes with --kubernetes`);
+        }
+        if (opts.config === undefined) throw new UserError(Codes.USAGE, 'the agent needs --config FILE, or --kubernetes to follow a cluster');
+        if (cgroup === undefined) throw new UserError(Codes.USAGE, '--cgroup DIR is required with --config (the cgroup2 directory holding every pod\'s cgroup)');
       }
       const log = createLogger();
       const agent = new NodeAgent({
-        instance: checkInstanceName(opts.instance), configPath: opts.config, cgroup: opts.cgroup, listen: opts.listen,
+        instance: checkInstanceName(opts.instance), configPath: opts.config, kubernetes, cgroup, listen: opts.listen,
         cleanupOnExit: opts.cleanupOnExit ?? false, log, objectPath: opts.bpfObject, mode: opts.mode,
       });
       await agent.start();

@@ -9,7 +9,10 @@ import type { CaptureConfig, MeshConfig, PodConfig, ServiceConfig, SidecarConfig
 /** Ports Istio never captures inbound (HBONE, Prometheus, health, agent). */
 export const ISTIO_INBOUND_EXCLUDED = [15008, 15090, 15021, 15020];
 
-const NAME_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+/** Service and pod names: lower-case DNS subdomains (`reviews`, or `reviews.bookinfo` as the
+ * Kubernetes source names a Service: name.namespace). */
+export const NAME_RE = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
+export const NAME_MAX = 253;
 const SPLICE_MODES: readonly SpliceMode[] = ['auto', 'always', 'never'];
 
 class Checker {
@@ -109,8 +112,6 @@ function sidecar(c: Checker, raw: unknown, path = 'sidecar', base?: SidecarConfi
   return out;
 }
 
-const POD_NAME_RE = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
-
 function nonEmptyString(c: Checker, path: string, v: unknown): string | undefined {
   if (typeof v !== 'string' || !v.trim()) return c.fail(path, `must be a non-empty string, got ${kind(v)}`);
   if (v.length > 4096) return c.fail(path, `is too long (${v.length} characters)`);
@@ -122,7 +123,7 @@ function pod(c: Checker, path: string, raw: unknown, node: { sidecar: SidecarCon
   const o = c.object(path, raw, ['name', 'cgroup', 'netns', 'addresses', 'sidecar', 'capture']);
   if (!o) return undefined;
   let name = '';
-  if (typeof o.name !== 'string' || !POD_NAME_RE.test(o.name) || o.name.length > 253) {
+  if (typeof o.name !== 'string' || !NAME_RE.test(o.name) || o.name.length > NAME_MAX) {
     c.fail(join(path, 'name'), `must be a lower-case DNS name (a-z, 0-9, '-', '.', at most 253), got ${kind(o.name)}`);
   } else {
     name = o.name;
@@ -147,8 +148,8 @@ function service(c: Checker, path: string, raw: unknown): ServiceConfig | undefi
   const o = c.object(path, raw, ['name', 'addresses', 'ports', 'redirect', 'splice']);
   if (!o) return undefined;
   let name = '';
-  if (typeof o.name !== 'string' || !NAME_RE.test(o.name) || o.name.length > 63) {
-    c.fail(join(path, 'name'), `must be a lower-case DNS label (a-z, 0-9, '-', at most 63), got ${kind(o.name)}`);
+  if (typeof o.name !== 'string' || !NAME_RE.test(o.name) || o.name.length > NAME_MAX) {
+    c.fail(join(path, 'name'), `must be a lower-case DNS name (a-z, 0-9, '-', '.', at most ${NAME_MAX}), got ${kind(o.name)}`);
   } else {
     name = o.name;
   }
@@ -175,6 +176,14 @@ function service(c: Checker, path: string, raw: unknown): ServiceConfig | undefi
 function shared<T>(raw: unknown, out: T[]): T[] {
   if (Array.isArray(raw) && Object.isFrozen(raw) && raw.length === out.length && raw.every((x, i) => x === out[i])) return raw as T[];
   return out;
+}
+
+/** Validates one service on its own (the Kubernetes source checks each Service as it changes). */
+export function validateService(raw: unknown, path: string, source: string): ServiceConfig {
+  const c = new Checker();
+  const svc = service(c, path, raw);
+  if (c.issues.length || !svc) throw new ConfigError(source, c.issues);
+  return svc;
 }
 
 /**

@@ -6,13 +6,11 @@
 import { statSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { newParseCaches, parseConfigText, readConfigFile, type ParseCaches } from '../config/load.js';
-import type { MeshConfig } from '../config/model.js';
 import { ConfigError, describe } from '../errors.js';
 
-export type SourceEvent =
-  | { kind: 'config'; config: MeshConfig; source: string }
-  | { kind: 'rejected'; source: string; issues: Array<{ path: string; message: string }>; message: string }
-  | { kind: 'missing'; source: string; message: string };
+import type { Source, SourceEvent } from './source.js';
+
+export type { SourceEvent } from './source.js';
 
 export interface FileSourceOptions {
   /** Quiet time after the last event before reading (editors write in several steps). */
@@ -22,7 +20,7 @@ export interface FileSourceOptions {
 }
 
 /** Reads and validates the file once (with `caches`, re-parsing only what changed since). */
-export function readSource(path: string, caches?: ParseCaches): SourceEvent {
+export function readSource(path: string, caches?: ParseCaches): Extract<SourceEvent, { kind: 'config' | 'rejected' | 'missing' }> {
   try {
     return { kind: 'config', config: parseConfigText(readConfigFile(path), path, caches), source: path };
   } catch (e) {
@@ -34,7 +32,7 @@ export function readSource(path: string, caches?: ParseCaches): SourceEvent {
   }
 }
 
-export class FileSource {
+export class FileSource implements Source {
   readonly path: string;
   private watcher: FSWatcher | undefined;
   private poll: NodeJS.Timeout | undefined;
@@ -46,6 +44,10 @@ export class FileSource {
   constructor(path: string, private readonly onEvent: (e: SourceEvent) => void, private readonly opts: FileSourceOptions = {}, caches?: ParseCaches) {
     this.path = resolve(path);
     this.caches = caches ?? newParseCaches();
+  }
+
+  get description(): string {
+    return this.path;
   }
 
   private fileStamp(): string {

@@ -1,0 +1,307 @@
+// A local stand-in for the Kubernetes API server, for the Kubernetes source's tests and the
+// `bench --kubernetes` sync measurement: plain HTTP on 127.0.0.1, the real list/watch protocol for
+// Pods, Services and EndpointSlices (core/v1, discovery.k8s.io/v1) as the API reference describes
+// it:
+// - lists: `limit`/`continue` pagination, the list's metadata.resourceVersion, `fieldSelector`
+//   spec.nodeName for Pods;
+// - watches (`watch=true`): newline-delimited JSON events in a chunked response, starting after the
+//   `resourceVersion` asked for; BOOKMARK events when `allowWatchBookmarks` is set; a version older
+//   than the kept history gets an ERROR event with a 410 "Expired" Status and the stream ends (what
+//   a real server does after compaction); `timeoutSeconds` ends the stream;
+// - Event creation (POST …/events), kept for tests to read.
+// Faults for tests: drop every open watch mid-stream, go down (connections refused) and come back on
+// the same port, compact the history.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { randomUUID } from 'node:crypto';
+
+export type Resource = 'pods' | 'services' | 'endpointslices';
+
+interface Obj {
+  apiVersion?: string;
+  kind?: string;
+  metadata: { name: string; namespace?: string; uid?: string; resourceVersion?: string; [k: string]: unknown };
+  spec?: { nodeName?: string; [k: string]: unknown };
+  [k: string]: unknown;
+}
+
+const KINDS: Record<Resource, { kind: string; apiVersion: string; path: RegExp }> = {
+  pods: { kind: 'Pod', apiVersion: 'v1', path: /^\/api\/v1\/pods$/ },
+  services: { kind: 'Service', apiVersion: 'v1', path: /^\/api\/v1\/services$/ },
+  endpointslices: { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', path: /^\/apis\/discovery\.k8s\.io\/v1\/endpointslices$/ },
+};
+
+interface Change {
+  rv: number;
+  type: 'ADDED' | 'MODIFIED' | 'DELETED';
+  resource: Resource;
+  object: Obj;
+}
+
+interface Watcher {
+  resource: Resource;
+  res: ServerResponse;
+  node?: string;
+  bookmarks: boolean;
+  timer?: NodeJS.Timeout;
+}
+
+export interface ApiStats {
+  lists: Record<Resource, number>;
+  pages: Record<Resource, number>;
+  /** resourceVersion each watch asked to start from, in order. */
+  watches: Record<Resource, string[]>;
+  bookmarks: number;
+  expired: number;
+}
+
+export class FakeApiServer {
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  private readonly objects: Record<Resource, Map<string, Obj>> = { pods: new Map(), services: new Map(), endpointslices: new Map() };
+  private history: Change[] = [];
+  /** Oldest resourceVersion a watch may resume from (after compact(), the current one). */
+  private oldest = 0;
+  private rv = 1;
+  private readonly watchers = new Set<Watcher>();
+  private bookmarkTimer: NodeJS.Timeout | undefined;
+  readonly events: Obj[] = [];
+  readonly stats: ApiStats = {
+    lists: { pods: 0, services: 0, endpointslices: 0 },
+    pages: { pods: 0, services: 0, endpointslices: 0 },
+    watches: { pods: [], services: [], endpointslices: [] },
+    bookmarks: 0,
+    expired: 0,
+  };
+  port = 0;
+
+  constructor(private readonly opts: { bookmarkMs?: number; maxPage?: number } = {}) {}
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** Starts listening (again, on the same port after down()). */
+  async start(): Promise<void> {
+    const server = createServer((req, res) => this.handle(req, res));
+    server.on('connection', (s) => {
+      this.sockets.add(s);
+      s.on('close', () => this.sockets.delete(s));
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.port, '127.0.0.1', () => resolve());
+    });
+    this.server = server;
+    this.port = (server.address() as { port: number }).port;
+    this.bookmarkTimer = setInterval(() => this.bookmark(), this.opts.bookmarkMs ?? 1000);
+    this.bookmarkTimer.unref();
+  }
+
+  /** Stops answering: open connections are cut and new ones refused, until start(). */
+  async down(): Promise<void> {
+    clearInterval(this.bookmarkTimer);
+    for (const w of this.watchers) clearTimeout(w.timer);
+    this.watchers.clear();
+    for (const s of this.sockets) s.destroy();
+    const server = this.server;
+    this.server = undefined;
+    if (server) await new Promise<void>((r) => server.close(() => r()));
+  }
+
+  async close(): Promise<void> {
+    await this.down();
+  }
+
+  /** Cuts every open watch mid-stream (a reset connection, no final chunk). */
+  dropWatches(): number {
+    const n = this.watchers.size;
+    for (const w of this.watchers) {
+      clearTimeout(w.timer);
+      w.res.socket?.destroy();
+    }
+    this.watchers.clear();
+    return n;
+  }
+
+  /** Forgets the change history: a watch resuming from an older version gets 410 Expired. */
+  compact(): void {
+    this.history = [];
+    this.oldest = this.rv;
+  }
+
+  get resourceVersion(): string {
+    return String(this.rv);
+  }
+
+  /** Creates or replaces an object (ADDED or MODIFIED); returns it as stored. */
+  apply(resource: Resource, obj: Obj): Obj {
+    const k = KINDS[resource];
+    const key = `${obj.metadata.namespace ?? ''}/${obj.metadata.name}`;
+    const old = this.objects[resource].get(key);
+    const rv = ++this.rv;
+    const stored: Obj = {
+      ...obj, apiVersion: k.apiVersion, kind: k.kind,
+      metadata: { ...obj.metadata, uid: obj.metadata.uid ?? old?.metadata.uid ?? randomUUID(), resourceVersion: String(rv) },
+    };
+    this.objects[resource].set(key, stored);
+    this.publish({ rv, type: old ? 'MODIFIED' : 'ADDED', resource, object: stored });
+    return stored;
+  }
+
+  /** Adds many objects at once without history (a cluster that existed before anyone watched). */
+  seed(resource: Resource, objs: Obj[]): void {
+    const k = KINDS[resource];
+    for (const obj of objs) {
+      const rv = ++this.rv;
+      this.objects[resource].set(`${obj.metadata.namespace ?? ''}/${obj.metadata.name}`, {
+        ...obj, apiVersion: k.apiVersion, kind: k.kind, metadata: { ...obj.metadata, uid: obj.metadata.uid ?? randomUUID(), resourceVersion: String(rv) },
+      });
+    }
+    this.oldest = this.rv;
+  }
+
+  remove(resource: Resource, namespace: string, name: string): boolean {
+    const key = `${namespace}/${name}`;
+    const old = this.objects[resource].get(key);
+    if (!old) return false;
+    this.objects[resource].delete(key);
+    const rv = ++this.rv;
+    this.publish({ rv, type: 'DELETED', resource, object: { ...old, metadata: { ...old.metadata, resourceVersion: String(rv) } } });
+    return true;
+  }
+
+  get(resource: Resource, namespace: string, name: string): Obj | undefined {
+    return this.objects[resource].get(`${namespace}/${name}`);
+  }
+
+  private publish(c: Change): void {
+    this.history.push(c);
+    for (const w of this.watchers) if (w.resource === c.resource) this.send(w, c);
+  }
+
+  private send(w: Watcher, c: Change): void {
+    if (w.node !== undefined && c.object.spec?.nodeName !== w.node) return;
+    w.res.write(`${JSON.stringify({ type: c.type, object: c.object })}\n`);
+  }
+
+  private bookmark(): void {
+    for (const w of this.watchers) {
+      if (!w.bookmarks) continue;
+      const k = KINDS[w.resource];
+      this.stats.bookmarks++;
+      w.res.write(`${JSON.stringify({ type: 'BOOKMARK', object: { kind: k.kind, apiVersion: k.apiVersion, metadata: { resourceVersion: String(this.rv) } } })}\n`);
+    }
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (req.method === 'POST' && /^\/api\/v1\/namespaces\/[^/]+\/events$/.test(url.pathname)) {
+      let body = '';
+      req.on('data', (d) => { body += d; });
+      req.on('end', () => {
+        const ev = JSON.parse(body) as Obj;
+        ev.metadata = { ...ev.metadata, name: `${String(ev.metadata.generateName ?? 'event.')}${this.events.length}`, resourceVersion: String(++this.rv) };
+        this.events.push(ev);
+        json(res, 201, ev);
+      });
+      return;
+    }
+    const resource = (Object.keys(KINDS) as Resource[]).find((r) => KINDS[r].path.test(url.pathname));
+    if (req.method !== 'GET' || !resource) {
+      json(res, 404, status(404, 'NotFound', `the server could not find the requested resource (${req.method} ${url.pathname})`));
+      return;
+    }
+    const q = url.searchParams;
+    const selector = q.get('fieldSelector') ?? '';
+    const m = /^spec\.nodeName=(.*)$/.exec(selector);
+    if (selector && !(resource === 'pods' && m)) {
+      json(res, 400, status(400, 'BadRequest', `field label not supported: ${selector}`));
+      return;
+    }
+    const node = m ? m[1] : undefined;
+    if (q.get('watch') === 'true' || q.get('watch') === '1') this.watch(resource, q, node, res);
+    else this.list(resource, q, node, res);
+  }
+
+  private list(resource: Resource, q: URLSearchParams, node: string | undefined, res: ServerResponse): void {
+    const k = KINDS[resource];
+    const all = [...this.objects[resource].entries()]
+      .filter(([, o]) => node === undefined || o.spec?.nodeName === node)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const limit = Math.min(Number(q.get('limit') ?? 0) || Infinity, this.opts.maxPage ?? Infinity);
+    let start = 0;
+    let rv = String(this.rv);
+    const cont = q.get('continue');
+    if (cont) {
+      const t = JSON.parse(Buffer.from(cont, 'base64').toString()) as { after: string; rv: string };
+      start = all.findIndex(([key]) => key > t.after);
+      if (start < 0) start = all.length;
+      rv = t.rv;
+    } else {
+      this.stats.lists[resource]++;
+    }
+    this.stats.pages[resource]++;
+    const page = all.slice(start, start + limit);
+    const more = start + page.length < all.length;
+    const metadata: Record<string, unknown> = { resourceVersion: rv };
+    if (more) {
+      metadata.continue = Buffer.from(JSON.stringify({ after: page[page.length - 1][0], rv })).toString('base64');
+      metadata.remainingItemCount = all.length - start - page.length;
+    }
+    json(res, 200, { kind: `${k.kind}List`, apiVersion: k.apiVersion, metadata, items: page.map(([, o]) => o) });
+  }
+
+  private watch(resource: Resource, q: URLSearchParams, node: string | undefined, res: ServerResponse): void {
+    const from = q.get('resourceVersion') ?? '';
+    this.stats.watches[resource].push(from);
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' });
+    const w: Watcher = { resource, res, node, bookmarks: q.get('allowWatchBookmarks') === 'true' };
+    const since = from === '' || from === '0' ? this.rv : Number(from);
+    if (since < this.oldest) {
+      this.stats.expired++;
+      res.end(`${JSON.stringify({ type: 'ERROR', object: status(410, 'Expired', `too old resource version: ${since} (${this.oldest})`) })}\n`);
+      return;
+    }
+    for (const c of this.history) if (c.resource === resource && c.rv > since) this.send(w, c);
+    this.watchers.add(w);
+    const timeout = Number(q.get('timeoutSeconds') ?? 0);
+    if (timeout > 0) {
+      w.timer = setTimeout(() => {
+        this.watchers.delete(w);
+        res.end();
+      }, timeout * 1000);
+    }
+    res.on('close', () => {
+      clearTimeout(w.timer);
+      this.watchers.delete(w);
+    });
+  }
+}
+
+function status(code: number, reason: string, message: string): Record<string, unknown> {
+  return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code };
+}
+
+function json(res: ServerResponse, code: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(code, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/** A kubeconfig for the fake server (plain HTTP, no credentials). */
+export function kubeconfigYaml(url: string): string {
+  return `apiVersion: v1
+kind: Config
+clusters:
+  - name: fake
+    cluster: { server: "${url}", insecure-skip-tls-verify: true }
+users:
+  - name: fake
+    user: {}
+contexts:
+  - name: fake
+    context: { cluster: fake, user: fake }
+current-context: fake
+`;
+}

@@ -1,0 +1,284 @@
+// The Kubernetes source: Pods of this node, Services and EndpointSlices, watched; each change
+// produces a complete validated desired state, as the file source does. It never touches the
+// kernel.
+//
+// Per object it keeps the last good translation: a Service or Pod whose annotation is malformed
+// is reported (a Warning Event on it and a log line) and keeps its last good state; the rest of
+// the node is unaffected. A watch that fails is restarted (see client.ts); while any is failing
+// the source says it is stale and the agent keeps what it applied.
+import type { KubeConfig } from '@kubernetes/client-node';
+import { newParseCaches } from '../../config/load.js';
+import type { MeshConfig, ServiceConfig } from '../../config/model.js';
+import { validateConfig, validateService } from '../../config/validate.js';
+import { ConfigError, describe } from '../../errors.js';
+import type { Logger } from '../../util/log.js';
+import type { Source, SourceEvent } from '../source.js';
+import { postEvent, ResilientInformer, type InformerEvents } from './client.js';
+import { locatePods, type Located } from './locate.js';
+import {
+  objectName, sliceAddresses, sliceService, translatePod, translateService, trimPod, trimService, trimSlice,
+  type KEndpointSlice, type KPod, type KService, type PodWanted, type Problem,
+} from './translate.js';
+
+export interface KubernetesSourceOptions {
+  kc: KubeConfig;
+  node: string;
+  /** The agent's --cgroup: the directory holding the kubelet's pod hierarchy. */
+  cgroupRoot: string;
+  /** The host's /proc (a DaemonSet mounts it, e.g. /host/proc). */
+  procRoot?: string;
+  /** Node-wide settings (sidecar, capture, autoSplice): the --config file's, or the defaults. */
+  base: MeshConfig;
+  log: Logger;
+  onEvent: (e: SourceEvent) => void;
+  /** Quiet time after a change before the state is built (a burst of watch events: one state). */
+  debounceMs?: number;
+  /** How often pods that are not found on the node yet are looked for again. */
+  retryMs?: number;
+  backoffMs?: { initial: number; max: number };
+}
+
+type Kind = 'pods' | 'services' | 'endpointslices';
+
+export class KubernetesSource implements Source {
+  readonly description: string;
+  private readonly informers: Array<ResilientInformer<never>> = [];
+  private readonly listed = new Set<Kind>();
+  private readonly failing = new Map<Kind, string>();
+  /** Last good translation per object (by name.namespace); undefined = skipped on purpose. */
+  private readonly services = new Map<string, { svc: KService; raw?: Readonly<Record<string, unknown>>; config?: ServiceConfig }>();
+  private readonly pods = new Map<string, { pod: KPod; wanted?: PodWanted }>();
+  /** EndpointSlices by their Service, then by slice name. */
+  private readonly slices = new Map<string, Map<string, KEndpointSlice>>();
+  private readonly located = new Map<string, Located>();
+  private readonly reported = new Set<string>();
+  private readonly caches = newParseCaches();
+  private timer: NodeJS.Timeout | undefined;
+  private retry: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private stale = false;
+  /** The last state emitted, to tell a retry that found nothing new from a change. */
+  private lastKey = '';
+
+  constructor(private readonly opts: KubernetesSourceOptions) {
+    this.description = `kubernetes ${opts.kc.getCurrentCluster()?.server ?? ''} (node ${opts.node})`;
+  }
+
+  start(): void {
+    const { kc, node } = this.opts;
+    const add = <T>(kind: Kind, path: string, query: Record<string, string>, trim: (o: T) => T, on: (o: T, deleted: boolean) => void) => {
+      const events: InformerEvents<T> = {
+        add: (o) => { on(o, false); this.changed(); },
+        update: (o) => { on(o, false); this.changed(); },
+        delete: (o) => { on(o, true); this.changed(); },
+        listed: () => { this.listed.add(kind); this.changed(); },
+        failed: (err, ms) => this.failed(kind, err, ms),
+        connected: () => this.connected(kind),
+      };
+      const inf = new ResilientInformer(kc, path, query, trim as never, events as never, { backoffMs: this.opts.backoffMs });
+      this.informers.push(inf as never);
+    };
+    add<KPod>('pods', '/api/v1/pods', { fieldSelector: `spec.nodeName=${node}` }, trimPod, (p, deleted) => this.onPod(p, deleted));
+    add<KService>('services', '/api/v1/services', {}, trimService, (s, deleted) => this.onService(s, deleted));
+    add<KEndpointSlice>('endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', {}, trimSlice, (s, deleted) => this.onSlice(s, deleted));
+    for (const i of this.informers) i.start();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    clearTimeout(this.retry);
+    for (const i of this.informers) i.stop();
+  }
+
+  private failed(kind: Kind, err: unknown, ms: number): void {
+    const message = `${kind}: ${describe(err)}`;
+    const first = !this.failing.has(kind);
+    this.failing.set(kind, message);
+    this.opts.log.warn({ resource: kind, error: describe(err), retryInMs: ms }, 'Kubernetes watch failed; the last good state stays applied');
+    if (first && !this.stale && this.listed.size === 3) {
+      this.stale = true;
+      this.opts.onEvent({ kind: 'stale', source: this.description, message: `the API server cannot be reached (${message}); the last good state stays applied` });
+    }
+  }
+
+  private connected(kind: Kind): void {
+    if (!this.failing.delete(kind)) return;
+    this.opts.log.info({ resource: kind }, 'Kubernetes watch resumed');
+    if (this.stale && this.failing.size === 0) {
+      this.stale = false;
+      this.opts.onEvent({ kind: 'fresh', source: this.description });
+    }
+  }
+
+  private onService(s: KService, deleted: boolean): void {
+    const name = objectName(s.metadata);
+    if (deleted) {
+      this.services.delete(name);
+      return;
+    }
+    this.translateService(name, s);
+  }
+
+  private translateService(name: string, s: KService): void {
+    const prev = this.services.get(name);
+    const t = translateService(s, () => sliceAddresses(this.slices.get(name)?.values() ?? []));
+    if (t.kind === 'invalid') {
+      this.report({ kind: 'Service', apiVersion: 'v1', metadata: s.metadata }, t.problems);
+      this.services.set(name, { svc: s, raw: prev?.raw, config: prev?.config });
+      return;
+    }
+    if (t.kind === 'skip') {
+      this.services.set(name, { svc: s });
+      return;
+    }
+    const raw = Object.freeze(t.value);
+    let config: ServiceConfig;
+    try {
+      config = validateService(raw, `Service ${name}`, this.description);
+    } catch (e) {
+      const problems = e instanceof ConfigError ? e.issues.map((i) => ({ field: i.path, message: i.message })) : [{ field: '', message: describe(e) }];
+      this.report({ kind: 'Service', apiVersion: 'v1', metadata: s.metadata }, problems);
+      this.services.set(name, { svc: s, raw: prev?.raw, config: prev?.config });
+      return;
+    }
+    this.caches.services.set(raw, config);
+    this.services.set(name, { svc: s, raw, config });
+  }
+
+  private onSlice(s: KEndpointSlice, deleted: boolean): void {
+    const svc = sliceService(s);
+    if (!svc) return;
+    let bySvc = this.slices.get(svc);
+    if (deleted) {
+      bySvc?.delete(s.metadata.name);
+      if (bySvc?.size === 0) this.slices.delete(svc);
+    } else {
+      if (!bySvc) this.slices.set(svc, bySvc = new Map());
+      bySvc.set(s.metadata.name, s);
+    }
+    // Only a headless Service takes its addresses from its endpoints.
+    const known = this.services.get(svc);
+    if (known && known.svc.spec.clusterIP === 'None') this.translateService(svc, known.svc);
+  }
+
+  private onPod(p: KPod, deleted: boolean): void {
+    const name = objectName(p.metadata);
+    if (deleted) {
+      this.pods.delete(name);
+      if (p.metadata.uid) this.located.delete(p.metadata.uid);
+      return;
+    }
+    const prev = this.pods.get(name);
+    const t = translatePod(p, this.opts.node);
+    if (t.kind === 'invalid') {
+      this.report({ kind: 'Pod', apiVersion: 'v1', metadata: p.metadata }, t.problems);
+      this.pods.set(name, { pod: p, wanted: prev?.wanted });
+      return;
+    }
+    this.pods.set(name, { pod: p, wanted: t.kind === 'ok' ? t.value : undefined });
+  }
+
+  /** A malformed object: logged, and a Warning Event on it (once per version of the object). */
+  private report(obj: { kind: string; apiVersion: string; metadata: KService['metadata'] }, problems: Problem[]): void {
+    const name = objectName(obj.metadata);
+    const message = `sockmesh keeps this ${obj.kind}'s last good state: ${problems.map((p) => `${p.field}: ${p.message}`).join('; ')}`;
+    const key = `${obj.kind}/${name}/${obj.metadata.resourceVersion}/${message}`;
+    if (this.reported.has(key)) return;
+    this.reported.add(key);
+    if (this.reported.size > 10_000) this.reported.clear();
+    this.opts.log.warn({ kind: obj.kind, object: name, problems }, 'malformed annotation; that object keeps its last good state');
+    void postEvent(this.opts.kc, obj, this.opts.node, 'SockmeshInvalidAnnotation', message).then((err) => {
+      if (err) this.opts.log.warn({ kind: obj.kind, object: name, error: err }, 'cannot post the Event');
+    });
+  }
+
+  private changed(): void {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.emit(), this.opts.debounceMs ?? 5);
+  }
+
+  /** Builds and emits the complete state, once all three collections have been listed. */
+  private emit(): void {
+    clearTimeout(this.retry);
+    if (this.stopped || this.listed.size < 3) return;
+    const event = this.build();
+    if (event.kind === 'config') {
+      const key = stateKey(event.config);
+      if (key === this.lastKey) return;
+      this.lastKey = key;
+    }
+    this.opts.onEvent(event);
+  }
+
+  /** The desired state from the caches (and pods found on the node). */
+  build(): SourceEvent {
+    const { base } = this.opts;
+    const wanted = [...this.pods.values()].map((p) => p.wanted).filter((w): w is PodWanted => w !== undefined);
+    const where = locatePods(this.opts.cgroupRoot, this.opts.procRoot ?? '/proc', wanted, this.located);
+    const pods: unknown[] = [];
+    let pending = 0;
+    for (const w of wanted) {
+      const l = where.get(w.uid);
+      if (!l || 'missing' in l) {
+        pending++;
+        this.opts.log.debug({ pod: w.name, why: l?.missing }, 'meshed pod not on the node yet');
+        continue;
+      }
+      this.located.set(w.uid, l);
+      const pod: Record<string, unknown> = { name: w.name, cgroup: l.cgroup, netns: l.netns, addresses: w.addresses.length ? w.addresses : undefined };
+      if (w.sidecarUid !== undefined && w.sidecarUid !== base.sidecar.uid) pod.sidecar = { uid: w.sidecarUid };
+      if (Object.keys(w.capture).length) pod.capture = w.capture;
+      pods.push(pod);
+    }
+    if (pending) this.retry = setTimeout(() => this.emit(), this.opts.retryMs ?? 1000);
+    const services = this.claimed([...this.services.values()].filter((s) => s.raw && s.config) as Array<{ raw: Readonly<Record<string, unknown>>; config: ServiceConfig }>);
+    const raw = {
+      sidecar: base.sidecar, capture: { ...base.capture, includeInboundPorts: base.capture.includeInboundPorts === '*' ? ['*'] : base.capture.includeInboundPorts }, autoSplice: base.autoSplice, spliceQueueBytes: base.spliceQueueBytes,
+      services, pods,
+    };
+    try {
+      return { kind: 'config', config: validateConfig(raw, this.description, this.caches.services), source: this.description };
+    } catch (e) {
+      if (e instanceof ConfigError) return { kind: 'rejected', source: this.description, issues: e.issues, message: e.message };
+      return { kind: 'rejected', source: this.description, issues: [{ path: '', message: describe(e) }], message: describe(e) };
+    }
+  }
+
+  /**
+   * The services' raw fragments in name order, with any address:port another service claimed
+   * first dropped (only headless Services can collide: their endpoints are pod addresses).
+   */
+  private claimed(list: Array<{ raw: Readonly<Record<string, unknown>>; config: ServiceConfig }>): Array<Readonly<Record<string, unknown>>> {
+    list.sort((a, b) => (a.config.name < b.config.name ? -1 : a.config.name > b.config.name ? 1 : 0));
+    const claims = new Set<string>();
+    const out: Array<Readonly<Record<string, unknown>>> = [];
+    for (const { raw, config } of list) {
+      const keys = config.addresses.flatMap((a) => config.ports.map((p) => `${a}:${p}`));
+      if (keys.every((k) => !claims.has(k))) {
+        for (const k of keys) claims.add(k);
+        out.push(raw);
+        continue;
+      }
+      const addresses = config.addresses.filter((a) => config.ports.every((p) => !claims.has(`${a}:${p}`)));
+      this.opts.log.debug({ service: config.name, dropped: config.addresses.length - addresses.length }, 'endpoint addresses claimed by another service');
+      if (!addresses.length) continue;
+      for (const a of addresses) for (const p of config.ports) claims.add(`${a}:${p}`);
+      out.push({ ...raw, addresses });
+    }
+    return out;
+  }
+}
+
+/** What identifies a state: services by identity (frozen, shared while unchanged), pods by value. */
+const ids = new WeakMap<object, number>();
+let nextId = 1;
+function stateKey(c: MeshConfig): string {
+  const id = (o: object) => {
+    let v = ids.get(o);
+    if (v === undefined) ids.set(o, v = nextId++);
+    return v;
+  };
+  return `${c.services.map(id).join(',')}|${JSON.stringify(c.pods)}`;
+}

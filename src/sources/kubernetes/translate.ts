@@ -1,0 +1,261 @@
+// Kubernetes objects -> config fragments, the same raw shape a config file has, so they go through
+// the same validation. Pure: no I/O (finding a pod's cgroup and namespace is in locate.ts).
+//
+// Names: a Service or Pod `name` in namespace `ns` is `name.ns` in sockmesh (status, metrics,
+// `sockmesh service disable reviews.bookinfo`).
+import { isIPv4 } from 'node:net';
+import { parseCidr } from '../../net/addr.js';
+import type { SpliceMode } from '../../config/model.js';
+
+/** The fields of an object's metadata sockmesh reads (the rest is dropped on arrival). */
+export interface Meta {
+  name: string;
+  namespace?: string;
+  uid?: string;
+  resourceVersion?: string;
+  annotations?: Record<string, string>;
+  labels?: Record<string, string>;
+}
+
+export interface KPod {
+  metadata: Meta;
+  spec: {
+    nodeName?: string;
+    hostNetwork?: boolean;
+    containers: Array<{ name: string; securityContext?: { runAsUser?: number } }>;
+    initContainers?: Array<{ name: string; securityContext?: { runAsUser?: number } }>;
+  };
+  status: { phase?: string; qosClass?: string; podIPs?: Array<{ ip: string }>; podIP?: string };
+}
+
+export interface KService {
+  metadata: Meta;
+  spec: { type?: string; clusterIP?: string; clusterIPs?: string[]; ports?: Array<{ port: number; protocol?: string }> };
+}
+
+export interface KEndpointSlice {
+  metadata: Meta;
+  addressType: string;
+  endpoints: Array<{ addresses: string[]; conditions?: { ready?: boolean | null } }>;
+  ports?: Array<{ port?: number | null; protocol?: string }> | null;
+}
+
+export type KObject = KPod | KService | KEndpointSlice;
+
+const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
+function meta(m: Meta): Meta {
+  const out: Meta = { name: m.name, namespace: m.namespace, uid: m.uid, resourceVersion: m.resourceVersion };
+  if (m.annotations) out.annotations = pick(m.annotations, (k) => k.startsWith('sockmesh.io/') || k.startsWith('traffic.sidecar.istio.io/') || k.startsWith('sidecar.istio.io/'));
+  if (m.labels) out.labels = pick(m.labels, (k) => k === SERVICE_NAME_LABEL || k.startsWith('sockmesh.io/') || k === 'sidecar.istio.io/inject');
+  return out;
+}
+
+function pick(o: Record<string, string>, keep: (k: string) => boolean): Record<string, string> | undefined {
+  const entries = Object.entries(o).filter(([k]) => keep(k));
+  return entries.length ? Object.fromEntries(entries) : undefined;
+}
+
+type Container = { name: string; securityContext?: { runAsUser?: number } };
+const container = (c: Container): Container =>
+  (c.securityContext?.runAsUser !== undefined ? { name: c.name, securityContext: { runAsUser: c.securityContext.runAsUser } } : { name: c.name });
+
+/**
+ * Keeps only what sockmesh reads: a Service list of 10,000 items with managedFields and
+ * last-applied annotations is tens of megabytes the informer cache would otherwise hold.
+ */
+export function trimPod(o: KPod): KPod {
+  const s = o.spec ?? { containers: [] };
+  return {
+    metadata: meta(o.metadata),
+    spec: { nodeName: s.nodeName, hostNetwork: s.hostNetwork, containers: (s.containers ?? []).map(container), initContainers: s.initContainers?.map(container) },
+    status: { phase: o.status?.phase, qosClass: o.status?.qosClass, podIPs: o.status?.podIPs?.map((p) => ({ ip: p.ip })), podIP: o.status?.podIP },
+  };
+}
+
+export function trimService(o: KService): KService {
+  const s = o.spec ?? {};
+  return {
+    metadata: meta(o.metadata),
+    spec: { type: s.type, clusterIP: s.clusterIP, clusterIPs: s.clusterIPs, ports: (s.ports ?? []).map((p) => ({ port: p.port, protocol: p.protocol })) },
+  };
+}
+
+export function trimSlice(o: KEndpointSlice): KEndpointSlice {
+  return {
+    metadata: meta(o.metadata),
+    addressType: o.addressType,
+    endpoints: (o.endpoints ?? []).map((e) => ({ addresses: e.addresses, conditions: { ready: e.conditions?.ready ?? null } })),
+    ports: o.ports?.map((p) => ({ port: p.port ?? null, protocol: p.protocol })) ?? null,
+  };
+}
+
+/** The sockmesh name of a namespaced object: name.namespace. */
+export function objectName(m: Meta): string {
+  return `${m.name}.${m.namespace ?? 'default'}`;
+}
+
+/** The Service an EndpointSlice belongs to (name.namespace), from its kubernetes.io/service-name label. */
+export function sliceService(s: KEndpointSlice): string | undefined {
+  const svc = s.metadata.labels?.[SERVICE_NAME_LABEL];
+  return svc ? `${svc}.${s.metadata.namespace ?? 'default'}` : undefined;
+}
+
+/** A malformed annotation or field, reported as an Event on its object. */
+export interface Problem {
+  field: string;
+  message: string;
+}
+
+export type Translation<T> = { kind: 'ok'; value: T } | { kind: 'skip'; reason: string } | { kind: 'invalid'; problems: Problem[] };
+
+function portList(field: string, text: string, problems: Problem[], allowStar: boolean): number[] | '*' | undefined {
+  const items = text.split(',').map((x) => x.trim()).filter((x) => x !== '');
+  if (allowStar && items.length === 1 && items[0] === '*') return '*';
+  const out: number[] = [];
+  for (const item of items) {
+    const n = /^\d{1,5}$/.test(item) ? Number(item) : NaN;
+    if (!(n >= 1 && n <= 65535)) {
+      problems.push({ field, message: `${JSON.stringify(item.slice(0, 40))} is not a port (1-65535)${allowStar ? ' or *' : ''}` });
+      return undefined;
+    }
+    if (!out.includes(n)) out.push(n);
+  }
+  return out;
+}
+
+function cidrList(field: string, text: string, problems: Problem[], allowStar: boolean): string[] | undefined {
+  const items = text.split(',').map((x) => x.trim()).filter((x) => x !== '');
+  if (allowStar && items.length === 1 && items[0] === '*') return ['*'];
+  const out: string[] = [];
+  for (const item of items) {
+    try {
+      const c = parseCidr(item);
+      if (c.text.includes(':')) continue; // IPv6 ranges: sockmesh captures IPv4 only for now
+      out.push(c.text);
+    } catch {
+      problems.push({ field, message: `${JSON.stringify(item.slice(0, 60))} is not a CIDR${allowStar ? ' or *' : ''}` });
+      return undefined;
+    }
+  }
+  return out;
+}
+
+const ISTIO = 'traffic.sidecar.istio.io/';
+/** Istio's per-pod capture annotations and the capture field each sets. */
+const POD_ANNOTATIONS = [
+  ['includeInboundPorts', 'includeInboundPorts', 'ports*'],
+  ['excludeInboundPorts', 'excludeInboundPorts', 'ports'],
+  ['includeOutboundPorts', 'includeOutboundPorts', 'ports'],
+  ['excludeOutboundPorts', 'excludeOutboundPorts', 'ports'],
+  ['includeOutboundIPRanges', 'includeOutboundCIDRs', 'cidrs*'],
+  ['excludeOutboundIPRanges', 'excludeOutboundCIDRs', 'cidrs'],
+] as const;
+
+/** Whether a pod is meshed: an Istio sidecar (injected container or status annotation) or the
+ * sockmesh.io/mesh label; sidecar.istio.io/inject "false" opts out. */
+export function meshReason(p: KPod): string | undefined {
+  const a = p.metadata.annotations ?? {};
+  const l = p.metadata.labels ?? {};
+  if (a['sidecar.istio.io/inject'] === 'false' || l['sidecar.istio.io/inject'] === 'false') return undefined;
+  if (l['sockmesh.io/mesh'] === 'enabled') return 'label sockmesh.io/mesh';
+  if (p.spec.containers.some((c) => c.name === 'istio-proxy') || p.spec.initContainers?.some((c) => c.name === 'istio-proxy')) return 'istio-proxy container';
+  if (a['sidecar.istio.io/status'] !== undefined) return 'annotation sidecar.istio.io/status';
+  return undefined;
+}
+
+/** What the source knows of a meshed pod before finding it on the node. */
+export interface PodWanted {
+  name: string;
+  uid: string;
+  qos: string;
+  addresses: string[];
+  /** The sidecar's uid (the istio-proxy container's runAsUser), when it differs from the node's. */
+  sidecarUid?: number;
+  /** capture overrides from annotations, in the config file's field names. */
+  capture: Record<string, unknown>;
+}
+
+/** A pod of this node as sockmesh meshes it, or why not. */
+export function translatePod(p: KPod, node: string): Translation<PodWanted> {
+  if (p.spec.nodeName !== node) return { kind: 'skip', reason: `scheduled on ${p.spec.nodeName ?? 'no node'}` };
+  if (p.spec.hostNetwork) return { kind: 'skip', reason: 'host network: the node\'s own namespace is never meshed' };
+  if (p.status.phase === 'Succeeded' || p.status.phase === 'Failed') return { kind: 'skip', reason: `phase ${p.status.phase}` };
+  if (!meshReason(p)) return { kind: 'skip', reason: 'not meshed (no istio-proxy, no sockmesh.io/mesh: enabled)' };
+  if (!p.metadata.uid) return { kind: 'invalid', problems: [{ field: 'metadata.uid', message: 'is missing' }] };
+  const problems: Problem[] = [];
+  const a = p.metadata.annotations ?? {};
+  const capture: Record<string, unknown> = {};
+  for (const [annotation, field, kind] of POD_ANNOTATIONS) {
+    const text = a[ISTIO + annotation];
+    if (text === undefined) continue;
+    const star = kind.endsWith('*');
+    const v = kind.startsWith('ports') ? portList(ISTIO + annotation, text, problems, star) : cidrList(ISTIO + annotation, text, problems, star);
+    if (v !== undefined) capture[field] = v;
+  }
+  const proxy = p.spec.containers.find((c) => c.name === 'istio-proxy') ?? p.spec.initContainers?.find((c) => c.name === 'istio-proxy');
+  const uid = proxy?.securityContext?.runAsUser;
+  if (uid !== undefined && !(Number.isInteger(uid) && uid >= 0 && uid <= 0xfffffffe)) problems.push({ field: 'istio-proxy securityContext.runAsUser', message: `${uid} is not a uid` });
+  if (problems.length) return { kind: 'invalid', problems };
+  const ips = (p.status.podIPs?.map((x) => x.ip) ?? (p.status.podIP ? [p.status.podIP] : [])).filter((ip) => isIPv4(ip));
+  return {
+    kind: 'ok',
+    value: { name: objectName(p.metadata), uid: p.metadata.uid, qos: p.status.qosClass ?? 'BestEffort', addresses: ips, sidecarUid: uid, capture },
+  };
+}
+
+/**
+ * Where the kubelet puts a pod's cgroup, relative to the cgroup2 root, for both cgroup drivers:
+ * cgroupfs `kubepods/<qos>/pod<uid>` (Guaranteed pods directly under kubepods), systemd
+ * `kubepods.slice/kubepods-<qos>.slice/kubepods-<qos>-pod<uid with _ for ->.slice`.
+ */
+export function podCgroupCandidates(uid: string, qos: string): string[] {
+  const q = qos.toLowerCase();
+  const guaranteed = q === 'guaranteed';
+  const u = uid.replace(/-/g, '_');
+  return [
+    guaranteed ? `kubepods/pod${uid}` : `kubepods/${q}/pod${uid}`,
+    guaranteed ? `kubepods.slice/kubepods-pod${u}.slice` : `kubepods.slice/kubepods-${q}.slice/kubepods-${q}-pod${u}.slice`,
+  ];
+}
+
+/** A Service as a config file would list it (raw, validated by the caller), or why not. */
+export function translateService(s: KService, endpoints: () => string[]): Translation<Record<string, unknown>> {
+  const a = s.metadata.annotations ?? {};
+  const problems: Problem[] = [];
+  let redirect = true;
+  const r = a['sockmesh.io/redirect'];
+  if (r !== undefined) {
+    if (r === 'true' || r === 'false') redirect = r === 'true';
+    else problems.push({ field: 'sockmesh.io/redirect', message: `must be "true" or "false", got ${JSON.stringify(r.slice(0, 40))}` });
+  }
+  let splice: SpliceMode = 'auto';
+  const sp = a['sockmesh.io/splice'];
+  if (sp !== undefined) {
+    if (sp === 'auto' || sp === 'always' || sp === 'never') splice = sp;
+    else problems.push({ field: 'sockmesh.io/splice', message: `must be auto, always or never, got ${JSON.stringify(sp.slice(0, 40))}` });
+  }
+  if (problems.length) return { kind: 'invalid', problems };
+  const type = s.spec.type ?? 'ClusterIP';
+  if (type === 'ExternalName') return { kind: 'skip', reason: 'ExternalName: no address to capture' };
+  const ports = [...new Set((s.spec.ports ?? []).filter((p) => (p.protocol ?? 'TCP') === 'TCP').map((p) => p.port))];
+  if (!ports.length) return { kind: 'skip', reason: 'no TCP ports' };
+  const headless = s.spec.clusterIP === 'None';
+  // A headless Service has no virtual address: its clients connect to the endpoints themselves.
+  const addresses = headless ? endpoints() : (s.spec.clusterIPs ?? (s.spec.clusterIP ? [s.spec.clusterIP] : [])).filter((ip) => isIPv4(ip));
+  if (!addresses.length) return { kind: 'skip', reason: headless ? 'headless with no ready IPv4 endpoint' : 'no IPv4 cluster address' };
+  return { kind: 'ok', value: { name: objectName(s.metadata), addresses, ports, redirect, splice } };
+}
+
+/** The ready IPv4 endpoint addresses of a Service's slices, each once, sorted. */
+export function sliceAddresses(slices: Iterable<KEndpointSlice>): string[] {
+  const out = new Set<string>();
+  for (const s of slices) {
+    if (s.addressType !== 'IPv4') continue;
+    for (const e of s.endpoints) {
+      if (e.conditions?.ready === false) continue;
+      for (const ip of e.addresses) if (isIPv4(ip)) out.add(ip);
+    }
+  }
+  return [...out].sort();
+}
