@@ -1,0 +1,222 @@
+// The Kubernetes source against a local API server that speaks the list/watch protocol (paginated
+// lists, chunked watch streams, bookmarks, 410 Gone, dropped streams, an outage), with the real
+// client-node informers. Pods are found in a cgroup tree and a /proc laid out in a temporary
+// directory as the kubelet and the kernel lay them out (the privileged end-to-end test uses real
+// ones).
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FakeApiServer, kubeconfigYaml } from '../../src/bench/apiserver.js';
+import { podObject, serviceObject, sliceObject } from '../../src/bench/k8s-objects.js';
+import type { MeshConfig } from '../../src/config/model.js';
+import { validateConfig } from '../../src/config/validate.js';
+import { loadKubeConfig } from '../../src/sources/kubernetes/client.js';
+import { KubernetesSource } from '../../src/sources/kubernetes/source.js';
+import type { SourceEvent } from '../../src/sources/source.js';
+import type { Logger } from '../../src/util/log.js';
+import { slow } from '../helpers/slow.js';
+
+interface Line { level: string; msg: string; obj: Record<string, unknown> }
+
+function recorder(): { log: Logger; lines: Line[] } {
+  const lines: Line[] = [];
+  const at = (level: string) => (obj: Record<string, unknown>, msg: string) => { lines.push({ level, obj, msg }); };
+  return { log: { info: at('info'), warn: at('warn'), error: at('error'), debug: at('debug') } as unknown as Logger, lines };
+}
+
+describe('Kubernetes source', () => {
+  let api: FakeApiServer;
+  let dir: string;
+  let source: KubernetesSource | undefined;
+  let events: SourceEvent[];
+  let rec: ReturnType<typeof recorder>;
+
+  beforeEach(async () => {
+    api = new FakeApiServer({ maxPage: 3, bookmarkMs: 200 });
+    await api.start();
+    dir = mkdtempSync(join(tmpdir(), 'sockmesh-k8s-'));
+    writeFileSync(join(dir, 'kubeconfig'), kubeconfigYaml(api.url));
+    mkdirSync(join(dir, 'cgroup'));
+    mkdirSync(join(dir, 'proc'));
+    events = [];
+    rec = recorder();
+  });
+
+  afterEach(async () => {
+    source?.stop();
+    source = undefined;
+    await api.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function start(node = 'n1'): KubernetesSource {
+    source = new KubernetesSource({
+      kc: loadKubeConfig(join(dir, 'kubeconfig')), node, cgroupRoot: join(dir, 'cgroup'), procRoot: join(dir, 'proc'),
+      base: validateConfig({ services: [] }, 'test'), log: rec.log, onEvent: (e) => events.push(e),
+      backoffMs: { initial: 50, max: 400 }, retryMs: 100,
+    });
+    source.start();
+    return source;
+  }
+
+  async function waitFor<T>(what: string, check: () => T | undefined, ms = slow(10_000)): Promise<T> {
+    const end = Date.now() + ms;
+    for (;;) {
+      const v = check();
+      if (v !== undefined && v !== false) return v;
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}; events: ${JSON.stringify(events.map((e) => e.kind))}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  const configs = () => events.filter((e): e is Extract<SourceEvent, { kind: 'config' }> => e.kind === 'config').map((e) => e.config);
+  const last = () => configs().at(-1);
+  const lastWith = (pred: (c: MeshConfig) => boolean) => waitFor('a matching config', () => { const c = last(); return c && pred(c) ? c : undefined; });
+  const names = (c: MeshConfig) => c.services.map((s) => s.name).sort();
+
+  /** A pod's processes as the kubelet and kernel show them: its cgroup (cgroupfs or systemd
+   * layout) with a cgroup.procs file, and /proc/<pid>/cgroup naming a container below it. */
+  function kubeletPod(uid: string, pid: number, layout: 'cgroupfs' | 'systemd'): string {
+    const rel = layout === 'cgroupfs' ? `kubepods/besteffort/pod${uid}` : `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${uid.replace(/-/g, '_')}.slice`;
+    mkdirSync(join(dir, 'cgroup', rel, 'ctr'), { recursive: true });
+    writeFileSync(join(dir, 'cgroup', rel, 'cgroup.procs'), '');
+    mkdirSync(join(dir, 'proc', String(pid), 'ns'), { recursive: true });
+    writeFileSync(join(dir, 'proc', String(pid), 'cgroup'), `0::/${rel}/ctr\n`);
+    return rel;
+  }
+
+  it('lists page by page, then follows the watch stream', async () => {
+    for (let i = 0; i < 10; i++) api.apply('services', serviceObject({ name: `s${i}`, clusterIP: `10.96.0.${10 + i}`, ports: [80] }));
+    start();
+    const first = await waitFor('the first config', () => last());
+    expect(names(first)).toHaveLength(10);
+    expect(api.stats.lists.services).toBe(1);
+    expect(api.stats.pages.services).toBe(4); // 10 items, 3 per page
+    api.apply('services', serviceObject({ name: 's10', clusterIP: '10.96.0.30', ports: [8080] }));
+    api.remove('services', 'default', 's0');
+    const c = await lastWith((x) => x.services.some((s) => s.name === 's10.default') && !x.services.some((s) => s.name === 's0.default'));
+    expect(c.services.find((s) => s.name === 's10.default')).toEqual({ name: 's10.default', addresses: ['10.96.0.30'], ports: [8080], redirect: true, splice: 'auto' });
+    expect(api.stats.lists.services).toBe(1); // changes came by watch, not by relisting
+  });
+
+  it('asks for bookmarks and moves its resourceVersion with them', async () => {
+    api.apply('services', serviceObject({ name: 'a', clusterIP: '10.96.0.10', ports: [80] }));
+    start();
+    await waitFor('the first config', () => last());
+    const before = Number(api.resourceVersion);
+    // Changes elsewhere (another namespace's pods on another node) move the server's version;
+    // only bookmarks tell this node's pod watch about it.
+    for (let i = 0; i < 3; i++) api.apply('pods', podObject({ name: `other${i}`, node: 'n2' }));
+    await waitFor('a bookmark', () => api.stats.bookmarks > 3);
+    api.dropWatches();
+    await waitFor('a resumed pod watch', () => api.stats.watches.pods.length >= 2);
+    const resumedAt = Number(api.stats.watches.pods.at(-1));
+    expect(resumedAt).toBeGreaterThan(before);
+  });
+
+  it('a stream dropped mid-way resumes from the last version seen, without relisting, and misses nothing', async () => {
+    api.apply('services', serviceObject({ name: 'a', clusterIP: '10.96.0.10', ports: [80] }));
+    start();
+    await waitFor('the first config', () => last());
+    api.apply('services', serviceObject({ name: 'b', clusterIP: '10.96.0.11', ports: [80] }));
+    await lastWith((c) => c.services.length === 2);
+    const seen = api.resourceVersion;
+    expect(api.dropWatches()).toBe(3);
+    // Changed while no watch is open: the resumed watch replays it from history.
+    api.apply('services', serviceObject({ name: 'c', clusterIP: '10.96.0.12', ports: [80] }));
+    const c = await lastWith((x) => x.services.length === 3);
+    expect(names(c)).toEqual(['a.default', 'b.default', 'c.default']);
+    expect(api.stats.watches.services.at(-1)).toBe(seen);
+    expect(api.stats.lists.services).toBe(1);
+    expect(rec.lines.some((l) => l.msg.startsWith('Kubernetes watch failed'))).toBe(true);
+  });
+
+  it('410 Gone after compaction: relists, and objects deleted meanwhile leave the state', async () => {
+    for (const n of ['a', 'b', 'c']) api.apply('services', serviceObject({ name: n, clusterIP: `10.96.0.${n.charCodeAt(0)}`, ports: [80] }));
+    start();
+    await lastWith((c) => c.services.length === 3);
+    await api.down();
+    api.remove('services', 'default', 'b');
+    api.apply('services', serviceObject({ name: 'd', clusterIP: '10.96.0.200', ports: [80] }));
+    api.compact();
+    await api.start();
+    const c = await lastWith((x) => names(x).join() === 'a.default,c.default,d.default');
+    expect(c.services).toHaveLength(3);
+    expect(api.stats.expired).toBeGreaterThan(0);
+    expect(api.stats.lists.services).toBe(2);
+  });
+
+  it('an API server down for a while: stale while it is, the state kept, retries spaced by backoff, fresh after', async () => {
+    api.apply('services', serviceObject({ name: 'a', clusterIP: '10.96.0.10', ports: [80] }));
+    start();
+    await waitFor('the first config', () => last());
+    const n = configs().length;
+    await api.down();
+    const stale = await waitFor('stale', () => events.find((e) => e.kind === 'stale'));
+    expect(stale).toMatchObject({ kind: 'stale', message: expect.stringMatching(/cannot be reached.*last good state stays applied/) });
+    await new Promise((r) => setTimeout(r, 1500));
+    // Backoff (50 ms doubling to 400 ms, jittered): a few tries per watch in 1.5 s, not hundreds.
+    const tries = rec.lines.filter((l) => l.msg.startsWith('Kubernetes watch failed')).length;
+    expect(tries).toBeGreaterThan(3);
+    expect(tries).toBeLessThan(60);
+    const delays = rec.lines.filter((l) => l.msg.startsWith('Kubernetes watch failed') && l.obj.resource === 'services').map((l) => l.obj.retryInMs as number);
+    expect(Math.max(...delays)).toBeGreaterThan(150);
+    expect(configs()).toHaveLength(n); // nothing was emitted: the last good state stands
+    api.apply('services', serviceObject({ name: 'b', clusterIP: '10.96.0.11', ports: [80] }));
+    await api.start();
+    await waitFor('fresh', () => events.findLast((e) => e.kind === 'fresh' || e.kind === 'stale')?.kind === 'fresh');
+    await lastWith((c) => c.services.length === 2);
+  });
+
+  it('a malformed Service annotation: a Warning Event on it, its last good state kept, the rest applied', async () => {
+    api.apply('services', serviceObject({ name: 'a', namespace: 'shop', clusterIP: '10.96.0.10', ports: [80], annotations: { 'sockmesh.io/redirect': 'false' } }));
+    api.apply('services', serviceObject({ name: 'b', namespace: 'shop', clusterIP: '10.96.0.11', ports: [80] }));
+    start();
+    await lastWith((c) => c.services.length === 2);
+    api.apply('services', serviceObject({ name: 'a', namespace: 'shop', clusterIP: '10.96.0.10', ports: [80], annotations: { 'sockmesh.io/redirect': 'maybe' } }));
+    api.apply('services', serviceObject({ name: 'b', namespace: 'shop', clusterIP: '10.96.0.11', ports: [80], annotations: { 'sockmesh.io/splice': 'never' } }));
+    const c = await lastWith((x) => x.services.find((s) => s.name === 'b.shop')?.splice === 'never');
+    expect(c.services.find((s) => s.name === 'a.shop')).toMatchObject({ redirect: false }); // its last good state
+    const ev = await waitFor('an Event', () => api.events[0]);
+    expect(ev).toMatchObject({
+      kind: 'Event', type: 'Warning', reason: 'SockmeshInvalidAnnotation',
+      involvedObject: { kind: 'Service', name: 'a', namespace: 'shop', uid: api.get('services', 'shop', 'a')!.metadata.uid },
+      metadata: { namespace: 'shop' },
+    });
+    expect(ev.message).toMatch(/sockmesh\.io\/redirect: must be "true" or "false", got "maybe"/);
+    expect(rec.lines.some((l) => l.level === 'warn' && l.msg.startsWith('malformed annotation') && l.obj.object === 'a.shop')).toBe(true);
+  });
+
+  it('meshed pods of this node, found in either cgroup layout, with their annotations; a deleted pod leaves', async () => {
+    const a = api.apply('pods', podObject({ name: 'web', namespace: 'shop', node: 'n1', ips: ['10.244.1.5'], istioProxy: true, annotations: { 'traffic.sidecar.istio.io/excludeOutboundPorts': '3306' } }));
+    const b = api.apply('pods', podObject({ name: 'api', namespace: 'shop', node: 'n1', ips: ['10.244.1.6'], labels: { 'sockmesh.io/mesh': 'enabled' }, istioProxy: { runAsUser: 1500 } }));
+    api.apply('pods', podObject({ name: 'plain', namespace: 'shop', node: 'n1', ips: ['10.244.1.7'] }));
+    api.apply('pods', podObject({ name: 'elsewhere', namespace: 'shop', node: 'n2', ips: ['10.244.2.5'], istioProxy: true }));
+    const relA = kubeletPod(a.metadata.uid!, 4242, 'cgroupfs');
+    start();
+    // b's cgroup is not there yet: a alone, then b once the kubelet has made it.
+    const first = await lastWith((c) => c.pods.length === 1);
+    expect(first.pods[0]).toMatchObject({ name: 'web.shop', cgroup: relA, netns: join(dir, 'proc', '4242', 'ns', 'net'), addresses: ['10.244.1.5'] });
+    expect(first.pods[0].capture.excludeOutboundPorts).toEqual([3306]);
+    const relB = kubeletPod(b.metadata.uid!, 4343, 'systemd');
+    const both = await lastWith((c) => c.pods.length === 2);
+    expect(both.pods.find((p) => p.name === 'api.shop')).toMatchObject({ cgroup: relB, netns: join(dir, 'proc', '4343', 'ns', 'net'), sidecar: { uid: 1500, gid: 1500 } });
+    expect(api.stats.lists.pods).toBe(1);
+    expect(api.stats.watches.pods.length).toBeGreaterThan(0);
+    api.remove('pods', 'shop', 'web');
+    const after = await lastWith((c) => c.pods.length === 1);
+    expect(after.pods[0].name).toBe('api.shop');
+  });
+
+  it('a malformed pod annotation: the pod keeps its last good capture settings', async () => {
+    const a = api.apply('pods', podObject({ name: 'web', node: 'n1', ips: ['10.244.1.5'], istioProxy: true, annotations: { 'traffic.sidecar.istio.io/excludeOutboundPorts': '3306' } }));
+    kubeletPod(a.metadata.uid!, 4242, 'cgroupfs');
+    start();
+    await lastWith((c) => c.pods.length === 1);
+    api.apply('pods', podObject({ name: 'web', node: 'n1', uid: a.metadata.uid, ips: ['10.244.1.5'], istioProxy: true, annotations: { 'traffic.sidecar.istio.io/excludeOutboundPorts': '3306,mysql' } }));
+    const ev = await waitFor('an Event', () => api.events[0]);
+    expect(ev).toMatchObject({ involvedObject: { kind: 'Pod', name: 'web' }, message: expect.stringMatching(/excludeOutboundPorts: "mysql" is not a port/) });
+    expect(last()!.pods[0].capture.excludeOutboundPorts).toEqual([3306]);
+  });
+});
