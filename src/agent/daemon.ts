@@ -379,6 +379,7 @@ export class NodeAgent {
         pods: this.pods.pods.map(podSummary), updatedAt: new Date().toISOString(),
       };
       this.scheduleRecordWrite();
+      this.scheduleCatchUp();
       this.metrics.reconcileSeconds.observe(ms / 1000);
       this.metrics.lastApplied.setToCurrentTime();
       this.lastApply = { at: new Date().toISOString(), changes: report.changes, ms };
@@ -409,6 +410,25 @@ export class NodeAgent {
   }
 
   private recordTimer: NodeJS.Timeout | undefined;
+  private catchUpTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * A moment after an apply (no program still reads the slot it left), the other slot is brought
+   * up to the applied state: a deleted pod's or service's entries leave every map, not only the
+   * slot the programs read.
+   */
+  private scheduleCatchUp(): void {
+    clearTimeout(this.catchUpTimer);
+    this.catchUpTimer = setTimeout(() => {
+      void this.serialize(async () => {
+        try {
+          if (this.incremental?.catchUp()) this.opts.log.debug({}, 'the other slot caught up');
+        } catch (e) {
+          this.opts.log.warn({ error: describe(e) }, 'cannot bring the other slot up to date; the next apply rewrites it');
+        }
+      });
+    }, 250);
+  }
 
   /**
    * Writes the record a moment after the last apply: with 10,000 services it is megabytes of
@@ -458,6 +478,7 @@ export class NodeAgent {
    * --cleanup-on-exit. */
   async stop(): Promise<void> {
     this.source?.stop();
+    clearTimeout(this.catchUpTimer);
     this.memory.stop();
     await this.http?.stop();
     await this.control?.stop();

@@ -27,6 +27,8 @@ const SMALL: Array<[SmallMap, 'pods' | 'ports' | 'cidrs']> = [['sm_pods', 'pods'
 
 export class ServiceReconciler {
   private readonly memory: [SlotMemory | undefined, SlotMemory | undefined] = [undefined, undefined];
+  /** The sm_config entries of the last apply, per slot. */
+  private lastConfig: ((slot: number) => Entry) | undefined;
 
   constructor(private readonly maps: ReconcileMaps, private readonly svcStateSize: number) {}
 
@@ -55,6 +57,7 @@ export class ServiceReconciler {
     syncSlot(this.maps, other, compileDesired(cfg, ids, this.svcStateSize, pods), config(other));
     this.memory[active] = this.remember(cfg, ids, pods, config(active));
     this.memory[other] = this.remember(cfg, ids, pods, config(other));
+    this.lastConfig = config;
   }
 
   /** Applies a new state: writes the inactive slot (only what differs from what it holds), flips. */
@@ -95,17 +98,50 @@ export class ServiceReconciler {
     if (!Object.keys(changes).length) return { changes, slot: active };
 
     // Write the inactive slot: it holds `before` (the state of two applies ago, or the same).
-    this.memory[target] = undefined; // until every write went through
-    const svc = serviceDiff(byName(before.services, before.ids), want);
-    writeDiff(this.maps.slots[target].services, svc);
-    this.maps.slots[target].svcState.setManyRaw(flagDiff(before.flags, flags, this.svcStateSize));
-    for (const [n, f] of SMALL) writeDiff(this.maps.slots[target][f], diffAgainst(before.small.get(n)!, smallWant.get(n)!, false));
-    const cfgTarget = config(target);
-    this.maps.config.setManyRaw([cfgTarget]);
-    this.memory[target] = { services: cfg.services, ids, flags, small: smallWant, config: cfgTarget.value.toString('latin1') };
+    this.writeSlot(target, before, { services: cfg.services, ids, flags, small: smallWant, config: '' }, config(target));
+    this.lastConfig = config;
     this.maps.setActiveSlot(target);
     return { changes, slot: target };
   }
+
+  /**
+   * After a flip the slot the programs stopped reading still holds the state before it (a deleted
+   * pod's entries, a removed service's keys). This brings it up to the active state, so no map
+   * keeps what the config no longer says; the agent runs it a moment after an apply, when no
+   * program still reads the old slot. Returns whether anything was written.
+   */
+  catchUp(): boolean {
+    const active = this.maps.activeSlot();
+    const other = 1 - active;
+    const now = this.memory[active];
+    const before = this.memory[other];
+    if (!now || !before || !this.lastConfig) return false;
+    const cfgOther = this.lastConfig(other);
+    if (before.services === now.services && before.ids === now.ids && before.config === cfgOther.value.toString('latin1')
+      && sameFlags(before.flags, now.flags) && SMALL.every(([n]) => sameMap(before.small.get(n)!, now.small.get(n)!))) return false;
+    this.writeSlot(other, before, now, cfgOther);
+    return true;
+  }
+
+  /** Writes `slot` from what it holds (`before`) to `want`; forgets the slot until it is done. */
+  private writeSlot(slot: number, before: SlotMemory, want: SlotMemory, config: Entry): void {
+    this.memory[slot] = undefined; // until every write went through
+    writeDiff(this.maps.slots[slot].services, serviceDiff(byName(before.services, before.ids), byName(want.services, want.ids)));
+    this.maps.slots[slot].svcState.setManyRaw(flagDiff(before.flags, want.flags, this.svcStateSize));
+    for (const [n, f] of SMALL) writeDiff(this.maps.slots[slot][f], diffAgainst(before.small.get(n)!, want.small.get(n)!, false));
+    this.maps.config.setManyRaw([config]);
+    this.memory[slot] = { ...want, config: config.value.toString('latin1') };
+  }
+}
+
+function sameFlags(a: Uint32Array, b: Uint32Array): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+function sameMap(a: Map<string, string>, b: Map<string, string>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [k, v] of a) if (b.get(k) !== v) return false;
+  return true;
 }
 
 type ByName = Map<string, { svc: ServiceConfig; id: number }>;

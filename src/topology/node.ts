@@ -2,7 +2,7 @@
 // below it, and a network namespace per pod (sm-<name>-<pod>) with loopback up. Processes join
 // their pod's cgroup before `ip netns exec` (which remounts /sys). close() removes everything,
 // also after a failure, and is safe to call twice.
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { cgroup2Mount } from '../bpf/cgroup.js';
 import { Codes, SockmeshError } from '../errors.js';
@@ -40,11 +40,20 @@ export class NodeTopology {
     return node;
   }
 
-  /** Adds a pod (its cgroup below the parent and its namespace); returns it. */
-  async addPod(pod: string): Promise<NodePod> {
-    const cgroup = join(this.parent, pod);
-    mkdirSync(cgroup);
-    this.made.push(cgroup);
+  /**
+   * Adds a pod (its cgroup below the parent and its namespace); returns it. `cgroup` lays the pod
+   * out as a kubelet would (e.g. kubepods/besteffort/pod<uid>/<container>, every missing level
+   * made): its processes run in that directory.
+   */
+  async addPod(pod: string, cgroupPath = pod): Promise<NodePod> {
+    const cgroup = join(this.parent, cgroupPath);
+    let dir = this.parent;
+    for (const part of cgroupPath.split('/')) {
+      dir = join(dir, part);
+      if (existsSync(dir)) continue;
+      mkdirSync(dir);
+      this.made.push(dir);
+    }
     const netns = `sm-${this.name}-${pod}`;
     const r = await execTool('ip', ['netns', 'add', netns]);
     if (r.code !== 0) throw new SockmeshError(Codes.TOPOLOGY, `ip netns add ${netns}: ${r.stderr.trim()}`);

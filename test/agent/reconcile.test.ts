@@ -245,6 +245,35 @@ describe('ServiceReconciler (the agent\'s incremental apply)', () => {
     }
   });
 
+  it('catchUp brings the slot the programs left to the applied state, without touching the active one', () => {
+    const r = rng(7);
+    const f = fakeMaps();
+    const caches = newParseCaches();
+    const inc = new ServiceReconciler(f.maps, SVC_STATE);
+    let cfg = parseConfigText(text(30), 'v0', caches);
+    let ids = assignServiceIds(cfg.services.map((s) => s.name), {}, SVC_STATE);
+    inc.prime(cfg, ids, pods(cfg, 3), (slot) => configEntry(cfg, slot));
+    expect(inc.catchUp()).toBe(false); // primed: both slots already equal
+    let caughtUp = 0;
+    for (let v = 1; v < 20; v++) {
+      const n = 25 + Math.floor(r() * 10);
+      cfg = parseConfigText(text(n, (i) => (r() < 0.1 ? ', redirect: false' : '')), `v${v}`, caches);
+      ids = assignServiceIds(cfg.services.map((s) => s.name), ids, SVC_STATE);
+      const p = pods(cfg, 1 + (v % 3)); // pods come and go
+      inc.apply(cfg, ids, p, (slot) => configEntry(cfg, slot));
+      const want = desiredDump(compileDesired(cfg, ids, SVC_STATE, p));
+      const active = f.state.gen;
+      const activeBefore = JSON.stringify(dumpAll(f.all(active)));
+      if (!inc.catchUp()) continue;
+      caughtUp++;
+      expect(f.state.gen).toBe(active);
+      expect(JSON.stringify(dumpAll(f.all(active)))).toBe(activeBefore);
+      expect(dumpAll(f.all(1 - active)), `version ${v}`).toEqual(want);
+      expect(inc.catchUp()).toBe(false);
+    }
+    expect(caughtUp).toBeGreaterThan(15);
+  });
+
   it('a failed write leaves the programs on the old state; the next apply recovers', () => {
     const caches = newParseCaches();
     const old = parseConfigText(text(20), 'old', caches);

@@ -1,0 +1,156 @@
+// The agent in Kubernetes mode end to end, driven only through a local API server: pods are real
+// network namespaces and cgroups laid out as the kubelet lays them out (cgroupfs driver for one
+// pod, systemd for the other), with real processes. A pod that appears is captured; its Service
+// annotated sockmesh.io/redirect: "false" goes direct for new connections; an API-server outage
+// keeps the state and says so; a deleted pod leaves no entry in any map.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import parsePrometheusTextFormat from 'parse-prometheus-text-format';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { netnsCookie } from '../../native/netns.js';
+import { FakeApiServer, kubeconfigYaml } from '../../src/bench/apiserver.js';
+import { podObject, serviceObject } from '../../src/bench/k8s-objects.js';
+import { pinLayout } from '../../src/bpf/datapath.js';
+import { pinRoot } from '../../src/bpf/bpffs.js';
+import { InstanceMaps } from '../../src/bpf/maps.js';
+import { NodeTopology } from '../../src/topology/node.js';
+import { Proc, type Line } from '../../src/topology/proc.js';
+import { runCli } from '../helpers/cli.js';
+import { PEER } from '../helpers/mesh.js';
+import { askFromPod } from '../helpers/pods.js';
+import { privileged, uniqueName } from '../helpers/privileged.js';
+import { slow } from '../helpers/slow.js';
+
+privileged('agent --kubernetes', () => {
+  const instance = uniqueName('k');
+  const dir = mkdtempSync(join(tmpdir(), 'sockmesh-test-'));
+  const api = new FakeApiServer({ bookmarkMs: 500 });
+  const uidA = randomUUID();
+  const uidB = randomUUID();
+  let node: NodeTopology;
+  let agent: Proc | undefined;
+  let port = 0;
+
+  beforeAll(async () => {
+    await api.start();
+    writeFileSync(join(dir, 'kubeconfig'), kubeconfigYaml(api.url));
+    node = await NodeTopology.create(instance, []);
+    // The kubelet's layouts below the node's cgroup, each pod's processes in a container cgroup.
+    await node.addPod('a', `kubepods/besteffort/pod${uidA}/app`);
+    await node.addPod('b', `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${uidB.replace(/-/g, '_')}.slice/app`);
+    const sidecars = ['a', 'b'].map((p) => node.spawnNode(p, PEER, ['serve', '--host', '127.0.0.1', '--port', '15001', '--name', `sidecar-${p}`, '--mode', 'origdst'], `sidecar ${p}`));
+    await Promise.all(sidecars.map((s) => s.waitFor((l) => l.event === 'ready', slow(30_000))));
+    api.apply('services', serviceObject({ name: 'reviews', namespace: 'shop', clusterIP: '10.96.0.20', ports: [9080] }));
+    api.apply('services', serviceObject({ name: 'ratings', namespace: 'shop', clusterIP: '10.96.0.21', ports: [9080] }));
+    api.apply('pods', podObject({ name: 'web', namespace: 'shop', node: 'node-1', uid: uidA, ips: ['10.244.1.5'], istioProxy: true }));
+    // Another node's pod: never meshed here.
+    api.apply('pods', podObject({ name: 'far', namespace: 'shop', node: 'node-2', ips: ['10.244.2.5'], istioProxy: true }));
+    agent = new Proc('agent', process.execPath, ['bin/sockmesh.js', 'agent', '--kubernetes', '--node', 'node-1', '--kubeconfig', join(dir, 'kubeconfig'),
+      '--cgroup', node.parent, '--instance', instance, '--listen', '127.0.0.1:0']);
+    const ready = await agent.waitFor((l) => l.msg === 'agent ready', slow(60_000));
+    port = Number(String(ready.listen).split(':')[1]);
+  });
+
+  afterAll(async () => {
+    await agent?.kill();
+    await runCli(['down', '--instance', instance]);
+    await node?.close();
+    await api.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function nextLog(pred: (l: Line) => boolean): Promise<Line> {
+    const seen = agent!.lines.length;
+    return agent!.waitFor((l) => agent!.lines.indexOf(l) >= seen && pred(l), slow(15_000));
+  }
+
+  async function until(what: string, check: () => boolean): Promise<void> {
+    const end = Date.now() + slow(10_000);
+    while (!check()) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}; agent said: ${agent!.lines.slice(-5).map((l) => JSON.stringify(l)).join('\n')}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  async function metric(name: string): Promise<number> {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const fam = (parsePrometheusTextFormat(text) as Array<{ name: string; metrics: Array<{ value: string }> }>).find((f) => f.name === name);
+    return Number(fam?.metrics[0]?.value);
+  }
+
+  it('meshes the pod the API server lists for this node (cgroupfs layout)', async () => {
+    expect(await askFromPod(node, 'a', '10.96.0.20')).toMatchObject({ server: 'sidecar-a', origDst: { address: '10.96.0.20', port: 9080 } });
+    // Pod b is not in the API yet: not captured.
+    expect(String((await askFromPod(node, 'b', '10.96.0.21')).error)).toMatch(/ENETUNREACH|EHOSTUNREACH/);
+    const st = JSON.parse((await runCli(['status', '--instance', instance, '--json'])).stdout);
+    expect(st.pods.map((p: { name: string }) => p.name)).toEqual(['web.shop']);
+    expect(st.agent.source.path).toMatch(/^kubernetes http:\/\/127\.0\.0\.1:\d+ \(node node-1\)$/);
+  });
+
+  it('a pod that appears is captured (systemd layout, meshed by label)', async () => {
+    const applied = nextLog((l) => l.msg === 'reconciled');
+    api.apply('pods', podObject({ name: 'api', namespace: 'shop', node: 'node-1', uid: uidB, qos: 'Burstable', ips: ['10.244.1.6'], labels: { 'sockmesh.io/mesh': 'enabled' } }));
+    await applied;
+    expect(await askFromPod(node, 'b', '10.96.0.21')).toMatchObject({ server: 'sidecar-b', origDst: { address: '10.96.0.21', port: 9080 } });
+  });
+
+  it('sockmesh.io/redirect: "false" on the Service: new connections go direct; removing it captures again', async () => {
+    let applied = nextLog((l) => l.msg === 'reconciled');
+    api.apply('services', serviceObject({ name: 'reviews', namespace: 'shop', clusterIP: '10.96.0.20', ports: [9080], annotations: { 'sockmesh.io/redirect': 'false' } }));
+    await applied;
+    expect(String((await askFromPod(node, 'a', '10.96.0.20')).error)).toMatch(/ENETUNREACH|EHOSTUNREACH/);
+    expect(await askFromPod(node, 'a', '10.96.0.21')).toMatchObject({ server: 'sidecar-a' });
+    // A malformed edit is refused with an Event; the switch stays off.
+    api.apply('services', serviceObject({ name: 'reviews', namespace: 'shop', clusterIP: '10.96.0.20', ports: [9080], annotations: { 'sockmesh.io/redirect': 'no' } }));
+    await nextLog((l) => l.msg.startsWith('malformed annotation'));
+    await until('the Event', () => api.events.length > 0);
+    expect(api.events.at(-1)).toMatchObject({ reason: 'SockmeshInvalidAnnotation', involvedObject: { kind: 'Service', name: 'reviews', namespace: 'shop' } });
+    expect(String((await askFromPod(node, 'a', '10.96.0.20')).error)).toMatch(/ENETUNREACH|EHOSTUNREACH/);
+    applied = nextLog((l) => l.msg === 'reconciled');
+    api.apply('services', serviceObject({ name: 'reviews', namespace: 'shop', clusterIP: '10.96.0.20', ports: [9080] }));
+    await applied;
+    expect(await askFromPod(node, 'a', '10.96.0.20')).toMatchObject({ server: 'sidecar-a' });
+  });
+
+  it('an API-server outage: stays ready, says the source is stale, keeps capturing; resumes after', async () => {
+    await api.down();
+    await nextLog((l) => l.msg === 'Kubernetes watch failed; the last good state stays applied');
+    await agent!.waitFor((l) => /cannot be reached/.test(String(l.msg)), slow(15_000));
+    expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
+    expect(await metric('sockmesh_config_source_stale')).toBe(1);
+    expect(await askFromPod(node, 'a', '10.96.0.20')).toMatchObject({ server: 'sidecar-a' });
+    const fresh = nextLog((l) => l.msg === 'source reachable again; what is applied is current');
+    await api.start();
+    await fresh;
+    expect(await metric('sockmesh_config_source_stale')).toBe(0);
+  });
+
+  it('a deleted pod leaves no entry in any map', async () => {
+    const cookie = netnsCookie(`/var/run/netns/${node.pod('a').netns}`);
+    const maps = new InstanceMaps(pinLayout(pinRoot(instance)));
+    try {
+      const active = () => maps.slots.map((s) => s.pods.entries().find(([k]) => BigInt(k) === cookie)?.[1].podId).find((x) => x !== undefined);
+      const podId = active();
+      expect(podId).toBeGreaterThan(0);
+      const applied = nextLog((l) => l.msg === 'reconciled');
+      api.remove('pods', 'shop', 'web');
+      await applied;
+      // Both slots: the one the programs read at once, the other a moment later.
+      const left = () => maps.slots.flatMap((slot) => [
+        ...slot.pods.entries().filter(([k, v]) => BigInt(k) === cookie || v.podId === podId),
+        ...slot.ports.entries().filter(([k]) => k.podId === podId),
+        ...slot.cidrs.entries().filter(([k]) => k.podId === podId),
+      ]);
+      expect(left().length).toBeGreaterThan(0); // the slot the programs stopped reading, for now
+      await until('both slots without the pod', () => left().length === 0);
+      expect(maps.sockhash.entries().filter(([k]) => BigInt(k.netns) === cookie)).toEqual([]);
+    } finally {
+      maps.close();
+    }
+    // No longer captured; the other pod still is.
+    expect(String((await askFromPod(node, 'a', '10.96.0.20')).error)).toMatch(/ENETUNREACH|EHOSTUNREACH/);
+    expect(await askFromPod(node, 'b', '10.96.0.21')).toMatchObject({ server: 'sidecar-b' });
+  });
+});
