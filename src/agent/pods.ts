@@ -4,7 +4,7 @@
 import { existsSync, realpathSync, statSync } from 'node:fs';
 import { isAbsolute, join, relative } from 'node:path';
 import { netnsCookie } from '../../native/netns.js';
-import { cgroup2Mount } from '../bpf/cgroup.js';
+import { cgroup2RootOf } from '../bpf/cgroup.js';
 import { LIMITS } from '../bpf/codecs.js';
 import type { MeshConfig, PodConfig } from '../config/model.js';
 import { Codes, SockmeshError, UserError } from '../errors.js';
@@ -29,9 +29,10 @@ export function netnsPath(netns: string): string {
 
 /** cgroup2 id (the directory's inode) and depth below the cgroup2 root. */
 export function cgroupIdentity(path: string): { id: bigint; level: number } {
-  const mount = cgroup2Mount();
-  if (!mount) throw new UserError(Codes.CGROUP, 'no cgroup2 filesystem is mounted here');
-  const rel = relative(realpathSync(mount), realpathSync(path));
+  const real = realpathSync(path);
+  const root = cgroup2RootOf(real);
+  if (!root) throw new UserError(Codes.CGROUP, `${path} is not below the root of a mounted cgroup2 hierarchy (mount the host's cgroup2 root, e.g. /sys/fs/cgroup, into the agent)`);
+  const rel = relative(root, real);
   return { id: statSync(path, { bigint: true }).ino, level: rel ? rel.split('/').length : 0 };
 }
 

@@ -1,5 +1,5 @@
 // cgroup2 discovery and checks on the cgroup sockmesh is asked to attach to.
-import { readFileSync, realpathSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { Codes, UserError } from '../errors.js';
 
 /** Where cgroup2 is mounted: /sys/fs/cgroup on pure v2, /sys/fs/cgroup/unified on hybrid hosts. */
@@ -9,6 +9,22 @@ export function cgroup2Mount(): string | undefined {
     if (fstype === 'cgroup2' && mnt) return mnt;
   }
   return undefined;
+}
+
+/** Every cgroup2 mount point (a DaemonSet sees its own namespaced one and the host's, mounted in). */
+export function cgroup2Mounts(): string[] {
+  return readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')).filter((f) => f[2] === 'cgroup2' && f[1]).map((f) => f[1]);
+}
+
+/**
+ * The root of the cgroup2 hierarchy `real` (a resolved path) lies in: the mount point holding it
+ * that is the hierarchy's root. A mount of a cgroup below the root (a container's own
+ * /sys/fs/cgroup) cannot tell a cgroup's depth, which the programs match pods by; the root has no
+ * cgroup.events (the kernel gives it to every cgroup but the root).
+ */
+export function cgroup2RootOf(real: string): string | undefined {
+  const mounts = cgroup2Mounts().map((m) => realpathSync(m)).filter((m) => real === m || real.startsWith(`${m}/`));
+  return mounts.filter((m) => !existsSync(`${m}/cgroup.events`)).sort((a, b) => b.length - a.length)[0];
 }
 
 /**
@@ -26,7 +42,7 @@ export function checkAttachCgroup(path: string): string {
   } catch (cause) {
     throw new UserError(Codes.CGROUP, `--cgroup ${path} is not a cgroup2 directory (cgroup2 is mounted at ${mount})`, { cause });
   }
-  const root = realpathSync(mount);
+  const root = cgroup2RootOf(real) ?? realpathSync(mount);
   if (real === root) {
     throw new UserError(Codes.CGROUP, `refusing to attach to the cgroup2 root ${root}: create a cgroup for the workloads to mesh`);
   }

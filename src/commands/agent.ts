@@ -1,6 +1,8 @@
 import { Option, type Command } from 'commander';
 import { NodeAgent, type KubernetesOptions } from '../agent/daemon.js';
-import { cgroup2Mount } from '../bpf/cgroup.js';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { cgroup2Mounts } from '../bpf/cgroup.js';
 import { checkInstanceName } from '../agent/instance.js';
 import { Codes, UserError, describe } from '../errors.js';
 import { createLogger } from '../util/log.js';
@@ -25,7 +27,7 @@ export function register(program: Command, _out: () => Out): void {
     .command('agent')
     .description('run the node agent: mesh every pod of the config file or of the cluster, follow it, serve metrics and the control socket')
     .option('--config <file>', 'YAML config with services and pods (watched: edits apply within ~100 ms); with --kubernetes, node-wide settings only')
-    .option('--cgroup <dir>', 'cgroup2 directory holding every pod\'s cgroup (the programs attach here once); with --kubernetes the one holding the kubelet\'s kubepods/ or kubepods.slice/ (default: the cgroup2 mount point)')
+    .option('--cgroup <dir>', 'cgroup2 directory holding every pod\'s cgroup (the programs attach here once); with --kubernetes the one holding the kubelet\'s kubepods/ or kubepods.slice/ (default: kubepods.slice or kubepods below the cgroup2 mount, whichever the kubelet made)')
     .option('--kubernetes', 'follow the cluster: this node\'s Pods, Services and EndpointSlices (in-cluster credentials, or --kubeconfig / KUBECONFIG)')
     .option('--node <name>', 'with --kubernetes: this node\'s name (default: the NODE_NAME environment variable; never the hostname)')
     .option('--kubeconfig <file>', 'with --kubernetes: credentials for running it outside the cluster')
@@ -65,8 +67,7 @@ which keeps its last good state. See deploy/ for the DaemonSet.`)
         const node = opts.node ?? process.env.NODE_NAME;
         if (!node?.trim()) throw new UserError(Codes.USAGE, '--kubernetes needs the node name: --node NAME, or NODE_NAME (the DaemonSet sets it from spec.nodeName)');
         kubernetes = { node, kubeconfig: opts.kubeconfig, procRoot: opts.proc };
-        cgroup ??= cgroup2Mount();
-        if (!cgroup) throw new UserError(Codes.CGROUP, 'no cgroup2 filesystem is mounted here; pass --cgroup');
+        cgroup ??= kubepods();
       } else {
         for (const flag of ['node', 'kubeconfig'] as const) {
           if (opts[flag] !== undefined) throw new UserError(Codes.USAGE, `--${flag} goes with --kubernetes`);
@@ -93,4 +94,17 @@ which keeps its last good state. See deploy/ for the DaemonSet.`)
         process.once('SIGINT', () => stop('SIGINT'));
       });
     });
+}
+
+/**
+ * The kubelet's pod hierarchy below a cgroup2 mount: kubepods.slice (systemd driver) or kubepods
+ * (cgroupfs). Never the cgroup2 root itself: programs there would capture the node's own processes.
+ */
+function kubepods(): string {
+  const mounts = cgroup2Mounts();
+  if (!mounts.length) throw new UserError(Codes.CGROUP, 'no cgroup2 filesystem is mounted here; pass --cgroup');
+  for (const m of mounts) {
+    for (const d of ['kubepods.slice', 'kubepods']) if (existsSync(join(m, d, 'cgroup.procs'))) return join(m, d);
+  }
+  throw new UserError(Codes.CGROUP, `no kubepods.slice or kubepods cgroup below ${mounts.join(', ')}; pass --cgroup with the directory holding the kubelet's pods`);
 }

@@ -2,7 +2,8 @@
 // network namespaces and cgroups laid out as the kubelet lays them out (cgroupfs driver for one
 // pod, systemd for the other), with real processes. A pod that appears is captured; its Service
 // annotated sockmesh.io/redirect: "false" goes direct for new connections; an API-server outage
-// keeps the state and says so; a deleted pod leaves no entry in any map.
+// keeps the state and says so; a deleted pod leaves no entry in any map. The agent runs as root
+// with only the capabilities deploy/daemonset.yaml grants.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -17,6 +18,7 @@ import { pinRoot } from '../../src/bpf/bpffs.js';
 import { InstanceMaps } from '../../src/bpf/maps.js';
 import { NodeTopology } from '../../src/topology/node.js';
 import { Proc, type Line } from '../../src/topology/proc.js';
+import { daemonsetCapabilities, onlyCapabilities } from '../helpers/capabilities.js';
 import { runCli } from '../helpers/cli.js';
 import { PEER } from '../helpers/mesh.js';
 import { askFromPod } from '../helpers/pods.js';
@@ -47,7 +49,8 @@ privileged('agent --kubernetes', () => {
     api.apply('pods', podObject({ name: 'web', namespace: 'shop', node: 'node-1', uid: uidA, ips: ['10.244.1.5'], istioProxy: true }));
     // Another node's pod: never meshed here.
     api.apply('pods', podObject({ name: 'far', namespace: 'shop', node: 'node-2', ips: ['10.244.2.5'], istioProxy: true }));
-    agent = new Proc('agent', process.execPath, ['bin/sockmesh.js', 'agent', '--kubernetes', '--node', 'node-1', '--kubeconfig', join(dir, 'kubeconfig'),
+    // Root with only the DaemonSet's capabilities, as in a cluster.
+    agent = new Proc('agent', 'setpriv', [...onlyCapabilities(daemonsetCapabilities()), process.execPath, 'bin/sockmesh.js', 'agent', '--kubernetes', '--node', 'node-1', '--kubeconfig', join(dir, 'kubeconfig'),
       '--cgroup', node.parent, '--instance', instance, '--listen', '127.0.0.1:0']);
     const ready = await agent.waitFor((l) => l.msg === 'agent ready', slow(60_000));
     port = Number(String(ready.listen).split(':')[1]);
