@@ -65,6 +65,8 @@ export class NodeAgent {
   private lock: InstanceLock | undefined;
   private maps: InstanceMaps | undefined;
   private source: Source | undefined;
+  /** When the Kubernetes source started (ms since the epoch), for the first sync's log line. */
+  private sourceStartedAt = 0;
   /** Kubernetes: events that arrive before the start is over (the latest config is kept). */
   private held: { holding: boolean; config?: SourceEvent } = { holding: false };
   private control: ControlServer | undefined;
@@ -161,7 +163,10 @@ export class NodeAgent {
       const held = this.held.config;
       this.held = { holding: false };
       if (held && held !== first) void this.serialize(() => this.onSource(held));
-      log.info({ instance, source: this.source.description, socket: socketPath(instance), listen: `${listen.host}:${this.http.port}` }, 'agent ready');
+      log.info({
+        instance, source: this.source.description, socket: socketPath(instance), listen: `${listen.host}:${this.http.port}`,
+        ...(this.sourceStartedAt ? { sinceSourceStartMs: Date.now() - this.sourceStartedAt } : {}),
+      }, 'agent ready');
       this.memory.work(100); // the start's parse and apply are over
     } catch (err) {
       await this.stop();
@@ -199,8 +204,9 @@ export class NodeAgent {
       },
     });
     this.source = source;
-    source.start();
     const t0 = Date.now();
+    this.sourceStartedAt = t0;
+    source.start();
     const waitMs = prev ? k.firstSyncMs ?? 10_000 : Infinity;
     for (;;) {
       let timer: NodeJS.Timeout | undefined;
@@ -264,7 +270,8 @@ export class NodeAgent {
     this.ready = true;
     this.metrics.reconcileSeconds.observe(Number(process.hrtime.bigint() - t0) / 1e9);
     this.metrics.lastApplied.setToCurrentTime();
-    log.info({ instance, created: up.created, attached: up.attached, changes: up.changes, upgraded: up.upgraded, pods: this.pods.pods.length }, up.created ? 'data path loaded and attached' : 'adopted the pinned data path');
+    const ms = Math.round(Number(process.hrtime.bigint() - t0) / 1e5) / 10;
+    log.info({ instance, created: up.created, attached: up.attached, changes: up.changes, upgraded: up.upgraded, pods: this.pods.pods.length, ms }, up.created ? 'data path loaded and attached' : 'adopted the pinned data path');
     if (up.created) await this.countPredating();
   }
 

@@ -16,6 +16,7 @@ interface BenchOpts {
   modes?: string;
   workloads?: string;
   agent?: boolean;
+  kubernetes?: boolean;
   soak?: boolean;
   minutes?: string;
 }
@@ -47,6 +48,7 @@ export function register(program: Command): void {
     .option('--modes <list>', `comma-separated subset of ${MODES.join(',')}`)
     .option('--workloads <list>', `comma-separated subset of ${WORKLOADS.map((w) => w.id).join(',')}`)
     .option('--agent', 'measure the node agent instead: 10,000-service apply, file switch latency, RSS, idle CPU (--quick: 1,000 services)')
+    .option('--kubernetes', 'measure the agent following a cluster instead: initial sync of 10,000 Services and 50,000 endpoints from a local API server, RSS, annotation change -> kernel (--quick: 1,000)')
     .option('--soak', 'a soak run of the agent instead: mixed load, service switches and agent restarts; samples RSS, descriptors and map entries, fails on growth')
     .option('--minutes <n>', 'with --soak: how long (default 10)')
     .addHelpText('after', `
@@ -67,6 +69,19 @@ ratios within one run: the machine may be shared and noisy.`)
         return;
       }
       if (opts.minutes !== undefined) throw new UserError(Codes.USAGE, '--minutes is for --soak');
+      if (opts.kubernetes) {
+        const tty = process.stderr.isTTY;
+        installInterruptHandlers();
+        const { KUBE_BENCH_DEFAULTS, KUBE_BENCH_QUICK, formatKubeBench, runKubeBench } = await import('../bench/kubernetes.js');
+        const res = await runKubeBench(opts.quick ? KUBE_BENCH_QUICK : KUBE_BENCH_DEFAULTS, (m) => process.stderr.write(tty ? `\r\x1b[K${m}` : `${m}\n`));
+        if (tty) process.stderr.write('\r\x1b[K');
+        if (opts.out) {
+          mkdirSync(opts.out, { recursive: true });
+          writeFileSync(join(opts.out, 'bench-kubernetes.json'), `${JSON.stringify(res, null, 2)}\n`);
+        }
+        process.stdout.write(opts.json ? `${JSON.stringify(res, null, 2)}\n` : `${formatKubeBench(res)}\n`);
+        return;
+      }
       if (opts.agent) {
         const tty = process.stderr.isTTY;
         installInterruptHandlers();

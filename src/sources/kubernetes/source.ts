@@ -233,7 +233,8 @@ export class KubernetesSource implements Source {
       pods.push(pod);
     }
     if (pending) this.retry = setTimeout(() => this.emit(), this.opts.retryMs ?? 1000);
-    const services = this.claimed([...this.services.values()].filter((s) => s.raw && s.config) as Array<{ raw: Readonly<Record<string, unknown>>; config: ServiceConfig }>);
+    const services = this.claimed([...this.services.values()].filter((s) => s.raw && s.config)
+      .map((s) => ({ raw: s.raw!, config: s.config!, headless: s.svc.spec.clusterIP === 'None' })));
     const raw = {
       sidecar: base.sidecar, capture: { ...base.capture, includeInboundPorts: base.capture.includeInboundPorts === '*' ? ['*'] : base.capture.includeInboundPorts }, autoSplice: base.autoSplice, spliceQueueBytes: base.spliceQueueBytes,
       services, pods,
@@ -247,25 +248,22 @@ export class KubernetesSource implements Source {
   }
 
   /**
-   * The services' raw fragments in name order, with any address:port another service claimed
-   * first dropped (only headless Services can collide: their endpoints are pod addresses).
+   * The services' raw fragments. Cluster addresses are unique (the API server allocates them);
+   * only headless Services, whose addresses are their endpoints' pod addresses, can claim the same
+   * address:port: the first by name keeps it, the later ones lose that address.
    */
-  private claimed(list: Array<{ raw: Readonly<Record<string, unknown>>; config: ServiceConfig }>): Array<Readonly<Record<string, unknown>>> {
-    list.sort((a, b) => (a.config.name < b.config.name ? -1 : a.config.name > b.config.name ? 1 : 0));
+  private claimed(list: Array<{ raw: Readonly<Record<string, unknown>>; config: ServiceConfig; headless: boolean }>): Array<Readonly<Record<string, unknown>>> {
+    const headless = list.filter((s) => s.headless).sort((a, b) => (a.config.name < b.config.name ? -1 : a.config.name > b.config.name ? 1 : 0));
+    if (!headless.length) return list.map((s) => s.raw);
+    const out = list.filter((s) => !s.headless).map((s) => s.raw);
     const claims = new Set<string>();
-    const out: Array<Readonly<Record<string, unknown>>> = [];
-    for (const { raw, config } of list) {
-      const keys = config.addresses.flatMap((a) => config.ports.map((p) => `${a}:${p}`));
-      if (keys.every((k) => !claims.has(k))) {
-        for (const k of keys) claims.add(k);
-        out.push(raw);
-        continue;
-      }
+    for (const { raw, config } of headless) {
       const addresses = config.addresses.filter((a) => config.ports.every((p) => !claims.has(`${a}:${p}`)));
-      this.opts.log.debug({ service: config.name, dropped: config.addresses.length - addresses.length }, 'endpoint addresses claimed by another service');
-      if (!addresses.length) continue;
       for (const a of addresses) for (const p of config.ports) claims.add(`${a}:${p}`);
-      out.push({ ...raw, addresses });
+      if (addresses.length < config.addresses.length) {
+        this.opts.log.debug({ service: config.name, dropped: config.addresses.length - addresses.length }, 'endpoint addresses claimed by another headless service');
+      }
+      if (addresses.length) out.push(addresses.length === config.addresses.length ? raw : { ...raw, addresses });
     }
     return out;
   }
