@@ -68,7 +68,6 @@ export class ServiceReconciler {
     const now = this.memory[active];
     if (!before || !now) return this.prime(cfg, ids, pods, config);
 
-    const want = byName(cfg.services, ids);
     const flags = new Uint32Array(this.svcStateSize);
     let keys = 0;
     for (const svc of cfg.services) {
@@ -85,7 +84,7 @@ export class ServiceReconciler {
     }
 
     const changes: ReconcileReport['changes'] = {};
-    const svcVsActive = serviceDiff(byName(now.services, now.ids), want);
+    const svcVsActive = serviceDiff(now.services, now.ids, cfg.services, ids);
     const stateVsActive = flagDiff(now.flags, flags, this.svcStateSize);
     if (svcVsActive.put.length || svcVsActive.del.length) changes.sm_services = { put: svcVsActive.put.length, del: svcVsActive.del.length };
     if (stateVsActive.length) changes.sm_svc_state = { put: stateVsActive.length, del: 0 };
@@ -126,7 +125,7 @@ export class ServiceReconciler {
   /** Writes `slot` from what it holds (`before`) to `want`; forgets the slot until it is done. */
   private writeSlot(slot: number, before: SlotMemory, want: SlotMemory, config: Entry): void {
     this.memory[slot] = undefined; // until every write went through
-    writeDiff(this.maps.slots[slot].services, serviceDiff(byName(before.services, before.ids), byName(want.services, want.ids)));
+    writeDiff(this.maps.slots[slot].services, serviceDiff(before.services, before.ids, want.services, want.ids));
     this.maps.slots[slot].svcState.setManyRaw(flagDiff(before.flags, want.flags, this.svcStateSize));
     for (const [n, f] of SMALL) writeDiff(this.maps.slots[slot][f], diffAgainst(before.small.get(n)!, want.small.get(n)!, false));
     this.maps.config.setManyRaw([config]);
@@ -150,17 +149,41 @@ function byName(services: readonly ServiceConfig[], ids: ServiceIds): ByName {
   return new Map(services.map((s) => [s.name, { svc: s, id: ids[s.name] }] as const));
 }
 
+/**
+ * The services that differ between two lists, as (had, wants) pairs; undefined on one side for a
+ * service that came or went. Lists of the same names in the same order (an edit: the common case)
+ * are compared index by index, without building a map of either.
+ */
+function changedServices(have: readonly ServiceConfig[], haveIds: ServiceIds, want: readonly ServiceConfig[], wantIds: ServiceIds):
+  Array<[{ svc: ServiceConfig; id: number } | undefined, { svc: ServiceConfig; id: number } | undefined]> {
+  const out: Array<[{ svc: ServiceConfig; id: number } | undefined, { svc: ServiceConfig; id: number } | undefined]> = [];
+  if (have.length === want.length && (haveIds === wantIds || have.every((h, i) => h.name === want[i].name && haveIds[h.name] === wantIds[h.name]))) {
+    if (have === want) return out;
+    for (let i = 0; i < want.length; i++) {
+      const h = have[i];
+      const w = want[i];
+      if (h !== w && h.name === w.name) out.push([{ svc: h, id: haveIds[h.name] }, { svc: w, id: wantIds[w.name] }]);
+    }
+    return out;
+  }
+  const hb = byName(have, haveIds);
+  const wb = byName(want, wantIds);
+  for (const [name, w] of wb) {
+    const h = hb.get(name);
+    if (!h || h.svc !== w.svc || h.id !== w.id) out.push([h, w]);
+  }
+  for (const [name, h] of hb) if (!wb.has(name)) out.push([h, undefined]);
+  return out;
+}
+
 /** sm_services changes between two states: only services whose object or id differ are encoded. */
-function serviceDiff(have: ByName, want: ByName): { put: Entry[]; del: Buffer[] } {
+function serviceDiff(haveList: readonly ServiceConfig[], haveIds: ServiceIds, wantList: readonly ServiceConfig[], wantIds: ServiceIds): { put: Entry[]; del: Buffer[] } {
   const put = new Map<string, StrEntry>();
   const gone: StrEntry[] = [];
-  for (const [name, w] of want) {
-    const h = have.get(name);
-    if (h && h.svc === w.svc && h.id === w.id) continue;
-    for (const e of serviceEntries(w.svc, w.id)) put.set(e.k, e);
+  for (const [h, w] of changedServices(haveList, haveIds, wantList, wantIds)) {
+    if (w) for (const e of serviceEntries(w.svc, w.id)) put.set(e.k, e);
     if (h) gone.push(...serviceEntries(h.svc, h.id));
   }
-  for (const [name, h] of have) if (!want.has(name)) gone.push(...serviceEntries(h.svc, h.id));
   // A key that moved to another service (or stayed with a changed one) is overwritten, not deleted.
   const del = gone.filter((e) => !put.has(e.k)).map((e) => e.key);
   // Unchanged puts are harmless but skipped: a changed service keeps most of its keys.

@@ -72,16 +72,23 @@ export interface UpResult {
  */
 export function applyConfig(maps: InstanceMaps, config: MeshConfig, previousIds: ServiceIds, pods: ResolvedPod[], incremental?: ServiceReconciler) {
   const size = maps.slots[0].svcState.info.maxEntries;
-  const ids = assignServiceIds(config.services.map((s) => s.name), previousIds, size);
+  const ids = sameNames(config, previousIds) ? previousIds : assignServiceIds(config.services.map((s) => s.name), previousIds, size);
   // A service new to its id starts its auto-splice vote from scratch (the id was free).
-  for (const [name, id] of Object.entries(ids)) {
-    if (previousIds[name] !== id) maps.svcAuto.set(id, { votes: 0, connections: 0 });
+  if (ids !== previousIds) {
+    for (const name in ids) if (previousIds[name] !== ids[name]) maps.svcAuto.set(ids[name], { votes: 0, connections: 0 });
   }
   const slotConfig = (slot: number) => configEntry(config, slot);
   const report = incremental
     ? incremental.apply(config, ids, pods, slotConfig)
     : reconcile(reconcileMaps(maps), compileDesired(config, ids, size, pods), slotConfig);
   return { ids, report };
+}
+
+/** Whether the config names exactly the services that have ids (an edit that added or removed none). */
+function sameNames(config: MeshConfig, ids: ServiceIds): boolean {
+  let n = 0;
+  for (const _ in ids) n++;
+  return n === config.services.length && config.services.every((s) => ids[s.name] !== undefined);
 }
 
 /** Refuses to attach a second set of programs to a cgroup that already has sockmesh's. */

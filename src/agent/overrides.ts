@@ -75,5 +75,8 @@ export class OverrideStore {
 
 /** The config with the overrides applied (services absent from the config are left out). */
 export function applyOverrides(cfg: MeshConfig, overrides: Overrides): MeshConfig {
+  let any = false;
+  for (const _ in overrides) { any = true; break; }
+  if (!any) return cfg;
   return { ...cfg, services: cfg.services.map((s) => (overrides[s.name] ? { ...s, redirect: overrides[s.name].redirect } : s)) };
 }
