@@ -298,7 +298,8 @@ export class NodeAgent {
     const { instance, log } = this.opts;
     const t0 = process.hrtime.bigint();
     const config = applyOverrides(this.lastGood!, this.overrides.all());
-    if (!config.pods.length) {
+    // A file must list its pods; a cluster node may have none meshed yet.
+    if (!config.pods.length && !this.opts.kubernetes) {
       throw new UserError(Codes.USAGE, 'iptables mode in the agent needs the config\'s pods (each with its netns): it writes each pod\'s rules in its own namespace');
     }
     this.podRules = new PodRules(instance, prev?.podNetns);
