@@ -183,8 +183,8 @@ export class NodeAgent {
     const k = this.opts.kubernetes!;
     const { log } = this.opts;
     const [{ KubernetesSource }, { loadKubeConfig }] = await Promise.all([import('../sources/kubernetes/source.js'), import('../sources/kubernetes/client.js')]);
-    const kc = loadKubeConfig(k.kubeconfig);
     const base = nodeSettings(this.opts.configPath, this.parseCaches);
+    const kc = loadKubeConfig(k.kubeconfig);
     let firstConfig: (e: SourceEvent) => void = () => undefined;
     const synced = new Promise<SourceEvent>((resolve) => { firstConfig = resolve; });
     this.held = { holding: true };

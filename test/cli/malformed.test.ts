@@ -88,6 +88,11 @@ const CASES: Case[] = [
   { kind: 'cli', what: 'switching an unknown service', args: (x) => ['service', 'disable', 'nosuch', '--instance', x.c], message: /no service "nosuch"/ },
   { kind: 'cli', what: 'a service name that is no DNS label', args: (x) => ['service', 'disable', 'Bad_Name', '--instance', x.c], message: /service name|DNS name/ },
   { kind: 'cli', what: 'a second agent for a running instance', args: (x) => ['agent', '--config', x.cfg, '--cgroup', x.parentA, '--instance', x.c, '--listen', '127.0.0.1:0'], message: /held by another sockmesh agent/ },
+  { kind: 'cli', what: 'an agent with neither --config nor --kubernetes', args: (x) => ['agent', '--cgroup', x.parentA, '--instance', x.a], message: /needs --config FILE, or --kubernetes/ },
+  { kind: 'cli', what: '--node without --kubernetes', args: (x) => ['agent', '--config', x.cfg, '--cgroup', x.parentA, '--instance', x.a, '--node', 'n1'], message: /--node goes with --kubernetes/ },
+  { kind: 'cli', what: '--kubernetes without a node name', args: (x) => ['agent', '--kubernetes', '--cgroup', x.parentA, '--instance', x.a], message: /needs the node name: --node NAME, or NODE_NAME/ },
+  { kind: 'cli', what: '--kubernetes with a kubeconfig that does not exist', args: (x) => ['agent', '--kubernetes', '--node', 'n1', '--kubeconfig', join(x.dir, 'nope'), '--cgroup', x.parentA, '--instance', x.a], message: /cannot load the Kubernetes credentials from/ },
+  { kind: 'cli', what: '--kubernetes with a node-settings file that lists services', args: (x) => ['agent', '--kubernetes', '--node', 'n1', '--kubeconfig', join(x.dir, 'nope'), '--config', x.cfg, '--cgroup', x.parentA, '--instance', x.a], message: /with --kubernetes the cluster lists the services and pods/ },
   { kind: 'cli', what: 'explain without a port', args: (x) => ['explain', '--instance', x.c, '10.96.0.20'], message: /destination must be IPV4:PORT/ },
   { kind: 'cli', what: 'down of a malformed instance name', args: () => ['down', '--instance', 'a/b'], message: /instance name/ },
   // The agent's control socket.

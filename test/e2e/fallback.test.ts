@@ -2,7 +2,6 @@
 // probe's SOCKMESH_PROBE_FAIL), the agent says which feature and meshes every pod in iptables mode:
 // each pod's sidecar gets its connections with SO_ORIGINAL_DST (from conntrack), edits and switches
 // apply, and down removes every pod's rules. With --mode ebpf it exits naming the feature.
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,8 +9,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { NodeTopology } from '../../src/topology/node.js';
 import { Proc } from '../../src/topology/proc.js';
 import { cliJson, runCli } from '../helpers/cli.js';
-import { PEER } from '../helpers/mesh.js';
-import { askFromPod } from '../helpers/pods.js';
+import { askFromPod, routeToRefusingRemote, uidSidecar } from '../helpers/pods.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
 import { slow } from '../helpers/slow.js';
 import { attached, natRules } from '../helpers/state.js';
@@ -36,31 +34,12 @@ pods:
   const spawnAgent = (extra: string[]) => new Proc('agent', 'env', ['SOCKMESH_PROBE_FAIL=BPF_MAP_TYPE_SOCKHASH', process.execPath, 'bin/sockmesh.js', 'agent',
     '--config', cfgPath, '--cgroup', node.parent, '--instance', instance, '--listen', '127.0.0.1:0', ...extra]);
 
-  // iptables mode captures after routing: the pods need a route for 10.96.0.0/16. It leads to a
-  // namespace that owns the whole range and answers with a reset, so uncaptured connections fail at
-  // once (ECONNREFUSED) instead of hanging.
-  const remote = `sm-${instance}-r`;
-  const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
+  let unroute = () => {};
 
   beforeAll(async () => {
     node = await NodeTopology.create(instance, ['a', 'b']);
-    ip('netns', 'add', remote);
-    ip('-n', remote, 'link', 'set', 'lo', 'up');
-    ip('-n', remote, 'route', 'add', 'local', '10.96.0.0/16', 'dev', 'lo');
-    ['a', 'b'].forEach((pod, i) => {
-      const ns = node.pod(pod).netns;
-      ip('-n', ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', `v${pod}`, 'netns', remote);
-      ip('-n', ns, 'addr', 'add', `10.250.${i}.1/30`, 'dev', 'eth0');
-      ip('-n', ns, 'link', 'set', 'eth0', 'up');
-      ip('-n', remote, 'addr', 'add', `10.250.${i}.2/30`, 'dev', `v${pod}`);
-      ip('-n', remote, 'link', 'set', `v${pod}`, 'up');
-      ip('-n', ns, 'route', 'add', 'default', 'via', `10.250.${i}.2`);
-    });
-    for (const pod of ['a', 'b']) {
-      // Sidecars as uid 1337, as iptables mode tells the sidecar's own traffic apart by owner.
-      const s = node.spawn(pod, 'setpriv', ['--reuid=1337', '--regid=1337', '--clear-groups', process.execPath, PEER, 'serve', '--host', '0.0.0.0', '--port', '15001', '--name', `sidecar-${pod}`, '--mode', 'origdst'], `sidecar ${pod}`);
-      await s.waitFor((l) => l.event === 'ready', slow(30_000));
-    }
+    unroute = routeToRefusingRemote(node, ['a', 'b']);
+    for (const pod of ['a', 'b']) await uidSidecar(node, pod);
     save(config(true));
   });
 
@@ -68,7 +47,7 @@ pods:
     await agent?.kill();
     await runCli(['down', '--instance', instance]);
     await node?.close();
-    try { ip('netns', 'del', remote); } catch { /* not made */ }
+    unroute();
     rmSync(dir, { recursive: true, force: true });
   });
 

@@ -3,7 +3,8 @@
 // pod, systemd for the other), with real processes. A pod that appears is captured; its Service
 // annotated sockmesh.io/redirect: "false" goes direct for new connections; an API-server outage
 // keeps the state and says so; a deleted pod leaves no entry in any map. The agent runs as root
-// with only the capabilities deploy/daemonset.yaml grants.
+// with only the capabilities deploy/daemonset.yaml grants. On a kernel without eBPF mode (forced off
+// through the probe), the same cluster drives iptables rules in each pod's namespace.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -21,8 +22,9 @@ import { Proc, type Line } from '../../src/topology/proc.js';
 import { daemonsetCapabilities, onlyCapabilities } from '../helpers/capabilities.js';
 import { runCli } from '../helpers/cli.js';
 import { PEER } from '../helpers/mesh.js';
-import { askFromPod } from '../helpers/pods.js';
+import { askFromPod, routeToRefusingRemote, uidSidecar } from '../helpers/pods.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
+import { natRules } from '../helpers/state.js';
 import { slow } from '../helpers/slow.js';
 
 privileged('agent --kubernetes', () => {
@@ -155,5 +157,72 @@ privileged('agent --kubernetes', () => {
     // No longer captured; the other pod still is.
     expect(String((await askFromPod(node, 'a', '10.96.0.20')).error)).toMatch(/ENETUNREACH|EHOSTUNREACH/);
     expect(await askFromPod(node, 'b', '10.96.0.21')).toMatchObject({ server: 'sidecar-b' });
+  });
+});
+
+privileged('agent --kubernetes on a kernel without eBPF mode: iptables rules in each pod', () => {
+  const instance = uniqueName('q');
+  const dir = mkdtempSync(join(tmpdir(), 'sockmesh-test-'));
+  const api = new FakeApiServer({ bookmarkMs: 500 });
+  const uidA = randomUUID();
+  const uidB = randomUUID();
+  let node: NodeTopology;
+  let agent: Proc | undefined;
+  let unroute = () => {};
+
+  beforeAll(async () => {
+    await api.start();
+    writeFileSync(join(dir, 'kubeconfig'), kubeconfigYaml(api.url));
+    node = await NodeTopology.create(instance, []);
+    await node.addPod('a', `kubepods/besteffort/pod${uidA}/app`);
+    await node.addPod('b', `kubepods.slice/kubepods-pod${uidB.replace(/-/g, '_')}.slice/app`);
+    unroute = routeToRefusingRemote(node, ['a', 'b']);
+    for (const pod of ['a', 'b']) await uidSidecar(node, pod);
+    api.apply('services', serviceObject({ name: 'reviews', namespace: 'shop', clusterIP: '10.96.0.20', ports: [9080] }));
+    api.apply('pods', podObject({ name: 'web', namespace: 'shop', node: 'node-1', uid: uidA, ips: ['10.250.0.1'], istioProxy: true }));
+    agent = new Proc('agent', 'env', ['SOCKMESH_PROBE_FAIL=BPF_MAP_TYPE_SOCKHASH', process.execPath, 'bin/sockmesh.js', 'agent', '--kubernetes', '--node', 'node-1',
+      '--kubeconfig', join(dir, 'kubeconfig'), '--cgroup', node.parent, '--instance', instance, '--listen', '127.0.0.1:0']);
+    await agent.waitFor((l) => l.msg === 'agent ready', slow(60_000));
+  });
+
+  afterAll(async () => {
+    await agent?.kill();
+    await runCli(['down', '--instance', instance]);
+    await node?.close();
+    unroute();
+    await api.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const nextLog = (pred: (l: Line) => boolean) => {
+    const seen = agent!.lines.length;
+    return agent!.waitFor((l) => agent!.lines.indexOf(l) >= seen && pred(l), slow(15_000));
+  };
+
+  it('meshes the listed pod with rules in its namespace, and a pod that appears (Guaranteed, systemd layout)', async () => {
+    expect(agent!.lines.some((l) => typeof l.msg === 'string' && l.msg.includes('running iptables mode for every pod'))).toBe(true);
+    expect(await askFromPod(node, 'a', '10.96.0.20')).toMatchObject({ server: 'sidecar-a', origDst: { address: '10.96.0.20', port: 9080 } });
+    expect(natRules(node.pod('b').netns)).toEqual([]);
+    const applied = nextLog((l) => l.msg === 'reconciled');
+    api.apply('pods', podObject({ name: 'api', namespace: 'shop', node: 'node-1', uid: uidB, qos: 'Guaranteed', ips: ['10.250.1.1'], labels: { 'sockmesh.io/mesh': 'enabled' } }));
+    await applied;
+    expect(await askFromPod(node, 'b', '10.96.0.20')).toMatchObject({ server: 'sidecar-b', origDst: { address: '10.96.0.20', port: 9080 } });
+  });
+
+  it('the Service annotation switches every pod\'s rules; a deleted pod\'s rules are removed', async () => {
+    let applied = nextLog((l) => l.msg === 'reconciled');
+    api.apply('services', serviceObject({ name: 'reviews', namespace: 'shop', clusterIP: '10.96.0.20', ports: [9080], annotations: { 'sockmesh.io/redirect': 'false' } }));
+    await applied;
+    for (const pod of ['a', 'b']) expect((await askFromPod(node, pod, '10.96.0.20')).error, pod).toMatch(/ECONNREFUSED/);
+    applied = nextLog((l) => l.msg === 'reconciled');
+    api.apply('services', serviceObject({ name: 'reviews', namespace: 'shop', clusterIP: '10.96.0.20', ports: [9080] }));
+    await applied;
+    expect(await askFromPod(node, 'a', '10.96.0.20')).toMatchObject({ server: 'sidecar-a' });
+    applied = nextLog((l) => l.msg === 'reconciled');
+    api.remove('pods', 'shop', 'web');
+    await applied;
+    expect(natRules(node.pod('a').netns)).toEqual([]);
+    expect((await askFromPod(node, 'a', '10.96.0.20')).error).toMatch(/ECONNREFUSED/);
+    expect(await askFromPod(node, 'b', '10.96.0.20')).toMatchObject({ server: 'sidecar-b' });
   });
 });

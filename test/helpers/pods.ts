@@ -1,4 +1,5 @@
 // Asking through a pod of a NodeTopology: one new connection from the pod, one line, the reply.
+import { execFileSync } from 'node:child_process';
 import type { NodeTopology } from '../../src/topology/node.js';
 import { PEER } from './mesh.js';
 import { slow } from './slow.js';
@@ -17,4 +18,37 @@ export async function askFromPod(node: NodeTopology, pod: string, host: string, 
   } finally {
     proc.child.stdin!.end();
   }
+}
+
+/**
+ * iptables mode captures after routing: gives the pods of `node` a route for 10.96.0.0/16 into a
+ * namespace (`sm-<name>-r`, made here; remove it with the returned function) that owns the whole
+ * range and answers with a reset, so an uncaptured connection fails at once (ECONNREFUSED)
+ * instead of hanging. Pod i gets 10.250.i.1/30 on eth0.
+ */
+export function routeToRefusingRemote(node: NodeTopology, pods: string[]): () => void {
+  const remote = `sm-${node.name}-r`;
+  const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
+  ip('netns', 'add', remote);
+  ip('-n', remote, 'link', 'set', 'lo', 'up');
+  ip('-n', remote, 'route', 'add', 'local', '10.96.0.0/16', 'dev', 'lo');
+  pods.forEach((pod, i) => {
+    const ns = node.pod(pod).netns;
+    ip('-n', ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', `v${pod}`, 'netns', remote);
+    ip('-n', ns, 'addr', 'add', `10.250.${i}.1/30`, 'dev', 'eth0');
+    ip('-n', ns, 'link', 'set', 'eth0', 'up');
+    ip('-n', remote, 'addr', 'add', `10.250.${i}.2/30`, 'dev', `v${pod}`);
+    ip('-n', remote, 'link', 'set', `v${pod}`, 'up');
+    ip('-n', ns, 'route', 'add', 'default', 'via', `10.250.${i}.2`);
+  });
+  return () => {
+    try { ip('netns', 'del', remote); } catch { /* not made */ }
+  };
+}
+
+/** A stand-in sidecar in `pod` as uid 1337 (iptables mode tells the sidecar's own traffic apart by
+ * owner) on 0.0.0.0:15001, answering with the SO_ORIGINAL_DST it read. */
+export async function uidSidecar(node: NodeTopology, pod: string): Promise<void> {
+  const s = node.spawn(pod, 'setpriv', ['--reuid=1337', '--regid=1337', '--clear-groups', process.execPath, PEER, 'serve', '--host', '0.0.0.0', '--port', '15001', '--name', `sidecar-${pod}`, '--mode', 'origdst'], `sidecar ${pod}`);
+  await s.waitFor((l) => l.event === 'ready', slow(30_000));
 }
