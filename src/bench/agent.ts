@@ -23,7 +23,7 @@ import { checkInterrupted } from '../util/interrupt.js';
 import { packageRoot } from '../util/paths.js';
 import { NodeTopology } from '../topology/node.js';
 import { Proc } from '../topology/proc.js';
-import { spread, type Spread } from './stats.js';
+import { fmt, percentiles, spread, targetTable, type Percentiles, type Spread, type Target } from './stats.js';
 
 export interface AgentBenchOptions {
   services: number;
@@ -36,13 +36,6 @@ export interface AgentBenchOptions {
 export const AGENT_BENCH_DEFAULTS: AgentBenchOptions = { services: 10_000, pods: 100, switches: 100, idleSeconds: 10 };
 export const AGENT_BENCH_QUICK: AgentBenchOptions = { services: 1000, pods: 10, switches: 10, idleSeconds: 2 };
 
-export interface Target {
-  what: string;
-  target: string;
-  measured: string;
-  met: boolean;
-}
-
 export interface AgentBenchResult {
   options: AgentBenchOptions;
   kernel: string;
@@ -52,9 +45,9 @@ export interface AgentBenchResult {
   resolvePodsMs: Spread;
   /** Milliseconds to read and validate the config file. */
   parseMs: Spread;
-  switchMs: { p50: number; p90: number; p99: number; max: number; n: number };
+  switchMs: Percentiles;
   /** The agent's logged reconcile time (validated config -> slot flip) for those switches. */
-  agentApplyMs?: { p50: number; p99: number; max: number };
+  agentApplyMs?: Percentiles;
   /** Largest of the settled samples (after start, after idle, after the switches). */
   rssMiB: number;
   rssSamplesMiB: { afterStart: number; afterIdle: number; afterSwitches: number };
@@ -62,10 +55,6 @@ export interface AgentBenchResult {
   peakRssMiB: number;
   idleCpuPercent: number;
   targets: Target[];
-}
-
-function quantile(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
 }
 
 function configText(o: AgentBenchOptions, node: NodeTopology, probeRedirect: boolean): string {
@@ -81,7 +70,7 @@ function configText(o: AgentBenchOptions, node: NodeTopology, probeRedirect: boo
   return `${lines.join('\n')}\n`;
 }
 
-function procStat(pid: number): { rssKiB: number; hwmKiB: number; cpuTicks: number } {
+export function procStat(pid: number): { rssKiB: number; hwmKiB: number; cpuTicks: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kib = (re: RegExp) => Number(re.exec(status)?.[1] ?? 0);
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -92,7 +81,7 @@ function procStat(pid: number): { rssKiB: number; hwmKiB: number; cpuTicks: numb
 /** The agent settles (gives back the garbage of a start or an edit) ~2 s after its last work. */
 const SETTLE_MS = 3000;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function runAgentBench(o: AgentBenchOptions, progress: (m: string) => void): Promise<AgentBenchResult> {
   const tag = `bench${process.pid}`;
@@ -174,11 +163,9 @@ export async function runAgentBench(o: AgentBenchOptions, progress: (m: string) 
     const peakRssMiB = settled.hwmKiB / 1024;
     // The agent's own view: its reconcile durations (logged per apply) during the switches.
     const applied = agent.lines.filter((l) => l.msg === 'reconciled').slice(-o.switches).map((l) => Number(l.ms)).sort((a, b) => a - b);
-    const agentApplyMs = applied.length ? { p50: quantile(applied, 0.5), p99: quantile(applied, 0.99), max: applied[applied.length - 1] } : undefined;
-    const sorted = [...switches].sort((a, b) => a - b);
-    const switchMs = { p50: quantile(sorted, 0.5), p90: quantile(sorted, 0.9), p99: quantile(sorted, 0.99), max: sorted[sorted.length - 1], n: sorted.length };
+    const agentApplyMs = applied.length ? percentiles(applied) : undefined;
+    const switchMs = percentiles(switches);
     const applyMs = spread(apply);
-    const fmt = (n: number, unit: string) => `${n.toFixed(n < 10 ? 2 : 1)} ${unit}`;
     const targets: Target[] = [
       { what: `apply ${o.services} services × 2 ports into an empty instance (median)`, target: '< 1000 ms', measured: fmt(applyMs.median, 'ms'), met: applyMs.median < 1000 },
       { what: `one-service switch in the file -> kernel, p99 of ${switchMs.n}`, target: '< 100 ms', measured: fmt(switchMs.p99, 'ms'), met: switchMs.p99 < 100 },
@@ -200,9 +187,7 @@ export async function runAgentBench(o: AgentBenchOptions, progress: (m: string) 
 }
 
 export function formatAgentBench(r: AgentBenchResult): string {
-  const rows = [['target', 'goal', 'measured', ''], ...r.targets.map((t) => [t.what, t.target, t.measured, t.met ? 'met' : 'MISSED'])];
-  const w = rows[0].map((_, i) => Math.max(...rows.map((x) => x[i].length)));
-  const table = rows.map((x) => x.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd()).join('\n');
+  const table = targetTable(r.targets);
   const ms = (s: Spread) => `${s.median.toFixed(1)} ms (${s.min.toFixed(1)}–${s.max.toFixed(1)})`;
   return `${table}
 

@@ -9,7 +9,7 @@
 //   - a Service annotation change (sockmesh.io/redirect) reaching the kernel: from the moment the
 //     API server writes the watch event to the moment the service's flags in the slot the programs
 //     read have changed (the map polled from this process).
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,7 +24,8 @@ import { packageRoot } from '../util/paths.js';
 import { NodeTopology } from '../topology/node.js';
 import { Proc } from '../topology/proc.js';
 import { FakeApiServer, kubeconfigYaml } from './apiserver.js';
-import type { Target } from './agent.js';
+import { procStat, sleep } from './agent.js';
+import { fmt, percentiles, targetTable, type Percentiles, type Target } from './stats.js';
 import { podObject, serviceObject, sliceObject } from './k8s-objects.js';
 
 export interface KubeBenchOptions {
@@ -53,22 +54,13 @@ export interface KubeBenchResult {
   restart: SyncTiming;
   rssMiB: number;
   peakRssMiB: number;
-  changeMs: { p50: number; p90: number; p99: number; max: number; n: number };
+  changeMs: Percentiles;
   /** The agent's logged reconcile time (validated state -> slot flip) for those changes. */
-  agentApplyMs: { p50: number; p99: number; max: number };
+  agentApplyMs: Percentiles;
   targets: Target[];
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const SETTLE_MS = 3000;
-
-function quantile(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
-}
-
-function statusKiB(pid: number, field: string): number {
-  return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
-}
 
 const addr = (base: number, i: number) => `10.${base + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
 
@@ -118,7 +110,7 @@ export async function runKubeBench(o: KubeBenchOptions, progress: (m: string) =>
     agent = s.proc;
     const restart = s.timing;
     await sleep(SETTLE_MS);
-    const rssAfterStart = statusKiB(agent.pid, 'VmRSS');
+    const rssAfterStart = procStat(agent.pid).rssKiB;
 
     // The record names the services' ids once written; `status` makes the agent write it now.
     await execTool(process.execPath, [join(packageRoot(), 'bin/sockmesh.js'), 'status', '--instance', instance, '--json']);
@@ -147,13 +139,11 @@ export async function runKubeBench(o: KubeBenchOptions, progress: (m: string) =>
       maps.close();
     }
     await sleep(SETTLE_MS);
-    const rssMiB = Math.max(rssAfterStart, statusKiB(agent.pid, 'VmRSS')) / 1024;
-    const peakRssMiB = statusKiB(agent.pid, 'VmHWM') / 1024;
-    const applied = agent.lines.filter((l) => l.msg === 'reconciled').slice(-o.changes).map((l) => Number(l.ms)).sort((a, b) => a - b);
-    const agentApplyMs = { p50: quantile(applied, 0.5), p99: quantile(applied, 0.99), max: applied[applied.length - 1] };
-    const sorted = [...changes].sort((a, b) => a - b);
-    const changeMs = { p50: quantile(sorted, 0.5), p90: quantile(sorted, 0.9), p99: quantile(sorted, 0.99), max: sorted[sorted.length - 1], n: sorted.length };
-    const fmt = (n: number, unit: string) => `${n.toFixed(n < 10 ? 2 : 1)} ${unit}`;
+    const settled = procStat(agent.pid);
+    const rssMiB = Math.max(rssAfterStart, settled.rssKiB) / 1024;
+    const peakRssMiB = settled.hwmKiB / 1024;
+    const agentApplyMs = percentiles(agent.lines.filter((l) => l.msg === 'reconciled').slice(-o.changes).map((l) => Number(l.ms)));
+    const changeMs = percentiles(changes);
     const scale = `${o.services} Services, ${o.services * o.endpointsPerService} endpoints`;
     const targets: Target[] = [
       { what: `initial sync of ${scale}: source start -> kernel (restart: programs adopted)`, target: '< 2000 ms', measured: fmt(restart.totalMs, 'ms'), met: restart.totalMs < 2000 },
@@ -173,9 +163,7 @@ export async function runKubeBench(o: KubeBenchOptions, progress: (m: string) =>
 }
 
 export function formatKubeBench(r: KubeBenchResult): string {
-  const rows = [['target', 'goal', 'measured', ''], ...r.targets.map((t) => [t.what, t.target, t.measured, t.met ? 'met' : 'MISSED'])];
-  const w = rows[0].map((_, i) => Math.max(...rows.map((x) => x[i].length)));
-  const table = rows.map((x) => x.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd()).join('\n');
+  const table = targetTable(r.targets);
   const t = (s: SyncTiming) => `lists -> state ${s.listMs} ms, apply ${s.applyMs} ms, source start -> ready ${s.totalMs} ms`;
   return `${table}
 

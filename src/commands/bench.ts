@@ -70,31 +70,14 @@ ratios within one run: the machine may be shared and noisy.`)
       }
       if (opts.minutes !== undefined) throw new UserError(Codes.USAGE, '--minutes is for --soak');
       if (opts.kubernetes) {
-        const tty = process.stderr.isTTY;
-        installInterruptHandlers();
         const { KUBE_BENCH_DEFAULTS, KUBE_BENCH_QUICK, formatKubeBench, runKubeBench } = await import('../bench/kubernetes.js');
-        const res = await runKubeBench(opts.quick ? KUBE_BENCH_QUICK : KUBE_BENCH_DEFAULTS, (m) => process.stderr.write(tty ? `\r\x1b[K${m}` : `${m}\n`));
-        if (tty) process.stderr.write('\r\x1b[K');
-        if (opts.out) {
-          mkdirSync(opts.out, { recursive: true });
-          writeFileSync(join(opts.out, 'bench-kubernetes.json'), `${JSON.stringify(res, null, 2)}\n`);
-        }
-        process.stdout.write(opts.json ? `${JSON.stringify(res, null, 2)}\n` : `${formatKubeBench(res)}\n`);
+        await report(opts, 'bench-kubernetes.json', (progress) => runKubeBench(opts.quick ? KUBE_BENCH_QUICK : KUBE_BENCH_DEFAULTS, progress), formatKubeBench);
         return;
       }
       if (opts.agent) {
-        const tty = process.stderr.isTTY;
-        installInterruptHandlers();
         // Loaded on use: the agent runs this CLI too, and should not carry the bench in memory.
         const { AGENT_BENCH_DEFAULTS, AGENT_BENCH_QUICK, formatAgentBench, runAgentBench } = await import('../bench/agent.js');
-        const res = await runAgentBench(opts.quick ? AGENT_BENCH_QUICK : AGENT_BENCH_DEFAULTS,
-          (m) => process.stderr.write(tty ? `\r\x1b[K${m}` : `${m}\n`));
-        if (tty) process.stderr.write('\r\x1b[K');
-        if (opts.out) {
-          mkdirSync(opts.out, { recursive: true });
-          writeFileSync(join(opts.out, 'bench-agent.json'), `${JSON.stringify(res, null, 2)}\n`);
-        }
-        process.stdout.write(opts.json ? `${JSON.stringify(res, null, 2)}\n` : `${formatAgentBench(res)}\n`);
+        await report(opts, 'bench-agent.json', (progress) => runAgentBench(opts.quick ? AGENT_BENCH_QUICK : AGENT_BENCH_DEFAULTS, progress), formatAgentBench);
         return;
       }
       const modes = list<BenchMode>('mode', opts.modes, MODES);
@@ -115,4 +98,20 @@ ratios within one run: the machine may be shared and noisy.`)
       process.stdout.write(opts.json ? `${JSON.stringify(res, null, 2)}\n` : `${formatTable(res)}\n`);
       if (opts.out && !opts.json) process.stdout.write(`wrote ${join(opts.out, 'bench.json')} and ${join(opts.out, 'bench.svg')}\n`);
     });
+}
+
+/**
+ * Runs one of the agent's benches with progress on stderr (one line, redrawn on a terminal),
+ * writes its JSON into --out, and prints the table (or the JSON with --json).
+ */
+async function report<R>(opts: BenchOpts, file: string, run: (progress: (m: string) => void) => Promise<R>, format: (r: R) => string): Promise<void> {
+  const tty = process.stderr.isTTY;
+  installInterruptHandlers();
+  const res = await run((m) => process.stderr.write(tty ? `\r\x1b[K${m}` : `${m}\n`));
+  if (tty) process.stderr.write('\r\x1b[K');
+  if (opts.out) {
+    mkdirSync(opts.out, { recursive: true });
+    writeFileSync(join(opts.out, file), `${JSON.stringify(res, null, 2)}\n`);
+  }
+  process.stdout.write(opts.json ? `${JSON.stringify(res, null, 2)}\n` : `${format(res)}\n`);
 }

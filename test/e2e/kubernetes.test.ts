@@ -51,12 +51,17 @@ privileged('agent --kubernetes', () => {
     api.apply('pods', podObject({ name: 'web', namespace: 'shop', node: 'node-1', uid: uidA, ips: ['10.244.1.5'], istioProxy: true }));
     // Another node's pod: never meshed here.
     api.apply('pods', podObject({ name: 'far', namespace: 'shop', node: 'node-2', ips: ['10.244.2.5'], istioProxy: true }));
-    // Root with only the DaemonSet's capabilities, as in a cluster.
+    await startAgent();
+  });
+
+  /** The agent as the DaemonSet runs it: root with only the DaemonSet's capabilities. */
+  async function startAgent(): Promise<Line> {
     agent = new Proc('agent', 'setpriv', [...onlyCapabilities(daemonsetCapabilities()), process.execPath, 'bin/sockmesh.js', 'agent', '--kubernetes', '--node', 'node-1', '--kubeconfig', join(dir, 'kubeconfig'),
       '--cgroup', node.parent, '--instance', instance, '--listen', '127.0.0.1:0']);
     const ready = await agent.waitFor((l) => l.msg === 'agent ready', slow(60_000));
     port = Number(String(ready.listen).split(':')[1]);
-  });
+    return ready;
+  }
 
   afterAll(async () => {
     await agent?.kill();
@@ -132,6 +137,24 @@ privileged('agent --kubernetes', () => {
     expect(await metric('sockmesh_config_source_stale')).toBe(0);
   });
 
+  it('a restart while the API server is down: the last applied state stays and keeps capturing; the cluster\'s state follows', async () => {
+    await agent!.kill();
+    await api.down();
+    // Changed while both are down: the restarted agent learns it once the API server is back.
+    api.apply('services', serviceObject({ name: 'ratings', namespace: 'shop', clusterIP: '10.96.0.21', ports: [9080], annotations: { 'sockmesh.io/redirect': 'false' } }));
+    const ready = await startAgent(); // waits 10 s for a first list, then goes on with the record's state
+    expect(Number(ready.sinceSourceStartMs)).toBeGreaterThanOrEqual(10_000);
+    expect(agent!.lines.some((l) => /no complete list from the API server/.test(String(l.msg)))).toBe(true);
+    expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
+    expect(await metric('sockmesh_config_source_stale')).toBe(1);
+    expect(await askFromPod(node, 'b', '10.96.0.21')).toMatchObject({ server: 'sidecar-b' });
+    const applied = nextLog((l) => l.msg === 'reconciled');
+    await api.start();
+    await applied;
+    expect(String((await askFromPod(node, 'b', '10.96.0.21')).error)).toMatch(/ENETUNREACH|EHOSTUNREACH/);
+    expect(await metric('sockmesh_config_source_stale')).toBe(0);
+  });
+
   it('a deleted pod leaves no entry in any map', async () => {
     const cookie = netnsCookie(`/var/run/netns/${node.pod('a').netns}`);
     const maps = new InstanceMaps(pinLayout(pinRoot(instance)));
@@ -156,7 +179,7 @@ privileged('agent --kubernetes', () => {
     }
     // No longer captured; the other pod still is.
     expect(String((await askFromPod(node, 'a', '10.96.0.20')).error)).toMatch(/ENETUNREACH|EHOSTUNREACH/);
-    expect(await askFromPod(node, 'b', '10.96.0.21')).toMatchObject({ server: 'sidecar-b' });
+    expect(await askFromPod(node, 'b', '10.96.0.20')).toMatchObject({ server: 'sidecar-b' });
   });
 });
 
