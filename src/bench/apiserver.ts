@@ -10,8 +10,10 @@
 //   a real server does after compaction); `timeoutSeconds` ends the stream;
 // - Event creation (POST …/events), kept for tests to read.
 // Faults for tests: drop every open watch mid-stream, go down (connections refused) and come back on
-// the same port, compact the history.
+// the same port, compact the history. Optionally HTTPS with a bearer token, as a real cluster
+// (a request without the token gets 401 Unauthorized).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
 
@@ -75,16 +77,20 @@ export class FakeApiServer {
   };
   port = 0;
 
-  constructor(private readonly opts: { bookmarkMs?: number; maxPage?: number } = {}) {}
+  constructor(private readonly opts: { bookmarkMs?: number; maxPage?: number; tls?: { key: string; cert: string }; token?: string } = {}) {}
 
   get url(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return `${this.opts.tls ? 'https' : 'http'}://127.0.0.1:${this.port}`;
   }
+
+  /** Requests refused for want of the token. */
+  unauthorized = 0;
 
   /** Starts listening (again, on the same port after down()). */
   async start(): Promise<void> {
-    const server = createServer((req, res) => this.handle(req, res));
-    server.on('connection', (s) => {
+    const handler = (req: IncomingMessage, res: ServerResponse) => this.handle(req, res);
+    const server: Server = this.opts.tls ? createTlsServer(this.opts.tls, handler) as unknown as Server : createServer(handler);
+    server.on(this.opts.tls ? 'secureConnection' : 'connection', (s: Socket) => {
       this.sockets.add(s);
       s.on('close', () => this.sockets.delete(s));
     });
@@ -196,6 +202,11 @@ export class FakeApiServer {
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? '/', 'http://x');
+    if (this.opts.token !== undefined && req.headers.authorization !== `Bearer ${this.opts.token}`) {
+      this.unauthorized++;
+      json(res, 401, status(401, 'Unauthorized', 'Unauthorized'));
+      return;
+    }
     if (req.method === 'POST' && /^\/api\/v1\/namespaces\/[^/]+\/events$/.test(url.pathname)) {
       let body = '';
       req.on('data', (d) => { body += d; });
@@ -289,16 +300,17 @@ function json(res: ServerResponse, code: number, body: unknown): void {
   res.end(text);
 }
 
-/** A kubeconfig for the fake server (plain HTTP, no credentials). */
-export function kubeconfigYaml(url: string): string {
+/** A kubeconfig for the fake server: plain HTTP, or HTTPS trusting `ca` (PEM); a bearer token. */
+export function kubeconfigYaml(url: string, auth: { ca?: string; token?: string } = {}): string {
+  const cluster = auth.ca ? `certificate-authority-data: ${Buffer.from(auth.ca).toString('base64')}` : 'insecure-skip-tls-verify: true';
   return `apiVersion: v1
 kind: Config
 clusters:
   - name: fake
-    cluster: { server: "${url}", insecure-skip-tls-verify: true }
+    cluster: { server: "${url}", ${cluster} }
 users:
   - name: fake
-    user: {}
+    user: ${auth.token ? `{ token: "${auth.token}" }` : '{}'}
 contexts:
   - name: fake
     context: { cluster: fake, user: fake }

@@ -3,7 +3,8 @@
 // client-node informers. Pods are found in a cgroup tree and a /proc laid out in a temporary
 // directory as the kubelet and the kernel lay them out (the privileged end-to-end test uses real
 // ones).
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -207,6 +208,31 @@ describe('Kubernetes source', () => {
     api.remove('pods', 'shop', 'web');
     const after = await lastWith((c) => c.pods.length === 1);
     expect(after.pods[0].name).toBe('api.shop');
+  });
+
+  it('speaks HTTPS with the kubeconfig\'s CA and bearer token, as to a real cluster; a wrong token is a failure it retries', async () => {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=kube-apiserver',
+      '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'pipe' });
+    const tls = { key: readFileSync(join(dir, 'key.pem'), 'utf8'), cert: readFileSync(join(dir, 'cert.pem'), 'utf8') };
+    await api.close();
+    api = new FakeApiServer({ tls, token: 's3cret' });
+    await api.start();
+    expect(api.url).toMatch(/^https:/);
+    api.apply('services', serviceObject({ name: 'a', clusterIP: '10.96.0.10', ports: [80] }));
+    writeFileSync(join(dir, 'kubeconfig'), kubeconfigYaml(api.url, { ca: tls.cert, token: 'wrong' }));
+    start();
+    await waitFor('a refused list', () => rec.lines.find((l) => l.msg.startsWith('Kubernetes watch failed') && /HTTP 401/.test(String(l.obj.error))));
+    expect(last()).toBeUndefined();
+    source!.stop();
+    await new Promise((r) => setTimeout(r, 300)); // a request of the stopped source still in flight
+    writeFileSync(join(dir, 'kubeconfig'), kubeconfigYaml(api.url, { ca: tls.cert, token: 's3cret' }));
+    const before = api.unauthorized;
+    start();
+    const c = await lastWith((x) => x.services.length === 1);
+    expect(c.services[0].name).toBe('a.default');
+    api.apply('services', serviceObject({ name: 'b', clusterIP: '10.96.0.11', ports: [80] }));
+    await lastWith((x) => x.services.length === 2); // the watch, over TLS too
+    expect(api.unauthorized).toBe(before);
   });
 
   it('a malformed pod annotation: the pod keeps its last good capture settings', async () => {
