@@ -3,12 +3,13 @@
 // were. `up --mode` on a live instance switches its capture mode with no window without capture:
 // the new mode is applied before the old one is removed.
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import * as bpf from '../../native/libbpf.js';
 import { ensureBpffs, pinRoot } from '../bpf/bpffs.js';
 import { cgroup2Mount, checkAttachCgroup } from '../bpf/cgroup.js';
 import { COUNTER_NAMES, STATS, SVC_COUNTER_NAMES, SVC_STATS } from '../bpf/codecs.js';
 import {
-  attachAll, detach, detachAllFrom, findAttachedCgroups, isFullyPinned, loadAndPin, pinLayout, programStatus, recoverInterruptedUpgrade,
+  attachAll, detach, detachAllFrom, findAttachedCgroups, isFullyPinned, loadAndPin, mapPath, pinLayout, programStatus, recoverInterruptedUpgrade,
   sockmeshAttachments, unpin, upgradePrograms, type UpgradeResult,
   type PinLayout, type ProgramStatus,
 } from '../bpf/datapath.js';
@@ -185,16 +186,39 @@ function currentMntnsId(): string {
 /**
  * eBPF work needs the view of /sys the instance was made in: `ip netns exec` (which remounts /sys)
  * or any other private mount namespace hides the cgroups and pins, and a bpffs mounted there would
- * take new pins with it when the namespace ends. Refuse rather than work on the wrong view.
+ * take new pins with it when the namespace ends. Refuse rather than work on the wrong view. Another
+ * mount namespace that shows the same cgroup and the same pinned maps (a restarted DaemonSet
+ * container: a new namespace, the same host paths mounted in) is the same view.
  */
 function requireSameMounts(rec: InstanceRecord | undefined, action: string): void {
   if (!cgroup2Mount()) {
     throw new UserError(Codes.USAGE, `cannot ${action}: no cgroup2 mount is visible here (\`ip netns exec\` remounts /sys and hides it); run sockmesh in the host's mount namespace, e.g. nsenter --net=/var/run/netns/NAME sockmesh …`);
   }
   const here = currentMntnsId();
-  if (rec?.mntns && rec.mntns !== here) {
+  if (rec?.mntns && rec.mntns !== here && !sameView(rec)) {
     throw new UserError(Codes.USAGE, `cannot ${action}: instance "${rec.instance}" was made in mount namespace ${rec.mntns} and this command runs in ${here}, which may not see its cgroup and pins; run sockmesh there (nsenter --net=… keeps the mount namespace)`);
   }
+}
+
+/** What identifies an instance's view: its cgroup's id and the id of its pinned sm_gen map. */
+function viewOf(cgroup: string, root: string): InstanceRecord['view'] {
+  try {
+    const fd = bpf.objGet(mapPath(pinLayout(root), 'sm_gen'));
+    try {
+      return { cgroupId: String(statSync(cgroup).ino), genMapId: bpf.mapInfo(fd, 'sm_gen').id };
+    } finally {
+      bpf.close(fd);
+    }
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether this mount namespace shows the record's own cgroup and pinned maps. */
+function sameView(rec: InstanceRecord): boolean {
+  if (!rec.view || !rec.cgroup) return false;
+  const now = viewOf(rec.cgroup, rec.pinRoot);
+  return now?.cgroupId === rec.view.cgroupId && now.genMapId === rec.view.genMapId;
 }
 
 /** The identity of this process's network namespace (net:[inode]). */
@@ -267,7 +291,7 @@ export async function upLocked(instance: string, opts: UpOptions): Promise<UpRes
     // While switching from iptables the record keeps naming iptables until the rules are gone.
     const r = await ebpfUp(layout, cgroup, instance, opts.config, prev, found.pods, opts.objectPath ?? defaultObjectPath(),
       (ids) => writeRecord(prev?.mode === 'iptables' ? { ...prev, cgroup, pinRoot: layout.root } : fresh(ids)));
-    record = fresh(r.ids);
+    record = { ...fresh(r.ids), view: viewOf(cgroup, layout.root) };
     result = { instance, mode, created: r.created, attached: r.attached, changes: r.report.changes, ...(r.upgraded.length ? { upgraded: r.upgraded } : {}) };
   } else {
     let netnsId: string | undefined;

@@ -27,6 +27,9 @@ export interface InstanceRecord {
   netns?: string;
   /** eBPF mode: the mount namespace (mnt:[inode]) whose /sys shows the cgroup and the pins. */
   mntns?: string;
+  /** eBPF mode: the attach cgroup's id and the pinned sm_gen map's id, which another mount
+   * namespace must show to be the same view (a restarted container). */
+  view?: { cgroupId: string; genMapId: number };
   /** eBPF mode: sha256 of the BPF object the pinned programs came from (an upgrade is checked only
    * when the object changes). */
   objectSha256?: string;

@@ -2,10 +2,13 @@
 // network namespaces and cgroups laid out as the kubelet lays them out (cgroupfs driver for one
 // pod, systemd for the other), with real processes. A pod that appears is captured; its Service
 // annotated sockmesh.io/redirect: "false" goes direct for new connections; an API-server outage
-// keeps the state and says so; a deleted pod leaves no entry in any map. The agent runs as root
-// with only the capabilities deploy/daemonset.yaml grants. On a kernel without eBPF mode (forced off
+// keeps the state and says so; a deleted pod leaves no entry in any map. The agent runs as the
+// DaemonSet runs it: its own pid, mount and cgroup namespaces (the host's processes only through
+// the host's /proc, mounted read-only), the cgroup2 hierarchy read-only, and root with only the
+// capabilities deploy/daemonset.yaml grants. On a kernel without eBPF mode (forced off
 // through the probe), the same cluster drives iptables rules in each pod's namespace.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +22,8 @@ import { pinRoot } from '../../src/bpf/bpffs.js';
 import { InstanceMaps } from '../../src/bpf/maps.js';
 import { NodeTopology } from '../../src/topology/node.js';
 import { Proc, type Line } from '../../src/topology/proc.js';
-import { daemonsetCapabilities, onlyCapabilities } from '../helpers/capabilities.js';
+import { daemonsetLike, stopInNamespace } from '../helpers/capabilities.js';
+import { cgroup2Mount } from '../../src/bpf/cgroup.js';
 import { runCli } from '../helpers/cli.js';
 import { PEER } from '../helpers/mesh.js';
 import { askFromPod, routeToRefusingRemote, uidSidecar } from '../helpers/pods.js';
@@ -30,6 +34,7 @@ import { slow } from '../helpers/slow.js';
 privileged('agent --kubernetes', () => {
   const instance = uniqueName('k');
   const dir = mkdtempSync(join(tmpdir(), 'sockmesh-test-'));
+  const hostProc = join(dir, 'host-proc');
   const api = new FakeApiServer({ bookmarkMs: 500 });
   const uidA = randomUUID();
   const uidB = randomUUID();
@@ -40,6 +45,7 @@ privileged('agent --kubernetes', () => {
   beforeAll(async () => {
     await api.start();
     writeFileSync(join(dir, 'kubeconfig'), kubeconfigYaml(api.url));
+    mkdirSync(hostProc);
     node = await NodeTopology.create(instance, []);
     // The kubelet's layouts below the node's cgroup, each pod's processes in a container cgroup.
     await node.addPod('a', `kubepods/besteffort/pod${uidA}/app`);
@@ -54,17 +60,21 @@ privileged('agent --kubernetes', () => {
     await startAgent();
   });
 
-  /** The agent as the DaemonSet runs it: root with only the DaemonSet's capabilities. */
+  /**
+   * The agent as the DaemonSet runs it: its own pid, mount and cgroup namespaces, the host's /proc
+   * read-only at --proc, the cgroup2 hierarchy read-only, only the DaemonSet's capabilities.
+   */
   async function startAgent(): Promise<Line> {
-    agent = new Proc('agent', 'setpriv', [...onlyCapabilities(daemonsetCapabilities()), process.execPath, 'bin/sockmesh.js', 'agent', '--kubernetes', '--node', 'node-1', '--kubeconfig', join(dir, 'kubeconfig'),
-      '--cgroup', node.parent, '--instance', instance, '--listen', '127.0.0.1:0']);
+    const [cmd, args] = daemonsetLike(hostProc, cgroup2Mount()!, [process.execPath, 'bin/sockmesh.js', 'agent', '--kubernetes', '--node', 'node-1',
+      '--kubeconfig', join(dir, 'kubeconfig'), '--proc', hostProc, '--cgroup', node.parent, '--instance', instance, '--listen', '127.0.0.1:0']);
+    agent = new Proc('agent', cmd, args);
     const ready = await agent.waitFor((l) => l.msg === 'agent ready', slow(60_000));
     port = Number(String(ready.listen).split(':')[1]);
     return ready;
   }
 
   afterAll(async () => {
-    await agent?.kill();
+    if (agent) await stopInNamespace(agent);
     await runCli(['down', '--instance', instance]);
     await node?.close();
     await api.close();
@@ -138,7 +148,7 @@ privileged('agent --kubernetes', () => {
   });
 
   it('a restart while the API server is down: the last applied state stays and keeps capturing; the cluster\'s state follows', async () => {
-    await agent!.kill();
+    await stopInNamespace(agent!);
     await api.down();
     // Changed while both are down: the restarted agent learns it once the API server is back.
     api.apply('services', serviceObject({ name: 'ratings', namespace: 'shop', clusterIP: '10.96.0.21', ports: [9080], annotations: { 'sockmesh.io/redirect': 'false' } }));
@@ -180,6 +190,22 @@ privileged('agent --kubernetes', () => {
     // No longer captured; the other pod still is.
     expect(String((await askFromPod(node, 'a', '10.96.0.20')).error)).toMatch(/ENETUNREACH|EHOSTUNREACH/);
     expect(await askFromPod(node, 'b', '10.96.0.20')).toMatchObject({ server: 'sidecar-b' });
+  });
+
+  it('another mount namespace is the same view only when it shows the same cgroup and pins', async () => {
+    await stopInNamespace(agent!);
+    agent = undefined;
+    // bpffs hidden under a tmpfs: not the instance's view, refused, nothing removed.
+    const hidden = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs none /sys/fs/bpf && exec "$@"', 'sh',
+      process.execPath, 'bin/sockmesh.js', 'down', '--instance', instance], { encoding: 'utf8' });
+    expect(hidden.status).toBe(2);
+    expect(hidden.stderr).toMatch(/was made in mount namespace mnt:\[\d+\] and this command runs in mnt:\[\d+\], which may not see its cgroup and pins/);
+    expect(existsSync(pinRoot(instance))).toBe(true);
+    // The host's own mount namespace shows the same cgroup and pinned maps as the agent's container.
+    const down = await runCli(['down', '--instance', instance]);
+    expect(down.stderr).toBe('');
+    expect(down.code).toBe(0);
+    expect(existsSync(pinRoot(instance))).toBe(false);
   });
 });
 
