@@ -4,6 +4,7 @@
 // the new mode is applied before the old one is removed.
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import * as bpf from '../../native/libbpf.js';
 import { ensureBpffs, pinRoot } from '../bpf/bpffs.js';
 import { cgroup2Mount, checkAttachCgroup } from '../bpf/cgroup.js';
@@ -188,37 +189,62 @@ function currentMntnsId(): string {
  * or any other private mount namespace hides the cgroups and pins, and a bpffs mounted there would
  * take new pins with it when the namespace ends. Refuse rather than work on the wrong view. Another
  * mount namespace that shows the same cgroup and the same pinned maps (a restarted DaemonSet
- * container: a new namespace, the same host paths mounted in) is the same view.
+ * container: a new namespace, the same host paths mounted in) is the same view; one that shows
+ * other objects at those paths, or neither, is not.
  */
 function requireSameMounts(rec: InstanceRecord | undefined, action: string): void {
   if (!cgroup2Mount()) {
     throw new UserError(Codes.USAGE, `cannot ${action}: no cgroup2 mount is visible here (\`ip netns exec\` remounts /sys and hides it); run sockmesh in the host's mount namespace, e.g. nsenter --net=/var/run/netns/NAME sockmesh …`);
   }
   const here = currentMntnsId();
-  if (rec?.mntns && rec.mntns !== here && !sameView(rec)) {
+  // Namespace ids are reused once a namespace is gone (a stopped container's, for one): with the
+  // view recorded, the ids of what this namespace shows decide, not its name.
+  if (!rec) return;
+  if (rec.view ? !sameView(rec) : rec.mntns && rec.mntns !== here) {
     throw new UserError(Codes.USAGE, `cannot ${action}: instance "${rec.instance}" was made in mount namespace ${rec.mntns} and this command runs in ${here}, which may not see its cgroup and pins; run sockmesh there (nsenter --net=… keeps the mount namespace)`);
   }
 }
 
-/** What identifies an instance's view: its cgroup's id and the id of its pinned sm_gen map. */
-function viewOf(cgroup: string, root: string): InstanceRecord['view'] {
+/**
+ * What identifies an instance's view, each part when this mount namespace shows it: its cgroup's
+ * id, the id of its pinned sm_gen map, and the device of the bpffs its pin directory lies on.
+ */
+function viewParts(cgroup: string, root: string): { cgroupId?: string; genMapId?: number; bpffsDev?: string } {
+  const out: { cgroupId?: string; genMapId?: number; bpffsDev?: string } = {};
+  try {
+    out.cgroupId = String(statSync(cgroup).ino);
+  } catch { /* not visible here, or gone */ }
+  try {
+    out.bpffsDev = String(statSync(dirname(root)).dev);
+  } catch { /* no such directory here */ }
   try {
     const fd = bpf.objGet(mapPath(pinLayout(root), 'sm_gen'));
     try {
-      return { cgroupId: String(statSync(cgroup).ino), genMapId: bpf.mapInfo(fd, 'sm_gen').id };
+      out.genMapId = bpf.mapInfo(fd, 'sm_gen').id;
     } finally {
       bpf.close(fd);
     }
-  } catch {
-    return undefined;
-  }
+  } catch { /* not visible here, or removed */ }
+  return out;
 }
 
-/** Whether this mount namespace shows the record's own cgroup and pinned maps. */
+function viewOf(cgroup: string, root: string): InstanceRecord['view'] {
+  const v = viewParts(cgroup, root);
+  return v.cgroupId !== undefined && v.genMapId !== undefined && v.bpffsDev !== undefined
+    ? { cgroupId: v.cgroupId, genMapId: v.genMapId, bpffsDev: v.bpffsDev } : undefined;
+}
+
+/**
+ * Whether this mount namespace shows the record's own cgroup and pins: the same pinned map, or —
+ * pins removed by hand — the same bpffs; and the same cgroup when it still exists. A bpffs hidden
+ * under another filesystem, or another bpffs, is not the instance's view.
+ */
 function sameView(rec: InstanceRecord): boolean {
   if (!rec.view || !rec.cgroup) return false;
-  const now = viewOf(rec.cgroup, rec.pinRoot);
-  return now?.cgroupId === rec.view.cgroupId && now.genMapId === rec.view.genMapId;
+  const now = viewParts(rec.cgroup, rec.pinRoot);
+  if (now.cgroupId !== undefined && now.cgroupId !== rec.view.cgroupId) return false;
+  if (now.genMapId !== undefined) return now.genMapId === rec.view.genMapId;
+  return now.bpffsDev !== undefined && now.bpffsDev === rec.view.bpffsDev;
 }
 
 /** The identity of this process's network namespace (net:[inode]). */

@@ -27,9 +27,10 @@ export interface InstanceRecord {
   netns?: string;
   /** eBPF mode: the mount namespace (mnt:[inode]) whose /sys shows the cgroup and the pins. */
   mntns?: string;
-  /** eBPF mode: the attach cgroup's id and the pinned sm_gen map's id, which another mount
-   * namespace must show to be the same view (a restarted container). */
-  view?: { cgroupId: string; genMapId: number };
+  /** eBPF mode: the attach cgroup's id, the pinned sm_gen map's id and the device of the bpffs
+   * holding the pins, which another mount namespace must show to be the same view (a restarted
+   * container). */
+  view?: { cgroupId: string; genMapId: number; bpffsDev: string };
   /** eBPF mode: sha256 of the BPF object the pinned programs came from (an upgrade is checked only
    * when the object changes). */
   objectSha256?: string;

@@ -198,7 +198,7 @@ privileged('agent --kubernetes', () => {
     // bpffs hidden under a tmpfs: not the instance's view, refused, nothing removed.
     const hidden = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs none /sys/fs/bpf && exec "$@"', 'sh',
       process.execPath, 'bin/sockmesh.js', 'down', '--instance', instance], { encoding: 'utf8' });
-    expect(hidden.status).toBe(2);
+    expect(hidden.status, `${hidden.stdout}\n${hidden.stderr}`).toBe(2);
     expect(hidden.stderr).toMatch(/was made in mount namespace mnt:\[\d+\] and this command runs in mnt:\[\d+\], which may not see its cgroup and pins/);
     expect(existsSync(pinRoot(instance))).toBe(true);
     // The host's own mount namespace shows the same cgroup and pinned maps as the agent's container.
