@@ -235,6 +235,48 @@ describe('Kubernetes source', () => {
     expect(api.unauthorized).toBe(before);
   });
 
+  it('under churn (services, slices and pods created, changed, deleted, watches dropped) ends equal to the server and keeps nothing deleted', async () => {
+    const pods = Array.from({ length: 6 }, (_, i) => {
+      const p = api.apply('pods', podObject({ name: `p${i}`, node: 'n1', ips: [`10.244.1.${i + 1}`], istioProxy: true }));
+      kubeletPod(p.metadata.uid!, 5000 + i, i % 2 ? 'systemd' : 'cgroupfs');
+      return p;
+    });
+    start();
+    await lastWith((c) => c.pods.length === 6);
+    let seed = 7;
+    const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+    for (let round = 0; round < 400; round++) {
+      const i = rnd(60);
+      switch (rnd(5)) {
+        case 0: api.remove('services', 'churn', `s${i}`); break;
+        case 1: api.remove('endpointslices', 'churn', `h${i}-x`); break;
+        case 2: api.apply('endpointslices', sliceObject({ name: `h${i}-x`, namespace: 'churn', service: `h${i}`, addresses: [`10.244.9.${i}`, `10.244.8.${rnd(200)}`], port: 5432 })); break;
+        case 3: api.apply('services', serviceObject({ name: `h${i}`, namespace: 'churn', clusterIP: 'None', ports: [5432] })); break;
+        default: api.apply('services', serviceObject({ name: `s${i}`, namespace: 'churn', clusterIP: `10.96.7.${i}`, ports: [80], annotations: rnd(2) ? { 'sockmesh.io/redirect': 'false' } : {} }));
+      }
+      if (round % 50 === 25) api.dropWatches();
+      if (round % 100 === 60) api.remove('pods', 'default', `p${rnd(6)}`);
+      if (round % 10 === 0) await new Promise((r) => setTimeout(r, 5));
+    }
+    // What the server holds now, as the source should see it.
+    const clusterIps = [...Array(60).keys()].filter((i) => api.get('services', 'churn', `s${i}`)).map((i) => `s${i}.churn`);
+    const headless = [...Array(60).keys()].filter((i) => api.get('services', 'churn', `h${i}`) && api.get('endpointslices', 'churn', `h${i}-x`)).map((i) => `h${i}.churn`);
+    const podsLeft = pods.filter((p) => api.get('pods', 'default', p.metadata.name)).map((p) => `${p.metadata.name}.default`).sort();
+    const want = [...clusterIps, ...headless].sort();
+    const c = await lastWith((x) => JSON.stringify(names(x)) === JSON.stringify(want) && JSON.stringify(x.pods.map((p) => p.name).sort()) === JSON.stringify(podsLeft));
+    for (const i of [...Array(60).keys()]) {
+      const svc = api.get('services', 'churn', `s${i}`) as { metadata: { annotations?: Record<string, string> } } | undefined;
+      if (svc) expect(c.services.find((s) => s.name === `s${i}.churn`)!.redirect, `s${i}`).toBe(svc.metadata.annotations?.['sockmesh.io/redirect'] !== 'false');
+    }
+    // Nothing of a deleted object stays in the source.
+    const internals = source as unknown as { services: Map<string, unknown>; pods: Map<string, unknown>; slices: Map<string, Map<string, unknown>>; located: Map<string, unknown> };
+    const held = (prefix: string) => [...Array(60).keys()].filter((i) => api.get('services', 'churn', `${prefix}${i}`)).length;
+    expect(internals.services.size).toBe(held('s') + held('h'));
+    expect(internals.pods.size).toBe(podsLeft.length);
+    expect(internals.located.size).toBe(podsLeft.length);
+    expect([...internals.slices.values()].reduce((n, m) => n + m.size, 0)).toBe([...Array(60).keys()].filter((i) => api.get('endpointslices', 'churn', `h${i}-x`)).length);
+  });
+
   it('a malformed pod annotation: the pod keeps its last good capture settings', async () => {
     const a = api.apply('pods', podObject({ name: 'web', node: 'n1', ips: ['10.244.1.5'], istioProxy: true, annotations: { 'traffic.sidecar.istio.io/excludeOutboundPorts': '3306' } }));
     kubeletPod(a.metadata.uid!, 4242, 'cgroupfs');
