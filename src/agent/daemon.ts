@@ -7,7 +7,7 @@
 // state -> reconcile (atomic slot flip) -> kernel. A rejected or missing source never changes what
 // is applied; the last good state stays.
 import { pinLayout } from '../bpf/datapath.js';
-import { pinRoot } from '../bpf/bpffs.js';
+import { pinRoot, requireNodeBpffs } from '../bpf/bpffs.js';
 import { InstanceMaps } from '../bpf/maps.js';
 import type { MeshConfig } from '../config/model.js';
 import { Codes, SockmeshError, UserError, describe } from '../errors.js';
@@ -184,6 +184,7 @@ export class NodeAgent {
     const { log } = this.opts;
     const [{ KubernetesSource }, { loadKubeConfig }] = await Promise.all([import('../sources/kubernetes/source.js'), import('../sources/kubernetes/client.js')]);
     const base = nodeSettings(this.opts.configPath, this.parseCaches);
+    requireNodeBpffs();
     const kc = loadKubeConfig(k.kubeconfig);
     let firstConfig: (e: SourceEvent) => void = () => undefined;
     const synced = new Promise<SourceEvent>((resolve) => { firstConfig = resolve; });

@@ -18,7 +18,7 @@ import { netnsCookie } from '../../native/netns.js';
 import { FakeApiServer, kubeconfigYaml } from '../../src/bench/apiserver.js';
 import { podObject, serviceObject } from '../../src/bench/k8s-objects.js';
 import { pinLayout } from '../../src/bpf/datapath.js';
-import { pinRoot } from '../../src/bpf/bpffs.js';
+import { ensureBpffs, pinRoot } from '../../src/bpf/bpffs.js';
 import { InstanceMaps } from '../../src/bpf/maps.js';
 import { NodeTopology } from '../../src/topology/node.js';
 import { Proc, type Line } from '../../src/topology/proc.js';
@@ -43,6 +43,7 @@ privileged('agent --kubernetes', () => {
   let port = 0;
 
   beforeAll(async () => {
+    await ensureBpffs(); // the node's own bpffs, as systemd mounts it: the agent's container never mounts one
     await api.start();
     writeFileSync(join(dir, 'kubeconfig'), kubeconfigYaml(api.url));
     mkdirSync(hostProc);
@@ -99,6 +100,15 @@ privileged('agent --kubernetes', () => {
     const fam = (parsePrometheusTextFormat(text) as Array<{ name: string; metrics: Array<{ value: string }> }>).find((f) => f.name === name);
     return Number(fam?.metrics[0]?.value);
   }
+
+  it('refuses to start on a node without bpffs rather than mount one that would die with its container', async () => {
+    const [cmd, args] = daemonsetLike(hostProc, cgroup2Mount()!, [process.execPath, 'bin/sockmesh.js', 'agent', '--kubernetes', '--node', 'node-1',
+      '--kubeconfig', join(dir, 'kubeconfig'), '--proc', hostProc, '--cgroup', node.parent, '--instance', `${instance}x`, '--listen', '127.0.0.1:0'], { noBpffs: true });
+    const r = spawnSync(cmd, args, { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/\/sys\/fs\/bpf is a tmpfs mount: with --kubernetes the node must have bpffs mounted there/);
+    expect(existsSync(pinRoot(`${instance}x`))).toBe(false);
+  });
 
   it('meshes the pod the API server lists for this node (cgroupfs layout)', async () => {
     expect(await askFromPod(node, 'a', '10.96.0.20')).toMatchObject({ server: 'sidecar-a', origDst: { address: '10.96.0.20', port: 9080 } });
@@ -229,6 +239,7 @@ privileged('agent --kubernetes on a kernel without eBPF mode: iptables rules in 
     for (const pod of ['a', 'b']) await uidSidecar(node, pod);
     api.apply('services', serviceObject({ name: 'reviews', namespace: 'shop', clusterIP: '10.96.0.20', ports: [9080] }));
     api.apply('pods', podObject({ name: 'web', namespace: 'shop', node: 'node-1', uid: uidA, ips: ['10.250.0.1'], istioProxy: true }));
+    await ensureBpffs();
     agent = new Proc('agent', 'env', ['SOCKMESH_PROBE_FAIL=BPF_MAP_TYPE_SOCKHASH', process.execPath, 'bin/sockmesh.js', 'agent', '--kubernetes', '--node', 'node-1',
       '--kubeconfig', join(dir, 'kubeconfig'), '--cgroup', node.parent, '--instance', instance, '--listen', '127.0.0.1:0']);
     await agent.waitFor((l) => l.msg === 'agent ready', slow(60_000));

@@ -25,10 +25,12 @@ export function onlyCapabilities(caps: string[]): string[] {
  * with only the DaemonSet's capabilities. The returned process (unshare) waits for the agent,
  * pid 1 of its namespace: stop it with stopInNamespace().
  */
-export function daemonsetLike(hostProc: string, cgroup2: string, argv: string[]): [string, string[]] {
+export function daemonsetLike(hostProc: string, cgroup2: string, argv: string[], opts: { noBpffs?: boolean } = {}): [string, string[]] {
   const script = [
     'set -e',
     'mount --make-rprivate /',
+    // A node without bpffs: /sys/fs/bpf is a plain directory in the container.
+    ...(opts.noBpffs ? ['mount -t tmpfs none /sys/fs/bpf'] : []),
     'mount --rbind /proc "$1" && mount -o remount,bind,ro "$1"',
     'mount -t proc proc /proc',
     'mount -o remount,bind,ro "$2"',
