@@ -59,6 +59,9 @@ export class KubernetesSource implements Source {
   private stale = false;
   /** The last state emitted, to tell a retry that found nothing new from a change. */
   private lastKey = '';
+  /** Numbers for validated services, by identity (they are shared while unchanged). */
+  private readonly serviceNumbers = new WeakMap<object, number>();
+  private nextNumber = 1;
 
   constructor(private readonly opts: KubernetesSourceOptions) {
     this.description = `kubernetes ${opts.kc.getCurrentCluster()?.server ?? ''} (node ${opts.node})`;
@@ -205,11 +208,21 @@ export class KubernetesSource implements Source {
     if (this.stopped || this.listed.size < 3) return;
     const event = this.build();
     if (event.kind === 'config') {
-      const key = stateKey(event.config);
+      const key = this.stateKey(event.config);
       if (key === this.lastKey) return;
       this.lastKey = key;
     }
     this.opts.onEvent(event);
+  }
+
+  /** What identifies a state: services by identity, pods by value. */
+  private stateKey(c: MeshConfig): string {
+    const number = (o: object) => {
+      let v = this.serviceNumbers.get(o);
+      if (v === undefined) this.serviceNumbers.set(o, v = this.nextNumber++);
+      return v;
+    };
+    return `${c.services.map(number).join(',')}|${JSON.stringify(c.pods)}`;
   }
 
   /** The desired state from the caches (and pods found on the node). */
@@ -267,16 +280,4 @@ export class KubernetesSource implements Source {
     }
     return out;
   }
-}
-
-/** What identifies a state: services by identity (frozen, shared while unchanged), pods by value. */
-const ids = new WeakMap<object, number>();
-let nextId = 1;
-function stateKey(c: MeshConfig): string {
-  const id = (o: object) => {
-    let v = ids.get(o);
-    if (v === undefined) ids.set(o, v = nextId++);
-    return v;
-  };
-  return `${c.services.map(id).join(',')}|${JSON.stringify(c.pods)}`;
 }
