@@ -6,6 +6,7 @@
 // Data flow: source (file) -> validated config -> overrides -> pods found on the node -> desired
 // state -> reconcile (atomic slot flip) -> kernel. A rejected or missing source never changes what
 // is applied; the last good state stays.
+import { existsSync } from 'node:fs';
 import { pinLayout } from '../bpf/datapath.js';
 import { pinRoot, requireNodeBpffs } from '../bpf/bpffs.js';
 import { InstanceMaps } from '../bpf/maps.js';
@@ -28,7 +29,7 @@ import { acquireInstanceLock, type InstanceLock } from './lock.js';
 import { AgentMetrics } from './metrics.js';
 import { applyOverrides, OverrideStore } from './overrides.js';
 import { establishedIn, resolvePods, type PodProblem } from './pods.js';
-import { readRecord, writeRecord, type InstanceRecord, type Mode } from './state.js';
+import { readRecord, recordPath, writeRecord, type InstanceRecord, type Mode } from './state.js';
 import { PodRules } from './podrules.js';
 import { missingFeature } from '../bpf/probe.js';
 
@@ -495,7 +496,8 @@ export class NodeAgent {
     if (this.recordTimer) this.flushRecord();
     this.maps?.close();
     this.maps = undefined;
-    this.lock?.release();
+    // An agent that stopped before making its instance (refused at start) leaves no lock file.
+    this.lock?.release(!existsSync(recordPath(this.opts.instance)));
     this.lock = undefined;
     if (this.opts.cleanupOnExit && this.ready) {
       const r = await down(this.opts.instance);
