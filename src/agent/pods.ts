@@ -65,7 +65,7 @@ async function resolveOne(p: PodConfig, parent: string, podId: number): Promise<
 
 /** The pods of a config: the listed ones, or the one implicit pod of the single-pod form. */
 export function podsOf(cfg: MeshConfig, single: { cgroup: string; netns?: string }): PodConfig[] {
-  if (cfg.pods.length) return cfg.pods;
+  if (cfg.pods.length || cfg.podsOnly) return cfg.pods;
   return [{ name: SINGLE_POD, cgroup: single.cgroup, netns: single.netns, sidecar: cfg.sidecar, capture: cfg.capture }];
 }
 

@@ -83,6 +83,10 @@ export interface MeshConfig {
   capture: CaptureConfig;
   /** How much redirected data a spliced socket may queue for its reader (at least its rcvbuf). */
   spliceQueueBytes: number;
-  /** Listed pods; empty: the single-pod form (the --cgroup and --netns of the instance). */
+  /** Listed pods; empty: the single-pod form (the --cgroup and --netns of the instance), unless
+   * podsOnly. */
   pods: PodConfig[];
+  /** Only the listed pods are meshed, none when none is listed (a cluster node: set by the
+   * Kubernetes source, never read from a file). */
+  podsOnly?: boolean;
 }

@@ -202,6 +202,15 @@ privileged('agent --kubernetes', () => {
     expect(await askFromPod(node, 'b', '10.96.0.20')).toMatchObject({ server: 'sidecar-b' });
   });
 
+  it('a node with no meshed pod left meshes nothing (never the whole kubepods cgroup as one pod)', async () => {
+    const applied = nextLog((l) => l.msg === 'reconciled');
+    api.remove('pods', 'shop', 'api');
+    await applied;
+    for (const pod of ['a', 'b']) expect(String((await askFromPod(node, pod, '10.96.0.20')).error), pod).toMatch(/ENETUNREACH|EHOSTUNREACH/);
+    const st = JSON.parse((await runCli(['status', '--instance', instance, '--json'])).stdout);
+    expect(st.pods).toEqual([]);
+  });
+
   it('another mount namespace is the same view only when it shows the same cgroup and pins', async () => {
     await stopInNamespace(agent!);
     agent = undefined;

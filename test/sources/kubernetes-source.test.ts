@@ -92,6 +92,8 @@ describe('Kubernetes source', () => {
     start();
     const first = await waitFor('the first config', () => last());
     expect(names(first)).toHaveLength(10);
+    expect(first.pods).toEqual([]);
+    expect(first.podsOnly).toBe(true); // no meshed pod: nothing meshed, not the single-pod form
     expect(api.stats.lists.services).toBe(1);
     expect(api.stats.pages.services).toBe(4); // 10 items, 3 per page
     api.apply('services', serviceObject({ name: 's10', clusterIP: '10.96.0.30', ports: [8080] }));

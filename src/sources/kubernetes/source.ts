@@ -253,7 +253,9 @@ export class KubernetesSource implements Source {
       services, pods,
     };
     try {
-      return { kind: 'config', config: validateConfig(raw, this.description, this.caches.services), source: this.description };
+      // A node with no meshed pod meshes nothing (never the single-pod form of a file config, which
+      // would take the whole kubepods cgroup for one pod).
+      return { kind: 'config', config: { ...validateConfig(raw, this.description, this.caches.services), podsOnly: true }, source: this.description };
     } catch (e) {
       if (e instanceof ConfigError) return { kind: 'rejected', source: this.description, issues: e.issues, message: e.message };
       return { kind: 'rejected', source: this.description, issues: [{ path: '', message: describe(e) }], message: describe(e) };
