@@ -264,11 +264,23 @@ export class NodeAgent {
     this.podIds = rec.podIds ?? {};
     this.maps = new InstanceMaps(pinLayout(rec.pinRoot ?? pinRoot(instance)));
     this.pods = { key: podKey(this.lastGood), ...(await resolvePods(this.lastGood, rec.cgroup!, { netns: rec.netns }, this.podIds)) };
-    // The programs read the applied state: the other slot gets it too, and from here on an edit
-    // writes only what it changes.
+    // The programs read the applied state. The other slot gets it too, right after the start (off
+    // the path to ready: ~125 ms with 10,000 services), and from then on an edit writes only what
+    // it changes.
     const applied = rec.config;
-    this.incremental = new ServiceReconciler(reconcileMaps(this.maps), this.maps.slots[0].svcState.info.maxEntries);
-    this.incremental.adopt(applied, this.serviceIds, this.pods.pods, (slot) => configEntry(applied, slot));
+    const incremental = new ServiceReconciler(reconcileMaps(this.maps), this.maps.slots[0].svcState.info.maxEntries);
+    this.incremental = incremental;
+    const slotConfig = (slot: number) => configEntry(applied, slot);
+    incremental.rememberActive(applied, this.serviceIds, this.pods.pods, slotConfig);
+    const ids = this.serviceIds;
+    const pods = this.pods.pods;
+    void this.serialize(async () => {
+      try {
+        incremental.adopt(applied, ids, pods, slotConfig);
+      } catch (e) {
+        log.warn({ error: describe(e) }, 'cannot bring the other slot up to date; the next apply rewrites it');
+      }
+    });
     this.ready = true;
     this.metrics.reconcileSeconds.observe(Number(process.hrtime.bigint() - t0) / 1e9);
     this.metrics.lastApplied.setToCurrentTime();

@@ -60,6 +60,18 @@ export class ServiceReconciler {
     this.lastConfig = config;
   }
 
+  /**
+   * The programs read this state now: remember the active slot only. The other slot is brought up
+   * by adopt() later (the agent does it right after it is ready); an apply before that rewrites it
+   * whole.
+   */
+  rememberActive(cfg: MeshConfig, ids: ServiceIds, pods: ResolvedPod[], config: (slot: number) => Entry): void {
+    const active = this.maps.activeSlot();
+    this.memory[active] = this.remember(cfg, ids, pods, config(active));
+    this.memory[1 - active] = undefined;
+    this.lastConfig = config;
+  }
+
   /** Applies a new state: writes the inactive slot (only what differs from what it holds), flips. */
   apply(cfg: MeshConfig, ids: ServiceIds, pods: ResolvedPod[], config: (slot: number) => Entry): ReconcileReport {
     const active = this.maps.activeSlot();
