@@ -151,7 +151,7 @@ export async function runAgentBench(o: AgentBenchOptions, progress: (m: string) 
       const seen = prober.lines.length;
       prober.send(captured ? 'captured' : 'direct');
       renameSync(tmp, cfgPath);
-      const line = await prober.waitFor((l) => prober.lines.indexOf(l) >= seen && (l.event === 'changed' || l.event === 'timeout'), 30_000);
+      const line = await prober.waitForFrom(seen, (l) => l.event === 'changed' || l.event === 'timeout', 30_000);
       if (line.event !== 'changed') throw new Error(`switch ${i + 1}: the capture decision did not change within 10 s`);
       if (i >= warmup) switches.push(Number(line.ms));
       await sleep(20);

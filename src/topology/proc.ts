@@ -46,6 +46,14 @@ export class Proc {
     });
   }
 
+  /**
+   * The first matching line at index `from` or later: take `from` = lines.length before the action
+   * whose output is awaited, so an earlier line that matches does not count.
+   */
+  waitForFrom(from: number, pred: (l: Line) => boolean, timeoutMs = 60_000): Promise<Line> {
+    return this.waitFor((l) => this.lines.indexOf(l) >= from && pred(l), timeoutMs);
+  }
+
   send(line: string): void {
     this.child.stdin!.write(`${line}\n`);
   }

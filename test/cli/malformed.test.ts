@@ -195,13 +195,13 @@ privileged('malformed input at every boundary', () => {
         const tmp = join(dir, '.c.yaml.tmp');
         writeFileSync(tmp, tc.text);
         renameSync(tmp, cfgC);
-        const rejected = await agent!.waitFor((l) => agent!.lines.indexOf(l) >= seen && l.msg === 'config rejected; the last good state stays applied', slow(10_000));
+        const rejected = await agent!.waitForFrom(seen, (l) => l.msg === 'config rejected; the last good state stays applied', slow(10_000));
         message = JSON.stringify(rejected.issues);
         // Put the good file back (an apply with nothing to change: no slot flip).
         const back = agent!.lines.length;
         writeFileSync(tmp, goodC());
         renameSync(tmp, cfgC);
-        await agent!.waitFor((l) => agent!.lines.indexOf(l) >= back && l.msg === 'reconciled', slow(10_000));
+        await agent!.waitForFrom(back, (l) => l.msg === 'reconciled', slow(10_000));
       }
       expect(message).toMatch(tc.message);
       expect(state()).toBe(before);

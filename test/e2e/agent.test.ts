@@ -55,8 +55,7 @@ ${extra}`;
 
   /** Waits for the next log line matching after the current count. */
   function nextLog(p: Proc, pred: (l: Line) => boolean): Promise<Line> {
-    const seen = p.lines.length;
-    return p.waitFor((l) => p.lines.indexOf(l) >= seen && pred(l), slow(10_000));
+    return p.waitForFrom(p.lines.length, pred, slow(10_000));
   }
 
   const ask = (pod: string, host: string) => askFromPod(node, pod, host);

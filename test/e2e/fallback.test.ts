@@ -80,7 +80,7 @@ pods:
   it('applies edits and service switches to every pod\'s rules', async () => {
     const seen = agent!.lines.length;
     save(config(false));
-    await agent!.waitFor((l) => agent!.lines.indexOf(l) >= seen && l.msg === 'reconciled', slow(10_000));
+    await agent!.waitForFrom(seen, (l) => l.msg === 'reconciled', slow(10_000));
     for (const pod of ['a', 'b']) expect((await askFromPod(node, pod, '10.96.0.20')).error, pod).toMatch(/ECONNREFUSED/);
     const off = await runCli(['service', 'disable', 'ratings', '--instance', instance]);
     expect(off.code, off.stderr).toBe(0);

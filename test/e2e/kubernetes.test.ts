@@ -83,8 +83,7 @@ privileged('agent --kubernetes', () => {
   });
 
   function nextLog(pred: (l: Line) => boolean): Promise<Line> {
-    const seen = agent!.lines.length;
-    return agent!.waitFor((l) => agent!.lines.indexOf(l) >= seen && pred(l), slow(15_000));
+    return agent!.waitForFrom(agent!.lines.length, pred, slow(15_000));
   }
 
   async function until(what: string, check: () => boolean): Promise<void> {
@@ -263,10 +262,7 @@ privileged('agent --kubernetes on a kernel without eBPF mode: iptables rules in 
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const nextLog = (pred: (l: Line) => boolean) => {
-    const seen = agent!.lines.length;
-    return agent!.waitFor((l) => agent!.lines.indexOf(l) >= seen && pred(l), slow(15_000));
-  };
+  const nextLog = (pred: (l: Line) => boolean) => agent!.waitForFrom(agent!.lines.length, pred, slow(15_000));
 
   it('meshes the listed pod with rules in its namespace, and a pod that appears (Guaranteed, systemd layout)', async () => {
     expect(agent!.lines.some((l) => typeof l.msg === 'string' && l.msg.includes('running iptables mode for every pod'))).toBe(true);

@@ -133,7 +133,7 @@ privileged('agent restarts under streaming traffic', () => {
     // Converged: the whole 10,000-service config, its last service included.
     const seen = agent.lines.length;
     save(config(FILLER));
-    const applied = await agent.waitFor((l) => agent!.lines.indexOf(l) >= seen && l.msg === 'reconciled', slow(30_000));
+    const applied = await agent.waitForFrom(seen, (l) => l.msg === 'reconciled', slow(30_000));
     expect(applied.changes).toMatchObject({ sm_services: { put: FILLER, del: 0 } });
     expect(await ask(fillerAddr(FILLER - 1), 8080)).toMatchObject({ server: 'sidecar', origDst: { address: fillerAddr(FILLER - 1), port: 8080 } });
     expect(outcomes.filter((o) => o.endsWith('captured'))).toHaveLength(20);

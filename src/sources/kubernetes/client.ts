@@ -8,7 +8,7 @@
 //   resource's resourceVersion keeps moving and a resume does not fall out of the server's window;
 // - lists go through our own paginated GET (limit/continue) and every object is trimmed to the
 //   fields sockmesh reads before the cache keeps it, on lists and watch events alike.
-import { KubeConfig, ListWatch, Watch, type KubernetesObject } from '@kubernetes/client-node';
+import { KubeConfig, ListWatch, Watch, type KubernetesObject, type ListPromise } from '@kubernetes/client-node';
 import fetch, { type RequestInit } from 'node-fetch';
 import { Codes, SockmeshError, UserError, describe } from '../../errors.js';
 import type { Meta } from './translate.js';
@@ -130,7 +130,7 @@ export class ResilientInformer<T extends KubernetesObject> {
 
   constructor(kc: KubeConfig, readonly path: string, query: Record<string, string>, trim: Trim<T>, private readonly events: InformerEvents<T>, private readonly opts: InformerOptions = {}) {
     const watch = new BookmarkWatch(kc, trim as Trim<unknown>, () => this.ok());
-    const list = async () => {
+    const list: ListPromise<T> = async () => {
       const l = await listAll(kc, path, query, trim, opts.pageSize);
       // ListWatch fills its cache from these items right after this promise resolves; the
       // timer runs once that is done.
@@ -139,22 +139,13 @@ export class ResilientInformer<T extends KubernetesObject> {
         this.ok();
         events.listed();
       }, 0);
-      return l as unknown as { metadata: { resourceVersion: string }; items: T[] };
+      return l;
     };
-    this.lw = new ListWatch<T>(path, watch, list as never, false, undefined, query.fieldSelector);
+    this.lw = new ListWatch<T>(path, watch, list, false, undefined, query.fieldSelector);
     this.lw.on('add', (o) => events.add(o));
     this.lw.on('update', (o) => events.update(o));
     this.lw.on('delete', (o) => events.delete(o));
     this.lw.on('error', (err) => this.onError(err));
-  }
-
-  /** The last resourceVersion seen (list, event or bookmark). */
-  get resourceVersion(): string {
-    return this.lw.latestResourceVersion();
-  }
-
-  list(): readonly T[] {
-    return this.lw.list();
   }
 
   private ok(): void {

@@ -6,7 +6,7 @@
 // is reported (a Warning Event on it and a log line) and keeps its last good state; the rest of
 // the node is unaffected. A watch that fails is restarted (see client.ts); while any is failing
 // the source says it is stale and the agent keeps what it applied.
-import type { KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import { newParseCaches } from '../../config/load.js';
 import type { MeshConfig, ServiceConfig } from '../../config/model.js';
 import { validateConfig, validateService } from '../../config/validate.js';
@@ -42,7 +42,7 @@ type Kind = 'pods' | 'services' | 'endpointslices';
 
 export class KubernetesSource implements Source {
   readonly description: string;
-  private readonly informers: Array<ResilientInformer<never>> = [];
+  private readonly informers: Array<{ start(): void; stop(): void }> = [];
   private readonly listed = new Set<Kind>();
   private readonly failing = new Map<Kind, string>();
   /** Last good translation per object (by name.namespace); undefined = skipped on purpose. */
@@ -69,7 +69,7 @@ export class KubernetesSource implements Source {
 
   start(): void {
     const { kc, node } = this.opts;
-    const add = <T>(kind: Kind, path: string, query: Record<string, string>, trim: (o: T) => T, on: (o: T, deleted: boolean) => void) => {
+    const add = <T extends KubernetesObject>(kind: Kind, path: string, query: Record<string, string>, trim: (o: T) => T, on: (o: T, deleted: boolean) => void) => {
       const events: InformerEvents<T> = {
         add: (o) => { on(o, false); this.changed(); },
         update: (o) => { on(o, false); this.changed(); },
@@ -78,8 +78,7 @@ export class KubernetesSource implements Source {
         failed: (err, ms) => this.failed(kind, err, ms),
         connected: () => this.connected(kind),
       };
-      const inf = new ResilientInformer(kc, path, query, trim as never, events as never, { backoffMs: this.opts.backoffMs });
-      this.informers.push(inf as never);
+      this.informers.push(new ResilientInformer<T>(kc, path, query, trim, events, { backoffMs: this.opts.backoffMs }));
     };
     add<KPod>('pods', '/api/v1/pods', { fieldSelector: `spec.nodeName=${node}` }, trimPod, (p, deleted) => this.onPod(p, deleted));
     add<KService>('services', '/api/v1/services', {}, trimService, (s, deleted) => this.onService(s, deleted));

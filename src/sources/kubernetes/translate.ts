@@ -40,8 +40,6 @@ export interface KEndpointSlice {
   ports?: Array<{ port?: number | null; protocol?: string }> | null;
 }
 
-export type KObject = KPod | KService | KEndpointSlice;
-
 const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 
 function meta(m: Meta): Meta {
