@@ -22,6 +22,9 @@ int sm_msg(struct sk_msg_md *msg)
 	case SM_PATH_ORDER:
 		sm_count(pod_id, SM_STAT_MSG_ORDER);
 		return SK_PASS;
+	case SM_PATH_NAGLE:
+		sm_count(pod_id, SM_STAT_MSG_NAGLE);
+		return SK_PASS;
 	case SM_PATH_FULL:
 		sm_count(pod_id, SM_STAT_MSG_FULL);
 		return SK_PASS;

@@ -1,6 +1,6 @@
 /* established.h — sockops handlers: on established connections, move the original destination of
  * a captured connection from its cookie to its tuple and put both ends of a spliced app<->sidecar
- * pair into the sockhash; at close, vote on auto-splicing and drop what the connection held.
+ * pair into the sockhash; at close, drop what the connection held (and let splice: auto learn).
  * Every key carries the socket's netns cookie: pods never see each other's entries. */
 #ifndef SOCKMESH_ESTABLISHED_H
 #define SOCKMESH_ESTABLISHED_H
@@ -8,10 +8,11 @@
 #include "addr.h"
 #include "splice.h"
 
-static __always_inline void sm_sockhash_add(struct bpf_sock_ops *skops, struct sm_tuple *self, __u32 pod_id)
+static __always_inline void sm_sockhash_add(struct bpf_sock_ops *skops, struct bpf_sock *sk, struct sm_tuple *self,
+					    const struct sm_origdst *od)
 {
-	struct bpf_sock *sk = skops->sk;
-	struct sm_peer peer = { .pod_id = pod_id };
+	struct sm_peer peer = { .pod_id = od->pod_id, .flags = (od->flags & SM_OD_AUTO) ? SM_PEER_AUTO : 0 };
+	__u32 pod_id = od->pod_id;
 
 	if (!sk) {
 		sm_count(pod_id, SM_STAT_ERROR);
@@ -37,24 +38,25 @@ static __always_inline void sm_on_active(struct bpf_sock_ops *skops, struct sm_t
 {
 	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct sm_origdst *od = bpf_map_lookup_elem(&sm_cookie_dst, &cookie);
+	/* Read once: the verifier refuses a second read through a pointer clang derived from ctx. */
+	struct bpf_sock *sk = skops->sk;
 	struct sm_origdst copy;
 
 	if (!od)
 		return;
 	copy = *od;
 	bpf_map_delete_elem(&sm_cookie_dst, &cookie);
-	if (sm_should_splice(sm_active_slot(), copy.service_id)) {
-		copy.flags |= SM_OD_SPLICED;
+	copy.flags |= sm_splice_mode(sm_active_slot(), copy.service_id, sk, copy.pod_id);
+	if (copy.flags & SM_OD_SPLICED)
 		sm_count_svc(copy.service_id, SM_SVC_STAT_SPLICED);
-	}
 	if (bpf_map_update_elem(&sm_tuple_dst, self, &copy, BPF_ANY)) {
 		sm_count(copy.pod_id, SM_STAT_ERROR);
 		return;
 	}
-	/* Hear about the close: to vote (auto) and to drop the tuple entry. */
+	/* Hear about the close: to drop the tuple entry (and, auto, to learn). */
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 	if (copy.flags & SM_OD_SPLICED)
-		sm_sockhash_add(skops, self, copy.pod_id);
+		sm_sockhash_add(skops, sk, self, &copy);
 }
 
 /* The sidecar's accepted socket: its peer's tuple is ours reversed, in the same namespace. */
@@ -67,7 +69,7 @@ static __always_inline void sm_on_passive(struct bpf_sock_ops *skops, struct sm_
 		     (__u16)skops->local_port);
 	od = bpf_map_lookup_elem(&sm_tuple_dst, &peer);
 	if (od && (od->flags & SM_OD_SPLICED))
-		sm_sockhash_add(skops, self, od->pod_id);
+		sm_sockhash_add(skops, skops->sk, self, od);
 }
 
 /* A captured or spliced socket is closing. */
@@ -79,10 +81,8 @@ static __always_inline void sm_on_close(struct bpf_sock_ops *skops, struct sm_tu
 	od = bpf_map_lookup_elem(&sm_tuple_dst, self);
 	if (!od)
 		return;
-	/* A spliced connection's data never became segments: only unspliced ones can vote. */
-	if (!(od->flags & SM_OD_SPLICED))
-		sm_auto_vote(sm_active_slot(), od->pod_id, od->service_id, skops->data_segs_in + skops->data_segs_out,
-			     skops->bytes_received + skops->bytes_acked);
+	if (od->flags & SM_OD_AUTO)
+		sm_auto_learn(od, skops);
 	bpf_map_delete_elem(&sm_tuple_dst, self);
 }
 

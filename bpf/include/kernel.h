@@ -8,6 +8,7 @@
 #define SOCKMESH_KERNEL_H
 
 #include <linux/types.h>
+#include <bpf/bpf_core_read.h>
 
 #define SM_CORE __attribute__((preserve_access_index))
 
@@ -34,6 +35,16 @@ struct tcp_sock {
 	struct inet_connection_sock inet_conn;
 	__u32 copied_seq; /* receiver: head of data the application has not read yet */
 	__u32 write_seq;  /* sender: tail of data the application has queued on the stack */
+	__u8 nonagle : 4; /* TCP_NAGLE_OFF (TCP_NODELAY), TCP_NAGLE_CORK (TCP_CORK), TCP_NAGLE_PUSH */
 } SM_CORE;
+
+#define SM_TCP_NAGLE_OFF 1
+#define SM_TCP_NAGLE_CORK 2
+
+/* Whether a socket sends each write at once: TCP_NODELAY on and TCP_CORK off. */
+static __always_inline int sm_tcp_nodelay(struct tcp_sock *tp)
+{
+	return (BPF_CORE_READ_BITFIELD(tp, nonagle) & (SM_TCP_NAGLE_OFF | SM_TCP_NAGLE_CORK)) == SM_TCP_NAGLE_OFF;
+}
 
 #endif

@@ -78,6 +78,7 @@ SM_SLOTTED(sm_cidrs, {
 #define SM_SLOT_LOOKUP(slot, name, key) \
 	((slot) ? bpf_map_lookup_elem(&name##_b, key) : bpf_map_lookup_elem(&name##_a, key))
 
+/* splice: auto: what each service's client sockets that connect with Nagle on do later. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, SM_MAX_SERVICES);

@@ -55,25 +55,30 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "sockmesh's codecs ass
 /* sm_svc_state.flags */
 #define SM_SVC_REDIRECT (1u << 0) /* capture new connections of this service to the sidecar */
 #define SM_SVC_SPLICE (1u << 1)   /* splice the app<->sidecar socket pair through the sockhash */
-#define SM_SVC_AUTO (1u << 2)     /* splice when the service's traffic votes for it (see sm_svc_auto) */
+#define SM_SVC_AUTO (1u << 2)     /* splice pairs whose app sends with TCP_NODELAY (include/splice.h) */
 
 /* sm_origdst.flags */
 #define SM_OD_SPLICED (1u << 0) /* the app's socket joined the sockhash: its peer joins too */
+#define SM_OD_AUTO (1u << 1)    /* the service has splice: auto */
+#define SM_OD_NAGLE_AT_CONNECT (1u << 2) /* auto: the app's socket had Nagle on when it connected */
 
-/* One auto-splice probe in this many connections stays unspliced so the vote keeps learning. */
-#define SM_AUTO_PROBE_EVERY 8
-#define SM_AUTO_VOTES_MAX 8
+/* sm_peer.flags */
+#define SM_PEER_AUTO (1u << 0) /* splice: auto: a message is spliced only while its sender has TCP_NODELAY on */
+
+/* sm_svc_auto.nagle_clients: what the service's last client socket that connected with Nagle on
+ * had at its close (splice: auto, include/splice.h). */
+#define SM_AUTO_UNKNOWN 0
+#define SM_AUTO_TURNS_NODELAY 1 /* TCP_NODELAY on: set after connecting (Go does): splice such sockets */
+#define SM_AUTO_STAYS_NAGLE 2   /* still Nagle (or corked): leave such sockets to TCP */
 
 /* Node-wide runtime settings: one entry per slot in the sm_config array. */
 struct sm_config {
 	__u32 flags;
-	/* splice: auto. A closed captured connection that carried at least auto_min_segs data
-	 * segments votes for splicing its service when its average segment was smaller than
-	 * auto_seg_bytes (per-packet stack cost dominates) and against it otherwise; new
-	 * connections are spliced while the votes reach auto_votes. */
-	__u32 auto_seg_bytes;
-	__u32 auto_min_segs;
-	__u32 auto_votes;
+	/* Unused since splice: auto decides per message (they held its per-service vote's
+	 * thresholds); kept so a running instance's maps keep their layout across an upgrade. */
+	__u32 _pad1;
+	__u32 _pad2;
+	__u32 _pad3;
 	/* A spliced socket's peer takes redirected data while its receive memory is below the larger
 	 * of its sk_rcvbuf and this (include/redirect.h): TCP would have grown the buffer of a reader
 	 * that keeps up, which a psock reader never triggers. */
@@ -147,17 +152,23 @@ struct sm_origdst {
 	__u32 pod_id;
 };
 
+/* splice: auto: a connection is bulk when at least this much of its app's data went through
+ * the stack in segments averaging at least SM_AUTO_BULK_SEG bytes. */
+#define SM_AUTO_BULK_BYTES (1u << 20)
+#define SM_AUTO_BULK_SEG 16384
+
+/* Per-service splice: auto memory, indexed by service_id. */
+struct sm_svc_auto {
+	__u16 nagle_clients; /* SM_AUTO_*: what its last Nagle-at-connect client socket did */
+	__u16 bulk;          /* 1: its last connection was a bulk stream: new ones stay on the stack */
+	__u32 observed;      /* closes that told it something (the last one wins) */
+};
+
 /* A spliced socket's kernel address (sm_peer_sk), and the pod it belongs to. */
 struct sm_peer {
 	__u64 addr;
 	__u32 pod_id;
-	__u32 _pad;
-};
-
-/* Per-service auto-splice state, indexed by service_id. */
-struct sm_svc_auto {
-	__u32 votes;       /* 0..SM_AUTO_VOTES_MAX */
-	__u32 connections; /* captured connections seen at establishment */
+	__u32 flags; /* SM_PEER_* */
 };
 
 /* Per-pod counters: index pod_id * SM_STAT_MAX + stat of the per-CPU sm_stats array. */
@@ -172,8 +183,8 @@ enum sm_stat {
 	SM_STAT_ORIGDST_HIT = 7,      /* getsockopt answered SO_ORIGINAL_DST */
 	SM_STAT_ORIGDST_MISS = 8,     /* getsockopt(SO_ORIGINAL_DST) for an unknown connection */
 	SM_STAT_ERROR = 9,            /* a map update failed */
-	SM_STAT_AUTO_VOTE_FOR = 10,   /* a closed connection voted to splice its service */
-	SM_STAT_AUTO_VOTE_AGAINST = 11, /* ... voted against */
+	SM_STAT_MSG_NAGLE = 10,       /* sk_msg (splice: auto): the sender has Nagle on or is corked, the stack carried it */
+	SM_STAT_AUTO_STACK = 11,      /* splice: auto left a connection to TCP (Nagle at connect, or a bulk service) */
 	SM_STAT_CONNECT_INBOUND = 12, /* connect4 sent the sidecar's call to its own pod IP inbound */
 	SM_STAT_MSG_FULL = 13,        /* sk_msg: the peer's receive buffer was full, the stack carried it */
 	SM_STAT_MSG_ORDER = 14,       /* sk_msg: the peer had stack data unread, the stack carried it */
@@ -184,7 +195,7 @@ enum sm_stat {
 enum sm_svc_stat {
 	SM_SVC_STAT_CAPTURED = 0, /* connections sent to the sidecar */
 	SM_SVC_STAT_DISABLED = 1, /* connections left alone because the switch is off */
-	SM_SVC_STAT_SPLICED = 2,  /* captured connections spliced at establishment */
+	SM_SVC_STAT_SPLICED = 2,  /* captured connections whose socket pair joined the sockhash */
 	SM_SVC_STAT_MAX = 3,
 };
 

@@ -520,7 +520,7 @@ export class NodeAgent {
 }
 
 /**
- * Node-wide settings for the Kubernetes source: the file's sidecar, capture, autoSplice and queue
+ * Node-wide settings for the Kubernetes source: the file's sidecar, capture, exclude and queue
  * settings (its services and pods would compete with the cluster's: refused), or the defaults.
  */
 function nodeSettings(path: string | undefined, caches: ReturnType<typeof newParseCaches>): MeshConfig {
@@ -528,7 +528,7 @@ function nodeSettings(path: string | undefined, caches: ReturnType<typeof newPar
   const e = readSource(path, caches);
   if (e.kind !== 'config') throw new UserError(Codes.CONFIG_INVALID, e.message);
   if (e.config.services.length || e.config.pods.length) {
-    throw new UserError(Codes.USAGE, `${path}: with --kubernetes the cluster lists the services and pods; the file may set only sidecar, capture, exclude, autoSplice and spliceQueueBytes`);
+    throw new UserError(Codes.USAGE, `${path}: with --kubernetes the cluster lists the services and pods; the file may set only sidecar, capture, exclude and spliceQueueBytes`);
   }
   return e.config;
 }

@@ -112,9 +112,6 @@ export function configEntry(cfg: MeshConfig, slot: number): Entry {
     key: u32Codec.encode(slot),
     value: configCodec.encode({
       flags: CFG_ENABLED,
-      autoSegBytes: cfg.autoSplice.segmentBytes,
-      autoMinSegs: cfg.autoSplice.minSegments,
-      autoVotes: cfg.autoSplice.votes,
       spliceQueueBytes: cfg.spliceQueueBytes,
     }),
   };

@@ -14,6 +14,7 @@ import { assignServiceIds, compileDesired, type Entry, type ResolvedPod, type Se
 import { compareRules } from '../iptables/apply.js';
 import { podConfig } from './podrules.js';
 import { readRecord, type Mode } from './state.js';
+import { autoMemory } from './instance.js';
 
 /** 127.0.0.6: the sidecar's inbound passthrough source; 15008: HBONE. As in sockmesh.h. */
 const PASSTHROUGH_SRC = '127.0.0.6';
@@ -162,14 +163,25 @@ function serviceName(cfg: MeshConfig, ids: ServiceIds, id: number | undefined) {
   return s ? { name: s.name, id, redirect: s.redirect, splice: s.splice } : { name: name ?? `(id ${id})`, id, redirect: true, splice: 'auto' };
 }
 
+/** The rule of splice: auto (bpf/include/splice.h). */
+export const AUTO_SPLICE_RULE = 'left to TCP while the service\'s last connection was a bulk stream; else spliced when the app\'s socket '
+  + 'has TCP_NODELAY on (and no TCP_CORK) as it connects; a socket that connects with Nagle on is spliced only when the service\'s '
+  + 'last such socket had turned TCP_NODELAY on by its close (as Go and Node do right after connecting), else TCP carries it and '
+  + 'coalesces its writes';
+
+const NAGLE_CLIENTS: Record<string, string> = {
+  unknown: 'nothing learned yet: stays on the stack',
+  'turn-nodelay': 'they turn TCP_NODELAY on later: spliced',
+  'stay-nagle': 'they keep Nagle on: stays on the stack',
+};
+
 /** The splice choice sockops would make for a captured outbound connection of this service. */
-function spliceChoice(flags: number, auto: { votes: number } | undefined, needed: number): string {
+function spliceChoice(flags: number, auto: { nagleClients: string; bulk: boolean; observed: number }): string {
   if (flags & SVC_SPLICE) return 'spliced (splice: always)';
   if (!(flags & SVC_AUTO)) return 'not spliced (splice: never)';
-  const votes = auto?.votes ?? 0;
-  return votes >= needed
-    ? `spliced (splice: auto; the service's recent connections voted for it: ${votes} of ${needed} votes; every 8th connection stays on the stack to keep learning)`
-    : `not spliced (splice: auto; ${votes} of ${needed} votes so far)`;
+  const now = auto.bulk ? 'its last connection was a bulk stream: every new connection stays on the stack'
+    : `TCP_NODELAY at connect: spliced; Nagle at connect: ${NAGLE_CLIENTS[auto.nagleClients]}`;
+  return `splice: auto: ${AUTO_SPLICE_RULE}. This service now: ${now} (learned from ${auto.observed} closes)`;
 }
 
 export async function explain(req: ExplainRequest): Promise<Explanation> {
@@ -196,7 +208,7 @@ export async function explain(req: ExplainRequest): Promise<Explanation> {
       const d = decide(t, pod, req.uid, gid, addr, port);
       const service = serviceName(cfg, rec.serviceIds, d.serviceId);
       const splice = d.verdict === 'sidecar-outbound' && d.serviceId !== undefined
-        ? spliceChoice(t.flags(d.serviceId), maps.svcAuto.get(d.serviceId), cfg.autoSplice.votes)
+        ? spliceChoice(t.flags(d.serviceId), autoMemory(maps, d.serviceId))
         : d.verdict === 'sidecar-outbound' ? 'not spliced (no listed service)' : undefined;
       return {
         ...base, slot, verdict: d.verdict, goesTo: goesTo(d.verdict, pod, addr, port), rule: d.rule, checks: d.checks,
@@ -227,7 +239,7 @@ export async function explain(req: ExplainRequest): Promise<Explanation> {
     ...base, verdict: d.verdict, goesTo: goesTo(d.verdict, pod, addr, port), rule: d.rule, checks: d.checks, ...(service ? { service } : {}),
     other: {
       mode: 'ebpf', verdict: d.verdict,
-      note: `eBPF mode decides alike in connect4${d.verdict === 'sidecar-outbound' && service ? `; its socket pair would be ${service.splice === 'always' ? 'spliced' : service.splice === 'never' ? 'not spliced' : 'spliced once the service\'s connections vote for it (splice: auto)'}` : ''}`,
+      note: `eBPF mode decides alike in connect4${d.verdict === 'sidecar-outbound' && service ? `; its socket pair would be ${service.splice === 'always' ? 'spliced' : service.splice === 'never' ? 'not spliced' : `${AUTO_SPLICE_RULE} (splice: auto)`}` : ''}`,
     },
   };
 }

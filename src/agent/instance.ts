@@ -8,7 +8,7 @@ import { dirname } from 'node:path';
 import * as bpf from '../../native/libbpf.js';
 import { ensureBpffs, pinRoot } from '../bpf/bpffs.js';
 import { cgroup2Mount, checkAttachCgroup } from '../bpf/cgroup.js';
-import { COUNTER_NAMES, STATS, SVC_COUNTER_NAMES, SVC_STATS } from '../bpf/codecs.js';
+import { AUTO_NAGLE_CLIENTS, COUNTER_NAMES, STATS, SVC_COUNTER_NAMES, SVC_STATS } from '../bpf/codecs.js';
 import {
   attachAll, detach, detachAllFrom, findAttachedCgroups, isFullyPinned, loadAndPin, mapPath, pinLayout, programStatus, recoverInterruptedUpgrade,
   sockmeshAttachments, unpin, upgradePrograms, type UpgradeResult,
@@ -75,9 +75,9 @@ export interface UpResult {
 export function applyConfig(maps: InstanceMaps, config: MeshConfig, previousIds: ServiceIds, pods: ResolvedPod[], incremental?: ServiceReconciler) {
   const size = maps.slots[0].svcState.info.maxEntries;
   const ids = sameNames(config, previousIds) ? previousIds : assignServiceIds(config.services.map((s) => s.name), previousIds, size);
-  // A service new to its id starts its auto-splice vote from scratch (the id was free).
+  // A service new to its id learns splice: auto from scratch (the id was free).
   if (ids !== previousIds) {
-    for (const name in ids) if (previousIds[name] !== ids[name]) maps.svcAuto.set(ids[name], { votes: 0, connections: 0 });
+    for (const name in ids) if (previousIds[name] !== ids[name]) maps.svcAuto.set(ids[name], { nagleClients: 0, bulk: 0, observed: 0 });
   }
   const slotConfig = (slot: number) => configEntry(config, slot);
   const report = incremental
@@ -412,8 +412,9 @@ export interface ServiceStatus {
   ports: number[];
   redirect: boolean;
   splice: string;
-  /** splice: auto in eBPF mode: the current vote and whether new connections are spliced. */
-  auto?: { votes: number; connections: number; splicing: boolean };
+  /** splice: auto in eBPF mode, learned at each close: what the service's clients that connect
+   * with Nagle on do later, and whether its last connection was a bulk stream. */
+  auto?: { nagleClients: (typeof AUTO_NAGLE_CLIENTS)[number]; bulk: boolean; observed: number };
   /** eBPF mode: this service's kernel counters. */
   counters?: Record<string, number>;
 }
@@ -444,6 +445,12 @@ function requireRecord(instance: string): InstanceRecord {
   const rec = readRecord(checkInstanceName(instance));
   if (!rec) throw new UserError(Codes.INSTANCE_MISSING, `no sockmesh instance "${instance}" is up (sockmesh up --instance ${instance} …)`);
   return rec;
+}
+
+/** What splice: auto has learned about a service's Nagle-at-connect clients. */
+export function autoMemory(maps: InstanceMaps, id: number): NonNullable<ServiceStatus['auto']> {
+  const a = maps.svcAuto.get(id) ?? { nagleClients: 0, bulk: 0, observed: 0 };
+  return { nagleClients: AUTO_NAGLE_CLIENTS[a.nagleClients] ?? 'unknown', bulk: a.bulk !== 0, observed: a.observed };
 }
 
 /** Counter sums over CPUs of one block (a pod's, a service's) of a per-CPU counter array. */
@@ -508,9 +515,7 @@ export async function status(instanceName: string): Promise<InstanceStatus> {
     for (const s of common.services) {
       if (s.id < 0) continue;
       s.counters = all.services.get(s.id) ?? zeros(SVC_COUNTER_NAMES);
-      if (s.splice !== 'auto') continue;
-      const a = maps.svcAuto.get(s.id) ?? { votes: 0, connections: 0 };
-      s.auto = { ...a, splicing: s.redirect && a.votes >= rec.config.autoSplice.votes };
+      if (s.splice === 'auto') s.auto = autoMemory(maps, s.id);
     }
     return {
       ...common,

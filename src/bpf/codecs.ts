@@ -12,22 +12,24 @@ export const SVC_REDIRECT = 1 << 0;
 export const SVC_SPLICE = 1 << 1;
 export const SVC_AUTO = 1 << 2;
 export const OD_SPLICED = 1 << 0;
+export const OD_AUTO = 1 << 1;
+export const OD_NAGLE_AT_CONNECT = 1 << 2;
+export const PEER_AUTO = 1 << 0;
+/** sm_svc_auto.nagle_clients */
+export const AUTO_NAGLE_CLIENTS = ['unknown', 'turn-nodelay', 'stay-nagle'] as const;
 /** The config-driven maps exist once per slot; sm_gen names the active one. */
 export const SLOTS = 2;
 
 export interface SmConfig {
   flags: number;
-  autoSegBytes: number;
-  autoMinSegs: number;
-  autoVotes: number;
   spliceQueueBytes: number;
 }
 
 export const configCodec = struct<SmConfig>('sm_config', [
   ['flags', 'u32', 'flags'],
-  ['auto_seg_bytes', 'u32', 'autoSegBytes'],
-  ['auto_min_segs', 'u32', 'autoMinSegs'],
-  ['auto_votes', 'u32', 'autoVotes'],
+  ['_pad1', 'pad32'],
+  ['_pad2', 'pad32'],
+  ['_pad3', 'pad32'],
   ['splice_queue_bytes', 'u32', 'spliceQueueBytes'],
 ]);
 
@@ -144,22 +146,27 @@ export const origDstCodec = struct<OrigDst>('sm_origdst', [
 export interface Peer {
   addr: bigint;
   podId: number;
+  flags: number;
 }
 
 export const peerCodec = struct<Peer>('sm_peer', [
   ['addr', 'u64', 'addr'],
   ['pod_id', 'u32', 'podId'],
-  ['_pad', 'pad32'],
+  ['flags', 'u32', 'flags'],
 ]);
 
 export interface SvcAuto {
-  votes: number;
-  connections: number;
+  /** Index into AUTO_NAGLE_CLIENTS. */
+  nagleClients: number;
+  /** 1: the service's last connection was a bulk stream. */
+  bulk: number;
+  observed: number;
 }
 
 export const svcAutoCodec = struct<SvcAuto>('sm_svc_auto', [
-  ['votes', 'u32', 'votes'],
-  ['connections', 'u32', 'connections'],
+  ['nagle_clients', 'u16', 'nagleClients'],
+  ['bulk', 'u16', 'bulk'],
+  ['observed', 'u32', 'observed'],
 ]);
 
 export const u8Codec = scalar('__u8', 'u8');
@@ -179,8 +186,8 @@ export const STATS = {
   SM_STAT_ORIGDST_HIT: 7,
   SM_STAT_ORIGDST_MISS: 8,
   SM_STAT_ERROR: 9,
-  SM_STAT_AUTO_VOTE_FOR: 10,
-  SM_STAT_AUTO_VOTE_AGAINST: 11,
+  SM_STAT_MSG_NAGLE: 10,
+  SM_STAT_AUTO_STACK: 11,
   SM_STAT_CONNECT_INBOUND: 12,
   SM_STAT_MSG_FULL: 13,
   SM_STAT_MSG_ORDER: 14,
@@ -224,8 +231,8 @@ export const COUNTER_NAMES: Record<Exclude<keyof typeof STATS, 'SM_STAT_MAX'>, s
   SM_STAT_ORIGDST_HIT: 'origDstHits',
   SM_STAT_ORIGDST_MISS: 'origDstMisses',
   SM_STAT_ERROR: 'errors',
-  SM_STAT_AUTO_VOTE_FOR: 'autoVotesFor',
-  SM_STAT_AUTO_VOTE_AGAINST: 'autoVotesAgainst',
+  SM_STAT_MSG_NAGLE: 'msgNagleSender',
+  SM_STAT_AUTO_STACK: 'autoStackConnects',
   SM_STAT_CONNECT_INBOUND: 'inboundRedirects',
   SM_STAT_MSG_FULL: 'msgReceiverFull',
   SM_STAT_MSG_ORDER: 'msgOrderHolds',

@@ -30,6 +30,7 @@ export class InstanceMaps {
   /** sm_config: node-wide settings, one entry per slot. */
   readonly config;
   readonly slots: [SlotMaps, SlotMaps];
+  /** splice: auto: what each service's Nagle-at-connect client sockets do later. */
   readonly svcAuto;
   /** Spliced sockets: tuple -> socket cookie. */
   readonly sockhash;

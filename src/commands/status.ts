@@ -25,15 +25,16 @@ export function register(program: Command, out: () => Out): void {
           `agent     pid ${agent.pid}, ${agent.ready ? 'ready' : 'not ready'}, source ${agent.source.stale ? `STALE (${agent.source.message ?? ''})` : 'ok'}` +
             `${agent.lastApply ? `, last apply ${agent.lastApply.at} (${agent.lastApply.ms.toFixed(1)} ms)` : ''}`,
         ] : []),
-        ...(st.pods?.length ? ['', table([['POD', 'ID', 'NETNS COOKIE', 'REWRITES', 'SPLICED SOCKETS'],
-          ...st.pods.map((p) => [p.name, String(p.podId), p.netnsCookie, String(p.counters.connectRewrites), String(p.counters.sockmapInserts)])])] : []),
+        ...(st.pods?.length ? ['', table([['POD', 'ID', 'NETNS COOKIE', 'REWRITES', 'SPLICED SOCKETS', 'SPLICED MSGS', 'AUTO STACK CONNS', 'NAGLE MSGS'],
+          ...st.pods.map((p) => [p.name, String(p.podId), p.netnsCookie, String(p.counters.connectRewrites), String(p.counters.sockmapInserts),
+            String(p.counters.sockmapRedirects), String(p.counters.autoStackConnects), String(p.counters.msgNagleSender)])])] : []),
         ...(st.programs.length
           ? ['', table([['PROGRAM', 'ID', 'HOOK', 'ATTACHED'], ...st.programs.map((p) => [p.name, String(p.id), p.attachType, p.attached ? 'yes' : 'NO'])])]
           : []),
         '',
         table([['SERVICE', 'ADDRESSES', 'PORTS', 'REDIRECT', 'SPLICE'], ...st.services.map((s) => [
           s.name, s.addresses.join(',') || '*', s.ports.join(','), `${s.redirect ? 'on' : 'off'}${agent?.overrides[s.name] ? ' (override)' : ''}`,
-          s.auto ? `auto (${s.auto.splicing ? 'splicing' : 'not splicing'}, votes ${s.auto.votes})` : s.splice])]),
+          s.auto ? `auto (${s.auto.bulk ? 'bulk: on the stack' : `Nagle-at-connect clients: ${s.auto.nagleClients}`})` : s.splice])]),
         '',
         table([['COUNTER', 'VALUE'], ...Object.entries(st.counters).map(([k, v]) => [k, String(v)])]),
       ].join('\n'));

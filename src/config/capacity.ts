@@ -3,7 +3,7 @@
 // checks LIMITS against the header, a privileged test checks these against the loaded maps, and
 // the reconciler checks every write against the live map's own max_entries as well.
 export const CAPACITY = {
-  /** sm_svc_state / sm_svc_auto: one slot per service id. */
+  /** sm_svc_state: one slot per service id. */
   services: 16384,
   /** sm_services: one key per service address × port (an any-address service: one per port). */
   serviceKeys: 65536,

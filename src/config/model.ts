@@ -47,15 +47,6 @@ export interface CaptureConfig {
   excludeInboundPorts: number[];
 }
 
-/** Tuning of `splice: auto` (see bpf/include/splice.h). */
-export interface AutoSpliceConfig {
-  /** A closed connection votes to splice when its average data segment was smaller than this. */
-  segmentBytes: number;
-  /** Connections with fewer data segments do not vote. */
-  minSegments: number;
-  /** New connections are spliced while a service has at least this many net votes (1..8). */
-  votes: number;
-}
 
 /**
  * A meshed pod: its processes (a cgroup) and its network namespace. Sidecar identity and capture
@@ -76,7 +67,6 @@ export interface PodConfig {
 }
 
 export interface MeshConfig {
-  autoSplice: AutoSpliceConfig;
   sidecar: SidecarConfig;
   services: ServiceConfig[];
   exclude: ExcludeConfig;

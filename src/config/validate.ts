@@ -205,12 +205,10 @@ export function validateConfig(raw: unknown, source: string, cache?: ServiceCach
   const spliceQueueBytes = top.spliceQueueBytes === undefined ? SPLICE_QUEUE_DEFAULT
     : c.int('spliceQueueBytes', top.spliceQueueBytes, 65536, 64 * 1024 * 1024) ?? SPLICE_QUEUE_DEFAULT;
   if (top.services === undefined) c.fail('services', 'is required (write `services: []` to mesh no services)');
-  const au = c.object('autoSplice', top.autoSplice ?? {}, ['segmentBytes', 'minSegments', 'votes']) ?? {};
-  const autoSplice = {
-    segmentBytes: au.segmentBytes === undefined ? 256 : c.int('autoSplice.segmentBytes', au.segmentBytes, 1, 65536) ?? 256,
-    minSegments: au.minSegments === undefined ? 256 : c.int('autoSplice.minSegments', au.minSegments, 1, 1 << 30) ?? 256,
-    votes: au.votes === undefined ? 4 : c.int('autoSplice.votes', au.votes, 1, 8) ?? 4,
-  };
+  if (top.autoSplice !== undefined) {
+    c.fail('autoSplice', 'was removed: splice: auto no longer votes per service, it decides per connection from the app\'s socket '
+      + '(TCP_NODELAY: spliced; Nagle or TCP_CORK: left to TCP). Delete this block.');
+  }
   const sc = sidecar(c, top.sidecar);
 
   const services: ServiceConfig[] = [];
@@ -268,7 +266,7 @@ export function validateConfig(raw: unknown, source: string, cache?: ServiceCach
   checkCapacity(c, services, capture, pods);
 
   if (c.issues.length) throw new ConfigError(source, c.issues);
-  return { autoSplice, sidecar: sc, services, exclude: { outboundPorts, outboundCIDRs }, capture, spliceQueueBytes, pods };
+  return { sidecar: sc, services, exclude: { outboundPorts, outboundCIDRs }, capture, spliceQueueBytes, pods };
 }
 
 /** Every count against the kernel maps' capacity, so a config that cannot fit is refused whole. */

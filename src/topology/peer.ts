@@ -141,18 +141,30 @@ function fill(buf: Buffer, seed: { s: number }): void {
   }
 }
 
-function stream(host: string, port: number, total: number): void {
+/**
+ * Streams `total` bytes to an echo server in `chunkSize` writes and reports digests of what went
+ * and what came back. TCP_NODELAY: set right after connecting (`after`: Node cannot set it
+ * before, it applies `noDelay` once connected, as Go does) or never (`never`); `toggleEvery` > 0
+ * flips it every that many writes, which moves a spliced socket's messages between the sockhash
+ * and the stack mid-stream.
+ */
+function stream(host: string, port: number, total: number, chunkSize: number, nodelay: string, toggleEvery: number): void {
   const started = process.hrtime.bigint();
   const sentHash = createHash('sha256');
   const recvHash = createHash('sha256');
   let received = 0;
-  const sock: Socket = connect({ host, port, noDelay: true });
+  let noDelay = false;
+  const sock: Socket = connect({ host, port });
   const seed = { s: 0x9e3779b9 };
   sock.on('connect', () => {
+    if (nodelay === 'after') sock.setNoDelay((noDelay = true));
     let sent = 0;
-    const chunk = Buffer.alloc(64 * 1024);
+    let writes = 0;
+    const chunk = Buffer.alloc(chunkSize);
     const pump = () => {
       while (sent < total) {
+        if (toggleEvery && writes > 0 && writes % toggleEvery === 0) sock.setNoDelay((noDelay = !noDelay));
+        writes += 1;
         const n = Math.min(chunk.length, total - sent);
         fill(chunk, seed);
         const part = Buffer.from(chunk.subarray(0, n));
@@ -171,7 +183,7 @@ function stream(host: string, port: number, total: number): void {
     received += d.length;
     if (received >= total) {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      out({ event: 'done', bytes: total, received, sent: sentHash.digest('hex'), echoed: recvHash.digest('hex'), ms });
+      out({ event: 'done', bytes: total, received, writes: Math.ceil(total / chunkSize), sent: sentHash.digest('hex'), echoed: recvHash.digest('hex'), ms });
       sock.destroy();
       process.exit(0);
     }
@@ -190,6 +202,9 @@ const { positionals, values } = parseArgs({
     name: { type: 'string', default: 'server' },
     mode: { type: 'string', default: 'whoami' },
     bytes: { type: 'string', default: '1048576' },
+    chunk: { type: 'string', default: '65536' },
+    nodelay: { type: 'string', default: 'after' },
+    'toggle-nodelay': { type: 'string', default: '0' },
     'local-port': { type: 'string' },
   },
 });
@@ -197,7 +212,7 @@ const port = Number(values.port);
 switch (positionals[0]) {
   case 'serve': serve(values.host, port, values.name, values.mode); break;
   case 'ask': ask(values.host, port, values['local-port'] ? Number(values['local-port']) : undefined); break;
-  case 'stream': stream(values.host, port, Number(values.bytes)); break;
+  case 'stream': stream(values.host, port, Number(values.bytes), Number(values.chunk), values.nodelay, Number(values['toggle-nodelay'])); break;
   case 'probe': probe(values.host, port); break;
   case 'repeat': repeat(values.host, port); break;
   default:

@@ -50,7 +50,7 @@ describe('compileDesired', () => {
   it('encodes the node-wide settings per slot, each pod with its sidecar, and its exclusions', () => {
     const c = configEntry(cfg, 1);
     expect(c.key.readUInt32LE()).toBe(1);
-    expect(configCodec.decode(c.value)).toEqual({ flags: CFG_ENABLED, autoSegBytes: 256, autoMinSegs: 256, autoVotes: 4, spliceQueueBytes: 4 * 2 ** 20 });
+    expect(configCodec.decode(c.value)).toEqual({ flags: CFG_ENABLED, spliceQueueBytes: 4 * 2 ** 20 });
     expect(d.sm_pods).toHaveLength(1);
     expect(d.sm_pods[0].key.readBigUInt64LE()).toBe(0n);
     expect(podCodec.decode(d.sm_pods[0].value)).toEqual({

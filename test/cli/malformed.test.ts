@@ -64,7 +64,7 @@ const CASES: Case[] = [
   { kind: 'config', what: 'an unknown splice mode', text: svc('{ name: a, ports: [80], splice: sometimes }'), message: /services\[0\]\.splice: must be one of auto, always, never/ },
   { kind: 'config', what: 'an unknown service field', text: svc('{ name: a, ports: [80], weight: 3 }'), message: /services\[0\]\.weight: unknown key/ },
   { kind: 'config', what: 'a negative sidecar uid', text: `sidecar: { uid: -1 }\n${svc('{ name: a, ports: [80] }')}`, message: /sidecar\.uid/ },
-  { kind: 'config', what: 'autoSplice.votes 9', text: `autoSplice: { votes: 9 }\n${svc('{ name: a, ports: [80] }')}`, message: /autoSplice\.votes/ },
+  { kind: 'config', what: 'the removed autoSplice block', text: `autoSplice: { votes: 2 }\n${svc('{ name: a, ports: [80] }')}`, message: /autoSplice: was removed/ },
   { kind: 'config', what: 'a splice queue below 64 KiB', text: `spliceQueueBytes: 1000\n${svc('{ name: a, ports: [80] }')}`, message: /spliceQueueBytes/ },
   { kind: 'config', what: 'an excluded CIDR that is no CIDR', text: `exclude: { outboundCIDRs: [10.0.0.0/33] }\n${svc('{ name: a, ports: [80] }')}`, message: /exclude\.outboundCIDRs\[0\]/ },
   { kind: 'config', what: 'an unknown capture.outbound', text: `capture: { outbound: everything }\n${svc('{ name: a, ports: [80] }')}`, message: /capture\.outbound/ },

@@ -32,7 +32,7 @@ describe('incremental YAML', () => {
       BASE.replace('ports: [9080]', 'ports: [9081]'),
       BASE.replace('  - { name: c,', '  - { name: d, ports: [2] }\n  - { name: c,'),
       BASE.replace('splice: never', 'splice: always'),
-      `${BASE}autoSplice: { votes: 2 }\n`,
+      `${BASE}spliceQueueBytes: 131072\n`,
       'services: []\n',
       '# only a comment\n',
       '',

@@ -17,7 +17,6 @@ describe('config validation', () => {
     const cfg = loadConfig(undefined);
     expect(cfg.sidecar).toEqual({ uid: 1337, gid: 1337, address: '127.0.0.1', outboundPort: 15001, inboundPort: 15006 });
     expect(cfg.services).toEqual([{ name: 'reviews', addresses: ['10.96.0.20'], ports: [9080], redirect: true, splice: 'auto' }]);
-    expect(cfg.autoSplice).toEqual({ segmentBytes: 256, minSegments: 256, votes: 4 });
     expect(cfg.capture).toEqual({
       outbound: 'services', includeOutboundCIDRs: ['*'], excludeOutboundCIDRs: [], includeOutboundPorts: [], excludeOutboundPorts: [],
       includeInboundPorts: '*', excludeInboundPorts: [15008, 15090, 15021, 15020],
@@ -85,7 +84,8 @@ capture: { outbound: all, includeOutboundCIDRs: [10.96.0.0/12], excludeOutboundP
       includeInboundPorts: [9080], excludeInboundPorts: [15008, 15090, 15021, 15020, 9999],
     });
     expect(issuesOf('services: []\ncapture: { outbound: some }')[0]).toEqual({ path: 'capture.outbound', message: 'must be services or all, got string "some"' });
-    expect(issuesOf('services: []\nautoSplice: { votes: 9 }')[0].path).toBe('autoSplice.votes');
+    // The per-service vote's tuning is gone: said so, not silently ignored.
+    expect(issuesOf('services: []\nautoSplice: { votes: 2 }')).toEqual([{ path: 'autoSplice', message: expect.stringMatching(/was removed: .*TCP_NODELAY.*Delete this block/) }]);
   });
 
   it('rejects YAML that does not parse, and duplicate keys', () => {

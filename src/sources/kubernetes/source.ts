@@ -27,7 +27,7 @@ export interface KubernetesSourceOptions {
   cgroupRoot: string;
   /** The host's /proc (a DaemonSet mounts it, e.g. /host/proc). */
   procRoot?: string;
-  /** Node-wide settings (sidecar, capture, autoSplice): the --config file's, or the defaults. */
+  /** Node-wide settings (sidecar, capture, exclude, spliceQueueBytes): the --config file's, or the defaults. */
   base: MeshConfig;
   log: Logger;
   onEvent: (e: SourceEvent) => void;
@@ -248,7 +248,7 @@ export class KubernetesSource implements Source {
     const services = this.claimed([...this.services.values()].filter((s) => s.raw && s.config)
       .map((s) => ({ raw: s.raw!, config: s.config!, headless: s.svc.spec.clusterIP === 'None' })));
     const raw = {
-      sidecar: base.sidecar, capture: { ...base.capture, includeInboundPorts: base.capture.includeInboundPorts === '*' ? ['*'] : base.capture.includeInboundPorts }, autoSplice: base.autoSplice, spliceQueueBytes: base.spliceQueueBytes,
+      sidecar: base.sidecar, capture: { ...base.capture, includeInboundPorts: base.capture.includeInboundPorts === '*' ? ['*'] : base.capture.includeInboundPorts }, spliceQueueBytes: base.spliceQueueBytes,
       services, pods,
     };
     try {
