@@ -126,6 +126,8 @@ async function ebpfUp(layout: PinLayout, cgroup: string, instance: string, confi
     const current = existsSync(objectPath) && prev?.objectSha256 === objectSha256(objectPath);
     const upgraded = created || current ? [] : (await upgradePrograms(layout, cgroup, objectPath)).replaced;
     maps = new InstanceMaps(layout);
+    // splice: auto's per-service memory is the replaced programs' format: the new ones learn afresh.
+    if (upgraded.length) for (const id of Object.values(prev?.serviceIds ?? {})) maps.svcAuto.set(id, { nagleClients: 0, bulk: 0, observed: 0 });
     previousSlot = maps.activeSlot();
     const { ids, report } = applyConfig(maps, config, prev?.serviceIds ?? {}, pods);
     record(ids);

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { linkPath, pinLayout, programStatus } from '../../src/bpf/datapath.js';
 import { pinRoot } from '../../src/bpf/bpffs.js';
+import { InstanceMaps } from '../../src/bpf/maps.js';
 import { PROGRAMS } from '../../src/bpf/programs.js';
 import { NodeTopology } from '../../src/topology/node.js';
 import type { Proc } from '../../src/topology/proc.js';
@@ -83,6 +84,16 @@ pods:
       });
       seq++;
     }, 5);
+    // What splice: auto learned is in the old programs' format: the upgrade clears it. A service
+    // with splice: never learns nothing from traffic, so a value planted there can only be cleared.
+    const plainId = (JSON.parse((await runCli(['status', '--instance', instance, '--json'])).stdout) as { services: Array<{ name: string; id: number }> })
+      .services.find((s) => s.name === 'plain')!.id;
+    const planted = new InstanceMaps(layout());
+    try {
+      planted.svcAuto.set(plainId, { nagleClients: 2, bulk: 1, observed: 1000 });
+    } finally {
+      planted.close();
+    }
     let upgrade;
     try {
       await new Promise((r) => setTimeout(r, 300));
@@ -100,6 +111,12 @@ pods:
     const idsAfter = programStatus(layout(), node.parent);
     expect(idsAfter.every((p) => p.attached)).toBe(true);
     expect(idsAfter.map((p) => p.id)).toEqual(PROGRAMS.map((p) => replaced.find((r) => r.name === p.name)!.to));
+    const maps = new InstanceMaps(layout());
+    try {
+      expect(maps.svcAuto.get(plainId)).toEqual({ nagleClients: 0, bulk: 0, observed: 0 });
+    } finally {
+      maps.close();
+    }
     const linksAfter = cgroupLinks();
     expect(linksAfter.map((l) => l.id).sort()).toEqual(linksBefore.map((l) => l.id).sort());
     // The same object again: nothing to upgrade (the record names the object the pins came from).
