@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /* connect4 — outbound capture: send a mesh workload's connection to its pod's sidecar and
- * remember where it was going, by socket cookie (include/policy.h decides). */
+ * remember where it was going, by socket cookie (include/policy.h decides); a kernel-mode
+ * service's connection goes straight to an endpoint instead (include/kernelmode.h). */
+#include "include/kernelmode.h"
 #include "include/policy.h"
 
 #define SOCK_STREAM 1
@@ -25,6 +27,8 @@ int sm_connect4(struct bpf_sock_addr *ctx)
 	verdict = sm_decide(slot, pod, ctx->sk, ctx->user_ip4, od.addr, od.port, &od.service_id);
 	if (verdict == SM_LEAVE)
 		return 1;
+	if (verdict == SM_KERNEL)
+		return sm_connect_kernel(ctx, slot, pod, &od);
 	cookie = bpf_get_socket_cookie(ctx);
 	/* Without a record the sidecar could not find the destination: leave the connection alone. */
 	if (bpf_map_update_elem(&sm_cookie_dst, &cookie, &od, BPF_ANY)) {

@@ -152,6 +152,7 @@ export const AttachType = {
   SK_MSG_VERDICT: 7,
   CGROUP_INET4_CONNECT: 10,
   CGROUP_GETSOCKOPT: 21,
+  CGROUP_INET4_GETPEERNAME: 29,
 } as const;
 
 /** Ids of the programs attached to a cgroup (or sockmap) fd for one attach type. */

@@ -42,8 +42,12 @@ static __always_inline void sm_on_active(struct bpf_sock_ops *skops, struct sm_t
 	struct bpf_sock *sk = skops->sk;
 	struct sm_origdst copy;
 
-	if (!od)
+	if (!od) {
+		/* A kernel-mode connection (include/kernelmode.h): hear its close, to drop its record. */
+		if (bpf_map_lookup_elem(&sm_cookie_svc, &cookie))
+			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		return;
+	}
 	copy = *od;
 	bpf_map_delete_elem(&sm_cookie_dst, &cookie);
 	copy.flags |= sm_splice_mode(sm_active_slot(), copy.service_id, sk, copy.pod_id);
@@ -75,8 +79,10 @@ static __always_inline void sm_on_passive(struct bpf_sock_ops *skops, struct sm_
 /* A captured or spliced socket is closing. */
 static __always_inline void sm_on_close(struct bpf_sock_ops *skops, struct sm_tuple *self)
 {
+	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct sm_origdst *od;
 
+	bpf_map_delete_elem(&sm_cookie_svc, &cookie);
 	bpf_map_delete_elem(&sm_peer_sk, self);
 	od = bpf_map_lookup_elem(&sm_tuple_dst, self);
 	if (!od)

@@ -73,6 +73,15 @@ SM_SLOTTED(sm_cidrs, {
 	__type(value, __u8);
 });
 
+/* Kernel-mode services' Maglev tables: (service, slot) -> endpoint. */
+SM_SLOTTED(sm_backends, {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SM_MAX_BACKEND_SLOTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* only kernel-mode services take room */
+	__type(key, struct sm_backend_key);
+	__type(value, struct sm_backend);
+});
+
 /* Looks key up in the given slot of a slotted map: one call site per slot, so the verifier
  * sees a constant map at each. */
 #define SM_SLOT_LOOKUP(slot, name, key) \
@@ -93,6 +102,22 @@ struct {
 	__type(key, __u64);
 	__type(value, struct sm_origdst);
 } sm_cookie_dst SM_MAP;
+
+/* connect4 -> getpeername4: the service address a kernel-mode connection asked for, by cookie. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SM_MAX_CONNS);
+	__type(key, __u64);
+	__type(value, struct sm_origdst);
+} sm_cookie_svc SM_MAP;
+
+/* Connections per endpoint of kernel-mode services. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, SM_MAX_ENDPOINT_STATS);
+	__type(key, struct sm_endpoint_key);
+	__type(value, __u64);
+} sm_endpoint_stats SM_MAP;
 
 /* sockops -> getsockopt: original destination by the app socket's tuple. */
 struct {

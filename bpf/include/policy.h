@@ -7,7 +7,7 @@
 #include "config.h"
 #include "stats.h"
 
-enum sm_verdict { SM_LEAVE, SM_OUTBOUND, SM_INBOUND };
+enum sm_verdict { SM_LEAVE, SM_OUTBOUND, SM_INBOUND, SM_KERNEL };
 
 /* Whether the pod has a port rule of this kind. */
 static __always_inline int sm_pod_port(__u32 slot, __u32 pod_id, __u8 kind, __u16 port)
@@ -73,12 +73,16 @@ static __always_inline enum sm_verdict sm_decide(__u32 slot, const struct sm_pod
 	}
 	svc = sm_find_service(slot, addr, port);
 	if (svc) {
+		__u32 flags = sm_service_flags(slot, svc->service_id);
+
 		*service_id = svc->service_id;
-		if (!(sm_service_flags(slot, svc->service_id) & SM_SVC_REDIRECT)) {
+		if (!(flags & SM_SVC_REDIRECT)) {
 			sm_count(pod_id, SM_STAT_CONNECT_DISABLED);
 			sm_count_svc(svc->service_id, SM_SVC_STAT_DISABLED);
 			return SM_LEAVE;
 		}
+		if (flags & SM_SVC_KERNEL)
+			return SM_KERNEL;
 	}
 	if (sm_pod_port(slot, pod_id, SM_RULE_INCLUDE, port))
 		return SM_OUTBOUND;

@@ -28,6 +28,9 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "sockmesh's codecs ass
 #define SM_MAX_PORT_RULES 16384  /* excluded and included ports of every pod */
 #define SM_MAX_CIDR_RULES 16384  /* excluded, included and local CIDRs of every pod */
 #define SM_MAX_CONNS 65536
+#define SM_MAGLEV_M 1021              /* slots of each kernel-mode service's Maglev table (a prime) */
+#define SM_MAX_BACKEND_SLOTS 1048576  /* table slots of all kernel-mode services (about 1,000 of them) */
+#define SM_MAX_ENDPOINT_STATS 65536   /* endpoints counted (service, address, port) */
 
 /* The config-driven maps exist twice (slots a and b). Programs read the active slot, named by
  * sm_gen, once per decision; user space writes the other slot and then flips sm_gen with one
@@ -56,6 +59,8 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "sockmesh's codecs ass
 #define SM_SVC_REDIRECT (1u << 0) /* capture new connections of this service to the sidecar */
 #define SM_SVC_SPLICE (1u << 1)   /* splice the app<->sidecar socket pair through the sockhash */
 #define SM_SVC_AUTO (1u << 2)     /* splice pairs whose app sends with TCP_NODELAY (include/splice.h) */
+#define SM_SVC_KERNEL (1u << 3)   /* kernel L4 mode: connect straight to an endpoint, no sidecar */
+#define SM_SVC_AFFINITY (1u << 4) /* kernel mode: the endpoint follows the client pod, not chance */
 
 /* sm_origdst.flags */
 #define SM_OD_SPLICED (1u << 0) /* the app's socket joined the sockhash: its peer joins too */
@@ -164,6 +169,27 @@ struct sm_svc_auto {
 	__u32 observed;      /* closes that told it something (the last one wins) */
 };
 
+/* A slot of a kernel-mode service's Maglev table (slotted map sm_backends). */
+struct sm_backend_key {
+	__u32 service_id;
+	__u32 slot; /* 0..SM_MAGLEV_M-1 */
+};
+
+/* The endpoint that owns a table slot. */
+struct sm_backend {
+	__u32 ip4; /* network byte order */
+	__u16 port;
+	__u16 _pad;
+};
+
+/* Connections per endpoint of a kernel-mode service (per-CPU). */
+struct sm_endpoint_key {
+	__u32 service_id;
+	__u32 ip4; /* network byte order */
+	__u16 port;
+	__u16 _pad;
+};
+
 /* A spliced socket's kernel address (sm_peer_sk), and the pod it belongs to. */
 struct sm_peer {
 	__u64 addr;
@@ -188,7 +214,10 @@ enum sm_stat {
 	SM_STAT_CONNECT_INBOUND = 12, /* connect4 sent the sidecar's call to its own pod IP inbound */
 	SM_STAT_MSG_FULL = 13,        /* sk_msg: the peer's receive buffer was full, the stack carried it */
 	SM_STAT_MSG_ORDER = 14,       /* sk_msg: the peer had stack data unread, the stack carried it */
-	SM_STAT_MAX = 15,
+	SM_STAT_CONNECT_KERNEL = 15,  /* connect4 sent a kernel-mode service's connection to an endpoint */
+	SM_STAT_CONNECT_REFUSED = 16, /* connect4 refused a kernel-mode service without endpoints */
+	SM_STAT_GETPEERNAME = 17,     /* getpeername4 answered a kernel-mode connection with its service */
+	SM_STAT_MAX = 18,
 };
 
 /* Per-service counters: index service_id * SM_SVC_STAT_MAX + stat of the per-CPU sm_svc_stats. */
@@ -196,7 +225,9 @@ enum sm_svc_stat {
 	SM_SVC_STAT_CAPTURED = 0, /* connections sent to the sidecar */
 	SM_SVC_STAT_DISABLED = 1, /* connections left alone because the switch is off */
 	SM_SVC_STAT_SPLICED = 2,  /* captured connections whose socket pair joined the sockhash */
-	SM_SVC_STAT_MAX = 3,
+	SM_SVC_STAT_KERNEL = 3,   /* connections sent straight to an endpoint (kernel mode) */
+	SM_SVC_STAT_REFUSED = 4,  /* connections refused: no endpoint (kernel mode) */
+	SM_SVC_STAT_MAX = 5,
 };
 
 _Static_assert(sizeof(struct sm_config) == 20, "sm_config layout");
@@ -208,5 +239,8 @@ _Static_assert(sizeof(struct sm_lpm_key) == 28, "sm_lpm_key layout");
 _Static_assert(sizeof(struct sm_tuple) == 48, "sm_tuple layout");
 _Static_assert(sizeof(struct sm_origdst) == 28, "sm_origdst layout");
 _Static_assert(sizeof(struct sm_peer) == 16, "sm_peer layout");
+_Static_assert(sizeof(struct sm_backend_key) == 8, "sm_backend_key layout");
+_Static_assert(sizeof(struct sm_backend) == 8, "sm_backend layout");
+_Static_assert(sizeof(struct sm_endpoint_key) == 12, "sm_endpoint_key layout");
 
 #endif

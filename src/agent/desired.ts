@@ -2,13 +2,14 @@
 // entries each config-driven kernel map of one slot should hold. Pure: no I/O, so it is tested
 // directly.
 import {
-  CFG_ENABLED, POD_INCLUDE_ANY, POD_OUTBOUND_ALL, RULE_EXCLUDE, RULE_INCLUDE, RULE_LOCAL, SVC_AUTO, SVC_REDIRECT, SVC_SPLICE,
-  configCodec, lpmKeyCodec, podCodec, portKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, u32Codec, u64Codec, u8Codec,
+  CFG_ENABLED, POD_INCLUDE_ANY, POD_OUTBOUND_ALL, RULE_EXCLUDE, RULE_INCLUDE, RULE_LOCAL, SVC_AFFINITY, SVC_AUTO, SVC_KERNEL, SVC_REDIRECT,
+  SVC_SPLICE, backendCodec, backendKeyCodec, configCodec, lpmKeyCodec, podCodec, portKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, u32Codec, u64Codec, u8Codec,
 } from '../bpf/codecs.js';
 import { Codes, UserError } from '../errors.js';
 import { parseCidr } from '../net/addr.js';
 import type { Codec } from '../bpf/codec.js';
 import type { CaptureConfig, MeshConfig, ServiceConfig, SidecarConfig } from '../config/model.js';
+import { maglevTable } from './maglev.js';
 
 export interface Entry {
   key: Buffer;
@@ -37,12 +38,15 @@ export class StrEntry implements Entry {
 
 const scratch = Buffer.alloc(64);
 
+/** A value's encoding as a latin1 string (through a scratch buffer). */
+function encoded<T>(c: Codec<T>, v: T): string {
+  c.encode(v, scratch, 0);
+  return scratch.toString('latin1', 0, c.size);
+}
+
 /** Encodes key and value into a scratch buffer and keeps them as strings. */
 function strEntry<K, V>(kc: Codec<K>, key: K, vc: Codec<V>, value: V): StrEntry {
-  kc.encode(key, scratch, 0);
-  const k = scratch.toString('latin1', 0, kc.size);
-  vc.encode(value, scratch, 0);
-  return new StrEntry(k, scratch.toString('latin1', 0, vc.size));
+  return new StrEntry(encoded(kc, key), encoded(vc, value));
 }
 
 /** Map contents by map name (without the slot suffix); for the array map sm_svc_state, the ids in
@@ -53,6 +57,7 @@ export interface DesiredMaps {
   sm_svc_state: Entry[];
   sm_ports: Entry[];
   sm_cidrs: Entry[];
+  sm_backends: Entry[];
 }
 
 /** A pod as found on the node: what the kernel identifies it by. */
@@ -133,8 +138,18 @@ export function serviceKeyCount(s: ServiceConfig): number {
 
 /** The sm_svc_state flags of a service. */
 export function serviceFlags(s: ServiceConfig): number {
+  if (s.mode === 'kernel') return (s.redirect ? SVC_REDIRECT : 0) | SVC_KERNEL | (s.affinity === 'client' ? SVC_AFFINITY : 0);
   const splice = s.splice === 'always' ? SVC_SPLICE : s.splice === 'auto' ? SVC_AUTO : 0;
   return (s.redirect ? SVC_REDIRECT : 0) | splice;
+}
+
+/** The sm_backends entries of a kernel-mode service: its Maglev table (none without endpoints). */
+export function backendEntries(s: ServiceConfig, id: number): StrEntry[] {
+  const eps = s.mode === 'kernel' ? s.endpoints ?? [] : [];
+  if (!eps.length) return [];
+  const table = maglevTable(eps.map((e) => ({ key: `${e.address}:${e.port}`, weight: e.weight })));
+  const values = eps.map((e) => encoded(backendCodec, { ip4: e.address, port: e.port }));
+  return Array.from(table, (ep, slot) => new StrEntry(encoded(backendKeyCodec, { serviceId: id, slot }), values[ep]));
 }
 
 /** The sm_svc_state entry of a service id. */
@@ -181,12 +196,14 @@ export function compilePods(pods: ResolvedPod[]): Pick<DesiredMaps, 'sm_pods' | 
 /** The entries of every config-driven map of a slot for this config and these pods. */
 export function compileDesired(cfg: MeshConfig, ids: ServiceIds, svcStateSize: number, pods: ResolvedPod[]): DesiredMaps {
   const services: Entry[] = [];
+  const backends: Entry[] = [];
   const states = new Map<number, number>();
   for (const s of cfg.services) {
     const id = ids[s.name];
     for (const e of serviceEntries(s, id)) services.push(e);
+    for (const e of backendEntries(s, id)) backends.push(e);
     states.set(id, serviceFlags(s));
   }
   const sm_svc_state = [...states].sort((a, b) => a[0] - b[0]).map(([id, flags]) => stateEntry(id, flags, svcStateSize));
-  return { ...compilePods(pods), sm_services: services, sm_svc_state };
+  return { ...compilePods(pods), sm_services: services, sm_svc_state, sm_backends: backends };
 }

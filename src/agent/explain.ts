@@ -4,10 +4,10 @@
 // bpf/include/policy.h); for an iptables instance from the tables its config compiles to, which
 // its rules were generated from. The other mode's answer comes from the same tables: the two modes
 // decide alike (the parity matrix checks it), and differ in what they can do beyond the decision.
-import { POD_INCLUDE_ANY, POD_OUTBOUND_ALL, RULE_EXCLUDE, RULE_INCLUDE, RULE_LOCAL, SVC_AUTO, SVC_REDIRECT, SVC_SPLICE, lpmKeyCodec, podCodec, portKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, u64Codec, type SmPod } from '../bpf/codecs.js';
+import { POD_INCLUDE_ANY, POD_OUTBOUND_ALL, RULE_EXCLUDE, RULE_INCLUDE, RULE_LOCAL, SVC_AUTO, SVC_KERNEL, SVC_REDIRECT, SVC_SPLICE, lpmKeyCodec, podCodec, portKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, u64Codec, type SmPod } from '../bpf/codecs.js';
 import { InstanceMaps, type SlotMaps } from '../bpf/maps.js';
 import { pinLayout } from '../bpf/datapath.js';
-import type { MeshConfig } from '../config/model.js';
+import type { MeshConfig, ServiceConfig } from '../config/model.js';
 import { Codes, UserError } from '../errors.js';
 import { ipToBytes, isIp } from '../net/addr.js';
 import { assignServiceIds, compileDesired, type Entry, type ResolvedPod, type ServiceIds } from './desired.js';
@@ -20,7 +20,7 @@ import { autoMemory } from './instance.js';
 const PASSTHROUGH_SRC = '127.0.0.6';
 const HBONE_PORT = 15008;
 
-export type Verdict = 'sidecar-outbound' | 'sidecar-inbound' | 'direct';
+export type Verdict = 'sidecar-outbound' | 'sidecar-inbound' | 'kernel' | 'direct';
 
 export interface Explanation {
   instance: string;
@@ -37,7 +37,7 @@ export interface Explanation {
   rule: string;
   /** Each check made, in order, with what it found. */
   checks: string[];
-  service?: { name: string; id: number; redirect: boolean; splice: string };
+  service?: { name: string; id: number; redirect: boolean; splice: string; mode: 'sidecar' | 'kernel' };
   /** eBPF: whether the app's socket pair would be spliced, and why. */
   splice?: string;
   other: { mode: Mode; verdict: Verdict; note: string };
@@ -103,7 +103,7 @@ interface Decision {
 }
 
 /** sm_decide, step by step (bpf/include/policy.h). */
-function decide(t: Tables, pod: SmPod, uid: number, gid: number, addr: string, port: number, src?: string): Decision {
+function decide(t: Tables, pod: SmPod, uid: number, gid: number, addr: string, port: number, kernelMode: boolean, src?: string): Decision {
   const checks: string[] = [];
   const done = (verdict: Verdict, rule: string, serviceId?: number): Decision => ({ verdict, rule, checks, serviceId });
   const sidecar = uid === pod.sidecarUid || gid === pod.sidecarGid;
@@ -125,6 +125,7 @@ function decide(t: Tables, pod: SmPod, uid: number, gid: number, addr: string, p
     const flags = t.flags(svc);
     checks.push(`${addr}:${port} belongs to service id ${svc}, switch ${flags & SVC_REDIRECT ? 'on' : 'off'}`);
     if (!(flags & SVC_REDIRECT)) return done('direct', 'its service is switched off (redirect: false)', svc);
+    if (flags & SVC_KERNEL && kernelMode) return done('kernel', 'a kernel-mode service (mode: kernel): connect4 connects to an endpoint', svc);
   } else {
     checks.push(`${addr}:${port} is no listed service`);
   }
@@ -160,7 +161,16 @@ function serviceName(cfg: MeshConfig, ids: ServiceIds, id: number | undefined) {
   if (id === undefined) return undefined;
   const name = Object.entries(ids).find(([, v]) => v === id)?.[0];
   const s = cfg.services.find((x) => x.name === name);
-  return s ? { name: s.name, id, redirect: s.redirect, splice: s.splice } : { name: name ?? `(id ${id})`, id, redirect: true, splice: 'auto' };
+  return s ? { name: s.name, id, redirect: s.redirect, splice: s.splice, mode: s.mode ?? 'sidecar' as const }
+    : { name: name ?? `(id ${id})`, id, redirect: true, splice: 'auto', mode: 'sidecar' as const };
+}
+
+/** Where a kernel-mode service's connection goes (bpf/include/kernelmode.h). */
+function kernelTarget(s: ServiceConfig | undefined): string {
+  const eps = s?.endpoints ?? [];
+  if (!eps.length) return 'nowhere: the service has no endpoint, connect() fails with ECONNREFUSED';
+  const list = eps.map((e) => `${e.address}:${e.port}${e.weight !== 1 ? ` (weight ${e.weight})` : ''}`).join(', ');
+  return `one of ${list}, straight, no sidecar: ${s?.affinity === 'client' ? 'the one the client pod hashes to (Maglev table: it keeps it while it stays listed)' : 'picked at random per connection (Maglev table, by weight)'}`;
 }
 
 /** The rule of splice: auto (bpf/include/splice.h). */
@@ -205,15 +215,18 @@ export async function explain(req: ExplainRequest): Promise<Explanation> {
       const t = liveTables(maps.slots[slot]);
       const pod = t.pod(BigInt(podRec?.netnsCookie ?? '0'));
       if (!pod) throw new UserError(Codes.INSTANCE_MISSING, `pod "${podName}" has no entry in the kernel's sm_pods (slot ${slot}): not meshed`);
-      const d = decide(t, pod, req.uid, gid, addr, port);
+      const d = decide(t, pod, req.uid, gid, addr, port, true);
       const service = serviceName(cfg, rec.serviceIds, d.serviceId);
+      const svcCfg = cfg.services.find((s) => s.name === service?.name);
       const splice = d.verdict === 'sidecar-outbound' && d.serviceId !== undefined
         ? spliceChoice(t.flags(d.serviceId), autoMemory(maps, d.serviceId))
         : d.verdict === 'sidecar-outbound' ? 'not spliced (no listed service)' : undefined;
       return {
-        ...base, slot, verdict: d.verdict, goesTo: goesTo(d.verdict, pod, addr, port), rule: d.rule, checks: d.checks,
+        ...base, slot, verdict: d.verdict, goesTo: d.verdict === 'kernel' ? kernelTarget(svcCfg) : goesTo(d.verdict, pod, addr, port), rule: d.rule, checks: d.checks,
         ...(service ? { service } : {}), ...(splice ? { splice } : {}),
-        other: { mode: 'iptables', verdict: d.verdict, note: 'istio-iptables rules from the same config decide alike; iptables mode captures every process of the pod\'s namespace (not only its cgroup) and never splices' },
+        other: d.verdict === 'kernel'
+          ? { mode: 'iptables', verdict: 'sidecar-outbound', note: 'iptables mode has no kernel mode: it captures the service to the sidecar' }
+          : { mode: 'iptables', verdict: d.verdict, note: 'istio-iptables rules from the same config decide alike; iptables mode captures every process of the pod\'s namespace (not only its cgroup) and never splices' },
       };
     } finally {
       maps.close();
@@ -228,7 +241,7 @@ export async function explain(req: ExplainRequest): Promise<Explanation> {
   const ids = assignServiceIds(cfg.services.map((s) => s.name), rec.serviceIds, size);
   const t = desiredTables(compileDesired(cfg, ids, size, [one]));
   const pod = t.pod(0n)!;
-  const d = decide(t, pod, req.uid, gid, addr, port);
+  const d = decide(t, pod, req.uid, gid, addr, port, false);
   const service = serviceName(cfg, ids, d.serviceId);
   // The live rules of the pod's namespace against the ones this config generates.
   const ns = rec.podNetns ? rec.podNetns.find((p) => p.name === podName)?.netns : rec.netns;
@@ -237,7 +250,9 @@ export async function explain(req: ExplainRequest): Promise<Explanation> {
   return {
     rules: { netns: ns ?? null, rules: live.rules, inPlace: !live.missing.length && !live.extra.length, missing: live.missing, extra: live.extra },
     ...base, verdict: d.verdict, goesTo: goesTo(d.verdict, pod, addr, port), rule: d.rule, checks: d.checks, ...(service ? { service } : {}),
-    other: {
+    other: service?.mode === 'kernel' && d.verdict === 'sidecar-outbound' ? {
+      mode: 'ebpf', verdict: 'kernel', note: `eBPF mode sends it to ${kernelTarget(cfg.services.find((s) => s.name === service.name))}`,
+    } : {
       mode: 'ebpf', verdict: d.verdict,
       note: `eBPF mode decides alike in connect4${d.verdict === 'sidecar-outbound' && service ? `; its socket pair would be ${service.splice === 'always' ? 'spliced' : service.splice === 'never' ? 'not spliced' : `${AUTO_SPLICE_RULE} (splice: auto)`}` : ''}`,
     },

@@ -6,7 +6,8 @@
 // It is primed once (prime: both slots made equal to the desired state from what the kernel
 // holds); after a failed write it forgets the slot and reads it from the kernel again.
 import type { MeshConfig, ServiceConfig } from '../config/model.js';
-import { compileDesired, compilePods, serviceEntries, serviceFlags, serviceKeyCount, stateEntry, type Entry, type ResolvedPod, type ServiceIds, type StrEntry } from './desired.js';
+import { backendEntries, compileDesired, compilePods, serviceEntries, serviceFlags, serviceKeyCount, stateEntry, type Entry, type ResolvedPod, type ServiceIds, type StrEntry } from './desired.js';
+import { MAGLEV_M } from './maglev.js';
 import { CapacityError, diffAgainst, reconcile, syncSlot, toMap, writeDiff, type ReconcileMaps, type ReconcileReport } from './reconcile.js';
 
 interface SlotMemory {
@@ -88,6 +89,9 @@ export class ServiceReconciler {
     }
     const servicesMap = this.maps.slots[target].services;
     if (keys > servicesMap.info.maxEntries) throw new CapacityError(`sm_services_${target ? 'b' : 'a'}`, keys, servicesMap.info.maxEntries);
+    const slots = cfg.services.reduce((n, s) => n + (s.mode === 'kernel' && s.endpoints?.length ? MAGLEV_M : 0), 0);
+    const backendsMap = this.maps.slots[target].backends;
+    if (slots > backendsMap.info.maxEntries) throw new CapacityError(`sm_backends_${target ? 'b' : 'a'}`, slots, backendsMap.info.maxEntries);
     const small = compilePods(pods);
     const smallWant = new Map(SMALL.map(([n]) => [n, toMap(small[n])]));
     for (const [n, f] of SMALL) {
@@ -96,9 +100,11 @@ export class ServiceReconciler {
     }
 
     const changes: ReconcileReport['changes'] = {};
-    const svcVsActive = serviceDiff(now.services, now.ids, cfg.services, ids);
+    const svcVsActive = serviceDiff(now.services, now.ids, cfg.services, ids, serviceEntries);
+    const backendsVsActive = serviceDiff(now.services, now.ids, cfg.services, ids, backendEntries);
     const stateVsActive = flagDiff(now.flags, flags, this.svcStateSize);
     if (svcVsActive.put.length || svcVsActive.del.length) changes.sm_services = { put: svcVsActive.put.length, del: svcVsActive.del.length };
+    if (backendsVsActive.put.length || backendsVsActive.del.length) changes.sm_backends = { put: backendsVsActive.put.length, del: backendsVsActive.del.length };
     if (stateVsActive.length) changes.sm_svc_state = { put: stateVsActive.length, del: 0 };
     for (const [n] of SMALL) {
       const d = diffAgainst(now.small.get(n)!, smallWant.get(n)!, false);
@@ -137,7 +143,8 @@ export class ServiceReconciler {
   /** Writes `slot` from what it holds (`before`) to `want`; forgets the slot until it is done. */
   private writeSlot(slot: number, before: SlotMemory, want: SlotMemory, config: Entry): void {
     this.memory[slot] = undefined; // until every write went through
-    writeDiff(this.maps.slots[slot].services, serviceDiff(before.services, before.ids, want.services, want.ids));
+    writeDiff(this.maps.slots[slot].services, serviceDiff(before.services, before.ids, want.services, want.ids, serviceEntries));
+    writeDiff(this.maps.slots[slot].backends, serviceDiff(before.services, before.ids, want.services, want.ids, backendEntries));
     this.maps.slots[slot].svcState.setManyRaw(flagDiff(before.flags, want.flags, this.svcStateSize));
     for (const [n, f] of SMALL) writeDiff(this.maps.slots[slot][f], diffAgainst(before.small.get(n)!, want.small.get(n)!, false));
     this.maps.config.setManyRaw([config]);
@@ -188,13 +195,17 @@ function changedServices(have: readonly ServiceConfig[], haveIds: ServiceIds, wa
   return out;
 }
 
-/** sm_services changes between two states: only services whose object or id differ are encoded. */
-function serviceDiff(haveList: readonly ServiceConfig[], haveIds: ServiceIds, wantList: readonly ServiceConfig[], wantIds: ServiceIds): { put: Entry[]; del: Buffer[] } {
+/**
+ * Changes of a per-service map (sm_services, sm_backends: `entries` compiles a service's entries)
+ * between two states: only services whose object or id differ are encoded.
+ */
+function serviceDiff(haveList: readonly ServiceConfig[], haveIds: ServiceIds, wantList: readonly ServiceConfig[], wantIds: ServiceIds,
+  entries: (s: ServiceConfig, id: number) => StrEntry[]): { put: Entry[]; del: Buffer[] } {
   const put = new Map<string, StrEntry>();
   const gone: StrEntry[] = [];
   for (const [h, w] of changedServices(haveList, haveIds, wantList, wantIds)) {
-    if (w) for (const e of serviceEntries(w.svc, w.id)) put.set(e.k, e);
-    if (h) gone.push(...serviceEntries(h.svc, h.id));
+    if (w) for (const e of entries(w.svc, w.id)) put.set(e.k, e);
+    if (h) gone.push(...entries(h.svc, h.id));
   }
   // A key that moved to another service (or stayed with a changed one) is overwritten, not deleted.
   const del = gone.filter((e) => !put.has(e.k)).map((e) => e.key);

@@ -8,13 +8,14 @@ import { dirname } from 'node:path';
 import * as bpf from '../../native/libbpf.js';
 import { ensureBpffs, pinRoot } from '../bpf/bpffs.js';
 import { cgroup2Mount, checkAttachCgroup } from '../bpf/cgroup.js';
-import { AUTO_NAGLE_CLIENTS, COUNTER_NAMES, STATS, SVC_COUNTER_NAMES, SVC_STATS } from '../bpf/codecs.js';
+import { AUTO_NAGLE_CLIENTS, COUNTER_NAMES, STATS, endpointKeyCodec, SVC_COUNTER_NAMES, SVC_STATS } from '../bpf/codecs.js';
 import {
-  attachAll, detach, detachAllFrom, findAttachedCgroups, isFullyPinned, loadAndPin, mapPath, pinLayout, programStatus, recoverInterruptedUpgrade,
+  attachAll, detach, detachAllFrom, findAttachedCgroups, isFullyPinned, loadAndPin, mapPath, missingPins, pinLayout, programStatus, recoverInterruptedUpgrade,
   sockmeshAttachments, unpin, upgradePrograms, type UpgradeResult,
   type PinLayout, type ProgramStatus,
 } from '../bpf/datapath.js';
 import { InstanceMaps } from '../bpf/maps.js';
+import { perCpuHashSums } from '../bpf/map.js';
 import { defaultObjectPath } from '../bpf/programs.js';
 import type { MeshConfig } from '../config/model.js';
 import { checkMode } from '../config/validate.js';
@@ -113,6 +114,13 @@ async function ebpfUp(layout: PinLayout, cgroup: string, instance: string, confi
   await ensureBpffs();
   if (existsSync(layout.root)) recoverInterruptedUpgrade(layout);
   const created = !isFullyPinned(layout);
+  // Pins of an older version that is still running (its programs attached): that version's object
+  // lacks maps or programs this one needs, and an in-place upgrade cannot add them. Removing the
+  // pins would detach everything and drop the spliced sockets' queued data: refused instead.
+  if (created && prev?.mode === 'ebpf' && existsSync(layout.root) && programStatus(layout, cgroup).some((p) => p.attached)) {
+    throw new SockmeshError(Codes.INSTANCE_CONFLICT, `instance "${instance}" runs an older sockmesh whose BPF object lacks ${missingPins(layout).join(', ')}: `
+      + `an in-place upgrade cannot add them. Keep the running version, or run sockmesh down --instance ${instance} and up again (capture stops in between).`);
+  }
   if (created) {
     if (existsSync(layout.root)) unpin(layout); // a partial pin dir from an interrupted run
     await loadAndPin(layout, objectPath);
@@ -414,6 +422,11 @@ export interface ServiceStatus {
   ports: number[];
   redirect: boolean;
   splice: string;
+  /** sidecar: through the sidecar; kernel: straight to an endpoint (eBPF mode; iptables mode captures it to the sidecar). */
+  mode: 'sidecar' | 'kernel';
+  /** Kernel mode: its endpoints, and in eBPF mode the connections each was given since the instance started. */
+  endpoints?: Array<{ address: string; port: number; weight: number; connections?: number }>;
+  affinity?: 'client';
   /** splice: auto in eBPF mode, learned at each close: what the service's clients that connect
    * with Nagle on do later, and whether its last connection was a bulk stream. */
   auto?: { nagleClients: (typeof AUTO_NAGLE_CLIENTS)[number]; bulk: boolean; observed: number };
@@ -447,6 +460,14 @@ function requireRecord(instance: string): InstanceRecord {
   const rec = readRecord(checkInstanceName(instance));
   if (!rec) throw new UserError(Codes.INSTANCE_MISSING, `no sockmesh instance "${instance}" is up (sockmesh up --instance ${instance} …)`);
   return rec;
+}
+
+/** Connections per endpoint of kernel-mode services, by "serviceId address:port" (since the instance started). */
+export function endpointCounters(layout: PinLayout): Map<string, number> {
+  return new Map(perCpuHashSums(mapPath(layout, 'sm_endpoint_stats')).map(({ key, sum }) => {
+    const k = endpointKeyCodec.decode(key);
+    return [`${k.serviceId} ${k.ip4}:${k.port}`, Number(sum)] as const;
+  }));
 }
 
 /** What splice: auto has learned about a service's Nagle-at-connect clients. */
@@ -491,6 +512,7 @@ export async function status(instanceName: string): Promise<InstanceStatus> {
   const rec = requireRecord(instanceName);
   const services: ServiceStatus[] = rec.config.services.map((s) => ({
     name: s.name, id: rec.serviceIds[s.name] ?? -1, addresses: s.addresses, ports: s.ports, redirect: s.redirect, splice: s.splice,
+    mode: s.mode ?? 'sidecar', ...(s.mode === 'kernel' ? { endpoints: (s.endpoints ?? []).map((e) => ({ ...e })), ...(s.affinity ? { affinity: s.affinity } : {}) } : {}),
   }));
   const common = {
     instance: rec.instance, mode: rec.mode, cgroup: rec.cgroup ?? null, netns: rec.netns ?? null,
@@ -514,10 +536,12 @@ export async function status(instanceName: string): Promise<InstanceStatus> {
   try {
     const all = readAllCounters(maps);
     const zeros = (names: Record<string, string>) => Object.fromEntries(Object.values(names).map((n) => [n, 0]));
+    const perEndpoint = endpointCounters(layout);
     for (const s of common.services) {
       if (s.id < 0) continue;
       s.counters = all.services.get(s.id) ?? zeros(SVC_COUNTER_NAMES);
-      if (s.splice === 'auto') s.auto = autoMemory(maps, s.id);
+      if (s.mode === 'kernel') for (const e of s.endpoints ?? []) e.connections = perEndpoint.get(`${s.id} ${e.address}:${e.port}`) ?? 0;
+      else if (s.splice === 'auto') s.auto = autoMemory(maps, s.id);
     }
     return {
       ...common,

@@ -8,9 +8,10 @@
 // each endpoint's permutation depends on its own address only, removing one endpoint frees the
 // slots it owned and moves few others: clients hashed to the remaining endpoints mostly stay.
 import { createHash } from 'node:crypto';
+import { CAPACITY } from '../config/capacity.js';
 
-/** Table size: a prime, so every skip value walks all slots; about 1 % imbalance up to ~10 endpoints per 1,000 slots. */
-export const MAGLEV_M = 1021;
+/** Table size (SM_MAGLEV_M): a prime, so every skip value walks all slots. */
+export const MAGLEV_M = CAPACITY.maglevSlots;
 
 export interface WeightedEndpoint {
   /** What identifies the endpoint across edits (e.g. "10.0.0.11:9080"): its permutation depends on it alone. */

@@ -11,6 +11,8 @@ export const RULE_LOCAL = 2;
 export const SVC_REDIRECT = 1 << 0;
 export const SVC_SPLICE = 1 << 1;
 export const SVC_AUTO = 1 << 2;
+export const SVC_KERNEL = 1 << 3;
+export const SVC_AFFINITY = 1 << 4;
 export const OD_SPLICED = 1 << 0;
 export const OD_AUTO = 1 << 1;
 export const OD_NAGLE_AT_CONNECT = 1 << 2;
@@ -169,6 +171,40 @@ export const svcAutoCodec = struct<SvcAuto>('sm_svc_auto', [
   ['observed', 'u32', 'observed'],
 ]);
 
+export interface BackendKey {
+  serviceId: number;
+  slot: number;
+}
+
+export const backendKeyCodec = struct<BackendKey>('sm_backend_key', [
+  ['service_id', 'u32', 'serviceId'],
+  ['slot', 'u32', 'slot'],
+]);
+
+export interface Backend {
+  ip4: string;
+  port: number;
+}
+
+export const backendCodec = struct<Backend>('sm_backend', [
+  ['ip4', 'ip4be', 'ip4'],
+  ['port', 'u16', 'port'],
+  ['_pad', 'pad16'],
+]);
+
+export interface EndpointKey {
+  serviceId: number;
+  ip4: string;
+  port: number;
+}
+
+export const endpointKeyCodec = struct<EndpointKey>('sm_endpoint_key', [
+  ['service_id', 'u32', 'serviceId'],
+  ['ip4', 'ip4be', 'ip4'],
+  ['port', 'u16', 'port'],
+  ['_pad', 'pad16'],
+]);
+
 export const u8Codec = scalar('__u8', 'u8');
 export const u16Codec = scalar('__u16', 'u16');
 export const u32Codec = scalar('__u32', 'u32');
@@ -191,7 +227,10 @@ export const STATS = {
   SM_STAT_CONNECT_INBOUND: 12,
   SM_STAT_MSG_FULL: 13,
   SM_STAT_MSG_ORDER: 14,
-  SM_STAT_MAX: 15,
+  SM_STAT_CONNECT_KERNEL: 15,
+  SM_STAT_CONNECT_REFUSED: 16,
+  SM_STAT_GETPEERNAME: 17,
+  SM_STAT_MAX: 18,
 } as const;
 
 /** enum sm_svc_stat: per-service counters. */
@@ -199,13 +238,17 @@ export const SVC_STATS = {
   SM_SVC_STAT_CAPTURED: 0,
   SM_SVC_STAT_DISABLED: 1,
   SM_SVC_STAT_SPLICED: 2,
-  SM_SVC_STAT_MAX: 3,
+  SM_SVC_STAT_KERNEL: 3,
+  SM_SVC_STAT_REFUSED: 4,
+  SM_SVC_STAT_MAX: 5,
 } as const;
 
 export const SVC_COUNTER_NAMES: Record<Exclude<keyof typeof SVC_STATS, 'SM_SVC_STAT_MAX'>, string> = {
   SM_SVC_STAT_CAPTURED: 'captured',
   SM_SVC_STAT_DISABLED: 'disabledSkips',
   SM_SVC_STAT_SPLICED: 'spliced',
+  SM_SVC_STAT_KERNEL: 'kernelConnects',
+  SM_SVC_STAT_REFUSED: 'refused',
 };
 
 /** Capacities and limits of bpf/include/sockmesh.h (checked by compiling the header). */
@@ -216,6 +259,9 @@ export const LIMITS = {
   SM_MAX_PORT_RULES: 16384,
   SM_MAX_CIDR_RULES: 16384,
   SM_MAX_CONNS: 65536,
+  SM_MAGLEV_M: 1021,
+  SM_MAX_BACKEND_SLOTS: 1048576,
+  SM_MAX_ENDPOINT_STATS: 65536,
   SM_SLOTS: SLOTS,
 } as const;
 
@@ -236,10 +282,13 @@ export const COUNTER_NAMES: Record<Exclude<keyof typeof STATS, 'SM_STAT_MAX'>, s
   SM_STAT_CONNECT_INBOUND: 'inboundRedirects',
   SM_STAT_MSG_FULL: 'msgReceiverFull',
   SM_STAT_MSG_ORDER: 'msgOrderHolds',
+  SM_STAT_CONNECT_KERNEL: 'kernelConnects',
+  SM_STAT_CONNECT_REFUSED: 'kernelRefused',
+  SM_STAT_GETPEERNAME: 'getpeernameAnswers',
 };
 
 /** Every struct codec, by C name, for the BTF layout check. */
 export const STRUCT_CODECS: Codec<unknown>[] = [
   configCodec, podCodec, svcKeyCodec, svcValCodec, svcStateCodec, portKeyCodec, lpmKeyCodec, tupleCodec, origDstCodec,
-  peerCodec, svcAutoCodec,
+  peerCodec, svcAutoCodec, backendKeyCodec, backendCodec, endpointKeyCodec,
 ] as Codec<unknown>[];

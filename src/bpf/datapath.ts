@@ -39,6 +39,11 @@ export function isFullyPinned(layout: PinLayout): boolean {
   return PROGRAMS.every((p) => existsSync(progPath(layout, p))) && MAP_NAMES.every((m) => existsSync(mapPath(layout, m)));
 }
 
+/** The pins of this version's programs and maps missing from a pin directory. */
+export function missingPins(layout: PinLayout): string[] {
+  return [...PROGRAMS.filter((p) => !existsSync(progPath(layout, p))).map((p) => p.name), ...MAP_NAMES.filter((m) => !existsSync(mapPath(layout, m)))];
+}
+
 /** Turns libbpf's complaint about a program or map into the kernel feature it names. */
 export function featureFromLoadLog(log: string): { feature: string; detail: string } | undefined {
   const helper = /unknown func (bpf_\w+)#\d+/.exec(log);

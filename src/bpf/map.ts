@@ -6,7 +6,7 @@ import { Codes, SockmeshError, SyscallError } from '../errors.js';
 import type { Codec } from './codec.js';
 
 export const MAP_TYPES = {
-  HASH: 1, ARRAY: 2, PERCPU_ARRAY: 6, LPM_TRIE: 11, SOCKHASH: 18, LRU_HASH: 9,
+  HASH: 1, ARRAY: 2, PERCPU_HASH: 5, PERCPU_ARRAY: 6, LPM_TRIE: 11, SOCKHASH: 18, LRU_HASH: 9,
 } as const;
 
 /** Map types whose batch lookup/update sockmesh uses (LPM tries and sockhashes have none). */
@@ -181,5 +181,30 @@ export class PerCpuCounters {
 
   close(): void {
     bpf.close(this.fd);
+  }
+}
+
+/** Every entry of a per-CPU hash of __u64 counters, summed over CPUs (key bytes -> sum). */
+export function perCpuHashSums(path: string): Array<{ key: Buffer; sum: bigint }> {
+  const fd = bpf.objGet(path);
+  try {
+    const info = bpf.mapInfo(fd, path);
+    if (info.valueSize !== 8 || info.type !== MAP_TYPES.PERCPU_HASH) throw new SockmeshError(Codes.MAP, `map ${path} is not a per-CPU hash of __u64`);
+    const cpus = possibleCpus();
+    const out: Array<{ key: Buffer; sum: bigint }> = [];
+    const value = Buffer.alloc(8 * cpus);
+    let prev: Buffer | null = null;
+    for (;;) {
+      const next = Buffer.alloc(info.keySize);
+      if (!bpf.mapNextKey(fd, prev, next, path)) return out;
+      if (bpf.mapLookup(fd, next, value, path)) {
+        let sum = 0n;
+        for (let c = 0; c < cpus; c++) sum += value.readBigUInt64LE(c * 8);
+        out.push({ key: next, sum });
+      }
+      prev = next;
+    }
+  } finally {
+    bpf.close(fd);
   }
 }

@@ -5,7 +5,7 @@
 import { BpfMap, PerCpuCounters } from './map.js';
 import type { Codec } from './codec.js';
 import {
-  configCodec, lpmKeyCodec, podCodec, portKeyCodec, svcAutoCodec, svcKeyCodec, svcStateCodec, svcValCodec, tupleCodec,
+  backendCodec, backendKeyCodec, configCodec, lpmKeyCodec, podCodec, portKeyCodec, svcAutoCodec, svcKeyCodec, svcStateCodec, svcValCodec, tupleCodec,
   u32Codec, u64Codec, u8Codec,
 } from './codecs.js';
 import { mapPath, type PinLayout } from './datapath.js';
@@ -18,6 +18,7 @@ function openSlot(open: <K, V>(name: MapName, key: Codec<K>, value: Codec<V>) =>
     svcState: open(`sm_svc_state_${suffix}`, u32Codec, svcStateCodec),
     ports: open(`sm_ports_${suffix}`, portKeyCodec, u8Codec),
     cidrs: open(`sm_cidrs_${suffix}`, lpmKeyCodec, u8Codec),
+    backends: open(`sm_backends_${suffix}`, backendKeyCodec, backendCodec),
   };
 }
 

@@ -22,16 +22,18 @@ export const PROGRAMS: readonly ProgramSpec[] = [
     feature: 'sockops programs with bpf_sock_hash_update (BPF_PROG_TYPE_SOCK_OPS)' },
   { name: 'sm_getsockopt', bpftoolType: 'getsockopt', attachType: AttachType.CGROUP_GETSOCKOPT, target: 'cgroup',
     feature: 'cgroup/getsockopt programs (BPF_PROG_TYPE_CGROUP_SOCKOPT)' },
+  { name: 'sm_getpeername4', bpftoolType: 'getpeername4', attachType: AttachType.CGROUP_INET4_GETPEERNAME, target: 'cgroup',
+    feature: 'cgroup/getpeername4 programs (BPF_PROG_TYPE_CGROUP_SOCK_ADDR, kernel 5.8)' },
   { name: 'sm_msg', bpftoolType: 'msg_verdict', attachType: AttachType.SK_MSG_VERDICT, target: 'sockhash',
     feature: 'sk_msg programs with bpf_msg_redirect_hash (BPF_PROG_TYPE_SK_MSG)' },
 ];
 
-const SLOTTED = ['sm_pods', 'sm_services', 'sm_svc_state', 'sm_ports', 'sm_cidrs'] as const;
+const SLOTTED = ['sm_pods', 'sm_services', 'sm_svc_state', 'sm_ports', 'sm_cidrs', 'sm_backends'] as const;
 
 export const MAP_NAMES = [
   'sm_gen', 'sm_config',
   ...SLOTTED.flatMap((m) => [`${m}_a`, `${m}_b`] as const),
-  'sm_svc_auto', 'sm_cookie_dst', 'sm_tuple_dst', 'sm_sockhash', 'sm_peer_sk', 'sm_stats', 'sm_svc_stats',
+  'sm_svc_auto', 'sm_cookie_dst', 'sm_tuple_dst', 'sm_sockhash', 'sm_peer_sk', 'sm_stats', 'sm_svc_stats', 'sm_cookie_svc', 'sm_endpoint_stats',
 ] as const;
 
 export type MapName = (typeof MAP_NAMES)[number];

@@ -32,9 +32,12 @@ export function register(program: Command, out: () => Out): void {
           ? ['', table([['PROGRAM', 'ID', 'HOOK', 'ATTACHED'], ...st.programs.map((p) => [p.name, String(p.id), p.attachType, p.attached ? 'yes' : 'NO'])])]
           : []),
         '',
-        table([['SERVICE', 'ADDRESSES', 'PORTS', 'REDIRECT', 'SPLICE'], ...st.services.map((s) => [
+        table([['SERVICE', 'ADDRESSES', 'PORTS', 'REDIRECT', 'MODE', 'SPLICE'], ...st.services.map((s) => [
           s.name, s.addresses.join(',') || '*', s.ports.join(','), `${s.redirect ? 'on' : 'off'}${agent?.overrides[s.name] ? ' (override)' : ''}`,
-          s.auto ? `auto (${s.auto.bulk ? 'bulk: on the stack' : `Nagle-at-connect clients: ${s.auto.nagleClients}`})` : s.splice])]),
+          s.mode === 'kernel' ? `kernel (${s.endpoints?.length ?? 0} endpoints${s.affinity ? ', client affinity' : ''})` : 'sidecar',
+          s.mode === 'kernel' ? '-' : s.auto ? `auto (${s.auto.bulk ? 'bulk: on the stack' : `Nagle-at-connect clients: ${s.auto.nagleClients}`})` : s.splice])]),
+        ...(st.services.some((s) => s.endpoints?.length) ? ['', table([['SERVICE', 'ENDPOINT', 'WEIGHT', 'CONNECTIONS'],
+          ...st.services.flatMap((s) => (s.endpoints ?? []).map((e) => [s.name, `${e.address}:${e.port}`, String(e.weight), e.connections === undefined ? '-' : String(e.connections)]))])] : []),
         '',
         table([['COUNTER', 'VALUE'], ...Object.entries(st.counters).map(([k, v]) => [k, String(v)])]),
       ].join('\n'));

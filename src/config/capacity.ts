@@ -13,4 +13,8 @@ export const CAPACITY = {
   portRules: 16384,
   /** sm_cidrs: excluded, included and local CIDRs of every pod together. */
   cidrRules: 16384,
+  /** sm_backends: Maglev table slots of every kernel-mode service (SM_MAGLEV_M each). */
+  backendSlots: 1048576,
+  /** Slots of one kernel-mode service's Maglev table. */
+  maglevSlots: 1021,
 } as const;

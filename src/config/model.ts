@@ -22,6 +22,19 @@ export interface ServiceConfig {
   redirect: boolean;
   /** Whether the app<->sidecar socket pair is spliced through sockmap. */
   splice: SpliceMode;
+  /** 'kernel': connections go straight to an endpoint, chosen at connect time; no sidecar (absent: through the sidecar). */
+  mode?: 'kernel';
+  /** Where the service's connections can go (kernel mode). */
+  endpoints?: Endpoint[];
+  /** Kernel mode: 'client' keeps a client pod on its endpoint (absent: a random endpoint per connection). */
+  affinity?: 'client';
+}
+
+export interface Endpoint {
+  address: string;
+  port: number;
+  /** Relative share of new connections, 1..1000 (default 1). */
+  weight: number;
 }
 
 export interface ExcludeConfig {

@@ -4,7 +4,7 @@ import { isIPv4 } from 'node:net';
 import { ConfigError, type ConfigIssue } from '../errors.js';
 import { parseCidr } from '../net/addr.js';
 import { CAPACITY } from './capacity.js';
-import type { CaptureConfig, MeshConfig, PodConfig, ServiceConfig, SidecarConfig, SpliceMode } from './model.js';
+import type { CaptureConfig, Endpoint, MeshConfig, PodConfig, ServiceConfig, SidecarConfig, SpliceMode } from './model.js';
 
 /** Ports Istio never captures inbound (HBONE, Prometheus, health, agent). */
 export const ISTIO_INBOUND_EXCLUDED = [15008, 15090, 15021, 15020];
@@ -145,7 +145,7 @@ function pod(c: Checker, path: string, raw: unknown, node: { sidecar: SidecarCon
 }
 
 function service(c: Checker, path: string, raw: unknown): ServiceConfig | undefined {
-  const o = c.object(path, raw, ['name', 'addresses', 'ports', 'redirect', 'splice']);
+  const o = c.object(path, raw, ['name', 'addresses', 'ports', 'redirect', 'splice', 'mode', 'endpoints', 'affinity']);
   if (!o) return undefined;
   let name = '';
   if (typeof o.name !== 'string' || !NAME_RE.test(o.name) || o.name.length > NAME_MAX) {
@@ -165,7 +165,58 @@ function service(c: Checker, path: string, raw: unknown): ServiceConfig | undefi
     if (SPLICE_MODES.includes(o.splice as SpliceMode)) splice = o.splice as SpliceMode;
     else c.fail(join(path, 'splice'), `must be one of ${SPLICE_MODES.join(', ')}, got ${kind(o.splice)}`);
   }
-  return { name, addresses: shared(o.addresses, addresses), ports: shared(o.ports, ports), redirect, splice };
+  const svc: ServiceConfig = { name, addresses: shared(o.addresses, addresses), ports: shared(o.ports, ports), redirect, splice };
+  kernelMode(c, path, o, svc);
+  return svc;
+}
+
+/** At most this many endpoints per service: the Maglev table (1,021 slots) stays within ~3 % of even. */
+export const ENDPOINTS_MAX = 64;
+
+/** mode, endpoints and affinity of a service (the kernel L4 mode), added to svc when set. */
+function kernelMode(c: Checker, path: string, o: Record<string, unknown>, svc: ServiceConfig): void {
+  if (o.mode !== undefined && o.mode !== 'sidecar' && o.mode !== 'kernel') c.fail(join(path, 'mode'), `must be sidecar or kernel, got ${kind(o.mode)}`);
+  const kernel = o.mode === 'kernel';
+  if (kernel) {
+    svc.mode = 'kernel';
+    if (o.splice !== undefined) c.fail(join(path, 'splice'), 'does not apply to mode: kernel (no sidecar hop to splice)');
+    if (o.endpoints === undefined) c.fail(join(path, 'endpoints'), 'is required with mode: kernel (an empty list refuses connections)');
+  }
+  if (o.affinity !== undefined) {
+    if (o.affinity !== 'none' && o.affinity !== 'client') c.fail(join(path, 'affinity'), `must be none or client, got ${kind(o.affinity)}`);
+    else if (!kernel) c.fail(join(path, 'affinity'), 'applies to mode: kernel only');
+    else if (o.affinity === 'client') svc.affinity = 'client';
+  }
+  if (o.endpoints === undefined) return;
+  const list = c.array(join(path, 'endpoints'), o.endpoints) ?? [];
+  if (list.length > ENDPOINTS_MAX) c.fail(join(path, 'endpoints'), `lists ${list.length} endpoints, at most ${ENDPOINTS_MAX}`);
+  const seen = new Set<string>();
+  svc.endpoints = list.flatMap((raw, i) => {
+    const at = `${join(path, 'endpoints')}[${i}]`;
+    const e = endpoint(c, at, raw);
+    if (!e) return [];
+    const key = `${e.address}:${e.port}`;
+    if (seen.has(key)) return c.fail(at, `${key} is listed twice`) ?? [];
+    seen.add(key);
+    return [e];
+  });
+}
+
+/** "a.b.c.d:port", or { address: "a.b.c.d:port", weight: n }. */
+function endpoint(c: Checker, at: string, raw: unknown): Endpoint | undefined {
+  let text = raw;
+  let weight = 1;
+  if (typeof raw === 'object' && raw !== null && !Array.isArray(raw)) {
+    const o = c.object(at, raw, ['address', 'weight']);
+    if (!o) return undefined;
+    text = o.address;
+    if (o.weight !== undefined) weight = c.int(join(at, 'weight'), o.weight, 1, 1000) ?? 1;
+  }
+  const m = typeof text === 'string' ? /^(.+):(\d+)$/.exec(text) : null;
+  if (!m) return c.fail(at, `must be IPV4:PORT or { address: IPV4:PORT, weight: N }, got ${kind(text)}`);
+  const address = c.ipv4(at, m[1]);
+  const port = c.port(at, Number(m[2]));
+  return address === undefined || port === undefined ? undefined : { address, port, weight };
 }
 
 /**
@@ -278,6 +329,8 @@ function checkCapacity(c: Checker, services: ServiceConfig[], capture: CaptureCo
   const keys = services.reduce((n, s) => n + Math.max(1, s.addresses.length) * s.ports.length, 0);
   over('services', keys, 'service keys (addresses × ports)', CAPACITY.serviceKeys, 'sm_services');
   over('pods', pods.length, 'pods', CAPACITY.pods, 'sm_pods');
+  const kernelServices = services.filter((s) => s.mode === 'kernel' && s.endpoints?.length).length;
+  over('services', kernelServices * CAPACITY.maglevSlots, `Maglev table slots (${CAPACITY.maglevSlots} per kernel-mode service with endpoints)`, CAPACITY.backendSlots, 'sm_backends');
   // Every pod (or the one implicit pod) writes its own port and CIDR rules.
   const caps = pods.length ? pods.map((p, i) => [`pods[${i}].capture`, p.capture] as const) : [['capture', capture] as const];
   const ports = caps.reduce((n, [, cp]) => n + cp.excludeOutboundPorts.length + cp.includeOutboundPorts.length, 0);

@@ -93,19 +93,21 @@ function probe(host: string, port: number): void {
 }
 
 /**
- * New connections one after another until stdin closes: each sends one line and reads the reply;
- * then prints {"event":"summary","total":N,"outcomes":{"<server> <origDst>":count,…},"errors":[…]}.
- * Shows that every connection made while something changes (an upgrade) was captured.
+ * New connections one after another until stdin closes (or `count` were made): each sends one line
+ * and reads the reply; then prints {"event":"summary","total":N,"outcomes":{"<server> <origDst>":
+ * count,…},"peers":{"<getpeername>":count,…},"errors":[…]}. Shows that every connection made while
+ * something changes (an upgrade) was captured, and where connections went.
  */
-function repeat(host: string, port: number): void {
+function repeat(host: string, port: number, count: number): void {
+  const peers: Record<string, number> = {};
   const outcomes: Record<string, number> = {};
   const errors: string[] = [];
   let total = 0;
   let stop = false;
   createInterface({ input: process.stdin }).on('close', () => { stop = true; });
   const once = () => {
-    if (stop) {
-      out({ event: 'summary', total, outcomes, errors });
+    if (stop || (count > 0 && total >= count)) {
+      out({ event: 'summary', total, outcomes, peers, errors });
       process.exit(0);
     }
     total += 1;
@@ -124,7 +126,11 @@ function repeat(host: string, port: number): void {
       const r = JSON.parse(l) as { server?: string; origDst?: { address?: string; port?: number } };
       finish(`${r.server} ${r.origDst?.address}:${r.origDst?.port}`);
     });
-    sock.once('connect', () => sock.write('x\n'));
+    sock.once('connect', () => {
+      const peer = `${sock.remoteAddress}:${sock.remotePort}`;
+      peers[peer] = (peers[peer] ?? 0) + 1;
+      sock.write('x\n');
+    });
     sock.once('error', (e) => finish(undefined, e.message));
   };
   out({ event: 'ready' });
@@ -204,6 +210,7 @@ const { positionals, values } = parseArgs({
     bytes: { type: 'string', default: '1048576' },
     chunk: { type: 'string', default: '65536' },
     nodelay: { type: 'string', default: 'after' },
+    count: { type: 'string', default: '0' },
     'toggle-nodelay': { type: 'string', default: '0' },
     'local-port': { type: 'string' },
   },
@@ -214,7 +221,7 @@ switch (positionals[0]) {
   case 'ask': ask(values.host, port, values['local-port'] ? Number(values['local-port']) : undefined); break;
   case 'stream': stream(values.host, port, Number(values.bytes), Number(values.chunk), values.nodelay, Number(values['toggle-nodelay'])); break;
   case 'probe': probe(values.host, port); break;
-  case 'repeat': repeat(values.host, port); break;
+  case 'repeat': repeat(values.host, port, Number(values.count)); break;
   default:
     process.stderr.write('usage: peer serve|ask|stream|probe --host H --port P [...]\n');
     process.exit(2);
