@@ -49,7 +49,8 @@ static __always_inline int sm_connect_kernel(struct bpf_sock_addr *ctx, __u32 sl
 	if (bpf_map_update_elem(&sm_cookie_svc, &cookie, od, BPF_ANY))
 		sm_count(pod->pod_id, SM_STAT_ERROR);
 	ctx->user_ip4 = be->ip4;
-	ctx->user_port = bpf_htons(be->port);
+	if (be->port) /* else the port asked for (a multi-port service) */
+		ctx->user_port = bpf_htons(be->port);
 	ek.service_id = od->service_id;
 	ek.ip4 = be->ip4;
 	ek.port = be->port;

@@ -178,7 +178,7 @@ struct sm_backend_key {
 /* The endpoint that owns a table slot. */
 struct sm_backend {
 	__u32 ip4; /* network byte order */
-	__u16 port;
+	__u16 port; /* 0: the port the connection asked for */
 	__u16 _pad;
 };
 

@@ -10,6 +10,7 @@ import { parseCidr } from '../net/addr.js';
 import type { Codec } from '../bpf/codec.js';
 import type { CaptureConfig, MeshConfig, ServiceConfig, SidecarConfig } from '../config/model.js';
 import { maglevTable } from './maglev.js';
+import { endpointName } from '../config/validate.js';
 
 export interface Entry {
   key: Buffer;
@@ -147,7 +148,7 @@ export function serviceFlags(s: ServiceConfig): number {
 export function backendEntries(s: ServiceConfig, id: number): StrEntry[] {
   const eps = s.mode === 'kernel' ? s.endpoints ?? [] : [];
   if (!eps.length) return [];
-  const table = maglevTable(eps.map((e) => ({ key: `${e.address}:${e.port}`, weight: e.weight })));
+  const table = maglevTable(eps.map((e) => ({ key: endpointName(e), weight: e.weight })));
   const values = eps.map((e) => encoded(backendCodec, { ip4: e.address, port: e.port }));
   return Array.from(table, (ep, slot) => new StrEntry(encoded(backendKeyCodec, { serviceId: id, slot }), values[ep]));
 }

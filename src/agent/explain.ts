@@ -15,6 +15,7 @@ import { compareRules } from '../iptables/apply.js';
 import { podConfig } from './podrules.js';
 import { readRecord, type Mode } from './state.js';
 import { autoMemory } from './instance.js';
+import { endpointName } from '../config/validate.js';
 
 /** 127.0.0.6: the sidecar's inbound passthrough source; 15008: HBONE. As in sockmesh.h. */
 const PASSTHROUGH_SRC = '127.0.0.6';
@@ -169,7 +170,7 @@ function serviceName(cfg: MeshConfig, ids: ServiceIds, id: number | undefined) {
 function kernelTarget(s: ServiceConfig | undefined): string {
   const eps = s?.endpoints ?? [];
   if (!eps.length) return 'nowhere: the service has no endpoint, connect() fails with ECONNREFUSED';
-  const list = eps.map((e) => `${e.address}:${e.port}${e.weight !== 1 ? ` (weight ${e.weight})` : ''}`).join(', ');
+  const list = eps.map((e) => `${endpointName(e)}${e.weight !== 1 ? ` (weight ${e.weight})` : ''}`).join(', ');
   return `one of ${list}, straight, no sidecar: ${s?.affinity === 'client' ? 'the one the client pod hashes to (Maglev table: it keeps it while it stays listed)' : 'picked at random per connection (Maglev table, by weight)'}`;
 }
 

@@ -18,7 +18,7 @@ import { InstanceMaps } from '../bpf/maps.js';
 import { perCpuHashSums } from '../bpf/map.js';
 import { defaultObjectPath } from '../bpf/programs.js';
 import type { MeshConfig } from '../config/model.js';
-import { checkMode } from '../config/validate.js';
+import { checkMode, endpointName } from '../config/validate.js';
 import { Codes, SockmeshError, UserError } from '../errors.js';
 import { applyRules, redirectCounts, removeRules } from '../iptables/apply.js';
 import { assignServiceIds, compileDesired, configEntry, type ResolvedPod, type ServiceIds } from './desired.js';
@@ -26,7 +26,8 @@ import type { ServiceReconciler } from './incremental.js';
 import { isLive, socketPath } from './control.js';
 import { OverrideStore } from './overrides.js';
 import { withInstanceLock } from './lock.js';
-import { resolvePods } from './pods.js';
+import { netnsPath, resolvePods } from './pods.js';
+import { namespacesOfCgroup, removedEndpoints, terminateConnections } from './terminate.js';
 import { reconcile, reconcileMaps, type ReconcileReport } from './reconcile.js';
 import { readRecord, RecordDamagedError, recordPath, removeRecord, writeRecord, type InstanceRecord, type Mode, type PodRecord } from './state.js';
 
@@ -67,6 +68,8 @@ export interface UpResult {
   switchedFrom?: Mode;
   /** Programs replaced in place by a newer object (empty when the running ones are current). */
   upgraded?: UpgradeResult['replaced'];
+  /** terminateOnRemove: connections closed because their endpoint left a kernel-mode service. */
+  terminated?: number;
 }
 
 /**
@@ -109,7 +112,7 @@ async function refuseStacking(layout: PinLayout, cgroup: string, instance: strin
  * fresh load is removed again and an update puts the maps and the record back.
  */
 async function ebpfUp(layout: PinLayout, cgroup: string, instance: string, config: MeshConfig, prev: InstanceRecord | undefined,
-  pods: ResolvedPod[], objectPath: string, record: (ids: ServiceIds) => void) {
+  pods: ResolvedPod[], objectPath: string, record: (ids: ServiceIds) => void, netns: string | undefined) {
   requireSameMounts(prev, 'attach BPF programs');
   await ensureBpffs();
   if (existsSync(layout.root)) recoverInterruptedUpgrade(layout);
@@ -139,8 +142,9 @@ async function ebpfUp(layout: PinLayout, cgroup: string, instance: string, confi
     previousSlot = maps.activeSlot();
     const { ids, report } = applyConfig(maps, config, prev?.serviceIds ?? {}, pods);
     record(ids);
+    const terminated = await closeRemovedEndpoints(maps, prev?.config, config, ids, { cgroup, netns });
     const attached = await attachAll(layout, cgroup);
-    return { created, ids, report, attached: attached.map((p) => p.name), upgraded };
+    return { created, ids, report, attached: attached.map((p) => p.name), upgraded, terminated };
   } catch (err) {
     if (created) {
       maps?.close();
@@ -326,9 +330,10 @@ export async function upLocked(instance: string, opts: UpOptions): Promise<UpRes
     });
     // While switching from iptables the record keeps naming iptables until the rules are gone.
     const r = await ebpfUp(layout, cgroup, instance, opts.config, prev, found.pods, opts.objectPath ?? defaultObjectPath(),
-      (ids) => writeRecord(prev?.mode === 'iptables' ? { ...prev, cgroup, pinRoot: layout.root } : fresh(ids)));
+      (ids) => writeRecord(prev?.mode === 'iptables' ? { ...prev, cgroup, pinRoot: layout.root } : fresh(ids)), netns);
     record = { ...fresh(r.ids), view: viewOf(cgroup, layout.root) };
-    result = { instance, mode, created: r.created, attached: r.attached, changes: r.report.changes, ...(r.upgraded.length ? { upgraded: r.upgraded } : {}) };
+    result = { instance, mode, created: r.created, attached: r.attached, changes: r.report.changes, ...(r.upgraded.length ? { upgraded: r.upgraded } : {}),
+      ...(r.terminated ? { terminated: r.terminated } : {}) };
   } else {
     let netnsId: string | undefined;
     if (netns === undefined) {
@@ -462,11 +467,25 @@ function requireRecord(instance: string): InstanceRecord {
   return rec;
 }
 
+/**
+ * terminateOnRemove: closes the connections that endpoints removed by this apply still carry, in
+ * every pod's namespace (the single-pod form: its --netns, else those of the processes in its
+ * cgroup). Run after the flip.
+ */
+export async function closeRemovedEndpoints(maps: InstanceMaps, before: MeshConfig | undefined, after: MeshConfig, ids: ServiceIds,
+  where: { cgroup: string; netns?: string }): Promise<number> {
+  const removed = removedEndpoints(before, after, ids);
+  if (!removed.length) return 0;
+  const namespaces = after.pods.length ? after.pods.flatMap((p) => (p.netns ? [netnsPath(p.netns)] : []))
+    : where.netns ? [netnsPath(where.netns)] : namespacesOfCgroup(where.cgroup);
+  return terminateConnections(removed, [...new Set(namespaces)], (cookie) => maps.cookieSvc.get(cookie as unknown as number)?.serviceId);
+}
+
 /** Connections per endpoint of kernel-mode services, by "serviceId address:port" (since the instance started). */
 export function endpointCounters(layout: PinLayout): Map<string, number> {
   return new Map(perCpuHashSums(mapPath(layout, 'sm_endpoint_stats')).map(({ key, sum }) => {
     const k = endpointKeyCodec.decode(key);
-    return [`${k.serviceId} ${k.ip4}:${k.port}`, Number(sum)] as const;
+    return [`${k.serviceId} ${endpointName({ address: k.ip4, port: k.port })}`, Number(sum)] as const;
   }));
 }
 
@@ -540,7 +559,7 @@ export async function status(instanceName: string): Promise<InstanceStatus> {
     for (const s of common.services) {
       if (s.id < 0) continue;
       s.counters = all.services.get(s.id) ?? zeros(SVC_COUNTER_NAMES);
-      if (s.mode === 'kernel') for (const e of s.endpoints ?? []) e.connections = perEndpoint.get(`${s.id} ${e.address}:${e.port}`) ?? 0;
+      if (s.mode === 'kernel') for (const e of s.endpoints ?? []) e.connections = perEndpoint.get(`${s.id} ${endpointName(e)}`) ?? 0;
       else if (s.splice === 'auto') s.auto = autoMemory(maps, s.id);
     }
     return {

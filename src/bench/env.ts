@@ -18,11 +18,13 @@ import type { BenchMode } from './modes.js';
 export { MODES, MODE_LABELS, type BenchMode } from './modes.js';
 
 export const SERVICE_IP = '10.96.0.20';
+/** The server's own address: the endpoint of the kernel-mode service (the server listens on every address). */
+export const ENDPOINT_IP = '10.0.96.20';
 export const ECHO_PORT = 9080;
 export const SINK_PORT = 9081;
 
-function configFor(splice: SpliceMode | undefined): MeshConfig {
-  const spliceLine = splice ? `, splice: ${splice}` : '';
+function configFor(splice: SpliceMode | 'kernel' | undefined): MeshConfig {
+  const spliceLine = splice === 'kernel' ? `, mode: kernel, endpoints: [${ENDPOINT_IP}]` : splice ? `, splice: ${splice}` : '';
   return parseConfigText(`
 sidecar: { uid: 1337, outboundPort: 15001, inboundPort: 15006 }
 services:
@@ -68,11 +70,11 @@ export class BenchEnv {
   private constructor(readonly topo: Topology, readonly instance: string) {}
 
   static async create(name: string): Promise<BenchEnv> {
-    const env = new BenchEnv(await Topology.create(name, { remote: { addresses: [SERVICE_IP] } }), name);
+    const env = new BenchEnv(await Topology.create(name, { remote: { addresses: [SERVICE_IP, ENDPOINT_IP] } }), name);
     try {
       if (!existsSync(env.smload)) throw new SockmeshError(Codes.USAGE, `${env.smload} is missing: run npm run build`);
       writeFileSync(join(env.dir, 'haproxy.cfg'), HAPROXY_CFG);
-      const server = env.topo.spawn(env.smload, ['server', SERVICE_IP, String(ECHO_PORT), String(SINK_PORT)], { netns: 'remote', cgroup: 'outside', label: 'smload server' });
+      const server = env.topo.spawn(env.smload, ['server', '0.0.0.0', String(ECHO_PORT), String(SINK_PORT)], { netns: 'remote', cgroup: 'outside', label: 'smload server' });
       await server.waitFor((l) => l.event === 'ready');
       const haproxy = env.topo.spawn('haproxy', ['-db', '-f', join(env.dir, 'haproxy.cfg')], { cgroup: 'mesh', label: 'haproxy sidecar' });
       await waitListening(env.topo, 15001, haproxy);
@@ -90,7 +92,7 @@ export class BenchEnv {
     if (mode === 'direct') await down(this.instance);
     else if (mode === 'iptables') await up({ ...base, mode: 'iptables', netns: this.topo.netns, config: configFor('never') });
     else {
-      const splice = mode === 'ebpf-capture' ? 'never' : mode === 'ebpf-splice' ? 'always' : undefined;
+      const splice = mode === 'ebpf-capture' ? 'never' : mode === 'ebpf-splice' ? 'always' : mode === 'ebpf-kernel' ? 'kernel' : undefined;
       await up({ ...base, mode: 'ebpf', cgroup: this.topo.cgroup, config: configFor(splice) });
     }
     this.mode = mode;

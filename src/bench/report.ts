@@ -18,11 +18,12 @@ function cell(s: Spread | undefined, withSpread: boolean): string {
 /** One row per workload figure, one column per mode, then the ratios. */
 export function formatTable(res: BenchResult): string {
   const withSpread = res.repeats > 1;
-  const header = ['workload', 'figure', ...res.modes, 'eBPF/iptables', 'eBPF/direct', 'best eBPF mode'];
+  const kernel = res.modes.includes('ebpf-kernel');
+  const header = ['workload', 'figure', ...res.modes, 'eBPF/iptables', 'eBPF/direct', ...(kernel ? ['kernel/iptables', 'kernel/direct'] : []), 'best eBPF mode'];
+  const x = (v: number | undefined) => (v === undefined ? '-' : `${v.toFixed(2)}×`);
   const rows = res.rows.map((r) => [
     r.workload, `${r.metric} ${r.unit}`, ...res.modes.map((m) => cell(r.modes[m], withSpread)),
-    r.ratios.ebpfVsIptables === undefined ? '-' : `${r.ratios.ebpfVsIptables.toFixed(2)}×`,
-    r.ratios.ebpfVsDirect === undefined ? '-' : `${r.ratios.ebpfVsDirect.toFixed(2)}×`,
+    x(r.ratios.ebpfVsIptables), x(r.ratios.ebpfVsDirect), ...(kernel ? [x(r.ratios.kernelVsIptables), x(r.ratios.kernelVsDirect)] : []),
     !r.bestEbpf ? '-' : r.bestEbpf.mode === 'ebpf-default' || r.bestEbpf.defaultBehind === 0 ? 'default' : `${r.bestEbpf.mode.replace('ebpf-', '')} (default −${(r.bestEbpf.defaultBehind * 100).toFixed(0)} %)`,
   ]);
   const all = [header, ...rows];
@@ -31,14 +32,15 @@ export function formatTable(res: BenchResult): string {
   const notes = [
     `${res.repeats} repeat(s) of ${res.secondsPerRun}s per cell, modes interleaved; cells are medians${withSpread ? ' (min–max)' : ''}.`,
     'eBPF = sockmesh default mode. Latency and CPU: lower is better (ratio < 1 wins); MB/s and conn/s: higher is better (ratio > 1 wins).',
-    'best eBPF mode: the best median among the eBPF modes, and how far behind it the default is. nagle rows write without TCP_NODELAY.',
+    'best eBPF mode: the best median among the eBPF sidecar modes (capture, splice, default), and how far behind it the default is. nagle rows write without TCP_NODELAY.',
+    ...(kernel ? ['kernel/…: eBPF kernel mode (no sidecar: a service without L7 policy) against iptables + sidecar and against direct.'] : []),
     `kernel ${res.kernel}; modes: ${res.modes.map((m) => `${m} = ${MODE_LABELS[m]}`).join('; ')}`,
   ];
   return [line(header), ...rows.map(line), '', ...notes].join('\n');
 }
 
 const COLORS: Record<BenchMode, string> = {
-  direct: '#888888', iptables: '#d62728', 'ebpf-capture': '#ff7f0e', 'ebpf-splice': '#9467bd', 'ebpf-default': '#2ca02c',
+  direct: '#888888', iptables: '#d62728', 'ebpf-capture': '#ff7f0e', 'ebpf-splice': '#9467bd', 'ebpf-default': '#2ca02c', 'ebpf-kernel': '#17becf',
 };
 
 function esc(s: string): string {

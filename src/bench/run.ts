@@ -22,7 +22,7 @@ export interface BenchRow {
   /** Per mode: the spread of this figure over the repeats. */
   modes: Partial<Record<BenchMode, Spread>>;
   /** Ratios of medians (eBPF default vs …); absent when a mode was not run. */
-  ratios: { ebpfVsIptables?: number; ebpfVsDirect?: number };
+  ratios: { ebpfVsIptables?: number; ebpfVsDirect?: number; kernelVsIptables?: number; kernelVsDirect?: number };
   /** The best of the eBPF modes on this figure, and how far the default is from it (a fraction:
    * 0.07 = 7 % worse; 0 when the default is the best). Absent unless two eBPF modes ran. */
   bestEbpf?: { mode: BenchMode; defaultBehind: number };
@@ -106,11 +106,14 @@ export async function runBench(opts: BenchOptions, progress: (msg: string) => vo
       const per: BenchRow['modes'] = {};
       for (const mode of modes) per[mode] = spread((samples[mode]?.[w.id] ?? []).map((x) => x[m.metric]));
       const e = per['ebpf-default'];
+      const k = per['ebpf-kernel'];
       rows.push({
         workload: w.id, metric: m.metric, unit: m.unit, better: m.better, modes: per,
         ratios: {
           ebpfVsIptables: e && per.iptables ? ratio(e, per.iptables) : undefined,
           ebpfVsDirect: e && per.direct ? ratio(e, per.direct) : undefined,
+          kernelVsIptables: k && per.iptables ? ratio(k, per.iptables) : undefined,
+          kernelVsDirect: k && per.direct ? ratio(k, per.direct) : undefined,
         },
         ...bestEbpf(per, m.better),
       });

@@ -5,7 +5,7 @@
 import { BpfMap, PerCpuCounters } from './map.js';
 import type { Codec } from './codec.js';
 import {
-  backendCodec, backendKeyCodec, configCodec, lpmKeyCodec, podCodec, portKeyCodec, svcAutoCodec, svcKeyCodec, svcStateCodec, svcValCodec, tupleCodec,
+  backendCodec, backendKeyCodec, configCodec, lpmKeyCodec, origDstCodec, podCodec, portKeyCodec, svcAutoCodec, svcKeyCodec, svcStateCodec, svcValCodec, tupleCodec,
   u32Codec, u64Codec, u8Codec,
 } from './codecs.js';
 import { mapPath, type PinLayout } from './datapath.js';
@@ -33,6 +33,8 @@ export class InstanceMaps {
   readonly slots: [SlotMaps, SlotMaps];
   /** splice: auto: what each service's Nagle-at-connect client sockets do later. */
   readonly svcAuto;
+  /** Kernel-mode connections: socket cookie -> the service address they asked for. */
+  readonly cookieSvc;
   /** Spliced sockets: tuple -> socket cookie. */
   readonly sockhash;
   /** Per-pod counters: index pod_id * SM_STAT_MAX + stat. */
@@ -47,6 +49,7 @@ export class InstanceMaps {
       this.config = this.open('sm_config', u32Codec, configCodec);
       this.slots = [openSlot(open, 'a'), openSlot(open, 'b')];
       this.svcAuto = this.open('sm_svc_auto', u32Codec, svcAutoCodec);
+      this.cookieSvc = this.open('sm_cookie_svc', u64Codec, origDstCodec);
       this.sockhash = this.open('sm_sockhash', tupleCodec, u64Codec);
       this.stats = this.counters('sm_stats');
       this.svcStats = this.counters('sm_svc_stats');

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { isLive, request, socketPath } from '../agent/control.js';
 import { checkInstanceName, status, type InstanceStatus } from '../agent/instance.js';
 import type { Overrides } from '../agent/overrides.js';
+import { endpointName } from '../config/validate.js';
 import { emit, table, type Out } from './output.js';
 
 export function register(program: Command, out: () => Out): void {
@@ -37,7 +38,7 @@ export function register(program: Command, out: () => Out): void {
           s.mode === 'kernel' ? `kernel (${s.endpoints?.length ?? 0} endpoints${s.affinity ? ', client affinity' : ''})` : 'sidecar',
           s.mode === 'kernel' ? '-' : s.auto ? `auto (${s.auto.bulk ? 'bulk: on the stack' : `Nagle-at-connect clients: ${s.auto.nagleClients}`})` : s.splice])]),
         ...(st.services.some((s) => s.endpoints?.length) ? ['', table([['SERVICE', 'ENDPOINT', 'WEIGHT', 'CONNECTIONS'],
-          ...st.services.flatMap((s) => (s.endpoints ?? []).map((e) => [s.name, `${e.address}:${e.port}`, String(e.weight), e.connections === undefined ? '-' : String(e.connections)]))])] : []),
+          ...st.services.flatMap((s) => (s.endpoints ?? []).map((e) => [s.name, endpointName(e), String(e.weight), e.connections === undefined ? '-' : String(e.connections)]))])] : []),
         '',
         table([['COUNTER', 'VALUE'], ...Object.entries(st.counters).map(([k, v]) => [k, String(v)])]),
       ].join('\n'));

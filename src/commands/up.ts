@@ -48,7 +48,8 @@ instance switches the same processes to the other capture path (new connections 
         const verb = res.switchedFrom ? `switched from ${res.switchedFrom} to ${res.mode}` : res.created ? `started in ${res.mode} mode` : `updated (${res.mode} mode)`;
         const changed = Object.entries(res.changes).map(([m, c]) => `${m} +${c.put}/-${c.del}`).join(', ');
         const upgraded = res.upgraded?.length ? `\nprograms upgraded in place: ${res.upgraded.map((u) => `${u.name} ${u.from} -> ${u.to}`).join(', ')}` : '';
-        return `sockmesh instance "${res.instance}" ${verb}${changed ? ` (${changed})` : ''}${upgraded}`;
+        const terminated = res.terminated ? `\nclosed ${res.terminated} connection(s) of removed endpoints (terminateOnRemove)` : '';
+        return `sockmesh instance "${res.instance}" ${verb}${changed ? ` (${changed})` : ''}${upgraded}${terminated}`;
       });
     });
 }

@@ -28,10 +28,13 @@ export interface ServiceConfig {
   endpoints?: Endpoint[];
   /** Kernel mode: 'client' keeps a client pod on its endpoint (absent: a random endpoint per connection). */
   affinity?: 'client';
+  /** Kernel mode: close the open connections to an endpoint when it leaves the list (absent: they finish). */
+  terminateOnRemove?: boolean;
 }
 
 export interface Endpoint {
   address: string;
+  /** 0: the port the connection asked for (a multi-port service's endpoints). */
   port: number;
   /** Relative share of new connections, 1..1000 (default 1). */
   weight: number;

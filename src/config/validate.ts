@@ -145,7 +145,7 @@ function pod(c: Checker, path: string, raw: unknown, node: { sidecar: SidecarCon
 }
 
 function service(c: Checker, path: string, raw: unknown): ServiceConfig | undefined {
-  const o = c.object(path, raw, ['name', 'addresses', 'ports', 'redirect', 'splice', 'mode', 'endpoints', 'affinity']);
+  const o = c.object(path, raw, ['name', 'addresses', 'ports', 'redirect', 'splice', 'mode', 'endpoints', 'affinity', 'terminateOnRemove']);
   if (!o) return undefined;
   let name = '';
   if (typeof o.name !== 'string' || !NAME_RE.test(o.name) || o.name.length > NAME_MAX) {
@@ -170,6 +170,11 @@ function service(c: Checker, path: string, raw: unknown): ServiceConfig | undefi
   return svc;
 }
 
+/** How an endpoint is written: address:port, or the address alone when it keeps the connection's port. */
+export function endpointName(e: { address: string; port: number }): string {
+  return e.port ? `${e.address}:${e.port}` : e.address;
+}
+
 /** At most this many endpoints per service: the Maglev table (1,021 slots) stays within ~3 % of even. */
 export const ENDPOINTS_MAX = 64;
 
@@ -187,6 +192,11 @@ function kernelMode(c: Checker, path: string, o: Record<string, unknown>, svc: S
     else if (!kernel) c.fail(join(path, 'affinity'), 'applies to mode: kernel only');
     else if (o.affinity === 'client') svc.affinity = 'client';
   }
+  if (o.terminateOnRemove !== undefined) {
+    const on = c.bool(join(path, 'terminateOnRemove'), o.terminateOnRemove);
+    if (on && !kernel) c.fail(join(path, 'terminateOnRemove'), 'applies to mode: kernel only');
+    else if (on) svc.terminateOnRemove = true;
+  }
   if (o.endpoints === undefined) return;
   const list = c.array(join(path, 'endpoints'), o.endpoints) ?? [];
   if (list.length > ENDPOINTS_MAX) c.fail(join(path, 'endpoints'), `lists ${list.length} endpoints, at most ${ENDPOINTS_MAX}`);
@@ -195,14 +205,14 @@ function kernelMode(c: Checker, path: string, o: Record<string, unknown>, svc: S
     const at = `${join(path, 'endpoints')}[${i}]`;
     const e = endpoint(c, at, raw);
     if (!e) return [];
-    const key = `${e.address}:${e.port}`;
+    const key = endpointName(e);
     if (seen.has(key)) return c.fail(at, `${key} is listed twice`) ?? [];
     seen.add(key);
     return [e];
   });
 }
 
-/** "a.b.c.d:port", or { address: "a.b.c.d:port", weight: n }. */
+/** "a.b.c.d[:port]", or { address: "a.b.c.d[:port]", weight: n }; without a port, the connection's own port. */
 function endpoint(c: Checker, at: string, raw: unknown): Endpoint | undefined {
   let text = raw;
   let weight = 1;
@@ -212,10 +222,10 @@ function endpoint(c: Checker, at: string, raw: unknown): Endpoint | undefined {
     text = o.address;
     if (o.weight !== undefined) weight = c.int(join(at, 'weight'), o.weight, 1, 1000) ?? 1;
   }
-  const m = typeof text === 'string' ? /^(.+):(\d+)$/.exec(text) : null;
-  if (!m) return c.fail(at, `must be IPV4:PORT or { address: IPV4:PORT, weight: N }, got ${kind(text)}`);
+  const m = typeof text === 'string' ? /^([^:]+)(?::(\d+))?$/.exec(text) : null;
+  if (!m) return c.fail(at, `must be IPV4[:PORT] or { address: IPV4[:PORT], weight: N }, got ${kind(text)}`);
   const address = c.ipv4(at, m[1]);
-  const port = c.port(at, Number(m[2]));
+  const port = m[2] === undefined ? 0 : c.port(at, Number(m[2]));
   return address === undefined || port === undefined ? undefined : { address, port, weight };
 }
 

@@ -33,6 +33,7 @@ function serve(host: string, port: number, name: string, mode: string): void {
       }
     }
     const rl = createInterface({ input: sock });
+    rl.on('error', () => undefined); // a reset connection: readline re-emits it; the socket's handler closes it
     rl.on('line', (line) => {
       sock.write(`${JSON.stringify({ server: name, local: `${sock.localAddress}:${sock.localPort}`, peer: `${sock.remoteAddress}:${sock.remotePort}`, line, origDst })}\n`);
     });
@@ -44,6 +45,7 @@ function serve(host: string, port: number, name: string, mode: string): void {
 function ask(host: string, port: number, localPort?: number): void {
   const sock = connect({ host, port, noDelay: true, ...(localPort ? { localAddress: '127.0.0.1', localPort } : {}) });
   const replies = createInterface({ input: sock });
+  replies.on('error', () => undefined); // readline re-emits the socket's error: reported by the socket's handler
   const pending: string[] = [];
   sock.on('connect', () => out({ event: 'connected', local: `${sock.localAddress}:${sock.localPort}`, remote: `${sock.remoteAddress}:${sock.remotePort}` }));
   sock.on('error', (e) => {

@@ -88,6 +88,25 @@ privileged('kernel mode: one pod', () => {
     client.close();
   });
 
+  it('with terminateOnRemove, closes the connections of a removed endpoint, and only those connect4 made for the service', async () => {
+    const all = endpoints(EPS.map((a) => [a, 1]));
+    await apply(service(`, mode: kernel, terminateOnRemove: true, endpoints: ${all}`));
+    const client = await mesh.client(VIP, 9080);
+    const gone = (await client.ask('before')).server;
+    const goneAddr = EPS[NAMES.indexOf(gone)];
+    const bystander = await mesh.client(goneAddr, 9080); // straight to the same address, no service
+    expect((await bystander.ask('x')).server).toBe(gone);
+    const from = client.proc.lines.length;
+    const r = await runCli(['up', '--cgroup', mesh.cgroup, '--config', mesh.writeConfig(service(`, mode: kernel, terminateOnRemove: true, endpoints: ${endpoints(EPS.filter((a) => a !== goneAddr).map((a) => [a, 1]))}`)), '--instance', instance]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/closed 1 connection\(s\) of removed endpoints/);
+    const err = await client.proc.waitForFrom(from, (l) => l.event === 'error', slow(10_000));
+    expect(err.message).toMatch(/ECONNABORTED|ECONNRESET/); // the socket was destroyed under the client
+    expect(await client.proc.exited).not.toBe(0);
+    expect((await bystander.ask('still')).server).toBe(gone);
+    bystander.close();
+  });
+
   it('refuses new connections with ECONNREFUSED when the service has no endpoint', async () => {
     await apply(service(', mode: kernel, endpoints: []'));
     await expect(mesh.client(VIP, 9080)).rejects.toThrow(/ECONNREFUSED/);
