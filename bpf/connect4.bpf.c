@@ -5,8 +5,6 @@
 #include "include/kernelmode.h"
 #include "include/policy.h"
 
-#define SOCK_STREAM 1
-
 SEC("cgroup/connect4")
 int sm_connect4(struct bpf_sock_addr *ctx)
 {
@@ -16,19 +14,22 @@ int sm_connect4(struct bpf_sock_addr *ctx)
 	struct sm_pod *pod;
 	__u64 cookie;
 
-	if (ctx->type != SOCK_STREAM || !sm_get_config(slot))
+	if ((ctx->type != SM_SOCK_STREAM && ctx->type != SM_SOCK_DGRAM) || !sm_get_config(slot))
+		return 1;
+	od.port = bpf_ntohs((__u16)ctx->user_port);
+	sm_addr_from_ip4(od.addr, ctx->user_ip4);
+	/* UDP is only ever a kernel-mode UDP service's: everything else leaves at one lookup. */
+	if (ctx->type == SM_SOCK_DGRAM && !sm_udp_service(slot, od.addr, od.port))
 		return 1;
 	pod = sm_find_pod(slot, bpf_get_netns_cookie(ctx));
 	if (!pod || !sm_in_pod_cgroup(pod))
 		return 1;
 	od.pod_id = pod->pod_id;
-	od.port = bpf_ntohs((__u16)ctx->user_port);
-	sm_addr_from_ip4(od.addr, ctx->user_ip4);
 	verdict = sm_decide(slot, pod, ctx->sk, ctx->user_ip4, od.addr, od.port, &od.service_id);
-	if (verdict == SM_LEAVE)
-		return 1;
 	if (verdict == SM_KERNEL)
-		return sm_connect_kernel(ctx, slot, pod, &od);
+		return sm_kernel_serves(sm_service_flags(slot, od.service_id), ctx->type) ? sm_connect_kernel(ctx, slot, pod, &od) : 1;
+	if (verdict == SM_LEAVE || ctx->type != SM_SOCK_STREAM)
+		return 1;
 	cookie = bpf_get_socket_cookie(ctx);
 	/* Without a record the sidecar could not find the destination: leave the connection alone. */
 	if (bpf_map_update_elem(&sm_cookie_dst, &cookie, &od, BPF_ANY)) {

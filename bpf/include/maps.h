@@ -111,6 +111,22 @@ struct {
 	__type(value, struct sm_origdst);
 } sm_cookie_svc SM_MAP;
 
+/* UDP sockets of kernel-mode services: the endpoint each socket uses for a service address, and
+ * the reverse, to show replies as the service's. Evicted when full (UDP sockets close unseen). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SM_MAX_CONNS);
+	__type(key, struct sm_udp_key);
+	__type(value, struct sm_backend);
+} sm_udp_pick SM_MAP;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SM_MAX_CONNS);
+	__type(key, struct sm_udp_key);
+	__type(value, struct sm_backend);
+} sm_udp_rev SM_MAP;
+
 /* Connections per endpoint of kernel-mode services. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);

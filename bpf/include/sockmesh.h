@@ -61,6 +61,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "sockmesh's codecs ass
 #define SM_SVC_AUTO (1u << 2)     /* splice pairs whose app sends with TCP_NODELAY (include/splice.h) */
 #define SM_SVC_KERNEL (1u << 3)   /* kernel L4 mode: connect straight to an endpoint, no sidecar */
 #define SM_SVC_AFFINITY (1u << 4) /* kernel mode: the endpoint follows the client pod, not chance */
+#define SM_SVC_UDP (1u << 5)      /* kernel mode: a UDP service (connect4 of UDP sockets, sendmsg4, recvmsg4), not TCP */
 
 /* sm_origdst.flags */
 #define SM_OD_SPLICED (1u << 0) /* the app's socket joined the sockhash: its peer joins too */
@@ -182,6 +183,15 @@ struct sm_backend {
 	__u16 _pad;
 };
 
+/* A UDP socket's endpoint for a service address (sm_udp_pick), and the service address an
+ * endpoint's replies are shown to come from (sm_udp_rev). */
+struct sm_udp_key {
+	__u64 cookie; /* the socket */
+	__u32 ip4;    /* network byte order: the service address (pick) or the endpoint (rev) */
+	__u16 port;
+	__u16 _pad;
+};
+
 /* Connections per endpoint of a kernel-mode service (per-CPU). */
 struct sm_endpoint_key {
 	__u32 service_id;
@@ -217,7 +227,9 @@ enum sm_stat {
 	SM_STAT_CONNECT_KERNEL = 15,  /* connect4 sent a kernel-mode service's connection to an endpoint */
 	SM_STAT_CONNECT_REFUSED = 16, /* connect4 refused a kernel-mode service without endpoints */
 	SM_STAT_GETPEERNAME = 17,     /* getpeername4 answered a kernel-mode connection with its service */
-	SM_STAT_MAX = 18,
+	SM_STAT_UDP_SEND = 18,        /* sendmsg4 sent a datagram of a kernel-mode UDP service to an endpoint */
+	SM_STAT_UDP_RECV = 19,        /* recvmsg4 showed an endpoint's reply as the service's */
+	SM_STAT_MAX = 20,
 };
 
 /* Per-service counters: index service_id * SM_SVC_STAT_MAX + stat of the per-CPU sm_svc_stats. */
@@ -242,5 +254,6 @@ _Static_assert(sizeof(struct sm_peer) == 16, "sm_peer layout");
 _Static_assert(sizeof(struct sm_backend_key) == 8, "sm_backend_key layout");
 _Static_assert(sizeof(struct sm_backend) == 8, "sm_backend layout");
 _Static_assert(sizeof(struct sm_endpoint_key) == 12, "sm_endpoint_key layout");
+_Static_assert(sizeof(struct sm_udp_key) == 16, "sm_udp_key layout");
 
 #endif

@@ -3,7 +3,7 @@
 // directly.
 import {
   CFG_ENABLED, POD_INCLUDE_ANY, POD_OUTBOUND_ALL, RULE_EXCLUDE, RULE_INCLUDE, RULE_LOCAL, SVC_AFFINITY, SVC_AUTO, SVC_KERNEL, SVC_REDIRECT,
-  SVC_SPLICE, backendCodec, backendKeyCodec, configCodec, lpmKeyCodec, podCodec, portKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, u32Codec, u64Codec, u8Codec,
+  SVC_SPLICE, SVC_UDP, backendCodec, backendKeyCodec, configCodec, lpmKeyCodec, podCodec, portKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, u32Codec, u64Codec, u8Codec,
 } from '../bpf/codecs.js';
 import { Codes, UserError } from '../errors.js';
 import { parseCidr } from '../net/addr.js';
@@ -139,7 +139,7 @@ export function serviceKeyCount(s: ServiceConfig): number {
 
 /** The sm_svc_state flags of a service. */
 export function serviceFlags(s: ServiceConfig): number {
-  if (s.mode === 'kernel') return (s.redirect ? SVC_REDIRECT : 0) | SVC_KERNEL | (s.affinity === 'client' ? SVC_AFFINITY : 0);
+  if (s.mode === 'kernel') return (s.redirect ? SVC_REDIRECT : 0) | SVC_KERNEL | (s.affinity === 'client' ? SVC_AFFINITY : 0) | (s.protocol === 'udp' ? SVC_UDP : 0);
   const splice = s.splice === 'always' ? SVC_SPLICE : s.splice === 'auto' ? SVC_AUTO : 0;
   return (s.redirect ? SVC_REDIRECT : 0) | splice;
 }

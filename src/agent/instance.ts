@@ -8,7 +8,7 @@ import { dirname } from 'node:path';
 import * as bpf from '../../native/libbpf.js';
 import { ensureBpffs, pinRoot } from '../bpf/bpffs.js';
 import { cgroup2Mount, checkAttachCgroup } from '../bpf/cgroup.js';
-import { AUTO_NAGLE_CLIENTS, COUNTER_NAMES, STATS, endpointKeyCodec, SVC_COUNTER_NAMES, SVC_STATS } from '../bpf/codecs.js';
+import { AUTO_NAGLE_CLIENTS, COUNTER_NAMES, STATS, backendCodec, endpointKeyCodec, SVC_COUNTER_NAMES, SVC_STATS } from '../bpf/codecs.js';
 import {
   attachAll, detach, detachAllFrom, findAttachedCgroups, isFullyPinned, loadAndPin, mapPath, missingPins, pinLayout, programStatus, recoverInterruptedUpgrade,
   sockmeshAttachments, unpin, upgradePrograms, type UpgradeResult,
@@ -432,6 +432,8 @@ export interface ServiceStatus {
   /** Kernel mode: its endpoints, and in eBPF mode the connections each was given since the instance started. */
   endpoints?: Array<{ address: string; port: number; weight: number; connections?: number }>;
   affinity?: 'client';
+  protocol?: 'udp';
+  terminateOnRemove?: boolean;
   /** splice: auto in eBPF mode, learned at each close: what the service's clients that connect
    * with Nagle on do later, and whether its last connection was a bulk stream. */
   auto?: { nagleClients: (typeof AUTO_NAGLE_CLIENTS)[number]; bulk: boolean; observed: number };
@@ -476,6 +478,13 @@ export async function closeRemovedEndpoints(maps: InstanceMaps, before: MeshConf
   where: { cgroup: string; netns?: string }): Promise<number> {
   const removed = removedEndpoints(before, after, ids);
   if (!removed.length) return 0;
+  // UDP has no connection to close: a socket's next datagram picks again.
+  const udp = new Set(after.services.filter((s) => s.protocol === 'udp').map((s) => s.name));
+  const gone = new Set(removed.filter((r) => udp.has(r.service)).map((r) => endpointName({ address: r.address, port: r.port })));
+  for (const { key, value } of gone.size ? maps.udpPick.rawEntries() : []) {
+    const to = backendCodec.decode(value);
+    if (gone.has(endpointName({ address: to.ip4, port: to.port }))) maps.udpPick.deleteRaw(key);
+  }
   const namespaces = after.pods.length ? after.pods.flatMap((p) => (p.netns ? [netnsPath(p.netns)] : []))
     : where.netns ? [netnsPath(where.netns)] : namespacesOfCgroup(where.cgroup);
   return terminateConnections(removed, [...new Set(namespaces)], (cookie) => maps.cookieSvc.get(cookie as unknown as number)?.serviceId);
@@ -531,7 +540,8 @@ export async function status(instanceName: string): Promise<InstanceStatus> {
   const rec = requireRecord(instanceName);
   const services: ServiceStatus[] = rec.config.services.map((s) => ({
     name: s.name, id: rec.serviceIds[s.name] ?? -1, addresses: s.addresses, ports: s.ports, redirect: s.redirect, splice: s.splice,
-    mode: s.mode ?? 'sidecar', ...(s.mode === 'kernel' ? { endpoints: (s.endpoints ?? []).map((e) => ({ ...e })), ...(s.affinity ? { affinity: s.affinity } : {}) } : {}),
+    mode: s.mode ?? 'sidecar', ...(s.mode === 'kernel' ? { endpoints: (s.endpoints ?? []).map((e) => ({ ...e })), ...(s.affinity ? { affinity: s.affinity } : {}),
+      ...(s.protocol ? { protocol: s.protocol } : {}), ...(s.terminateOnRemove ? { terminateOnRemove: true } : {}) } : {}),
   }));
   const common = {
     instance: rec.instance, mode: rec.mode, cgroup: rec.cgroup ?? null, netns: rec.netns ?? null,

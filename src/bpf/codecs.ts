@@ -13,6 +13,7 @@ export const SVC_SPLICE = 1 << 1;
 export const SVC_AUTO = 1 << 2;
 export const SVC_KERNEL = 1 << 3;
 export const SVC_AFFINITY = 1 << 4;
+export const SVC_UDP = 1 << 5;
 export const OD_SPLICED = 1 << 0;
 export const OD_AUTO = 1 << 1;
 export const OD_NAGLE_AT_CONNECT = 1 << 2;
@@ -205,6 +206,19 @@ export const endpointKeyCodec = struct<EndpointKey>('sm_endpoint_key', [
   ['_pad', 'pad16'],
 ]);
 
+export interface UdpKey {
+  cookie: bigint;
+  ip4: string;
+  port: number;
+}
+
+export const udpKeyCodec = struct<UdpKey>('sm_udp_key', [
+  ['cookie', 'u64', 'cookie'],
+  ['ip4', 'ip4be', 'ip4'],
+  ['port', 'u16', 'port'],
+  ['_pad', 'pad16'],
+]);
+
 export const u8Codec = scalar('__u8', 'u8');
 export const u16Codec = scalar('__u16', 'u16');
 export const u32Codec = scalar('__u32', 'u32');
@@ -230,7 +244,9 @@ export const STATS = {
   SM_STAT_CONNECT_KERNEL: 15,
   SM_STAT_CONNECT_REFUSED: 16,
   SM_STAT_GETPEERNAME: 17,
-  SM_STAT_MAX: 18,
+  SM_STAT_UDP_SEND: 18,
+  SM_STAT_UDP_RECV: 19,
+  SM_STAT_MAX: 20,
 } as const;
 
 /** enum sm_svc_stat: per-service counters. */
@@ -285,10 +301,12 @@ export const COUNTER_NAMES: Record<Exclude<keyof typeof STATS, 'SM_STAT_MAX'>, s
   SM_STAT_CONNECT_KERNEL: 'kernelConnects',
   SM_STAT_CONNECT_REFUSED: 'kernelRefused',
   SM_STAT_GETPEERNAME: 'getpeernameAnswers',
+  SM_STAT_UDP_SEND: 'udpSends',
+  SM_STAT_UDP_RECV: 'udpRepliesShownAsService',
 };
 
 /** Every struct codec, by C name, for the BTF layout check. */
 export const STRUCT_CODECS: Codec<unknown>[] = [
   configCodec, podCodec, svcKeyCodec, svcValCodec, svcStateCodec, portKeyCodec, lpmKeyCodec, tupleCodec, origDstCodec,
-  peerCodec, svcAutoCodec, backendKeyCodec, backendCodec, endpointKeyCodec,
+  peerCodec, svcAutoCodec, backendKeyCodec, backendCodec, endpointKeyCodec, udpKeyCodec,
 ] as Codec<unknown>[];

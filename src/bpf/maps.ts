@@ -6,7 +6,7 @@ import { BpfMap, PerCpuCounters } from './map.js';
 import type { Codec } from './codec.js';
 import {
   backendCodec, backendKeyCodec, configCodec, lpmKeyCodec, origDstCodec, podCodec, portKeyCodec, svcAutoCodec, svcKeyCodec, svcStateCodec, svcValCodec, tupleCodec,
-  u32Codec, u64Codec, u8Codec,
+  udpKeyCodec, u32Codec, u64Codec, u8Codec,
 } from './codecs.js';
 import { mapPath, type PinLayout } from './datapath.js';
 import type { MapName } from './programs.js';
@@ -35,6 +35,8 @@ export class InstanceMaps {
   readonly svcAuto;
   /** Kernel-mode connections: socket cookie -> the service address they asked for. */
   readonly cookieSvc;
+  /** Kernel-mode UDP: the endpoint each socket uses for a service. */
+  readonly udpPick;
   /** Spliced sockets: tuple -> socket cookie. */
   readonly sockhash;
   /** Per-pod counters: index pod_id * SM_STAT_MAX + stat. */
@@ -50,6 +52,7 @@ export class InstanceMaps {
       this.slots = [openSlot(open, 'a'), openSlot(open, 'b')];
       this.svcAuto = this.open('sm_svc_auto', u32Codec, svcAutoCodec);
       this.cookieSvc = this.open('sm_cookie_svc', u64Codec, origDstCodec);
+      this.udpPick = this.open('sm_udp_pick', udpKeyCodec, backendCodec);
       this.sockhash = this.open('sm_sockhash', tupleCodec, u64Codec);
       this.stats = this.counters('sm_stats');
       this.svcStats = this.counters('sm_svc_stats');

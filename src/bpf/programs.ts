@@ -24,6 +24,10 @@ export const PROGRAMS: readonly ProgramSpec[] = [
     feature: 'cgroup/getsockopt programs (BPF_PROG_TYPE_CGROUP_SOCKOPT)' },
   { name: 'sm_getpeername4', bpftoolType: 'getpeername4', attachType: AttachType.CGROUP_INET4_GETPEERNAME, target: 'cgroup',
     feature: 'cgroup/getpeername4 programs (BPF_PROG_TYPE_CGROUP_SOCK_ADDR, kernel 5.8)' },
+  { name: 'sm_sendmsg4', bpftoolType: 'sendmsg4', attachType: AttachType.CGROUP_UDP4_SENDMSG, target: 'cgroup',
+    feature: 'cgroup/sendmsg4 programs (BPF_PROG_TYPE_CGROUP_SOCK_ADDR, kernel 4.18)' },
+  { name: 'sm_recvmsg4', bpftoolType: 'recvmsg4', attachType: AttachType.CGROUP_UDP4_RECVMSG, target: 'cgroup',
+    feature: 'cgroup/recvmsg4 programs (BPF_PROG_TYPE_CGROUP_SOCK_ADDR, kernel 5.2)' },
   { name: 'sm_msg', bpftoolType: 'msg_verdict', attachType: AttachType.SK_MSG_VERDICT, target: 'sockhash',
     feature: 'sk_msg programs with bpf_msg_redirect_hash (BPF_PROG_TYPE_SK_MSG)' },
 ];
@@ -33,7 +37,7 @@ const SLOTTED = ['sm_pods', 'sm_services', 'sm_svc_state', 'sm_ports', 'sm_cidrs
 export const MAP_NAMES = [
   'sm_gen', 'sm_config',
   ...SLOTTED.flatMap((m) => [`${m}_a`, `${m}_b`] as const),
-  'sm_svc_auto', 'sm_cookie_dst', 'sm_tuple_dst', 'sm_sockhash', 'sm_peer_sk', 'sm_stats', 'sm_svc_stats', 'sm_cookie_svc', 'sm_endpoint_stats',
+  'sm_svc_auto', 'sm_cookie_dst', 'sm_tuple_dst', 'sm_sockhash', 'sm_peer_sk', 'sm_stats', 'sm_svc_stats', 'sm_cookie_svc', 'sm_endpoint_stats', 'sm_udp_pick', 'sm_udp_rev',
 ] as const;
 
 export type MapName = (typeof MAP_NAMES)[number];

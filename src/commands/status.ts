@@ -35,7 +35,7 @@ export function register(program: Command, out: () => Out): void {
         '',
         table([['SERVICE', 'ADDRESSES', 'PORTS', 'REDIRECT', 'MODE', 'SPLICE'], ...st.services.map((s) => [
           s.name, s.addresses.join(',') || '*', s.ports.join(','), `${s.redirect ? 'on' : 'off'}${agent?.overrides[s.name] ? ' (override)' : ''}`,
-          s.mode === 'kernel' ? `kernel (${s.endpoints?.length ?? 0} endpoints${s.affinity ? ', client affinity' : ''})` : 'sidecar',
+          s.mode === 'kernel' ? `kernel (${s.protocol === 'udp' ? 'udp, ' : ''}${s.endpoints?.length ?? 0} endpoints${s.affinity ? ', client affinity' : ''}${s.terminateOnRemove ? ', terminateOnRemove' : ''})` : 'sidecar',
           s.mode === 'kernel' ? '-' : s.auto ? `auto (${s.auto.bulk ? 'bulk: on the stack' : `Nagle-at-connect clients: ${s.auto.nagleClients}`})` : s.splice])]),
         ...(st.services.some((s) => s.endpoints?.length) ? ['', table([['SERVICE', 'ENDPOINT', 'WEIGHT', 'CONNECTIONS'],
           ...st.services.flatMap((s) => (s.endpoints ?? []).map((e) => [s.name, endpointName(e), String(e.weight), e.connections === undefined ? '-' : String(e.connections)]))])] : []),

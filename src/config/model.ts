@@ -28,6 +28,8 @@ export interface ServiceConfig {
   endpoints?: Endpoint[];
   /** Kernel mode: 'client' keeps a client pod on its endpoint (absent: a random endpoint per connection). */
   affinity?: 'client';
+  /** Kernel mode: 'udp' for a UDP service (absent: TCP). */
+  protocol?: 'udp';
   /** Kernel mode: close the open connections to an endpoint when it leaves the list (absent: they finish). */
   terminateOnRemove?: boolean;
 }

@@ -145,7 +145,7 @@ function pod(c: Checker, path: string, raw: unknown, node: { sidecar: SidecarCon
 }
 
 function service(c: Checker, path: string, raw: unknown): ServiceConfig | undefined {
-  const o = c.object(path, raw, ['name', 'addresses', 'ports', 'redirect', 'splice', 'mode', 'endpoints', 'affinity', 'terminateOnRemove']);
+  const o = c.object(path, raw, ['name', 'addresses', 'ports', 'redirect', 'splice', 'mode', 'endpoints', 'affinity', 'terminateOnRemove', 'protocol']);
   if (!o) return undefined;
   let name = '';
   if (typeof o.name !== 'string' || !NAME_RE.test(o.name) || o.name.length > NAME_MAX) {
@@ -191,6 +191,11 @@ function kernelMode(c: Checker, path: string, o: Record<string, unknown>, svc: S
     if (o.affinity !== 'none' && o.affinity !== 'client') c.fail(join(path, 'affinity'), `must be none or client, got ${kind(o.affinity)}`);
     else if (!kernel) c.fail(join(path, 'affinity'), 'applies to mode: kernel only');
     else if (o.affinity === 'client') svc.affinity = 'client';
+  }
+  if (o.protocol !== undefined) {
+    if (o.protocol !== 'tcp' && o.protocol !== 'udp') c.fail(join(path, 'protocol'), `must be tcp or udp, got ${kind(o.protocol)}`);
+    else if (o.protocol === 'udp' && !kernel) c.fail(join(path, 'protocol'), 'udp needs mode: kernel (the sidecar path carries TCP only)');
+    else if (o.protocol === 'udp') svc.protocol = 'udp';
   }
   if (o.terminateOnRemove !== undefined) {
     const on = c.bool(join(path, 'terminateOnRemove'), o.terminateOnRemove);

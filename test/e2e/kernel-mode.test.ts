@@ -136,6 +136,43 @@ privileged('kernel mode: one pod', () => {
     for (const c of [viaSidecar, direct, again]) c.close();
   });
 
+  it('UDP: each socket keeps the endpoint it was given, replies come from the service, getpeername() of a connected socket too', async () => {
+    await apply(`services:\n  - { name: dns, addresses: [${VIP}], ports: [5353], mode: kernel, protocol: udp, endpoints: ['${EPS[0]}', '${EPS[1]}'] }\n`);
+    // One UDP server per endpoint, answering with its own name.
+    for (const [i, ep] of EPS.slice(0, 2).entries()) {
+      const srv = mesh.topo.spawn('python3', ['-c', `import socket,sys
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('${ep}',5353)); print('{"event":"ready"}',flush=True)
+while True:
+    d,a=s.recvfrom(2048); s.sendto(b'${NAMES[i]} '+d,a)`], { netns: 'remote', cgroup: 'outside', label: `udp ${NAMES[i]}` });
+      await srv.waitFor((l) => l.event === 'ready', slow(10_000));
+    }
+    const client = mesh.topo.spawn('python3', ['-c', `import socket,json
+out=[]
+for n in range(20):
+    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(5)
+    names=set()
+    for i in range(3):
+        s.sendto(b'q%d' % i, ('${VIP}',5353)); d,a=s.recvfrom(2048); names.add(d.split()[0].decode()); src='%s:%d' % a
+    out.append({'names':sorted(names),'src':src}); s.close()
+c=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); c.settimeout(5); c.connect(('${VIP}',5353)); c.send(b'hi'); d=c.recv(2048)
+print(json.dumps({'event':'done','unconnected':out,'peer':'%s:%d' % c.getpeername(),'connected':d.split()[0].decode()}),flush=True)`], { cgroup: 'mesh', label: 'udp client' });
+    const done = await client.waitFor((l) => l.event === 'done', slow(30_000));
+    const unconnected = done.unconnected as Array<{ names: string[]; src: string }>;
+    expect(unconnected).toHaveLength(20);
+    for (const u of unconnected) {
+      expect(u.names).toHaveLength(1); // three datagrams of one socket, one endpoint
+      expect(u.src).toBe(`${VIP}:5353`); // the reply's source is the service
+    }
+    expect(new Set(unconnected.map((u) => u.names[0])).size).toBe(2); // 20 sockets reached both endpoints
+    expect(done.peer).toBe(`${VIP}:5353`);
+    expect(['e1', 'e2']).toContain(done.connected);
+    const st = await instanceStatus(instance);
+    // sendto/recvfrom of the unconnected sockets; the connected one's send()/recv() name no address.
+    expect(st.counters.udpSends).toBeGreaterThanOrEqual(60);
+    expect(st.counters.udpRepliesShownAsService).toBeGreaterThanOrEqual(60);
+    expect(st.services[0].endpoints!.reduce((n, e) => n + e.connections!, 0)).toBe(21); // 20 sockets + the connected one
+  });
+
   it('status and explain show the mode and the endpoints', async () => {
     await apply(service(`, mode: kernel, affinity: client, endpoints: ${endpoints([[EPS[0], 3], [EPS[1], 1]])}`));
     const st = await runCli(['status', '--instance', instance]);
