@@ -191,6 +191,19 @@ describe('Kubernetes source', () => {
     expect(rec.lines.some((l) => l.level === 'warn' && l.msg.startsWith('malformed annotation') && l.obj.object === 'a.shop')).toBe(true);
   });
 
+  it('a kernel-mode Service follows its EndpointSlices: endpoints come and go with them', async () => {
+    api.apply('services', serviceObject({ name: 'r', namespace: 'shop', clusterIP: '10.96.0.12', ports: [9080], annotations: { 'sockmesh.io/mode': 'kernel' } }));
+    api.apply('endpointslices', sliceObject({ name: 'r-1', namespace: 'shop', service: 'r', addresses: ['10.244.1.7', '10.244.2.8'], port: 9080 }));
+    start();
+    const eps = (c: MeshConfig) => c.services.find((x) => x.name === 'r.shop')?.endpoints?.map((e) => e.address);
+    await lastWith((c) => eps(c)?.join() === '10.244.1.7,10.244.2.8');
+    expect(last()!.services[0]).toMatchObject({ mode: 'kernel', ports: [9080] });
+    api.apply('endpointslices', sliceObject({ name: 'r-1', namespace: 'shop', service: 'r', addresses: ['10.244.2.8'], port: 9080 }));
+    await lastWith((c) => eps(c)?.join() === '10.244.2.8');
+    api.remove('endpointslices', 'shop', 'r-1');
+    await lastWith((c) => eps(c)?.length === 0); // no endpoint: connections are refused
+  });
+
   it('meshed pods of this node, found in either cgroup layout, with their annotations; a deleted pod leaves', async () => {
     const a = api.apply('pods', podObject({ name: 'web', namespace: 'shop', node: 'n1', ips: ['10.244.1.5'], istioProxy: true, annotations: { 'traffic.sidecar.istio.io/excludeOutboundPorts': '3306' } }));
     const b = api.apply('pods', podObject({ name: 'api', namespace: 'shop', node: 'n1', ips: ['10.244.1.6'], labels: { 'sockmesh.io/mesh': 'enabled' }, istioProxy: { runAsUser: 1500 } }));

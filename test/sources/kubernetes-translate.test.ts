@@ -121,6 +121,28 @@ describe('services', () => {
     expect(translateService(svc({ 'sockmesh.io/splice': 'sometimes' }), () => [])).toMatchObject({ kind: 'invalid', problems: [{ field: 'sockmesh.io/splice' }] });
   });
 
+  it('sockmesh.io/mode: kernel: the ready endpoints at their target ports, ClientIP affinity, UDP-only Services, terminate-on-remove', () => {
+    const slice = trimSlice(sliceObject({ name: 'r-1', service: 'reviews', namespace: 'shop', addresses: ['10.244.1.7', '10.244.2.8'], port: 9080 }) as unknown as KEndpointSlice);
+    slice.endpoints[1].conditions = { ready: false };
+    const k = svc({ 'sockmesh.io/mode': 'kernel' }, '10.96.0.10', [80]);
+    // Port 80 -> target port 9080 (by name, as Deployments usually name them).
+    k.spec.ports = [{ port: 80, protocol: 'TCP', name: 'http', targetPort: 'tcp-9080' }];
+    k.spec.sessionAffinity = 'ClientIP';
+    const t = translateService(k, () => [], () => [slice]);
+    expect(t).toEqual({ kind: 'ok', value: { name: 'reviews.shop', addresses: ['10.96.0.10'], ports: [80], redirect: true, mode: 'kernel', endpoints: ['10.244.1.7:9080'], affinity: 'client' } });
+    if (t.kind === 'ok') expect(validateService(t.value, 'x', 'test')).toMatchObject({ mode: 'kernel', affinity: 'client', endpoints: [{ address: '10.244.1.7', port: 9080, weight: 1 }] });
+    // Ports equal to their target ports: bare addresses, each connection keeps its port.
+    const multi = svc({ 'sockmesh.io/mode': 'kernel', 'sockmesh.io/terminate-on-remove': 'true' }, '10.96.0.10', [80, 443]);
+    expect(translateService(multi, () => [], () => [slice])).toMatchObject({ kind: 'ok', value: { ports: [80, 443], endpoints: ['10.244.1.7'], terminateOnRemove: true } });
+    multi.spec.ports![1].targetPort = 8443;
+    expect(translateService(multi, () => [], () => [slice])).toMatchObject({ kind: 'invalid', problems: [{ field: 'sockmesh.io/mode', message: expect.stringMatching(/other target ports/) }] });
+    const dns = svc({ 'sockmesh.io/mode': 'kernel' }, '10.96.0.10', [53]);
+    dns.spec.ports = [{ port: 53, protocol: 'UDP', targetPort: 53 }];
+    expect(translateService(dns, () => [], () => [slice])).toMatchObject({ kind: 'ok', value: { ports: [53], protocol: 'udp', endpoints: ['10.244.1.7'] } });
+    expect(translateService(svc({ 'sockmesh.io/mode': 'kernel' }, 'None', [80]), () => [], () => [slice])).toMatchObject({ kind: 'invalid', problems: [{ message: expect.stringMatching(/headless/) }] });
+    expect(translateService(svc({ 'sockmesh.io/mode': 'fast' }), () => [])).toMatchObject({ kind: 'invalid', problems: [{ field: 'sockmesh.io/mode' }] });
+  });
+
   it('a headless Service captures its ready IPv4 endpoints; ExternalName and UDP-only are skipped', () => {
     const slice = trimSlice(sliceObject({ name: 'db-1', service: 'db', addresses: ['10.244.1.7', '10.244.2.8'], port: 5432 }) as unknown as KEndpointSlice);
     slice.endpoints[1].conditions = { ready: false };

@@ -124,7 +124,8 @@ export class KubernetesSource implements Source {
 
   private translateService(name: string, s: KService): void {
     const prev = this.services.get(name);
-    const t = translateService(s, () => sliceAddresses(this.slices.get(name)?.values() ?? []));
+    const slices = () => this.slices.get(name)?.values() ?? [];
+    const t = translateService(s, () => sliceAddresses(slices()), slices);
     if (t.kind === 'invalid') {
       this.report({ kind: 'Service', apiVersion: 'v1', metadata: s.metadata }, t.problems);
       this.services.set(name, { svc: s, raw: prev?.raw, config: prev?.config });
@@ -159,9 +160,9 @@ export class KubernetesSource implements Source {
       if (!bySvc) this.slices.set(svc, bySvc = new Map());
       bySvc.set(s.metadata.name, s);
     }
-    // Only a headless Service takes its addresses from its endpoints.
+    // A headless Service takes its addresses from its endpoints, a kernel-mode one its endpoints.
     const known = this.services.get(svc);
-    if (known && known.svc.spec.clusterIP === 'None') this.translateService(svc, known.svc);
+    if (known && (known.svc.spec.clusterIP === 'None' || known.svc.metadata.annotations?.['sockmesh.io/mode'] === 'kernel')) this.translateService(svc, known.svc);
   }
 
   private onPod(p: KPod, deleted: boolean): void {

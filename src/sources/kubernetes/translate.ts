@@ -30,14 +30,17 @@ export interface KPod {
 
 export interface KService {
   metadata: Meta;
-  spec: { type?: string; clusterIP?: string; clusterIPs?: string[]; ports?: Array<{ port: number; protocol?: string }> };
+  spec: {
+    type?: string; clusterIP?: string; clusterIPs?: string[]; sessionAffinity?: string;
+    ports?: Array<{ port: number; protocol?: string; name?: string; targetPort?: number | string }>;
+  };
 }
 
 export interface KEndpointSlice {
   metadata: Meta;
   addressType: string;
   endpoints: Array<{ addresses: string[]; conditions?: { ready?: boolean | null } }>;
-  ports?: Array<{ port?: number | null; protocol?: string }> | null;
+  ports?: Array<{ port?: number | null; protocol?: string; name?: string | null }> | null;
 }
 
 const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
@@ -75,7 +78,10 @@ export function trimService(o: KService): KService {
   const s = o.spec ?? {};
   return {
     metadata: meta(o.metadata),
-    spec: { type: s.type, clusterIP: s.clusterIP, clusterIPs: s.clusterIPs, ports: (s.ports ?? []).map((p) => ({ port: p.port, protocol: p.protocol })) },
+    spec: {
+      type: s.type, clusterIP: s.clusterIP, clusterIPs: s.clusterIPs, sessionAffinity: s.sessionAffinity,
+      ports: (s.ports ?? []).map((p) => ({ port: p.port, protocol: p.protocol, name: p.name, targetPort: p.targetPort })),
+    },
   };
 }
 
@@ -84,7 +90,7 @@ export function trimSlice(o: KEndpointSlice): KEndpointSlice {
     metadata: meta(o.metadata),
     addressType: o.addressType,
     endpoints: (o.endpoints ?? []).map((e) => ({ addresses: e.addresses, conditions: { ready: e.conditions?.ready ?? null } })),
-    ports: o.ports?.map((p) => ({ port: p.port ?? null, protocol: p.protocol })) ?? null,
+    ports: o.ports?.map((p) => ({ port: p.port ?? null, protocol: p.protocol, name: p.name ?? null })) ?? null,
   };
 }
 
@@ -218,7 +224,7 @@ export function podCgroupCandidates(uid: string, qos: string): string[] {
 }
 
 /** A Service as a config file would list it (raw, validated by the caller), or why not. */
-export function translateService(s: KService, endpoints: () => string[]): Translation<Record<string, unknown>> {
+export function translateService(s: KService, endpoints: () => string[], slices: () => Iterable<KEndpointSlice> = () => []): Translation<Record<string, unknown>> {
   const a = s.metadata.annotations ?? {};
   const problems: Problem[] = [];
   let redirect = true;
@@ -233,7 +239,16 @@ export function translateService(s: KService, endpoints: () => string[]): Transl
     if (sp === 'auto' || sp === 'always' || sp === 'never') splice = sp;
     else problems.push({ field: 'sockmesh.io/splice', message: `must be auto, always or never, got ${JSON.stringify(sp.slice(0, 40))}` });
   }
+  const mode = a['sockmesh.io/mode'];
+  if (mode !== undefined && mode !== 'kernel' && mode !== 'sidecar') {
+    problems.push({ field: 'sockmesh.io/mode', message: `must be sidecar or kernel, got ${JSON.stringify(mode.slice(0, 40))}` });
+  }
+  const term = a['sockmesh.io/terminate-on-remove'];
+  if (term !== undefined && term !== 'true' && term !== 'false') {
+    problems.push({ field: 'sockmesh.io/terminate-on-remove', message: `must be "true" or "false", got ${JSON.stringify(term.slice(0, 40))}` });
+  }
   if (problems.length) return { kind: 'invalid', problems };
+  if (mode === 'kernel') return kernelService(s, redirect, term === 'true', slices);
   const type = s.spec.type ?? 'ClusterIP';
   if (type === 'ExternalName') return { kind: 'skip', reason: 'ExternalName: no address to capture' };
   const ports = [...new Set((s.spec.ports ?? []).filter((p) => (p.protocol ?? 'TCP') === 'TCP').map((p) => p.port))];
@@ -243,6 +258,40 @@ export function translateService(s: KService, endpoints: () => string[]): Transl
   const addresses = headless ? endpoints() : (s.spec.clusterIPs ?? (s.spec.clusterIP ? [s.spec.clusterIP] : [])).filter((ip) => isIPv4(ip));
   if (!addresses.length) return { kind: 'skip', reason: headless ? 'headless with no ready IPv4 endpoint' : 'no IPv4 cluster address' };
   return { kind: 'ok', value: { name: objectName(s.metadata), addresses, ports, redirect, splice } };
+}
+
+/**
+ * A Service with `sockmesh.io/mode: kernel`: its cluster addresses go straight to its ready
+ * endpoints (from its EndpointSlices) at their target port; sessionAffinity: ClientIP keeps a
+ * client pod on its endpoint. TCP ports, or the UDP ports of a UDP-only Service.
+ */
+function kernelService(s: KService, redirect: boolean, terminateOnRemove: boolean, slices: () => Iterable<KEndpointSlice>): Translation<Record<string, unknown>> {
+  const fail = (message: string): Translation<Record<string, unknown>> => ({ kind: 'invalid', problems: [{ field: 'sockmesh.io/mode', message }] });
+  if ((s.spec.type ?? 'ClusterIP') === 'ExternalName') return fail('kernel mode needs a cluster address; an ExternalName Service has none');
+  if (s.spec.clusterIP === 'None') return fail('kernel mode needs a cluster address; a headless Service has none (its clients connect to the endpoints already)');
+  const addresses = (s.spec.clusterIPs ?? (s.spec.clusterIP ? [s.spec.clusterIP] : [])).filter((ip) => isIPv4(ip));
+  if (!addresses.length) return { kind: 'skip', reason: 'no IPv4 cluster address' };
+  const all = s.spec.ports ?? [];
+  const tcp = all.filter((p) => (p.protocol ?? 'TCP') === 'TCP');
+  const chosen = tcp.length ? tcp : all.filter((p) => p.protocol === 'UDP');
+  if (!chosen.length) return { kind: 'skip', reason: 'no TCP or UDP ports' };
+  const list = [...slices()];
+  const named = new Map(list.flatMap((sl) => (sl.ports ?? []).filter((p) => p.name && p.port).map((p) => [p.name!, p.port!] as const)));
+  const targets = chosen.map((p) => (typeof p.targetPort === 'number' ? p.targetPort : typeof p.targetPort === 'string' ? named.get(p.targetPort) : p.port));
+  const same = chosen.every((p, i) => targets[i] === p.port);
+  if (!same && chosen.length > 1) return fail('its ports map to other target ports: kernel mode takes such a Service with one port (or target ports equal to its ports)');
+  const ips = sliceAddresses(list);
+  // A named target port the slices do not name yet: no endpoint to reach (connections are refused).
+  const endpoints = same ? ips : targets[0] === undefined ? [] : ips.map((ip) => `${ip}:${targets[0]}`);
+  return {
+    kind: 'ok',
+    value: {
+      name: objectName(s.metadata), addresses, ports: [...new Set(chosen.map((p) => p.port))], redirect, mode: 'kernel', endpoints,
+      ...(s.spec.sessionAffinity === 'ClientIP' ? { affinity: 'client' } : {}),
+      ...(!tcp.length ? { protocol: 'udp' } : {}),
+      ...(terminateOnRemove ? { terminateOnRemove: true } : {}),
+    },
+  };
 }
 
 /** The ready IPv4 endpoint addresses of a Service's slices, each once, sorted. */
