@@ -56,6 +56,7 @@ function fakeSlot(suffix: string) {
     svcState: new FakeMap(`sm_svc_state_${suffix}`, { maxEntries: SVC_STATE }, true, 4),
     ports: new FakeMap(`sm_ports_${suffix}`, { maxEntries: 64 }, false, 8),
     cidrs: new FakeMap(`sm_cidrs_${suffix}`, { maxEntries: 64 }, false, 28),
+    backends: new FakeMap(`sm_backends_${suffix}`, { maxEntries: 1021 * 64 }, false, 8),
   };
 }
 
@@ -80,7 +81,7 @@ function dumpAll(all: FakeMap[]): Record<string, string[]> {
 }
 
 const NAMES: Record<string, keyof DesiredMaps> = {
-  sm_pods: 'sm_pods', sm_services: 'sm_services', sm_svc_state: 'sm_svc_state', sm_ports: 'sm_ports', sm_cidrs: 'sm_cidrs',
+  sm_pods: 'sm_pods', sm_services: 'sm_services', sm_svc_state: 'sm_svc_state', sm_ports: 'sm_ports', sm_cidrs: 'sm_cidrs', sm_backends: 'sm_backends',
 };
 
 function desiredDump(d: DesiredMaps): Record<string, string[]> {
@@ -114,7 +115,12 @@ function randomConfig(r: () => number, services: number): string {
     const ports = addrs
       ? Array.from(new Set(Array.from({ length: 1 + pick(3) }, () => 8000 + pick(50)))).join(', ')
       : Array.from({ length: 1 + pick(3) }, (_, k) => 20000 + i * 3 + k).join(', ');
-    lines.push(`  - { name: s${pick(40)}x${i}, ${addrs ? `${addrs}, ` : ''}ports: [${ports}], redirect: ${pick(2) ? 'true' : 'false'}, splice: ${['auto', 'always', 'never'][pick(3)]} }`);
+    // One in six in kernel mode, with 0-3 endpoints (their Maglev tables in sm_backends).
+    const kernel = pick(6) === 0;
+    const mode = kernel
+      ? `mode: kernel, endpoints: [${Array.from({ length: pick(4) }, (_, k) => `10.1.${i}.${k + 1}${pick(2) ? ':80' : ''}`).join(', ')}]${pick(2) ? ', affinity: client' : ''}`
+      : `splice: ${['auto', 'always', 'never'][pick(3)]}`;
+    lines.push(`  - { name: s${pick(40)}x${i}, ${addrs ? `${addrs}, ` : ''}ports: [${ports}], redirect: ${pick(2) ? 'true' : 'false'}, ${mode} }`);
   }
   const exclPorts = Array.from(new Set(Array.from({ length: pick(64) }, () => 1 + pick(65535))));
   lines.push(`exclude: { outboundPorts: [${exclPorts.join(', ')}], outboundCIDRs: [${Array.from({ length: pick(5) }, (_, i) => `172.${16 + i}.${pick(255)}.0/24`).join(', ')}] }`);
