@@ -15,7 +15,6 @@ import {
   type PinLayout, type ProgramStatus,
 } from '../bpf/datapath.js';
 import { InstanceMaps } from '../bpf/maps.js';
-import { perCpuHashSums } from '../bpf/map.js';
 import { defaultObjectPath } from '../bpf/programs.js';
 import type { MeshConfig } from '../config/model.js';
 import { checkMode, endpointName } from '../config/validate.js';
@@ -491,8 +490,8 @@ export async function closeRemovedEndpoints(maps: InstanceMaps, before: MeshConf
 }
 
 /** Connections per endpoint of kernel-mode services, by "serviceId address:port" (since the instance started). */
-export function endpointCounters(layout: PinLayout): Map<string, number> {
-  return new Map(perCpuHashSums(mapPath(layout, 'sm_endpoint_stats')).map(({ key, sum }) => {
+export function endpointCounters(maps: InstanceMaps): Map<string, number> {
+  return new Map(maps.endpointSums().map(({ key, sum }) => {
     const k = endpointKeyCodec.decode(key);
     return [`${k.serviceId} ${endpointName({ address: k.ip4, port: k.port })}`, Number(sum)] as const;
   }));
@@ -565,7 +564,7 @@ export async function status(instanceName: string): Promise<InstanceStatus> {
   try {
     const all = readAllCounters(maps);
     const zeros = (names: Record<string, string>) => Object.fromEntries(Object.values(names).map((n) => [n, 0]));
-    const perEndpoint = endpointCounters(layout);
+    const perEndpoint = endpointCounters(maps);
     for (const s of common.services) {
       if (s.id < 0) continue;
       s.counters = all.services.get(s.id) ?? zeros(SVC_COUNTER_NAMES);

@@ -4,7 +4,7 @@
 import { createRequire } from 'node:module';
 import type * as Prom from 'prom-client';
 import type { InstanceMaps } from '../bpf/maps.js';
-import { readAllCounters } from './instance.js';
+import { endpointCounters, readAllCounters } from './instance.js';
 
 // prom-client's index also loads its Pushgateway (https, url and their dependencies: ~3 MiB of a
 // process the agent keeps small); the agent needs only these four, from the same package.
@@ -80,6 +80,20 @@ export class AgentMetrics {
           const service = services.get(id);
           if (!service) continue;
           for (const [outcome, v] of Object.entries(c)) if (v) this.inc({ service, outcome }, v);
+        }
+      },
+    });
+    new Counter({
+      name: 'sockmesh_endpoint_connections_total', help: 'Connections (UDP: sockets) kernel mode gave each endpoint of a service', labelNames: ['service', 'endpoint'], registers,
+      collect() {
+        this.reset();
+        const maps = kernel.maps();
+        if (!maps) return;
+        const { services } = kernel.names();
+        for (const [k, v] of endpointCounters(maps)) {
+          const [id, endpoint] = k.split(' ');
+          const service = services.get(Number(id));
+          if (service && v) this.inc({ service, endpoint }, v);
         }
       },
     });

@@ -2,7 +2,7 @@
 // are checked against the pinned maps on open). The config-driven maps exist once per slot
 // (sm_pods_a / sm_pods_b …); sm_gen names the slot the programs read. The connect4→sockops→
 // getsockopt hand-over maps (sm_cookie_dst, sm_tuple_dst, sm_peer_sk) are kernel-only.
-import { BpfMap, PerCpuCounters } from './map.js';
+import { BpfMap, PerCpuCounters, perCpuHashSums } from './map.js';
 import type { Codec } from './codec.js';
 import {
   backendCodec, backendKeyCodec, configCodec, lpmKeyCodec, origDstCodec, podCodec, portKeyCodec, svcAutoCodec, svcKeyCodec, svcStateCodec, svcValCodec, tupleCodec,
@@ -60,6 +60,11 @@ export class InstanceMaps {
       this.close();
       throw err;
     }
+  }
+
+  /** Connections per endpoint of kernel-mode services (sm_endpoint_stats, summed over CPUs). */
+  endpointSums(): Array<{ key: Buffer; sum: bigint }> {
+    return perCpuHashSums(mapPath(this.layout, 'sm_endpoint_stats'));
   }
 
   /** The slot the programs read now (0 or 1). */

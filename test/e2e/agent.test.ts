@@ -33,6 +33,7 @@ privileged('node agent', () => {
 services:
   - { name: reviews, addresses: [10.96.0.20], ports: [9080], redirect: ${reviewsRedirect} }
   - { name: ratings, addresses: [10.96.0.21], ports: [9080], splice: always }
+  - { name: details, addresses: [10.96.0.22], ports: [9080], mode: kernel, endpoints: ['127.0.0.11'] }
 pods:
   - { name: pod-a, cgroup: a, netns: ${node.pod('a').netns} }
   - { name: pod-b, cgroup: b, netns: ${node.pod('b').netns} }
@@ -179,6 +180,10 @@ ${extra}`;
     expect(rw(after) - rw(before)).toBe(3);
     expect(captured(after) - captured(before)).toBe(3);
     expect(value(after, 'sockmesh_map_entries', { map: 'pods' })).toBe(2);
+    // Kernel mode: connections per endpoint (nothing listens there: each connect is refused after the choice).
+    const toEndpoint = (f: Family[]) => value(f, 'sockmesh_endpoint_connections_total', { service: 'details', endpoint: '127.0.0.11' });
+    for (let i = 0; i < 2; i++) await node.spawn('b', 'bash', ['-c', 'exec 3<>/dev/tcp/10.96.0.22/9080'], 'kernel-mode connect').exited;
+    expect(toEndpoint(await metrics()) - toEndpoint(after)).toBe(2);
     expect(value(after, 'sockmesh_map_capacity', { map: 'services' })).toBe(65536);
     expect(after.find((f) => f.name === 'sockmesh_reconcile_duration_seconds')?.type).toBe('HISTOGRAM');
     expect(after.find((f) => f.name === 'sockmesh_build_info')?.metrics[0].labels?.version).toMatch(/^\d+\.\d+\.\d+$/);

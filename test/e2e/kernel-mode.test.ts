@@ -10,6 +10,7 @@ import { endpointCounters, status as instanceStatus } from '../../src/agent/inst
 import { MAGLEV_M, maglevTable } from '../../src/agent/maglev.js';
 import { pinLayout } from '../../src/bpf/datapath.js';
 import { pinRoot } from '../../src/bpf/bpffs.js';
+import { InstanceMaps } from '../../src/bpf/maps.js';
 import { NodeTopology } from '../../src/topology/node.js';
 import { runCli } from '../helpers/cli.js';
 import { Mesh, PEER } from '../helpers/mesh.js';
@@ -215,14 +216,19 @@ ${PODS.map((p) => `  - { name: ${p}, cgroup: ${p}, netns: ${node.pod(p).netns} }
   /** The endpoint each pod's connections went to (5 each; nothing listens: the kernel's per-endpoint count tells). */
   async function endpointsOfPods(): Promise<Record<string, string[]>> {
     const out: Record<string, string[]> = {};
-    for (const pod of PODS) {
-      const before = endpointCounters(pinLayout(pinRoot(instance)));
-      for (let i = 0; i < 5; i++) {
-        const p = node.spawn(pod, 'bash', ['-c', `exec 3<>/dev/tcp/${VIP}/9080`], `connect ${pod}`);
-        await p.exited; // refused: no server in the pod's namespace
+    const maps = new InstanceMaps(pinLayout(pinRoot(instance)));
+    try {
+      for (const pod of PODS) {
+        const before = endpointCounters(maps);
+        for (let i = 0; i < 5; i++) {
+          const p = node.spawn(pod, 'bash', ['-c', `exec 3<>/dev/tcp/${VIP}/9080`], `connect ${pod}`);
+          await p.exited; // refused: no server in the pod's namespace
+        }
+        const after = endpointCounters(maps);
+        out[pod] = [...after].filter(([k, n]) => n !== (before.get(k) ?? 0)).map(([k, n]) => `${k.split(' ')[1].split(':')[0]}x${n - (before.get(k) ?? 0)}`);
       }
-      const after = endpointCounters(pinLayout(pinRoot(instance)));
-      out[pod] = [...after].filter(([k, n]) => n !== (before.get(k) ?? 0)).map(([k, n]) => `${k.split(' ')[1].split(':')[0]}x${n - (before.get(k) ?? 0)}`);
+    } finally {
+      maps.close();
     }
     return out;
   }
