@@ -10,11 +10,15 @@ import { pinLayout } from '../../src/bpf/datapath.js';
 import { InstanceMaps } from '../../src/bpf/maps.js';
 import { pinRoot } from '../../src/bpf/bpffs.js';
 import { CAPACITY } from '../../src/config/capacity.js';
+import { PROGRAMS } from '../../src/bpf/programs.js';
 import { cliJson, runCli } from '../helpers/cli.js';
 import { Mesh } from '../helpers/mesh.js';
 import { attached, mapDump, natRules } from '../helpers/state.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
 import { slow } from '../helpers/slow.js';
+
+/** Cgroup programs an instance attaches (down detaches each). */
+const CGROUP_PROGRAMS = PROGRAMS.filter((p) => p.target === 'cgroup').length;
 
 const SVC = '10.96.0.20';
 const GOOD = `services:\n  - { name: reviews, addresses: [${SVC}], ports: [9080] }\n  - { name: ratings, addresses: [${SVC}], ports: [9081] }\n`;
@@ -122,16 +126,19 @@ privileged('hostile input and faults', () => {
           /services: 70000 service keys \(addresses × ports\), the kernel map sm_services holds 65536/],
         [`services: []\nexclude: { outboundPorts: [${many(20000, (i) => String(1 + i)).split('\n').join(', ')}] }`, /capture\.excludeOutboundPorts: 20000 excluded and included ports/],
         [`services: []\nexclude: { outboundCIDRs: [${many(20000, (i) => `10.${i >> 8}.${i & 255}.0/24`).split('\n').join(', ')}] }`, /capture\.excludeOutboundCIDRs: 20000 excluded and included CIDRs/],
+        [`services:\n${many(1100, (i) => `  - { name: k${i}, addresses: [10.2.${i >> 8}.${i & 255}], ports: [80], mode: kernel, endpoints: [10.3.0.1] }`)}`,
+          /services: 1123100 Maglev table slots \(1021 per kernel-mode service with endpoints\), the kernel map sm_backends holds 1048576/],
         [`services: []\npods:\n${many(1100, (i) => `  - { name: p${i}, cgroup: c${i}, netns: n${i} }`)}`, /pods: 1100 pods, the kernel map sm_pods holds 1024/],
       ];
-      // The capacities validation uses are the live maps' own.
+      // The capacities validation uses are the live maps' own (the Maglev table size is a constant, checked against the header).
+      const { maglevSlots: _slots, ...mapCapacities } = CAPACITY;
       const maps = new InstanceMaps(pinLayout(pinRoot(instance)));
       try {
         for (const slot of maps.slots) {
           expect({
             services: slot.svcState.info.maxEntries, serviceKeys: slot.services.info.maxEntries, pods: slot.pods.info.maxEntries,
-            portRules: slot.ports.info.maxEntries, cidrRules: slot.cidrs.info.maxEntries,
-          }).toEqual(CAPACITY);
+            portRules: slot.ports.info.maxEntries, cidrRules: slot.cidrs.info.maxEntries, backendSlots: slot.backends.info.maxEntries,
+          }).toEqual(mapCapacities);
         }
       } finally {
         maps.close();
@@ -252,7 +259,7 @@ privileged('hostile input and faults', () => {
     expect(conns.length).toBe(before + 1);
     expect(conns.at(-1)).toMatchObject({ originalDst: { address: SVC, port: 9081 } });
     const d = await cliJson<{ removed: boolean; detached: string[] }>(['down', '--instance', inst]);
-    expect(d.detached).toHaveLength(3);
+    expect(d.detached).toHaveLength(CGROUP_PROGRAMS);
     expect(existsSync(pinRoot(inst))).toBe(false);
     expect(existsSync(recordPath(inst))).toBe(false);
   }, slow(180_000));
@@ -297,7 +304,7 @@ privileged('hostile input and faults', () => {
         }
         const d = await cliJson<{ removed: boolean; detached: string[]; notes: string[] }>(['down', '--instance', inst]);
         expect(d.removed).toBe(true);
-        expect(d.detached).toHaveLength(3);
+        expect(d.detached).toHaveLength(CGROUP_PROGRAMS);
         expect(d.notes.join()).toMatch(/damaged/);
         expect(attached(cg).trim()).toBe('');
         expect(existsSync(recordPath(inst))).toBe(false);
