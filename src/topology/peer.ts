@@ -3,10 +3,14 @@
 //     (origdst: a stand-in sidecar listener that answers with the connection's SO_ORIGINAL_DST)
 //   ask --host H --port P [--local-port L]                 one request per stdin line, one JSON reply line each
 //     (--local-port binds 127.0.0.1:L first, so two pods' connections can share one 4-tuple)
-//   stream --host H --port P --bytes N                     sends N bytes, reads N echoed back, prints digests
+//   stream --host H --port P --bytes N [--chunk C] [--nodelay after|never] [--toggle-nodelay K]
+//                                                          sends N bytes, reads N echoed back, prints digests
 //   probe --host H --port P                                per stdin line captured|direct: connect until so, print ms
-//   repeat --host H --port P                               new connections one after another until stdin closes, then a summary
+//   repeat --host H --port P [--count N]                   new connections one after another until stdin closes, then a summary
+//   udp-serve --host H --port P --name N                   UDP: answers each datagram with "N <datagram>"
+//   udp-ask --host H --port P [--sockets S --each E]       UDP through a service: who answered, from which source
 import { createHash } from 'node:crypto';
+import { createSocket, type Socket as Socket4 } from 'node:dgram';
 import { connect, createServer, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
@@ -139,6 +143,50 @@ function repeat(host: string, port: number, count: number): void {
   once();
 }
 
+/** A UDP server answering each datagram with "<name> <datagram>" to its sender. */
+function udpServe(host: string, port: number, name: string): void {
+  const s = createSocket('udp4');
+  s.on('message', (msg, from) => s.send(Buffer.concat([Buffer.from(`${name} `), msg]), from.port, from.address));
+  s.bind(port, host, () => out({ event: 'ready', host, port }));
+  process.once('SIGTERM', () => process.exit(0));
+}
+
+/**
+ * UDP through a service: `sockets` unconnected sockets each send `each` datagrams with sendto and
+ * read the replies (which server answered, and the source address recvfrom showed), then one
+ * connected socket sends one and reads it back with its getpeername(). Prints
+ * {"event":"done","unconnected":[{"names":[…],"src":"a:p"}…],"peer":"a:p","connected":"<name>"}.
+ */
+async function udpAsk(host: string, port: number, sockets: number, each: number): Promise<void> {
+  const exchange = (s: Socket4, send: () => void) => new Promise<{ name: string; src: string }>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no UDP reply in 5 s')), 5000);
+    s.once('message', (msg, from) => {
+      clearTimeout(timer);
+      resolve({ name: msg.toString().split(' ')[0], src: `${from.address}:${from.port}` });
+    });
+    send();
+  });
+  const unconnected: Array<{ names: string[]; src: string }> = [];
+  for (let n = 0; n < sockets; n++) {
+    const s = createSocket('udp4');
+    const names = new Set<string>();
+    let src = '';
+    for (let i = 0; i < each; i++) {
+      const r = await exchange(s, () => s.send(`q${i}`, port, host));
+      names.add(r.name);
+      src = r.src;
+    }
+    unconnected.push({ names: [...names].sort(), src });
+    s.close();
+  }
+  const c = createSocket('udp4');
+  await new Promise<void>((resolve) => c.connect(port, host, resolve));
+  const peer = c.remoteAddress(); // getpeername()
+  const r = await exchange(c, () => c.send('hi'));
+  c.close();
+  out({ event: 'done', unconnected, peer: `${peer.address}:${peer.port}`, connected: r.name });
+}
+
 /** Deterministic bytes (xorshift), so both ends could regenerate them; digests compare the two. */
 function fill(buf: Buffer, seed: { s: number }): void {
   for (let i = 0; i < buf.length; i += 4) {
@@ -213,6 +261,8 @@ const { positionals, values } = parseArgs({
     chunk: { type: 'string', default: '65536' },
     nodelay: { type: 'string', default: 'after' },
     count: { type: 'string', default: '0' },
+    sockets: { type: 'string', default: '20' },
+    each: { type: 'string', default: '3' },
     'toggle-nodelay': { type: 'string', default: '0' },
     'local-port': { type: 'string' },
   },
@@ -224,7 +274,12 @@ switch (positionals[0]) {
   case 'stream': stream(values.host, port, Number(values.bytes), Number(values.chunk), values.nodelay, Number(values['toggle-nodelay'])); break;
   case 'probe': probe(values.host, port); break;
   case 'repeat': repeat(values.host, port, Number(values.count)); break;
+  case 'udp-serve': udpServe(values.host, port, values.name); break;
+  case 'udp-ask': udpAsk(values.host, port, Number(values.sockets), Number(values.each)).catch((e: Error) => {
+    out({ event: 'error', message: e.message });
+    process.exit(1);
+  }); break;
   default:
-    process.stderr.write('usage: peer serve|ask|stream|probe --host H --port P [...]\n');
+    process.stderr.write('usage: peer serve|ask|stream|probe|repeat|udp-serve|udp-ask --host H --port P [...]\n');
     process.exit(2);
 }
