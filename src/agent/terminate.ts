@@ -23,11 +23,12 @@ export interface RemovedEndpoint {
 
 /** Endpoints that services with terminateOnRemove had before and no longer have. */
 export function removedEndpoints(before: MeshConfig | undefined, after: MeshConfig, ids: ServiceIds): RemovedEndpoint[] {
-  if (!before) return [];
+  const watched = after.services.filter((s) => s.mode === 'kernel' && s.terminateOnRemove);
+  if (!before || !watched.length) return [];
+  const previous = new Map(before.services.map((b) => [b.name, b]));
   const out: RemovedEndpoint[] = [];
-  for (const s of after.services) {
-    if (s.mode !== 'kernel' || !s.terminateOnRemove) continue;
-    const was = before.services.find((b) => b.name === s.name);
+  for (const s of watched) {
+    const was = previous.get(s.name);
     if (was?.mode !== 'kernel') continue;
     const now = new Set((s.endpoints ?? []).map(endpointName));
     for (const e of was.endpoints ?? []) if (!now.has(endpointName(e))) out.push({ service: s.name, serviceId: ids[s.name], address: e.address, port: e.port });
