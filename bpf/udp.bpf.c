@@ -37,8 +37,8 @@ int sm_sendmsg4(struct bpf_sock_addr *ctx)
 			return sm_refuse(pod->pod_id, od.service_id);
 		to = *be;
 		bpf_map_update_elem(&sm_udp_pick, &pick, &to, BPF_ANY);
-		sm_udp_remember(pick.cookie, &to, od.port, &od);
-		sm_count_endpoint(pod->pod_id, od.service_id, &to, od.port);
+		sm_udp_remember(pick.cookie, &to, &od);
+		sm_count_endpoint(pod->pod_id, od.service_id, &to);
 	}
 	ctx->user_ip4 = to.ip4;
 	if (to.port)

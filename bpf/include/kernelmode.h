@@ -47,7 +47,7 @@ static __always_inline struct sm_backend *sm_pick_backend(struct bpf_sock_addr *
 }
 
 /* Counts a new connection (or UDP socket) given to an endpoint. */
-static __always_inline void sm_count_endpoint(__u32 pod_id, __u32 service_id, const struct sm_backend *be, __u16 port)
+static __always_inline void sm_count_endpoint(__u32 pod_id, __u32 service_id, const struct sm_backend *be)
 {
 	struct sm_endpoint_key ek = { .service_id = service_id, .ip4 = be->ip4, .port = be->port };
 	__u64 one = 1, *n;
@@ -71,9 +71,9 @@ static __always_inline int sm_refuse(__u32 pod_id, __u32 service_id)
 }
 
 /* Remembers that replies from the endpoint to this socket show as the service's (UDP). */
-static __always_inline void sm_udp_remember(__u64 cookie, const struct sm_backend *be, __u16 port, const struct sm_origdst *od)
+static __always_inline void sm_udp_remember(__u64 cookie, const struct sm_backend *be, const struct sm_origdst *od)
 {
-	struct sm_udp_key rev = { .cookie = cookie, .ip4 = be->ip4, .port = be->port ? be->port : port };
+	struct sm_udp_key rev = { .cookie = cookie, .ip4 = be->ip4, .port = be->port ? be->port : od->port };
 	struct sm_backend svc = { .ip4 = od->addr[3], .port = od->port };
 
 	bpf_map_update_elem(&sm_udp_rev, &rev, &svc, BPF_ANY);
@@ -101,11 +101,11 @@ static __always_inline int sm_connect_kernel(struct bpf_sock_addr *ctx, __u32 sl
 	if (bpf_map_update_elem(&sm_cookie_svc, &cookie, od, BPF_ANY))
 		sm_count(pod->pod_id, SM_STAT_ERROR);
 	if (ctx->type == SM_SOCK_DGRAM)
-		sm_udp_remember(cookie, be, od->port, od);
+		sm_udp_remember(cookie, be, od);
 	ctx->user_ip4 = be->ip4;
 	if (be->port) /* else the port asked for (a multi-port service) */
 		ctx->user_port = bpf_htons(be->port);
-	sm_count_endpoint(pod->pod_id, od->service_id, be, od->port);
+	sm_count_endpoint(pod->pod_id, od->service_id, be);
 	return 1;
 }
 

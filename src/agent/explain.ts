@@ -7,7 +7,7 @@
 import { POD_INCLUDE_ANY, POD_OUTBOUND_ALL, RULE_EXCLUDE, RULE_INCLUDE, RULE_LOCAL, SVC_AUTO, SVC_KERNEL, SVC_REDIRECT, SVC_SPLICE, lpmKeyCodec, podCodec, portKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, u64Codec, type SmPod } from '../bpf/codecs.js';
 import { InstanceMaps, type SlotMaps } from '../bpf/maps.js';
 import { pinLayout } from '../bpf/datapath.js';
-import type { MeshConfig, ServiceConfig } from '../config/model.js';
+import type { MeshConfig } from '../config/model.js';
 import { Codes, UserError } from '../errors.js';
 import { ipToBytes, isIp } from '../net/addr.js';
 import { assignServiceIds, compileDesired, type Entry, type ResolvedPod, type ServiceIds } from './desired.js';
@@ -166,8 +166,9 @@ function serviceName(cfg: MeshConfig, ids: ServiceIds, id: number | undefined) {
     : { name: name ?? `(id ${id})`, id, redirect: true, splice: 'auto', mode: 'sidecar' as const };
 }
 
-/** Where a kernel-mode service's connection goes (bpf/include/kernelmode.h). */
-function kernelTarget(s: ServiceConfig | undefined): string {
+/** Where a connection to a kernel-mode service (by name) goes (bpf/include/kernelmode.h). */
+function kernelTarget(cfg: MeshConfig, name: string | undefined): string {
+  const s = cfg.services.find((x) => x.name === name);
   const eps = s?.endpoints ?? [];
   if (!eps.length) return 'nowhere: the service has no endpoint, connect() fails with ECONNREFUSED';
   const list = eps.map((e) => `${endpointName(e)}${e.weight !== 1 ? ` (weight ${e.weight})` : ''}`).join(', ');
@@ -218,12 +219,11 @@ export async function explain(req: ExplainRequest): Promise<Explanation> {
       if (!pod) throw new UserError(Codes.INSTANCE_MISSING, `pod "${podName}" has no entry in the kernel's sm_pods (slot ${slot}): not meshed`);
       const d = decide(t, pod, req.uid, gid, addr, port, true);
       const service = serviceName(cfg, rec.serviceIds, d.serviceId);
-      const svcCfg = cfg.services.find((s) => s.name === service?.name);
       const splice = d.verdict === 'sidecar-outbound' && d.serviceId !== undefined
         ? spliceChoice(t.flags(d.serviceId), autoMemory(maps, d.serviceId))
         : d.verdict === 'sidecar-outbound' ? 'not spliced (no listed service)' : undefined;
       return {
-        ...base, slot, verdict: d.verdict, goesTo: d.verdict === 'kernel' ? kernelTarget(svcCfg) : goesTo(d.verdict, pod, addr, port), rule: d.rule, checks: d.checks,
+        ...base, slot, verdict: d.verdict, goesTo: d.verdict === 'kernel' ? kernelTarget(cfg, service?.name) : goesTo(d.verdict, pod, addr, port), rule: d.rule, checks: d.checks,
         ...(service ? { service } : {}), ...(splice ? { splice } : {}),
         other: d.verdict === 'kernel'
           ? { mode: 'iptables', verdict: 'sidecar-outbound', note: 'iptables mode has no kernel mode: it captures the service to the sidecar' }
@@ -252,7 +252,7 @@ export async function explain(req: ExplainRequest): Promise<Explanation> {
     rules: { netns: ns ?? null, rules: live.rules, inPlace: !live.missing.length && !live.extra.length, missing: live.missing, extra: live.extra },
     ...base, verdict: d.verdict, goesTo: goesTo(d.verdict, pod, addr, port), rule: d.rule, checks: d.checks, ...(service ? { service } : {}),
     other: service?.mode === 'kernel' && d.verdict === 'sidecar-outbound' ? {
-      mode: 'ebpf', verdict: 'kernel', note: `eBPF mode sends it to ${kernelTarget(cfg.services.find((s) => s.name === service.name))}`,
+      mode: 'ebpf', verdict: 'kernel', note: `eBPF mode sends it to ${kernelTarget(cfg, service.name)}`,
     } : {
       mode: 'ebpf', verdict: d.verdict,
       note: `eBPF mode decides alike in connect4${d.verdict === 'sidecar-outbound' && service ? `; its socket pair would be ${service.splice === 'always' ? 'spliced' : service.splice === 'never' ? 'not spliced' : `${AUTO_SPLICE_RULE} (splice: auto)`}` : ''}`,

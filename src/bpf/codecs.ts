@@ -15,9 +15,6 @@ export const SVC_KERNEL = 1 << 3;
 export const SVC_AFFINITY = 1 << 4;
 export const SVC_UDP = 1 << 5;
 export const OD_SPLICED = 1 << 0;
-export const OD_AUTO = 1 << 1;
-export const OD_NAGLE_AT_CONNECT = 1 << 2;
-export const PEER_AUTO = 1 << 0;
 /** sm_svc_auto.nagle_clients */
 export const AUTO_NAGLE_CLIENTS = ['unknown', 'turn-nodelay', 'stay-nagle'] as const;
 /** The config-driven maps exist once per slot; sm_gen names the active one. */
