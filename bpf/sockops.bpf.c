@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-/* sockops — established and closing connections (include/established.h). */
+/* sockops — established and closing connections (include/established.h), and the sidecars'
+ * inbound listeners. */
 #include "include/established.h"
 
 #define AF_INET 2
@@ -10,6 +11,10 @@ int sm_sockops(struct bpf_sock_ops *skops)
 	struct sm_tuple self;
 	__u32 op = skops->op;
 
+	if (op == BPF_SOCK_OPS_TCP_LISTEN_CB) {
+		sm_on_listen(skops);
+		return 1;
+	}
 	if (skops->family != AF_INET)
 		return 1;
 	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB &&

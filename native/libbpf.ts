@@ -155,6 +155,7 @@ export const AttachType = {
   CGROUP_UDP4_SENDMSG: 14,
   CGROUP_UDP4_RECVMSG: 19,
   CGROUP_INET4_GETPEERNAME: 29,
+  SK_LOOKUP: 36,
 } as const;
 
 /** Ids of the programs attached to a cgroup (or sockmap) fd for one attach type. */

@@ -76,6 +76,20 @@ static __always_inline void sm_on_passive(struct bpf_sock_ops *skops, struct sm_
 		sm_sockhash_add(skops, skops->sk, self, od);
 }
 
+/* A socket of a meshed pod starts listening: the pod's sidecar inbound listener (by its port) is
+ * where sk_lookup hands the pod's inbound connections (inbound.bpf.c). IPv4 or dual-stack. */
+static __always_inline void sm_on_listen(struct bpf_sock_ops *skops)
+{
+	struct sm_pod *pod = sm_find_pod(sm_active_slot(), bpf_get_netns_cookie(skops));
+	__u32 pod_id;
+
+	if (!pod || !pod->pod_id || skops->local_port != pod->inbound_port)
+		return;
+	pod_id = pod->pod_id;
+	if (bpf_sock_map_update(skops, &sm_listeners, &pod_id, BPF_ANY))
+		sm_count(pod_id, SM_STAT_ERROR);
+}
+
 /* A captured or spliced socket is closing. */
 static __always_inline void sm_on_close(struct bpf_sock_ops *skops, struct sm_tuple *self)
 {

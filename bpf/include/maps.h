@@ -82,6 +82,14 @@ SM_SLOTTED(sm_backends, {
 	__type(value, struct sm_backend);
 });
 
+/* Addresses of the node's meshed pods: which pod (and namespace) an address belongs to. */
+SM_SLOTTED(sm_local_addrs, {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SM_MAX_LOCAL_ADDRS);
+	__type(key, struct sm_addr_key);
+	__type(value, struct sm_local_pod);
+});
+
 /* Looks key up in the given slot of a slotted map: one call site per slot, so the verifier
  * sees a constant map at each. */
 #define SM_SLOT_LOOKUP(slot, name, key) \
@@ -161,6 +169,15 @@ struct {
 	__type(key, struct sm_tuple);
 	__type(value, struct sm_peer);
 } sm_peer_sk SM_MAP;
+
+/* Each pod's sidecar inbound listener, by pod id: sockops puts it here when it listens (the agent
+ * does for one that listened before), and sk_lookup hands inbound connections to it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
+	__uint(max_entries, SM_MAX_PODS + 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sm_listeners SM_MAP;
 
 /* Per-pod counters (index pod_id * SM_STAT_MAX + stat); pod 0 counts what belongs to no pod. */
 struct {

@@ -31,6 +31,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "sockmesh's codecs ass
 #define SM_MAGLEV_M 1021              /* slots of each kernel-mode service's Maglev table (a prime) */
 #define SM_MAX_BACKEND_SLOTS 1048576  /* table slots of all kernel-mode services (about 1,000 of them) */
 #define SM_MAX_ENDPOINT_STATS 65536   /* endpoints counted (service, address, port) */
+#define SM_MAX_LOCAL_ADDRS 4096       /* addresses of the node's meshed pods */
 
 /* The config-driven maps exist twice (slots a and b). Programs read the active slot, named by
  * sm_gen, once per decision; user space writes the other slot and then flips sm_gen with one
@@ -43,11 +44,15 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "sockmesh's codecs ass
 /* sm_pod.flags */
 #define SM_POD_OUTBOUND_ALL (1u << 0) /* capture every outbound TCP (istio-init), not only services */
 #define SM_POD_INCLUDE_ANY (1u << 1)  /* includeOutboundCIDRs is '*' */
+#define SM_POD_INBOUND (1u << 2)      /* inbound capture: connections to its app ports land on the sidecar's inbound listener */
+#define SM_POD_INBOUND_ALL (1u << 3)  /* includeInboundPorts is '*' (every port but the excluded ones) */
 
 /* Kinds of per-pod port and CIDR rules. */
 #define SM_RULE_EXCLUDE 0 /* excluded outbound port / CIDR */
 #define SM_RULE_INCLUDE 1 /* included outbound port / CIDR */
 #define SM_RULE_LOCAL 2   /* the pod's own addresses: traffic to them leaves through lo */
+#define SM_RULE_IN_EXCLUDE 3 /* excluded inbound port (Istio's own ports are always among them) */
+#define SM_RULE_IN_INCLUDE 4 /* included inbound port (without SM_POD_INBOUND_ALL) */
 
 /* service_id of a connection captured by a rule rather than by a listed service. */
 #define SM_NO_SERVICE 0xffffffffu
@@ -102,6 +107,18 @@ struct sm_pod {
 	__u16 outbound_port;
 	__u16 inbound_port;
 	__u32 flags;
+	__u32 _pad;
+};
+
+/* An address of a meshed pod (sm_local_addrs, node-wide): pod addresses are unique on a node, so
+ * the address names the pod, whichever namespace sees it. */
+struct sm_addr_key {
+	__u32 addr[4];
+};
+
+struct sm_local_pod {
+	__u64 netns; /* the pod's netns cookie */
+	__u32 pod_id;
 	__u32 _pad;
 };
 
@@ -229,7 +246,11 @@ enum sm_stat {
 	SM_STAT_GETPEERNAME = 17,     /* getpeername4 answered a kernel-mode connection with its service */
 	SM_STAT_UDP_SEND = 18,        /* sendmsg4 sent a datagram of a kernel-mode UDP service to an endpoint */
 	SM_STAT_UDP_RECV = 19,        /* recvmsg4 showed an endpoint's reply as the service's */
-	SM_STAT_MAX = 20,
+	SM_STAT_INBOUND = 20,         /* sk_lookup handed a connection to the pod's sidecar inbound listener */
+	SM_STAT_INBOUND_NO_LISTENER = 21, /* sk_lookup refused an inbound connection: the sidecar has no inbound listener */
+	SM_STAT_ORIGDST_INBOUND = 22, /* getsockopt answered SO_ORIGINAL_DST of an inbound connection (its own local address) */
+	SM_STAT_HOP_SPLICE = 23,      /* sockops spliced a hop between two local sockets that no capture made */
+	SM_STAT_MAX = 24,
 };
 
 /* Per-service counters: index service_id * SM_SVC_STAT_MAX + stat of the per-CPU sm_svc_stats. */
@@ -255,5 +276,7 @@ _Static_assert(sizeof(struct sm_backend_key) == 8, "sm_backend_key layout");
 _Static_assert(sizeof(struct sm_backend) == 8, "sm_backend layout");
 _Static_assert(sizeof(struct sm_endpoint_key) == 12, "sm_endpoint_key layout");
 _Static_assert(sizeof(struct sm_udp_key) == 16, "sm_udp_key layout");
+_Static_assert(sizeof(struct sm_addr_key) == 16, "sm_addr_key layout");
+_Static_assert(sizeof(struct sm_local_pod) == 16, "sm_local_pod layout");
 
 #endif

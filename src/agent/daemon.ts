@@ -24,7 +24,7 @@ import { configEntry, type ResolvedPod, type ServiceIds } from './desired.js';
 import { ServiceReconciler } from './incremental.js';
 import { reconcileMaps } from './reconcile.js';
 import { HttpServer, parseListen } from './http.js';
-import { applyConfig, closeRemovedEndpoints, down, podSummary, requireRoot, status, upLocked } from './instance.js';
+import { applyConfig, closeRemovedEndpoints, down, syncInbound, podSummary, requireRoot, status, upLocked } from './instance.js';
 import { acquireInstanceLock, type InstanceLock } from './lock.js';
 import { AgentMetrics } from './metrics.js';
 import { applyOverrides, OverrideStore } from './overrides.js';
@@ -397,6 +397,8 @@ export class NodeAgent {
       const terminated = await closeRemovedEndpoints(this.maps, rec.config, config, ids, { cgroup: rec.cgroup!, netns: rec.netns })
         .catch((err) => { log.error({ error: describe(err) }, 'terminateOnRemove: closing connections of removed endpoints failed'); return 0; });
       if (terminated) log.info({ terminated }, 'closed the connections of removed endpoints (terminateOnRemove)');
+      const inbound = await syncInbound(this.maps, this.pods.pods);
+      if (inbound.attached.length || inbound.detached.length || inbound.registered.length) log.info(inbound, 'inbound capture: pod namespaces and listeners');
       // The kernel has the new state now (the slot flipped); the record follows.
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
       this.record = {

@@ -2,8 +2,8 @@
 // entries each config-driven kernel map of one slot should hold. Pure: no I/O, so it is tested
 // directly.
 import {
-  CFG_ENABLED, POD_INCLUDE_ANY, POD_OUTBOUND_ALL, RULE_EXCLUDE, RULE_INCLUDE, RULE_LOCAL, SVC_AFFINITY, SVC_AUTO, SVC_KERNEL, SVC_REDIRECT,
-  SVC_SPLICE, SVC_UDP, backendCodec, backendKeyCodec, configCodec, lpmKeyCodec, podCodec, portKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, u32Codec, u64Codec, u8Codec,
+  CFG_ENABLED, POD_INBOUND, POD_INBOUND_ALL, POD_INCLUDE_ANY, POD_OUTBOUND_ALL, RULE_EXCLUDE, RULE_IN_EXCLUDE, RULE_IN_INCLUDE, RULE_INCLUDE, RULE_LOCAL, SVC_AFFINITY, SVC_AUTO, SVC_KERNEL, SVC_REDIRECT,
+  SVC_SPLICE, SVC_UDP, addrKeyCodec, backendCodec, backendKeyCodec, configCodec, localPodCodec, lpmKeyCodec, podCodec, portKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, u32Codec, u64Codec, u8Codec,
 } from '../bpf/codecs.js';
 import { Codes, UserError } from '../errors.js';
 import { parseCidr } from '../net/addr.js';
@@ -59,6 +59,7 @@ export interface DesiredMaps {
   sm_ports: Entry[];
   sm_cidrs: Entry[];
   sm_backends: Entry[];
+  sm_local_addrs: Entry[];
 }
 
 /** A pod as found on the node: what the kernel identifies it by. */
@@ -66,6 +67,8 @@ export interface ResolvedPod {
   name: string;
   /** netns cookie; 0n = any namespace (the single-pod form without --netns). */
   netnsCookie: bigint;
+  /** The namespace's path (absent: any namespace). */
+  netnsPath?: string;
   cgroupId: bigint;
   cgroupLevel: number;
   podId: number;
@@ -159,12 +162,32 @@ export function stateEntry(id: number, flags: number, svcStateSize: number): Str
   return strEntry(u32Codec, id, svcStateCodec, { flags });
 }
 
-/** The per-pod maps (sm_pods, sm_ports, sm_cidrs): small, compiled whole every time. */
-export function compilePods(pods: ResolvedPod[]): Pick<DesiredMaps, 'sm_pods' | 'sm_ports' | 'sm_cidrs'> {
+/** The sm_pods flags of a pod's capture options. */
+export function podFlags(capture: CaptureConfig): number {
+  const inboundAll = capture.includeInboundPorts === '*';
+  return (capture.outbound === 'all' ? POD_OUTBOUND_ALL : 0) | (capture.includeOutboundCIDRs.includes('*') ? POD_INCLUDE_ANY : 0)
+    | (inboundAll || capture.includeInboundPorts.length ? POD_INBOUND : 0) | (inboundAll ? POD_INBOUND_ALL : 0);
+}
+
+/** The per-pod maps (sm_pods, sm_ports, sm_cidrs, sm_local_addrs): small, compiled whole every time.
+ * An address claimed by two pods names neither (sm_local_addrs keys on the address alone). */
+export function compilePods(pods: ResolvedPod[]): Pick<DesiredMaps, 'sm_pods' | 'sm_ports' | 'sm_cidrs' | 'sm_local_addrs'> {
   const one = u8Codec.encode(1);
   const sm_pods: Entry[] = [];
   const sm_ports: Entry[] = [];
   const sm_cidrs: Entry[] = [];
+  const owners = new Map<string, ResolvedPod | null>();
+  for (const p of pods) {
+    if (!p.netnsCookie) continue; // the any-namespace pod has no addresses of its own to name
+    for (const c of p.localAddrs) {
+      const a = c.replace(/\/\d+$/, '');
+      owners.set(a, owners.has(a) ? null : p);
+    }
+  }
+  const sm_local_addrs = [...owners].filter(([, p]) => p).map(([addr, p]) => ({
+    key: addrKeyCodec.encode({ addr }),
+    value: localPodCodec.encode({ netns: p!.netnsCookie, podId: p!.podId }),
+  }));
   for (const p of pods) {
     const { capture, sidecar } = p;
     const includeAny = capture.includeOutboundCIDRs.includes('*');
@@ -179,10 +202,12 @@ export function compilePods(pods: ResolvedPod[]): Pick<DesiredMaps, 'sm_pods' | 
         outboundIp4: sidecar.address,
         outboundPort: sidecar.outboundPort,
         inboundPort: sidecar.inboundPort,
-        flags: (capture.outbound === 'all' ? POD_OUTBOUND_ALL : 0) | (includeAny ? POD_INCLUDE_ANY : 0),
+        flags: podFlags(capture),
       }),
     });
-    for (const [kind, ports] of [[RULE_EXCLUDE, capture.excludeOutboundPorts], [RULE_INCLUDE, capture.includeOutboundPorts]] as const) {
+    const inbound: Array<readonly [number, readonly number[]]> = [[RULE_IN_EXCLUDE, capture.excludeInboundPorts],
+      [RULE_IN_INCLUDE, capture.includeInboundPorts === '*' ? [] : capture.includeInboundPorts]];
+    for (const [kind, ports] of [[RULE_EXCLUDE, capture.excludeOutboundPorts], [RULE_INCLUDE, capture.includeOutboundPorts], ...inbound] as const) {
       for (const port of ports) sm_ports.push({ key: portKeyCodec.encode({ podId: p.podId, port, kind }), value: one });
     }
     sm_cidrs.push(
@@ -191,7 +216,7 @@ export function compilePods(pods: ResolvedPod[]): Pick<DesiredMaps, 'sm_pods' | 
       ...lpmEntries(p.podId, RULE_LOCAL, p.localAddrs),
     );
   }
-  return { sm_pods, sm_ports, sm_cidrs };
+  return { sm_pods, sm_ports, sm_cidrs, sm_local_addrs };
 }
 
 /** The entries of every config-driven map of a slot for this config and these pods. */

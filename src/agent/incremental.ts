@@ -17,14 +17,14 @@ interface SlotMemory {
   ids: ServiceIds;
   /** sm_svc_state as written, by service id. */
   flags: Uint32Array;
-  /** sm_pods, sm_ports, sm_cidrs as written (key -> value, latin1). */
+  /** sm_pods, sm_ports, sm_cidrs, sm_local_addrs as written (key -> value, latin1). */
   small: Map<SmallMap, Map<string, string>>;
   /** This slot's sm_config value (latin1). */
   config: string;
 }
 
-type SmallMap = 'sm_pods' | 'sm_ports' | 'sm_cidrs';
-const SMALL: Array<[SmallMap, 'pods' | 'ports' | 'cidrs']> = [['sm_pods', 'pods'], ['sm_ports', 'ports'], ['sm_cidrs', 'cidrs']];
+type SmallMap = 'sm_pods' | 'sm_ports' | 'sm_cidrs' | 'sm_local_addrs';
+const SMALL: Array<[SmallMap, 'pods' | 'ports' | 'cidrs' | 'localAddrs']> = [['sm_pods', 'pods'], ['sm_ports', 'ports'], ['sm_cidrs', 'cidrs'], ['sm_local_addrs', 'localAddrs']];
 
 export class ServiceReconciler {
   private readonly memory: [SlotMemory | undefined, SlotMemory | undefined] = [undefined, undefined];

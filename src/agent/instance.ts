@@ -7,6 +7,7 @@ import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import * as bpf from '../../native/libbpf.js';
 import { ensureBpffs, pinRoot } from '../bpf/bpffs.js';
+import { registerListeners, syncInboundLinks } from '../bpf/inbound.js';
 import { cgroup2Mount, checkAttachCgroup } from '../bpf/cgroup.js';
 import { AUTO_NAGLE_CLIENTS, COUNTER_NAMES, STATS, backendCodec, endpointKeyCodec, SVC_COUNTER_NAMES, SVC_STATS } from '../bpf/codecs.js';
 import {
@@ -143,7 +144,8 @@ async function ebpfUp(layout: PinLayout, cgroup: string, instance: string, confi
     record(ids);
     const terminated = await closeRemovedEndpoints(maps, prev?.config, config, ids, { cgroup, netns });
     const attached = await attachAll(layout, cgroup);
-    return { created, ids, report, attached: attached.map((p) => p.name), upgraded, terminated };
+    const inbound = await syncInbound(maps, pods);
+    return { created, ids, report, attached: [...attached.map((p) => p.name), ...inbound.attached.map((p) => `sm_inbound (pod ${p})`)], upgraded, terminated };
   } catch (err) {
     if (created) {
       maps?.close();
@@ -161,6 +163,15 @@ async function ebpfUp(layout: PinLayout, cgroup: string, instance: string, confi
   } finally {
     maps?.close();
   }
+}
+
+/**
+ * Inbound capture's per-pod pieces: sk_lookup on each meshed pod's namespace (off the ones no
+ * longer meshed), and the inbound listeners that listened before sockops could see them.
+ */
+export async function syncInbound(maps: InstanceMaps, pods: ResolvedPod[]): Promise<{ attached: string[]; detached: string[]; registered: string[] }> {
+  const links = syncInboundLinks(maps.layout, pods);
+  return { ...links, registered: await registerListeners(maps.listeners, pods) };
 }
 
 /**

@@ -60,7 +60,7 @@ async function resolveOne(p: PodConfig, parent: string, podId: number): Promise<
   } else if (p.addresses) {
     localAddrs = p.addresses.map((a) => `${a}/32`);
   }
-  return { name: p.name, netnsCookie: cookie, cgroupId: id, cgroupLevel: level, podId, localAddrs, sidecar: p.sidecar, capture: p.capture };
+  return { name: p.name, netnsCookie: cookie, ...(p.netns !== undefined ? { netnsPath: netnsPath(p.netns) } : {}), cgroupId: id, cgroupLevel: level, podId, localAddrs, sidecar: p.sidecar, capture: p.capture };
 }
 
 /** The pods of a config: the listed ones, or the one implicit pod of the single-pod form. */

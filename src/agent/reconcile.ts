@@ -60,6 +60,7 @@ const ORDER: Array<[keyof DesiredMaps, keyof SlotMaps, boolean]> = [
   ['sm_ports', 'ports', false],
   ['sm_cidrs', 'cidrs', false],
   ['sm_backends', 'backends', false],
+  ['sm_local_addrs', 'localAddrs', false],
 ];
 
 /** Deletes first: a hash map near its capacity has room for the new keys only once the old go. */

@@ -5,9 +5,13 @@ import { struct, scalar, type Codec } from './codec.js';
 export const CFG_ENABLED = 1 << 0;
 export const POD_OUTBOUND_ALL = 1 << 0;
 export const POD_INCLUDE_ANY = 1 << 1;
+export const POD_INBOUND = 1 << 2;
+export const POD_INBOUND_ALL = 1 << 3;
 export const RULE_EXCLUDE = 0;
 export const RULE_INCLUDE = 1;
 export const RULE_LOCAL = 2;
+export const RULE_IN_EXCLUDE = 3;
+export const RULE_IN_INCLUDE = 4;
 export const SVC_REDIRECT = 1 << 0;
 export const SVC_SPLICE = 1 << 1;
 export const SVC_AUTO = 1 << 2;
@@ -216,6 +220,23 @@ export const udpKeyCodec = struct<UdpKey>('sm_udp_key', [
   ['_pad', 'pad16'],
 ]);
 
+export interface AddrKey {
+  addr: string | null;
+}
+
+export const addrKeyCodec = struct<AddrKey>('sm_addr_key', [['addr', 'ip16', 'addr']]);
+
+export interface LocalPod {
+  netns: bigint;
+  podId: number;
+}
+
+export const localPodCodec = struct<LocalPod>('sm_local_pod', [
+  ['netns', 'u64', 'netns'],
+  ['pod_id', 'u32', 'podId'],
+  ['_pad', 'pad32'],
+]);
+
 export const u8Codec = scalar('__u8', 'u8');
 export const u16Codec = scalar('__u16', 'u16');
 export const u32Codec = scalar('__u32', 'u32');
@@ -243,7 +264,11 @@ export const STATS = {
   SM_STAT_GETPEERNAME: 17,
   SM_STAT_UDP_SEND: 18,
   SM_STAT_UDP_RECV: 19,
-  SM_STAT_MAX: 20,
+  SM_STAT_INBOUND: 20,
+  SM_STAT_INBOUND_NO_LISTENER: 21,
+  SM_STAT_ORIGDST_INBOUND: 22,
+  SM_STAT_HOP_SPLICE: 23,
+  SM_STAT_MAX: 24,
 } as const;
 
 /** enum sm_svc_stat: per-service counters. */
@@ -275,6 +300,7 @@ export const LIMITS = {
   SM_MAGLEV_M: 1021,
   SM_MAX_BACKEND_SLOTS: 1048576,
   SM_MAX_ENDPOINT_STATS: 65536,
+  SM_MAX_LOCAL_ADDRS: 4096,
   SM_SLOTS: SLOTS,
 } as const;
 
@@ -300,10 +326,15 @@ export const COUNTER_NAMES: Record<Exclude<keyof typeof STATS, 'SM_STAT_MAX'>, s
   SM_STAT_GETPEERNAME: 'getpeernameAnswers',
   SM_STAT_UDP_SEND: 'udpSends',
   SM_STAT_UDP_RECV: 'udpRepliesShownAsService',
+  SM_STAT_INBOUND: 'inboundToSidecar',
+  SM_STAT_INBOUND_NO_LISTENER: 'inboundRefusedNoListener',
+  SM_STAT_ORIGDST_INBOUND: 'origDstInbound',
+  SM_STAT_HOP_SPLICE: 'hopSplices',
 };
 
 /** Every struct codec, by C name, for the BTF layout check. */
 export const STRUCT_CODECS: Codec<unknown>[] = [
   configCodec, podCodec, svcKeyCodec, svcValCodec, svcStateCodec, portKeyCodec, lpmKeyCodec, tupleCodec, origDstCodec,
   peerCodec, svcAutoCodec, backendKeyCodec, backendCodec, endpointKeyCodec, udpKeyCodec,
+  addrKeyCodec, localPodCodec,
 ] as Codec<unknown>[];

@@ -9,6 +9,7 @@ import { closeSync, existsSync, mkdirSync, openSync, renameSync, rmSync, statSyn
 import * as bpf from '../../native/libbpf.js';
 import { Codes, NotSupportedError, SockmeshError } from '../errors.js';
 import { bpftool, bpftoolJson, BpftoolError } from './bpftool.js';
+import { inboundLinks, updateInboundLinks } from './inbound.js';
 import { MAP_NAMES, PROGRAMS, type MapName, type ProgramSpec } from './programs.js';
 
 export interface PinLayout {
@@ -103,6 +104,8 @@ export interface ProgramStatus {
   id: number;
   attachType: string;
   attached: boolean;
+  /** sk_lookup: the pod namespaces it is attached to. */
+  namespaces?: number;
 }
 
 /** Which of the instance's programs are attached where they belong. */
@@ -112,7 +115,10 @@ export function programStatus(layout: PinLayout, cgroup: string | undefined): Pr
     if (!existsSync(path)) return { name: p.name, id: 0, attachType: p.bpftoolType, attached: false };
     const id = withFd(path, (fd) => bpf.progId(fd, path));
     let attached = false;
-    if (p.target === 'cgroup') {
+    if (p.target === 'netns') {
+      const namespaces = inboundLinks(layout).length;
+      return { name: p.name, id, attachType: p.bpftoolType, attached: namespaces > 0, namespaces };
+    } else if (p.target === 'cgroup') {
       attached = cgroup !== undefined && existsSync(cgroup) && cgroupProgIds(cgroup, p.attachType).includes(id);
     } else {
       const m = mapPath(layout, 'sm_sockhash');
@@ -128,7 +134,8 @@ export async function attachAll(layout: PinLayout, cgroup: string): Promise<Prog
   const done: ProgramSpec[] = [];
   try {
     for (const p of PROGRAMS) {
-      if (status.find((s) => s.name === p.name)?.attached) continue;
+      // sk_lookup goes to each pod's namespace, with the pods (src/bpf/inbound.ts).
+      if (p.target === 'netns' || status.find((s) => s.name === p.name)?.attached) continue;
       try {
         if (p.target === 'cgroup') attachLink(layout, cgroup, p, progPath(layout, p));
         else await bpftool(['prog', 'attach', 'pinned', progPath(layout, p), p.bpftoolType, 'pinned', mapPath(layout, 'sm_sockhash')]);
@@ -180,7 +187,7 @@ export async function detach(layout: PinLayout, cgroup: string | undefined, whic
   const status = programStatus(layout, cgroup);
   for (const p of which) {
     const s = status.find((x) => x.name === p.name);
-    if (!s?.attached) continue;
+    if (!s?.attached || p.target === 'netns') continue; // its links go with the pins
     try {
       if (p.target === 'cgroup' && detachLink(layout, p)) continue;
       await bpftool(p.target === 'cgroup'
@@ -328,7 +335,9 @@ export async function upgradePrograms(layout: PinLayout, cgroup: string, objectP
       const next = progPath(stage, p);
       const old = progPath(layout, p);
       const was = before.find((s) => s.name === p.name)!;
-      if (p.target === 'sockhash') {
+      if (p.target === 'netns') {
+        undo.push(updateInboundLinks(layout, next, old));
+      } else if (p.target === 'sockhash') {
         const sockhash = mapPath(layout, 'sm_sockhash');
         await bpftool(['prog', 'attach', 'pinned', next, p.bpftoolType, 'pinned', sockhash]);
         undo.push(() => bpftool(['prog', 'attach', 'pinned', old, p.bpftoolType, 'pinned', sockhash]).then(() => undefined));

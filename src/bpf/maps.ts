@@ -5,7 +5,7 @@
 import { BpfMap, PerCpuCounters, perCpuHashSums } from './map.js';
 import type { Codec } from './codec.js';
 import {
-  backendCodec, backendKeyCodec, configCodec, lpmKeyCodec, origDstCodec, podCodec, portKeyCodec, svcAutoCodec, svcKeyCodec, svcStateCodec, svcValCodec, tupleCodec,
+  addrKeyCodec, backendCodec, backendKeyCodec, configCodec, localPodCodec, lpmKeyCodec, origDstCodec, podCodec, portKeyCodec, svcAutoCodec, svcKeyCodec, svcStateCodec, svcValCodec, tupleCodec,
   udpKeyCodec, u32Codec, u64Codec, u8Codec,
 } from './codecs.js';
 import { mapPath, type PinLayout } from './datapath.js';
@@ -19,6 +19,7 @@ function openSlot(open: <K, V>(name: MapName, key: Codec<K>, value: Codec<V>) =>
     ports: open(`sm_ports_${suffix}`, portKeyCodec, u8Codec),
     cidrs: open(`sm_cidrs_${suffix}`, lpmKeyCodec, u8Codec),
     backends: open(`sm_backends_${suffix}`, backendKeyCodec, backendCodec),
+    localAddrs: open(`sm_local_addrs_${suffix}`, addrKeyCodec, localPodCodec),
   };
 }
 
@@ -39,12 +40,14 @@ export class InstanceMaps {
   readonly udpPick;
   /** Spliced sockets: tuple -> socket cookie. */
   readonly sockhash;
+  /** Each pod's sidecar inbound listener: pod id -> socket cookie (write: a socket fd). */
+  readonly listeners;
   /** Per-pod counters: index pod_id * SM_STAT_MAX + stat. */
   readonly stats: PerCpuCounters;
   /** Per-service counters: index service_id * SM_SVC_STAT_MAX + stat. */
   readonly svcStats: PerCpuCounters;
 
-  constructor(private readonly layout: PinLayout) {
+  constructor(readonly layout: PinLayout) {
     try {
       const open = <K, V>(name: MapName, key: Codec<K>, value: Codec<V>) => this.open(name, key, value);
       this.gen = this.open('sm_gen', u32Codec, u32Codec);
@@ -54,6 +57,7 @@ export class InstanceMaps {
       this.cookieSvc = this.open('sm_cookie_svc', u64Codec, origDstCodec);
       this.udpPick = this.open('sm_udp_pick', udpKeyCodec, backendCodec);
       this.sockhash = this.open('sm_sockhash', tupleCodec, u64Codec);
+      this.listeners = this.open('sm_listeners', u32Codec, u64Codec);
       this.stats = this.counters('sm_stats');
       this.svcStats = this.counters('sm_svc_stats');
     } catch (err) {

@@ -9,8 +9,9 @@ export interface ProgramSpec {
   /** bpftool's attach type word. */
   bpftoolType: string;
   attachType: number;
-  /** 'cgroup': attached to the instance's cgroup; 'sockhash': to the sockhash map. */
-  target: 'cgroup' | 'sockhash';
+  /** 'cgroup': attached to the instance's cgroup; 'sockhash': to the sockhash map; 'netns': to
+   * each pod's network namespace (src/bpf/inbound.ts). */
+  target: 'cgroup' | 'sockhash' | 'netns';
   /** The kernel feature this program needs, as reported when it cannot be loaded or attached. */
   feature: string;
 }
@@ -28,16 +29,19 @@ export const PROGRAMS: readonly ProgramSpec[] = [
     feature: 'cgroup/sendmsg4 programs (BPF_PROG_TYPE_CGROUP_SOCK_ADDR, kernel 4.18)' },
   { name: 'sm_recvmsg4', bpftoolType: 'recvmsg4', attachType: AttachType.CGROUP_UDP4_RECVMSG, target: 'cgroup',
     feature: 'cgroup/recvmsg4 programs (BPF_PROG_TYPE_CGROUP_SOCK_ADDR, kernel 5.2)' },
+  { name: 'sm_inbound', bpftoolType: 'sk_lookup', attachType: AttachType.SK_LOOKUP, target: 'netns',
+    feature: 'sk_lookup programs with bpf_sk_assign (BPF_PROG_TYPE_SK_LOOKUP, kernel 5.9)' },
   { name: 'sm_msg', bpftoolType: 'msg_verdict', attachType: AttachType.SK_MSG_VERDICT, target: 'sockhash',
     feature: 'sk_msg programs with bpf_msg_redirect_hash (BPF_PROG_TYPE_SK_MSG)' },
 ];
 
-const SLOTTED = ['sm_pods', 'sm_services', 'sm_svc_state', 'sm_ports', 'sm_cidrs', 'sm_backends'] as const;
+const SLOTTED = ['sm_pods', 'sm_services', 'sm_svc_state', 'sm_ports', 'sm_cidrs', 'sm_backends', 'sm_local_addrs'] as const;
 
 export const MAP_NAMES = [
   'sm_gen', 'sm_config',
   ...SLOTTED.flatMap((m) => [`${m}_a`, `${m}_b`] as const),
   'sm_svc_auto', 'sm_cookie_dst', 'sm_tuple_dst', 'sm_sockhash', 'sm_peer_sk', 'sm_stats', 'sm_svc_stats', 'sm_cookie_svc', 'sm_endpoint_stats', 'sm_udp_pick', 'sm_udp_rev',
+  'sm_listeners',
 ] as const;
 
 export type MapName = (typeof MAP_NAMES)[number];

@@ -57,6 +57,7 @@ function fakeSlot(suffix: string) {
     ports: new FakeMap(`sm_ports_${suffix}`, { maxEntries: 64 }, false, 8),
     cidrs: new FakeMap(`sm_cidrs_${suffix}`, { maxEntries: 64 }, false, 28),
     backends: new FakeMap(`sm_backends_${suffix}`, { maxEntries: 1021 * 64 }, false, 8),
+    localAddrs: new FakeMap(`sm_local_addrs_${suffix}`, { maxEntries: 64 }, false, 16),
   };
 }
 
@@ -81,7 +82,7 @@ function dumpAll(all: FakeMap[]): Record<string, string[]> {
 }
 
 const NAMES: Record<string, keyof DesiredMaps> = {
-  sm_pods: 'sm_pods', sm_services: 'sm_services', sm_svc_state: 'sm_svc_state', sm_ports: 'sm_ports', sm_cidrs: 'sm_cidrs', sm_backends: 'sm_backends',
+  sm_pods: 'sm_pods', sm_services: 'sm_services', sm_svc_state: 'sm_svc_state', sm_ports: 'sm_ports', sm_cidrs: 'sm_cidrs', sm_backends: 'sm_backends', sm_local_addrs: 'sm_local_addrs',
 };
 
 function desiredDump(d: DesiredMaps): Record<string, string[]> {

@@ -38,7 +38,7 @@ const CASES: Case[] = [
   { name: 'sidecar to its own pod IP (inbound)', from: SIDECAR, to: `${POD_IP}:9090`, lands: 'inbound', origDst: `${POD_IP}:9090` },
   { name: 'sidecar to its own pod IP on 15008', from: SIDECAR, to: `${POD_IP}:15008`, lands: 'hbone' },
   { name: 'sidecar from 127.0.0.6 to its own pod IP', from: { ...SIDECAR, bind: '127.0.0.6' }, to: `${POD_IP}:9090`, lands: 'local-app' },
-  { name: 'peer to an app port', from: 'peer', to: `${POD_IP}:9090`, lands: 'inbound', origDst: `${POD_IP}:9090`, ebpf: { lands: 'local-app' } },
+  { name: 'peer to an app port', from: 'peer', to: `${POD_IP}:9090`, lands: 'inbound', origDst: `${POD_IP}:9090` },
   { name: 'peer to 15008', from: 'peer', to: `${POD_IP}:15008`, lands: 'hbone' },
   { name: 'peer to 15090', from: 'peer', to: `${POD_IP}:15090`, lands: 'prom' },
 ];
