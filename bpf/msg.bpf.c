@@ -2,7 +2,7 @@
 /* sk_msg — splice each message of a sockhash socket straight into its peer's ingress queue, when
  * that keeps the byte order and the peer's receive buffer (include/redirect.h); otherwise the
  * message takes the normal stack. */
-#include "include/addr.h"
+#include "include/inbound.h"
 #include "include/redirect.h"
 
 #define AF_INET 2
@@ -11,12 +11,14 @@ SEC("sk_msg")
 int sm_msg(struct sk_msg_md *msg)
 {
 	struct sm_tuple peer;
-	__u32 pod_id;
+	__u32 pod_id, remote_ip4;
 
 	if (msg->family != AF_INET)
 		return SK_PASS;
-	/* The peer socket is keyed by its own view of the connection: ours reversed. */
-	sm_tuple_ip4(&peer, bpf_get_netns_cookie(msg), msg->remote_ip4, SM_REMOTE_PORT(msg), msg->local_ip4,
+	/* The peer socket is keyed by its own view of the connection: ours reversed, in its namespace
+	 * (another pod's, for a hop between pods). */
+	remote_ip4 = msg->remote_ip4;
+	sm_tuple_ip4(&peer, sm_peer_netns(sm_active_slot(), bpf_get_netns_cookie(msg), remote_ip4), remote_ip4, SM_REMOTE_PORT(msg), msg->local_ip4,
 		     (__u16)msg->local_port);
 	switch (sm_msg_path(msg, &peer, &pod_id)) {
 	case SM_PATH_ORDER:

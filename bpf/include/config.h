@@ -31,6 +31,14 @@ static __always_inline __u32 sm_splice_queue_bytes(void)
 	return cfg ? cfg->splice_queue_bytes : 0;
 }
 
+/* sm_config.hop_splice of the active slot. */
+static __always_inline __u32 sm_hop_splice(__u32 slot)
+{
+	struct sm_config *cfg = bpf_map_lookup_elem(&sm_config, &slot);
+
+	return cfg ? cfg->hop_splice : SM_HOPS_NEVER;
+}
+
 /* The meshed pod of a network namespace: its own entry, else the any-namespace entry (0). */
 static __always_inline struct sm_pod *sm_find_pod(__u32 slot, __u64 netns)
 {

@@ -6,6 +6,7 @@
 #define SOCKMESH_ESTABLISHED_H
 
 #include "addr.h"
+#include "inbound.h"
 #include "splice.h"
 
 static __always_inline void sm_sockhash_add(struct bpf_sock_ops *skops, struct bpf_sock *sk, struct sm_tuple *self,
@@ -33,7 +34,37 @@ static __always_inline void sm_sockhash_add(struct bpf_sock_ops *skops, struct b
 		sm_count(pod_id, SM_STAT_SOCK_INSERT);
 }
 
-/* The app's socket, connected to the sidecar by connect4. */
+/* A connection no capture made, from a meshed pod to a meshed pod's address on this node (a
+ * sidecar's upstream to another pod, whose sidecar sk_lookup hands it to; a sidecar to its own
+ * app from 127.0.0.6): a hop both of whose ends are local sockets. Fills *od and says whether it
+ * is spliced (sm_config.hop_splice; auto: this socket sends each write at once). */
+static __always_inline int sm_hop(struct bpf_sock_ops *skops, struct bpf_sock *sk, const struct sm_tuple *self, struct sm_origdst *od)
+{
+	__u32 slot = sm_active_slot(), mode = sm_hop_splice(slot);
+	__u32 remote_ip4 = skops->remote_ip4;
+	struct tcp_sock *tp;
+	struct sm_pod *pod;
+
+	if (mode == SM_HOPS_NEVER || !sm_local_pod_of(slot, remote_ip4))
+		return 0;
+	pod = sm_find_pod(slot, self->netns);
+	if (!pod)
+		return 0;
+	if (mode == SM_HOPS_AUTO) {
+		tp = sk ? bpf_skc_to_tcp_sock(sk) : 0;
+		if (!tp || !sm_tcp_nodelay(tp))
+			return 0;
+	}
+	sm_addr_from_ip4(od->addr, remote_ip4);
+	od->port = self->dport;
+	od->flags = SM_OD_SPLICED | (mode == SM_HOPS_AUTO ? SM_OD_AUTO : 0);
+	od->service_id = SM_NO_SERVICE;
+	od->pod_id = pod->pod_id;
+	sm_count(od->pod_id, SM_STAT_HOP_SPLICE);
+	return 1;
+}
+
+/* The app's socket, connected to the sidecar by connect4; or a hop between local pods (sm_hop). */
 static __always_inline void sm_on_active(struct bpf_sock_ops *skops, struct sm_tuple *self)
 {
 	__u64 cookie = bpf_get_socket_cookie(skops);
@@ -44,13 +75,17 @@ static __always_inline void sm_on_active(struct bpf_sock_ops *skops, struct sm_t
 
 	if (!od) {
 		/* A kernel-mode connection (include/kernelmode.h): hear its close, to drop its record. */
-		if (bpf_map_lookup_elem(&sm_cookie_svc, &cookie))
+		if (bpf_map_lookup_elem(&sm_cookie_svc, &cookie)) {
 			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
-		return;
+			return;
+		}
+		if (!sm_hop(skops, sk, self, &copy))
+			return;
+	} else {
+		copy = *od;
+		bpf_map_delete_elem(&sm_cookie_dst, &cookie);
+		copy.flags |= sm_splice_mode(sm_active_slot(), copy.service_id, sk, copy.pod_id);
 	}
-	copy = *od;
-	bpf_map_delete_elem(&sm_cookie_dst, &cookie);
-	copy.flags |= sm_splice_mode(sm_active_slot(), copy.service_id, sk, copy.pod_id);
 	if (copy.flags & SM_OD_SPLICED)
 		sm_count_svc(copy.service_id, SM_SVC_STAT_SPLICED);
 	if (bpf_map_update_elem(&sm_tuple_dst, self, &copy, BPF_ANY)) {
@@ -63,13 +98,15 @@ static __always_inline void sm_on_active(struct bpf_sock_ops *skops, struct sm_t
 		sm_sockhash_add(skops, sk, self, &copy);
 }
 
-/* The sidecar's accepted socket: its peer's tuple is ours reversed, in the same namespace. */
+/* The sidecar's accepted socket (or a hop's server end): its peer's tuple is ours reversed, in
+ * the namespace of its address. */
 static __always_inline void sm_on_passive(struct bpf_sock_ops *skops, struct sm_tuple *self)
 {
+	__u32 remote_ip4 = skops->remote_ip4;
 	struct sm_tuple peer;
 	struct sm_origdst *od;
 
-	sm_tuple_ip4(&peer, self->netns, skops->remote_ip4, SM_REMOTE_PORT(skops), skops->local_ip4,
+	sm_tuple_ip4(&peer, sm_peer_netns(sm_active_slot(), self->netns, remote_ip4), remote_ip4, SM_REMOTE_PORT(skops), skops->local_ip4,
 		     (__u16)skops->local_port);
 	od = bpf_map_lookup_elem(&sm_tuple_dst, &peer);
 	if (od && (od->flags & SM_OD_SPLICED))

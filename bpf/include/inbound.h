@@ -14,6 +14,18 @@ static __always_inline struct sm_local_pod *sm_local_pod_of(__u32 slot, __u32 ip
 	return SM_SLOT_LOOKUP(slot, sm_local_addrs, &key);
 }
 
+/* The namespace of a connection's other end, from its address: a meshed pod's address names that
+ * pod's namespace (another pod on this node), anything else is in the socket's own namespace. */
+static __always_inline __u64 sm_peer_netns(__u32 slot, __u64 own, __u32 remote_ip4)
+{
+	struct sm_local_pod *lp;
+
+	if ((bpf_ntohl(remote_ip4) >> 24) == 127)
+		return own;
+	lp = sm_local_pod_of(slot, remote_ip4);
+	return lp ? lp->netns : own;
+}
+
 /* Whether a connection from remote_ip4 (network byte order) to the pod's port is inbound traffic
  * for its sidecar: inbound capture on, the port captured (Istio's own ports are always among the
  * excluded), and the client not the pod itself (loopback or its own addresses: istio-init's

@@ -41,6 +41,11 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "sockmesh's codecs ass
 /* sm_config.flags (node-wide) */
 #define SM_CFG_ENABLED (1u << 0) /* capture is on; a zeroed (unwritten) slot captures nothing */
 
+/* sm_config.hop_splice */
+#define SM_HOPS_AUTO 0   /* as splice: auto, without per-service memory: the connecting socket's TCP_NODELAY */
+#define SM_HOPS_NEVER 1
+#define SM_HOPS_ALWAYS 2
+
 /* sm_pod.flags */
 #define SM_POD_OUTBOUND_ALL (1u << 0) /* capture every outbound TCP (istio-init), not only services */
 #define SM_POD_INCLUDE_ANY (1u << 1)  /* includeOutboundCIDRs is '*' */
@@ -85,9 +90,11 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "sockmesh's codecs ass
 /* Node-wide runtime settings: one entry per slot in the sm_config array. */
 struct sm_config {
 	__u32 flags;
+	/* SM_HOPS_*: whether hops between two local pods' sockets that no capture made (a sidecar's
+	 * upstream to a pod on this node, a sidecar to its own app) are spliced. */
+	__u32 hop_splice;
 	/* Unused since splice: auto decides per message (they held its per-service vote's
 	 * thresholds); kept so a running instance's maps keep their layout across an upgrade. */
-	__u32 _pad1;
 	__u32 _pad2;
 	__u32 _pad3;
 	/* A spliced socket's peer takes redirected data while its receive memory is below the larger

@@ -533,7 +533,7 @@ function nodeSettings(path: string | undefined, caches: ReturnType<typeof newPar
   const e = readSource(path, caches);
   if (e.kind !== 'config') throw new UserError(Codes.CONFIG_INVALID, e.message);
   if (e.config.services.length || e.config.pods.length) {
-    throw new UserError(Codes.USAGE, `${path}: with --kubernetes the cluster lists the services and pods; the file may set only sidecar, capture, exclude and spliceQueueBytes`);
+    throw new UserError(Codes.USAGE, `${path}: with --kubernetes the cluster lists the services and pods; the file may set only sidecar, capture, exclude, spliceQueueBytes and spliceHops`);
   }
   return e.config;
 }

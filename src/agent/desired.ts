@@ -2,7 +2,7 @@
 // entries each config-driven kernel map of one slot should hold. Pure: no I/O, so it is tested
 // directly.
 import {
-  CFG_ENABLED, POD_INBOUND, POD_INBOUND_ALL, POD_INCLUDE_ANY, POD_OUTBOUND_ALL, RULE_EXCLUDE, RULE_IN_EXCLUDE, RULE_IN_INCLUDE, RULE_INCLUDE, RULE_LOCAL, SVC_AFFINITY, SVC_AUTO, SVC_KERNEL, SVC_REDIRECT,
+  CFG_ENABLED, HOPS, POD_INBOUND, POD_INBOUND_ALL, POD_INCLUDE_ANY, POD_OUTBOUND_ALL, RULE_EXCLUDE, RULE_IN_EXCLUDE, RULE_IN_INCLUDE, RULE_INCLUDE, RULE_LOCAL, SVC_AFFINITY, SVC_AUTO, SVC_KERNEL, SVC_REDIRECT,
   SVC_SPLICE, SVC_UDP, addrKeyCodec, backendCodec, backendKeyCodec, configCodec, localPodCodec, lpmKeyCodec, podCodec, portKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, u32Codec, u64Codec, u8Codec,
 } from '../bpf/codecs.js';
 import { Codes, UserError } from '../errors.js';
@@ -121,6 +121,7 @@ export function configEntry(cfg: MeshConfig, slot: number): Entry {
     key: u32Codec.encode(slot),
     value: configCodec.encode({
       flags: CFG_ENABLED,
+      hopSplice: HOPS[cfg.spliceHops],
       spliceQueueBytes: cfg.spliceQueueBytes,
     }),
   };

@@ -26,12 +26,17 @@ export const SLOTS = 2;
 
 export interface SmConfig {
   flags: number;
+  /** HOPS_* */
+  hopSplice: number;
   spliceQueueBytes: number;
 }
 
+/** sm_config.hop_splice, by spliceHops. */
+export const HOPS = { auto: 0, never: 1, always: 2 } as const;
+
 export const configCodec = struct<SmConfig>('sm_config', [
   ['flags', 'u32', 'flags'],
-  ['_pad1', 'pad32'],
+  ['hop_splice', 'u32', 'hopSplice'],
   ['_pad2', 'pad32'],
   ['_pad3', 'pad32'],
   ['splice_queue_bytes', 'u32', 'spliceQueueBytes'],

@@ -91,6 +91,10 @@ export interface MeshConfig {
   capture: CaptureConfig;
   /** How much redirected data a spliced socket may queue for its reader (at least its rcvbuf). */
   spliceQueueBytes: number;
+  /** Hops between two local pods' sockets that no capture made (a sidecar's upstream to a pod on
+   * this node, a sidecar to its own app): auto splices those whose client sends each write at
+   * once (TCP_NODELAY), as splice: auto does without per-service memory. */
+  spliceHops: SpliceMode;
   /** Listed pods; empty: the single-pod form (the --cgroup and --netns of the instance), unless
    * podsOnly. */
   pods: PodConfig[];

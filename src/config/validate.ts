@@ -267,7 +267,12 @@ export function validateConfig(raw: unknown, source: string, cache?: ServiceCach
     c.fail('', 'the config is empty; to mesh no services, write `services: []`');
     throw new ConfigError(source, c.issues);
   }
-  const top = c.object('', raw, ['sidecar', 'services', 'exclude', 'capture', 'autoSplice', 'spliceQueueBytes', 'pods']) ?? {};
+  const top = c.object('', raw, ['sidecar', 'services', 'exclude', 'capture', 'autoSplice', 'spliceQueueBytes', 'spliceHops', 'pods']) ?? {};
+  let spliceHops: SpliceMode = 'auto';
+  if (top.spliceHops !== undefined) {
+    if (SPLICE_MODES.includes(top.spliceHops as SpliceMode)) spliceHops = top.spliceHops as SpliceMode;
+    else c.fail('spliceHops', `must be one of ${SPLICE_MODES.join(', ')}, got ${kind(top.spliceHops)}`);
+  }
   const spliceQueueBytes = top.spliceQueueBytes === undefined ? SPLICE_QUEUE_DEFAULT
     : c.int('spliceQueueBytes', top.spliceQueueBytes, 65536, 64 * 1024 * 1024) ?? SPLICE_QUEUE_DEFAULT;
   if (top.services === undefined) c.fail('services', 'is required (write `services: []` to mesh no services)');
@@ -332,7 +337,7 @@ export function validateConfig(raw: unknown, source: string, cache?: ServiceCach
   checkCapacity(c, services, capture, pods);
 
   if (c.issues.length) throw new ConfigError(source, c.issues);
-  return { sidecar: sc, services, exclude: { outboundPorts, outboundCIDRs }, capture, spliceQueueBytes, pods };
+  return { sidecar: sc, services, exclude: { outboundPorts, outboundCIDRs }, capture, spliceQueueBytes, spliceHops, pods };
 }
 
 /** Every count against the kernel maps' capacity, so a config that cannot fit is refused whole. */
@@ -348,11 +353,12 @@ function checkCapacity(c: Checker, services: ServiceConfig[], capture: CaptureCo
   over('services', kernelServices * CAPACITY.maglevSlots, `Maglev table slots (${CAPACITY.maglevSlots} per kernel-mode service with endpoints)`, CAPACITY.backendSlots, 'sm_backends');
   // Every pod (or the one implicit pod) writes its own port and CIDR rules.
   const caps = pods.length ? pods.map((p, i) => [`pods[${i}].capture`, p.capture] as const) : [['capture', capture] as const];
-  const ports = caps.reduce((n, [, cp]) => n + cp.excludeOutboundPorts.length + cp.includeOutboundPorts.length, 0);
+  const ports = caps.reduce((n, [, cp]) => n + cp.excludeOutboundPorts.length + cp.includeOutboundPorts.length
+    + cp.excludeInboundPorts.length + (cp.includeInboundPorts === '*' ? 0 : cp.includeInboundPorts.length), 0);
   const cidrs = caps.reduce((n, [, cp]) => n + cp.excludeOutboundCIDRs.length + cp.includeOutboundCIDRs.filter((x) => x !== '*').length, 0)
     + pods.reduce((n, p) => n + (p.addresses?.length ?? 0), 0);
   const single = !pods.length;
-  over(single ? 'capture.excludeOutboundPorts' : 'pods', ports, single ? 'excluded and included ports (exclude.outboundPorts included)' : 'port rules (excluded and included ports of every pod)', CAPACITY.portRules, 'sm_ports');
+  over(single ? 'capture.excludeOutboundPorts' : 'pods', ports, single ? 'excluded and included ports, outbound and inbound (exclude.outboundPorts included)' : 'port rules (excluded and included ports of every pod, outbound and inbound)', CAPACITY.portRules, 'sm_ports');
   over(single ? 'capture.excludeOutboundCIDRs' : 'pods', cidrs, single ? 'excluded and included CIDRs (exclude.outboundCIDRs included)' : 'CIDR rules (excluded, included and own addresses of every pod)', CAPACITY.cidrRules, 'sm_cidrs');
 }
 

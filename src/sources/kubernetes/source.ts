@@ -249,7 +249,7 @@ export class KubernetesSource implements Source {
     const services = this.claimed([...this.services.values()].filter((s) => s.raw && s.config)
       .map((s) => ({ raw: s.raw!, config: s.config!, headless: s.svc.spec.clusterIP === 'None' })));
     const raw = {
-      sidecar: base.sidecar, capture: { ...base.capture, includeInboundPorts: base.capture.includeInboundPorts === '*' ? ['*'] : base.capture.includeInboundPorts }, spliceQueueBytes: base.spliceQueueBytes,
+      sidecar: base.sidecar, capture: { ...base.capture, includeInboundPorts: base.capture.includeInboundPorts === '*' ? ['*'] : base.capture.includeInboundPorts }, spliceQueueBytes: base.spliceQueueBytes, spliceHops: base.spliceHops,
       services, pods,
     };
     try {
