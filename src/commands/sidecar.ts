@@ -3,25 +3,24 @@ import type { Command } from 'commander';
 export function register(program: Command): void {
   program
     .command('sidecar')
-    .description('run sockmesh\'s pass-through sidecar: forward captured connections to their original destination')
-    .option('--address <ip>', 'listen address', '127.0.0.1')
+    .description('run sockmesh\'s pass-through sidecar: forward captured connections to their original destination (inbound ones from 127.0.0.6, Istio\'s passthrough source)')
+    .option('--address <ip>', 'outbound listen address', '127.0.0.1')
     .option('--outbound-port <port>', 'outbound listener port', '15001')
+    .option('--inbound-port <port>', 'inbound listener port (on every address); 0: no inbound listener', '15006')
     .option('--uid <uid>', 'drop to this uid after listening (the sidecar uid sockmesh never captures)')
     .option('--gid <gid>', 'drop to this gid after listening (default: --uid)')
     .option('--log-connections', 'print one JSON line per accepted connection with its original destination')
-    .action(async (opts: { address: string; outboundPort: string; uid?: string; gid?: string; logConnections?: boolean }) => {
+    .action(async (opts: { address: string; outboundPort: string; inboundPort: string; uid?: string; gid?: string; logConnections?: boolean }) => {
       const { startOutbound } = await import('../sidecar/outbound.js');
-      await startOutbound({
-        host: opts.address,
-        port: Number(opts.outboundPort),
-        onConnection: opts.logConnections ? (ev) => process.stdout.write(`${JSON.stringify({ event: 'connection', ...ev })}\n`) : undefined,
-      });
+      const onConnection = opts.logConnections ? (ev: object) => process.stdout.write(`${JSON.stringify({ event: 'connection', ...ev })}\n`) : undefined;
+      await startOutbound({ host: opts.address, port: Number(opts.outboundPort), onConnection });
+      if (Number(opts.inboundPort)) await startOutbound({ host: '0.0.0.0', port: Number(opts.inboundPort), onConnection, localAddress: '127.0.0.6' });
       if (opts.uid !== undefined) {
         process.setgroups?.([]);
         process.setgid!(Number(opts.gid ?? opts.uid));
         process.setuid!(Number(opts.uid));
       }
-      process.stdout.write(`${JSON.stringify({ event: 'ready', address: opts.address, port: Number(opts.outboundPort), uid: process.getuid?.() })}\n`);
+      process.stdout.write(`${JSON.stringify({ event: 'ready', address: opts.address, port: Number(opts.outboundPort), inboundPort: Number(opts.inboundPort), uid: process.getuid?.() })}\n`);
       await new Promise<void>((resolve) => {
         process.once('SIGTERM', resolve);
         process.once('SIGINT', resolve);

@@ -1,7 +1,8 @@
-// sockmesh's sidecar, outbound side: accept connections captured to the outbound port, read
-// where they were going (SO_ORIGINAL_DST, answered by the getsockopt program or by iptables NAT)
-// and forward them there. It drops to the sidecar uid/gid before it makes any upstream
-// connection, so capture never loops back into it.
+// sockmesh's pass-through sidecar: accept connections captured to the outbound (or inbound) port,
+// read where they were going (SO_ORIGINAL_DST, answered by the getsockopt program or by iptables
+// NAT) and forward them there. It drops to the sidecar uid/gid before it makes any upstream
+// connection, so capture never loops back into it; inbound connections go on to the app from
+// 127.0.0.6, Istio's passthrough source, which neither capture mode sends back to the sidecar.
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { originalDst } from '../../native/sockopt.js';
 
@@ -11,10 +12,14 @@ export interface OutboundOptions {
   /** Called once per accepted connection with what SO_ORIGINAL_DST said (or the error). */
   onConnection?: (event: ConnectionEvent) => void;
   connectTimeoutMs?: number;
+  /** Source address of the upstream connections (inbound: 127.0.0.6). */
+  localAddress?: string;
 }
 
 export interface ConnectionEvent {
   peer: string;
+  /** The port of the listener that accepted it (outbound or inbound). */
+  listener?: number;
   originalDst?: { address: string; port: number };
   error?: string;
 }
@@ -52,8 +57,9 @@ export function startOutbound(opts: OutboundOptions): Promise<Server> {
       client.destroy();
       return;
     }
-    opts.onConnection?.({ peer, originalDst: dst });
-    const upstream = connect({ host: dst.address, port: dst.port, noDelay: true, allowHalfOpen: true, timeout: opts.connectTimeoutMs ?? 5000 });
+    opts.onConnection?.({ peer, originalDst: dst, listener: opts.port });
+    const upstream = connect({ host: dst.address, port: dst.port, noDelay: true, allowHalfOpen: true, timeout: opts.connectTimeoutMs ?? 5000,
+      ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) });
     upstream.once('timeout', () => upstream.destroy(new Error('upstream connect timeout')));
     upstream.once('connect', () => upstream.setTimeout(0));
     splice(client, upstream);
