@@ -76,6 +76,8 @@ export class NodeAgent {
   readonly metrics: AgentMetrics;
   /** The last config the source produced that validated (before overrides). */
   private lastGood: MeshConfig | undefined;
+  /** Pods whose sidecar inbound listener the agent has looked for (sockops registers later ones). */
+  private readonly listenersSeen = new Set<bigint>();
   private sourceState: { stale: boolean; message?: string } = { stale: false };
   private serviceIds: ServiceIds = {};
   private podIds: ServiceIds = {};
@@ -397,7 +399,7 @@ export class NodeAgent {
       const terminated = await closeRemovedEndpoints(this.maps, rec.config, config, ids, { cgroup: rec.cgroup!, netns: rec.netns })
         .catch((err) => { log.error({ error: describe(err) }, 'terminateOnRemove: closing connections of removed endpoints failed'); return 0; });
       if (terminated) log.info({ terminated }, 'closed the connections of removed endpoints (terminateOnRemove)');
-      const inbound = await syncInbound(this.maps, this.pods.pods);
+      const inbound = await syncInbound(this.maps, this.pods.pods, this.listenersSeen);
       if (inbound.attached.length || inbound.detached.length || inbound.registered.length) log.info(inbound, 'inbound capture: pod namespaces and listeners');
       // The kernel has the new state now (the slot flipped); the record follows.
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;

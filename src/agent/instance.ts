@@ -169,9 +169,9 @@ async function ebpfUp(layout: PinLayout, cgroup: string, instance: string, confi
  * Inbound capture's per-pod pieces: sk_lookup on each meshed pod's namespace (off the ones no
  * longer meshed), and the inbound listeners that listened before sockops could see them.
  */
-export async function syncInbound(maps: InstanceMaps, pods: ResolvedPod[]): Promise<{ attached: string[]; detached: string[]; registered: string[] }> {
+export async function syncInbound(maps: InstanceMaps, pods: ResolvedPod[], seen?: Set<bigint>): Promise<{ attached: string[]; detached: string[]; registered: string[] }> {
   const links = syncInboundLinks(maps.layout, pods);
-  return { ...links, registered: await registerListeners(maps.listeners, pods) };
+  return { ...links, registered: await registerListeners(maps.listeners, pods, seen) };
 }
 
 /**

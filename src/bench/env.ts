@@ -57,12 +57,21 @@ export interface Sample {
   cpuUsec: number;
 }
 
-function cgroupUsageUsec(cg: string): number {
+/** What the bench runs its modes and workloads on (the single-pod topology here, src/bench/samenode.ts). */
+export interface BenchTopology {
+  /** Switches capture for new connections; the processes stay. */
+  setMode(mode: BenchMode): Promise<void>;
+  /** Runs one workload from the client pod; returns smload's figures and the CPU used. */
+  run(w: Workload, seconds: number): Promise<Sample>;
+  close(): Promise<void>;
+}
+
+export function cgroupUsageUsec(cg: string): number {
   const m = /usage_usec (\d+)/.exec(readFileSync(join(cg, 'cpu.stat'), 'utf8'));
   return m ? Number(m[1]) : 0;
 }
 
-export class BenchEnv {
+export class BenchEnv implements BenchTopology {
   private mode: BenchMode | undefined;
   private readonly dir = mkdtempSync(join(tmpdir(), 'sockmesh-bench-'));
   private readonly smload = join(packageRoot(), 'dist', 'smload');

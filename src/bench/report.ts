@@ -36,7 +36,10 @@ export function formatTable(res: BenchResult): string {
     ...(kernel ? ['kernel/…: eBPF kernel mode (no sidecar: a service without L7 policy) against iptables + sidecar and against direct.'] : []),
     `kernel ${res.kernel}; modes: ${res.modes.map((m) => `${m} = ${MODE_LABELS[m]}`).join('; ')}`,
   ];
-  return [line(header), ...rows.map(line), '', ...notes].join('\n');
+  const title = res.topology === 'same-node'
+    ? 'Same node: client pod -> its sidecar -> server pod\'s sidecar -> server app, two meshed pods on one node\'s bridge'
+    : 'Single pod: client pod -> its sidecar -> a server in a remote namespace';
+  return [title, '', line(header), ...rows.map(line), '', ...notes].join('\n');
 }
 
 const COLORS: Record<BenchMode, string> = {

@@ -2,12 +2,19 @@
 // with min–max spread and ratios against iptables and direct, all measured in this one run.
 import { requireRoot } from '../agent/instance.js';
 import { checkInterrupted } from '../util/interrupt.js';
-import { BenchEnv, MODES, type BenchMode } from './env.js';
+import { BenchEnv, MODES, type BenchMode, type BenchTopology } from './env.js';
+import { SameNodeEnv } from './samenode.js';
 import { ratio, spread, type Spread } from './stats.js';
 import { WORKLOADS, type Metric, type Workload } from './workloads.js';
 
+/** single: a client pod and a remote server (today's table); same-node: two meshed pods of one
+ * node, each with its own sidecar. */
+export type Topology = 'single' | 'same-node';
+export const TOPOLOGIES: Topology[] = ['single', 'same-node'];
+
 export interface BenchOptions {
   quick: boolean;
+  topology?: Topology;
   repeats?: number;
   seconds?: number;
   modes?: BenchMode[];
@@ -29,6 +36,7 @@ export interface BenchRow {
 }
 
 export interface BenchResult {
+  topology: Topology;
   startedAt: string;
   kernel: string;
   repeats: number;
@@ -69,10 +77,12 @@ export async function runBench(opts: BenchOptions, progress: (msg: string) => vo
   requireRoot();
   const repeats = opts.repeats ?? (opts.quick ? 1 : 5);
   const seconds = opts.seconds ?? (opts.quick ? 0.3 : 1);
-  const modes = opts.modes ?? MODES;
+  const topology = opts.topology ?? 'single';
+  // Kernel mode has no same-node row: its client still reaches the server pod's sidecar inbound.
+  const modes = (opts.modes ?? MODES).filter((m) => topology === 'single' || m !== 'ebpf-kernel');
   const workloads = WORKLOADS.filter((w) => !opts.workloads || opts.workloads.includes(w.id));
   const samples: BenchResult['samples'] = {};
-  const env = await BenchEnv.create(`bench${process.pid}`);
+  const env: BenchTopology = topology === 'single' ? await BenchEnv.create(`bench${process.pid}`) : await SameNodeEnv.create(`bn${process.pid}`);
   const total = repeats * modes.length * workloads.length;
   let done = 0;
   const orders: BenchMode[][] = [];
@@ -90,7 +100,7 @@ export async function runBench(opts: BenchOptions, progress: (msg: string) => vo
           // Let deferred kernel work of the previous mode (socket teardown, RCU) finish first.
           await new Promise((res) => setTimeout(res, settleMs));
           done += 1;
-          progress(`[${done}/${total}] repeat ${r + 1}/${repeats} ${w.id} ${mode}`);
+          progress(`[${done}/${total}] ${topology} repeat ${r + 1}/${repeats} ${w.id} ${mode}`);
           const s = await env.run(w, seconds);
           const perMode = (samples[mode] ??= {});
           (perMode[w.id] ??= []).push({ ...s.result, cpuUsec: s.cpuUsec, ...Object.fromEntries(w.metrics.map((m) => [m.metric, figure(w, m.metric, s)])) });
@@ -119,7 +129,7 @@ export async function runBench(opts: BenchOptions, progress: (msg: string) => vo
       });
     }
   }
-  return { startedAt: new Date().toISOString(), kernel, repeats, secondsPerRun: seconds, modes, orders, rows, samples };
+  return { topology, startedAt: new Date().toISOString(), kernel, repeats, secondsPerRun: seconds, modes, orders, rows, samples };
 }
 
 const EBPF_MODES: BenchMode[] = ['ebpf-capture', 'ebpf-splice', 'ebpf-default'];

@@ -100,14 +100,17 @@ async function listenerIn(netnsPath: string, port: number): Promise<{ pid: numbe
 
 /**
  * Registers the inbound listener of every pod with inbound capture that has none registered yet
- * (it listened before sockmesh, or before the pod was meshed). Returns the pods registered; a pod
- * whose sidecar does not listen yet is left to sockops, which registers it when it does.
+ * (it listened before sockmesh, or before the pod was meshed). Returns the pods registered. Each
+ * pod is looked at once (`seen`, by netns cookie, kept by the agent across applies): a sidecar
+ * that starts listening later is registered by sockops as it listens.
  */
-export async function registerListeners(listeners: BpfMap<number, number>, pods: readonly ResolvedPod[]): Promise<string[]> {
+export async function registerListeners(listeners: BpfMap<number, number>, pods: readonly ResolvedPod[], seen = new Set<bigint>()): Promise<string[]> {
   const done: string[] = [];
   for (const p of pods) {
     const inbound = p.capture.includeInboundPorts === '*' || p.capture.includeInboundPorts.length > 0;
-    if (!inbound || !p.netnsPath || listeners.get(p.podId) !== undefined) continue;
+    if (!inbound || !p.netnsPath || seen.has(p.netnsCookie)) continue;
+    seen.add(p.netnsCookie);
+    if (listeners.get(p.podId) !== undefined) continue;
     const l = await listenerIn(p.netnsPath, p.sidecar.inboundPort);
     if (!l) continue;
     const fd = copyFd(l.pid, l.fd);

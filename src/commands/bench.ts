@@ -15,6 +15,7 @@ interface BenchOpts {
   seconds?: string;
   modes?: string;
   workloads?: string;
+  topology?: string;
   agent?: boolean;
   kubernetes?: boolean;
   soak?: boolean;
@@ -47,14 +48,16 @@ export function register(program: Command): void {
     .option('--seconds <s>', 'seconds per measurement (default 1, quick 0.3)')
     .option('--modes <list>', `comma-separated subset of ${MODES.join(',')}`)
     .option('--workloads <list>', `comma-separated subset of ${WORKLOADS.map((w) => w.id).join(',')}`)
+    .option('--topology <list>', 'single (a client pod and a remote server), same-node (two meshed pods of one node, each with its own sidecar; no kernel-mode row), or both', 'single,same-node')
     .option('--agent', 'measure the node agent instead: 10,000-service apply, file switch latency, RSS, idle CPU (--quick: 1,000 services)')
     .option('--kubernetes', 'measure the agent following a cluster instead: initial sync of 10,000 Services and 50,000 endpoints from a local API server, RSS, annotation change -> kernel (--quick: 1,000)')
     .option('--soak', 'a soak run of the agent instead: mixed load, service switches and agent restarts; samples RSS, descriptors and map entries, fails on growth')
     .option('--minutes <n>', 'with --soak: how long (default 10)')
     .addHelpText('after', `
-Builds its own namespaces (pod + remote server), cgroups and an HAProxy sidecar, runs the smload
-client against every mode on the same processes, and removes everything afterwards. Compare
-ratios within one run: the machine may be shared and noisy.`)
+Builds its own namespaces (pod + remote server; for same-node, two pods on a bridge), cgroups and
+HAProxy sidecars, runs the smload client against every mode on the same processes, and removes
+everything afterwards. One table per topology. Compare ratios within one run: the machine may be
+shared and noisy.`)
     .action(async (opts: BenchOpts) => {
       if (opts.soak) {
         const minutes = opts.minutes === undefined ? 10 : Number(opts.minutes);
@@ -87,16 +90,30 @@ ratios within one run: the machine may be shared and noisy.`)
       const tty = process.stderr.isTTY;
       const progress = (m: string) => process.stderr.write(tty ? `\r\x1b[K${m}` : `${m}\n`);
       installInterruptHandlers();
-      const [{ runBench }, { formatTable, toSvg }] = await Promise.all([import('../bench/run.js'), import('../bench/report.js')]);
-      const res = await runBench({ quick: !!opts.quick, modes, workloads, repeats, seconds }, progress, release());
+      const [{ runBench, TOPOLOGIES }, { formatTable, toSvg }] = await Promise.all([import('../bench/run.js'), import('../bench/report.js')]);
+      const topologies = list('topology', opts.topology, TOPOLOGIES)!;
+      if (modes?.length === 1 && modes[0] === 'ebpf-kernel' && topologies.includes('same-node')) {
+        throw new UserError(Codes.USAGE, 'the same-node topology has no kernel-mode row: add other modes, or --topology single');
+      }
+      const results = [];
+      for (const topology of topologies) results.push(await runBench({ quick: !!opts.quick, topology, modes, workloads, repeats, seconds }, progress, release()));
       if (tty) process.stderr.write('\r\x1b[K');
+      // One JSON: the first topology's result, the same-node one beside it when both ran.
+      const same = results.find((r) => r.topology === 'same-node');
+      const res = results[0].topology === 'single' && same ? { ...results[0], sameNode: same } : results[0];
+      const written: string[] = [];
       if (opts.out) {
         mkdirSync(opts.out, { recursive: true });
         writeFileSync(join(opts.out, 'bench.json'), `${JSON.stringify(res, null, 2)}\n`);
-        writeFileSync(join(opts.out, 'bench.svg'), toSvg(res));
+        written.push(join(opts.out, 'bench.json'));
+        for (const r of results) {
+          const svg = join(opts.out, r.topology === 'single' ? 'bench.svg' : 'bench-same-node.svg');
+          writeFileSync(svg, toSvg(r));
+          written.push(svg);
+        }
       }
-      process.stdout.write(opts.json ? `${JSON.stringify(res, null, 2)}\n` : `${formatTable(res)}\n`);
-      if (opts.out && !opts.json) process.stdout.write(`wrote ${join(opts.out, 'bench.json')} and ${join(opts.out, 'bench.svg')}\n`);
+      process.stdout.write(opts.json ? `${JSON.stringify(res, null, 2)}\n` : `${results.map(formatTable).join('\n\n')}\n`);
+      if (written.length && !opts.json) process.stdout.write(`wrote ${written.join(', ')}\n`);
     });
 }
 

@@ -30,7 +30,7 @@ export function register(program: Command, out: () => Out): void {
           ...st.pods.map((p) => [p.name, String(p.podId), p.netnsCookie, String(p.counters.connectRewrites), String(p.counters.sockmapInserts),
             String(p.counters.sockmapRedirects), String(p.counters.autoStackConnects), String(p.counters.msgNagleSender)])])] : []),
         ...(st.programs.length
-          ? ['', table([['PROGRAM', 'ID', 'HOOK', 'ATTACHED'], ...st.programs.map((p) => [p.name, String(p.id), p.attachType, p.attached ? 'yes' : 'NO'])])]
+          ? ['', table([['PROGRAM', 'ID', 'HOOK', 'ATTACHED'], ...st.programs.map((p) => [p.name, String(p.id), p.attachType, p.namespaces !== undefined ? (p.namespaces ? `${p.namespaces} pod namespace(s)` : 'no pod namespace') : p.attached ? 'yes' : 'NO'])])]
           : []),
         '',
         table([['SERVICE', 'ADDRESSES', 'PORTS', 'REDIRECT', 'MODE', 'SPLICE'], ...st.services.map((s) => [
