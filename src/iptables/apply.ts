@@ -65,7 +65,29 @@ export async function removeRules(netns: string | undefined, owner: string): Pro
   if (current === undefined) return 'absent';
   if (current !== null && current !== owner) return 'foreign';
   await restore(netns, downRestore(save));
+  await dropEmptyNatTable(netns);
   return 'removed';
+}
+
+/** iptables-save lines of a nat table that holds nothing: its built-in chains, empty, accepting. */
+const EMPTY_NAT = /^(\*nat|COMMIT|:(PREROUTING|INPUT|OUTPUT|POSTROUTING) ACCEPT \[\d+:\d+\])$/;
+
+/**
+ * A nat table left with nothing in it once our chains are gone is deleted, where the nf_tables
+ * backend allows it (nft): while a nat table exists, the namespace tracks every connection
+ * (conntrack), which eBPF mode, or no mesh at all, never asked for. A table with anything in it is
+ * left alone, as is the legacy backend's (it cannot be deleted). Returns whether it was deleted.
+ */
+export async function dropEmptyNatTable(netns: string | undefined): Promise<boolean> {
+  const lines = (await natSave(netns)).split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  if (!lines.every((l) => EMPTY_NAT.test(l))) return false;
+  try {
+    if (!/nf_tables/.test(await run(netns, 'iptables', ['-V']))) return false;
+    await run(netns, 'nft', ['delete', 'table', 'ip', 'nat']);
+    return true;
+  } catch {
+    return false; // no nft tool: the empty table stays, as it always did
+  }
 }
 
 /** Packet counts of the REDIRECT rules: NAT rules see the first packet of each connection only. */
