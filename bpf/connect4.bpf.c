@@ -25,9 +25,9 @@ int sm_connect4(struct bpf_sock_addr *ctx)
 	if (!pod || !sm_in_pod_cgroup(pod))
 		return 1;
 	od.pod_id = pod->pod_id;
-	verdict = sm_decide(slot, pod, ctx->sk, ctx->user_ip4, od.addr, od.port, &od.service_id);
+	verdict = sm_decide(slot, pod, sm_from_passthrough4(ctx->sk), od.addr, od.port, &od.service_id);
 	if (verdict == SM_KERNEL)
-		return sm_kernel_serves(sm_service_flags(slot, od.service_id), ctx->type) ? sm_connect_kernel(ctx, slot, pod, &od) : 1;
+		return sm_kernel_serves(sm_service_flags(slot, od.service_id), ctx->type) ? sm_connect_kernel(ctx, slot, pod, &od, 0) : 1;
 	if (verdict == SM_LEAVE || ctx->type != SM_SOCK_STREAM)
 		return 1;
 	cookie = bpf_get_socket_cookie(ctx);

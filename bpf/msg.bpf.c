@@ -5,21 +5,27 @@
 #include "include/inbound.h"
 #include "include/redirect.h"
 
-#define AF_INET 2
-
 SEC("sk_msg")
 int sm_msg(struct sk_msg_md *msg)
 {
+	__u32 pod_id, local[4], remote[4];
+	__u64 netns = bpf_get_netns_cookie(msg);
 	struct sm_tuple peer;
-	__u32 pod_id, remote_ip4;
 
-	if (msg->family != AF_INET)
+	if (msg->family == SM_AF_INET) {
+		sm_addr_from_ip4(local, SM_CTX_U32(msg->local_ip4));
+		sm_addr_from_ip4(remote, SM_CTX_U32(msg->remote_ip4));
+		SM_CTX_READ_DONE();
+	} else if (msg->family == SM_AF_INET6) {
+		SM_COPY_IP6(local, msg->local_ip6);
+		SM_COPY_IP6(remote, msg->remote_ip6);
+		SM_CTX_READ_DONE();
+	} else {
 		return SK_PASS;
+	}
 	/* The peer socket is keyed by its own view of the connection: ours reversed, in its namespace
 	 * (another pod's, for a hop between pods). */
-	remote_ip4 = msg->remote_ip4;
-	sm_tuple_ip4(&peer, sm_peer_netns(sm_active_slot(), bpf_get_netns_cookie(msg), remote_ip4), remote_ip4, SM_REMOTE_PORT(msg), msg->local_ip4,
-		     (__u16)msg->local_port);
+	sm_tuple_ip6(&peer, sm_peer_netns(sm_active_slot(), netns, remote), remote, SM_REMOTE_PORT(msg), local, (__u16)msg->local_port);
 	switch (sm_msg_path(msg, &peer, &pod_id)) {
 	case SM_PATH_ORDER:
 		sm_count(pod_id, SM_STAT_MSG_ORDER);

@@ -23,7 +23,7 @@ int sm_sendmsg4(struct bpf_sock_addr *ctx)
 	if (!pod || !sm_in_pod_cgroup(pod))
 		return 1;
 	od.pod_id = pod->pod_id;
-	if (sm_decide(slot, pod, ctx->sk, ctx->user_ip4, od.addr, od.port, &od.service_id) != SM_KERNEL)
+	if (sm_decide(slot, pod, sm_from_passthrough4(ctx->sk), od.addr, od.port, &od.service_id) != SM_KERNEL)
 		return 1;
 	pick.cookie = bpf_get_socket_cookie(ctx);
 	pick.ip4 = ctx->user_ip4;

@@ -41,11 +41,10 @@ static __always_inline void sm_sockhash_add(struct bpf_sock_ops *skops, struct b
 static __always_inline int sm_hop(struct bpf_sock_ops *skops, struct bpf_sock *sk, const struct sm_tuple *self, struct sm_origdst *od)
 {
 	__u32 slot = sm_active_slot(), mode = sm_hop_splice(slot);
-	__u32 remote_ip4 = skops->remote_ip4;
 	struct tcp_sock *tp;
 	struct sm_pod *pod;
 
-	if (mode == SM_HOPS_NEVER || !sm_local_pod_of(slot, remote_ip4))
+	if (mode == SM_HOPS_NEVER || !sm_local_pod_of(slot, self->daddr))
 		return 0;
 	pod = sm_find_pod(slot, self->netns);
 	if (!pod)
@@ -55,7 +54,7 @@ static __always_inline int sm_hop(struct bpf_sock_ops *skops, struct bpf_sock *s
 		if (!tp || !sm_tcp_nodelay(tp))
 			return 0;
 	}
-	sm_addr_from_ip4(od->addr, remote_ip4);
+	__builtin_memcpy(od->addr, self->daddr, sizeof(od->addr));
 	od->port = self->dport;
 	od->flags = SM_OD_SPLICED | (mode == SM_HOPS_AUTO ? SM_OD_AUTO : 0);
 	od->service_id = SM_NO_SERVICE;
@@ -102,12 +101,10 @@ static __always_inline void sm_on_active(struct bpf_sock_ops *skops, struct sm_t
  * the namespace of its address. */
 static __always_inline void sm_on_passive(struct bpf_sock_ops *skops, struct sm_tuple *self)
 {
-	__u32 remote_ip4 = skops->remote_ip4;
 	struct sm_tuple peer;
 	struct sm_origdst *od;
 
-	sm_tuple_ip4(&peer, sm_peer_netns(sm_active_slot(), self->netns, remote_ip4), remote_ip4, SM_REMOTE_PORT(skops), skops->local_ip4,
-		     (__u16)skops->local_port);
+	sm_tuple_ip6(&peer, sm_peer_netns(sm_active_slot(), self->netns, self->daddr), self->daddr, self->dport, self->saddr, self->sport);
 	od = bpf_map_lookup_elem(&sm_tuple_dst, &peer);
 	if (od && (od->flags & SM_OD_SPLICED))
 		sm_sockhash_add(skops, skops->sk, self, od);

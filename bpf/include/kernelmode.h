@@ -89,7 +89,7 @@ static __always_inline int sm_udp_service(__u32 slot, const __u32 addr[4], __u16
 
 /* Rewrites a kernel-mode service's connect to an endpoint; returns connect4's verdict. */
 static __always_inline int sm_connect_kernel(struct bpf_sock_addr *ctx, __u32 slot, const struct sm_pod *pod,
-					      struct sm_origdst *od)
+					      struct sm_origdst *od, const int v6)
 {
 	struct sm_backend *be = sm_pick_backend(ctx, slot, od->service_id);
 	__u64 cookie;
@@ -100,9 +100,18 @@ static __always_inline int sm_connect_kernel(struct bpf_sock_addr *ctx, __u32 sl
 	/* Without the record getpeername would show the endpoint: still connect, count the miss. */
 	if (bpf_map_update_elem(&sm_cookie_svc, &cookie, od, BPF_ANY))
 		sm_count(pod->pod_id, SM_STAT_ERROR);
-	if (ctx->type == SM_SOCK_DGRAM)
-		sm_udp_remember(cookie, be, od);
-	ctx->user_ip4 = be->ip4;
+	/* v6 is a constant at each call site: connect6's code never touches user_ip4, which its
+	 * verifier would refuse. An IPv6 socket reaches an IPv4 endpoint through its mapped address. */
+	if (v6) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
+		ctx->user_ip6[3] = be->ip4;
+	} else {
+		if (ctx->type == SM_SOCK_DGRAM)
+			sm_udp_remember(cookie, be, od);
+		ctx->user_ip4 = be->ip4;
+	}
 	if (be->port) /* else the port asked for (a multi-port service) */
 		ctx->user_port = bpf_htons(be->port);
 	sm_count_endpoint(pod->pod_id, od->service_id, be);

@@ -40,27 +40,27 @@ static __always_inline struct sm_svc_val *sm_find_service(__u32 slot, const __u3
 	return SM_SLOT_LOOKUP(slot, sm_services, &key);
 }
 
-/* Which listener, if any, a connect from this pod goes to; *service_id is set for listed
- * services. dst_ip4 is in network byte order, addr its 16-byte form. */
-static __always_inline enum sm_verdict sm_decide(__u32 slot, const struct sm_pod *pod, struct bpf_sock *sk,
-						  __u32 dst_ip4, const __u32 addr[4], __u16 port,
-						  __u32 *service_id)
+/* Which listener, if any, a connect from this pod to addr:port (16-byte form, IPv4 mapped) goes
+ * to; *service_id is set for listed services. from_passthrough: the socket is bound to 127.0.0.6
+ * (or ::6), the sidecar's source for inbound traffic to its app. */
+static __always_inline enum sm_verdict sm_decide(__u32 slot, const struct sm_pod *pod, int from_passthrough,
+						  const __u32 addr[4], __u16 port, __u32 *service_id)
 {
 	__u64 uid_gid = bpf_get_current_uid_gid();
 	int sidecar = (__u32)uid_gid == pod->sidecar_uid || (__u32)(uid_gid >> 32) == pod->sidecar_gid;
-	__u32 dst = bpf_ntohl(dst_ip4), pod_id = pod->pod_id;
-	int loopback = (dst >> 24) == 127 || sm_pod_cidr(slot, pod_id, SM_RULE_LOCAL, addr);
+	__u32 pod_id = pod->pod_id;
+	int loopback = sm_addr_loopback(addr) || sm_pod_cidr(slot, pod_id, SM_RULE_LOCAL, addr);
 	struct sm_svc_val *svc;
 
 	if (sm_pod_port(slot, pod_id, SM_RULE_EXCLUDE, port)) {
 		sm_count(pod_id, SM_STAT_CONNECT_EXCLUDED);
 		return SM_LEAVE;
 	}
-	if (sk && bpf_ntohl(sk->src_ip4) == SM_PASSTHROUGH_SRC && loopback)
+	if (from_passthrough && loopback)
 		return SM_LEAVE;
 	if (sidecar) {
 		/* The sidecar calling its own pod (not 127.0.0.1) is inbound traffic. */
-		if (loopback && dst != 0x7f000001 && port != SM_HBONE_PORT)
+		if (loopback && !sm_addr_localhost(addr) && port != SM_HBONE_PORT)
 			return SM_INBOUND;
 		sm_count(pod_id, SM_STAT_CONNECT_SIDECAR);
 		return SM_LEAVE;
@@ -91,6 +91,23 @@ static __always_inline enum sm_verdict sm_decide(__u32 slot, const struct sm_pod
 			       ? SM_OUTBOUND
 			       : SM_LEAVE;
 	return svc ? SM_OUTBOUND : SM_LEAVE;
+}
+
+/* Whether an IPv4 socket is bound to 127.0.0.6 (sm_decide). */
+static __always_inline int sm_from_passthrough4(struct bpf_sock *sk)
+{
+	return sk && bpf_ntohl(sk->src_ip4) == SM_PASSTHROUGH_SRC;
+}
+
+/* Whether an IPv6 socket is bound to ::ffff:127.0.0.6 or ::6 (sm_decide). */
+static __always_inline int sm_from_passthrough6(struct bpf_sock *sk)
+{
+	__u32 src[4];
+
+	if (!sk)
+		return 0;
+	SM_COPY_IP6(src, sk->src_ip6);
+	return sm_addr_passthrough(src);
 }
 
 /* Whether the connecting task belongs to the pod's cgroup (a cgroup below the attach point that

@@ -1,6 +1,6 @@
 // Validation at the boundary: raw YAML/JSON in, a complete MeshConfig out, or every problem at
 // once, each located by its field path. Pure: no I/O.
-import { isIPv4 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
 import { ConfigError, type ConfigIssue } from '../errors.js';
 import { parseCidr } from '../net/addr.js';
 import { CAPACITY } from './capacity.js';
@@ -63,6 +63,15 @@ class Checker {
   ipv4(path: string, v: unknown): string | undefined {
     if (typeof v !== 'string' || !isIPv4(v)) return this.fail(path, `must be an IPv4 address, got ${quote(v)}`);
     return v;
+  }
+
+  /** An IPv4 or IPv6 address; IPv4-mapped IPv6 (::ffff:a.b.c.d) is written as the IPv4 address,
+   * the one form the maps and rules know. */
+  ip(path: string, v: unknown): string | undefined {
+    if (typeof v === 'string' && isIPv4(v)) return v;
+    if (typeof v !== 'string' || !isIPv6(v)) return this.fail(path, `must be an IPv4 or IPv6 address, got ${quote(v)}`);
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(v);
+    return mapped ? mapped[1] : v.toLowerCase();
   }
 }
 
@@ -137,7 +146,7 @@ function pod(c: Checker, path: string, raw: unknown, node: { sidecar: SidecarCon
     c.fail(join(path, 'netns'), `must be a namespace name (letters, digits, '_', '.', '-') or an absolute path, got ${quote(netns)}`);
   }
   const addresses = o.addresses === undefined ? undefined : (c.array(join(path, 'addresses'), o.addresses) ?? [])
-    .map((a, i) => c.ipv4(`${join(path, 'addresses')}[${i}]`, a))
+    .map((a, i) => c.ip(`${join(path, 'addresses')}[${i}]`, a))
     .filter((a): a is string => a !== undefined);
   const sc = o.sidecar === undefined ? node.sidecar : sidecar(c, o.sidecar, join(path, 'sidecar'), node.sidecar);
   const cap = o.capture === undefined ? node.capture : captureBlock(c, o.capture, [], [], join(path, 'capture'), node.capture);
@@ -154,7 +163,7 @@ function service(c: Checker, path: string, raw: unknown): ServiceConfig | undefi
     name = o.name;
   }
   const addresses = ((o.addresses === undefined ? [] : c.array(join(path, 'addresses'), o.addresses)) ?? [])
-    .map((a, i) => c.ipv4(`${join(path, 'addresses')}[${i}]`, a))
+    .map((a, i) => c.ip(`${join(path, 'addresses')}[${i}]`, a))
     .filter((a): a is string => a !== undefined);
   if (o.ports === undefined) c.fail(join(path, 'ports'), 'is required');
   const ports = o.ports === undefined ? [] : c.ports(join(path, 'ports'), o.ports);
@@ -186,6 +195,9 @@ function kernelMode(c: Checker, path: string, o: Record<string, unknown>, svc: S
     svc.mode = 'kernel';
     if (o.splice !== undefined) c.fail(join(path, 'splice'), 'does not apply to mode: kernel (no sidecar hop to splice)');
     if (o.endpoints === undefined) c.fail(join(path, 'endpoints'), 'is required with mode: kernel (an empty list refuses connections)');
+    svc.addresses.forEach((a, i) => {
+      if (a.includes(':')) c.fail(`${join(path, 'addresses')}[${i}]`, `${a} is IPv6: kernel mode serves IPv4 services (IPv6 sockets reach them through their IPv4-mapped addresses)`);
+    });
   }
   if (o.affinity !== undefined) {
     if (o.affinity !== 'none' && o.affinity !== 'client') c.fail(join(path, 'affinity'), `must be none or client, got ${kind(o.affinity)}`);
@@ -413,17 +425,11 @@ function captureBlock(c: Checker, raw: unknown, exclPorts: number[], exclCidrs: 
 
 /**
  * What a config asks that the chosen capture mode cannot express, by field path (empty when it
- * fits). eBPF mode takes every valid config; iptables mode has only the IPv4 rule set (iptables,
- * not ip6tables), so an IPv6 CIDR would be refused by iptables-restore half-way through `up`.
+ * fits). eBPF mode takes every valid config; iptables mode meshes one namespace.
  */
 export function modeIssues(cfg: MeshConfig, mode: 'ebpf' | 'iptables'): ConfigIssue[] {
   if (mode !== 'iptables') return [];
   const issues: ConfigIssue[] = [];
-  const v6 = (path: string, list: string[]) => list.forEach((cidr, i) => {
-    if (cidr !== '*' && cidr.includes(':')) issues.push({ path: `${path}[${i}]`, message: `${quote(cidr)} is an IPv6 CIDR; iptables mode writes IPv4 rules only (use eBPF mode)` });
-  });
-  v6('capture.excludeOutboundCIDRs', cfg.capture.excludeOutboundCIDRs);
-  v6('capture.includeOutboundCIDRs', cfg.capture.includeOutboundCIDRs);
   if (cfg.pods.length) issues.push({ path: 'pods', message: 'iptables mode meshes one pod, the namespace given with --netns; leave pods out' });
   return issues;
 }

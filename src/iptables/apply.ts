@@ -1,10 +1,14 @@
 // Applying and removing the rule set with iptables-save/iptables-restore inside one network
 // namespace (`ip netns exec NAME`, or `nsenter --net=PATH` for a path such as /proc/PID/ns/net),
-// or the current one when none is named.
+// or the current one when none is named. IPv4 (iptables) and IPv6 (ip6tables) alike, as
+// istio-iptables does; a namespace without ip6tables' nat table gets the IPv4 set only, unless the
+// config names IPv6 addresses (then it is refused before anything changes).
 import { Codes, SockmeshError, UserError } from '../errors.js';
 import type { MeshConfig } from '../config/model.js';
 import { execTool } from '../util/exec.js';
-import { CHAINS, canonicalRule, chainRules, downRestore, jumpRules, normalizeSave, ruleOwner, upRestore } from './rules.js';
+import { CHAINS, canonicalRule, chainRules, downRestore, jumpRules, normalizeSave, ruleOwner, upRestore, type Family } from './rules.js';
+
+const TOOL = { 4: 'iptables', 6: 'ip6tables' } as const;
 
 function inNetns(netns: string | undefined, cmd: string, args: string[]): [string, string[]] {
   if (!netns) return [cmd, args];
@@ -27,13 +31,31 @@ async function run(netns: string | undefined, cmd: string, args: string[], input
   return r.stdout;
 }
 
-export function natSave(netns: string | undefined): Promise<string> {
-  return run(netns, 'iptables-save', ['-t', 'nat']);
+export function natSave(netns: string | undefined, family: Family = 4): Promise<string> {
+  return run(netns, `${TOOL[family]}-save`, ['-t', 'nat']);
 }
 
 /** Feeds one iptables-restore transaction (one COMMIT): applied whole or not at all. */
-export async function restore(netns: string | undefined, input: string): Promise<void> {
-  await run(netns, 'iptables-restore', ['--noflush'], input);
+export async function restore(netns: string | undefined, input: string, family: Family = 4): Promise<void> {
+  await run(netns, `${TOOL[family]}-restore`, ['--noflush'], input);
+}
+
+/** Whether a config names IPv6 addresses or CIDRs (then the IPv6 rule set is required). */
+function namesIpv6(cfg: MeshConfig): boolean {
+  return [...cfg.capture.excludeOutboundCIDRs, ...cfg.capture.includeOutboundCIDRs, ...cfg.services.flatMap((s) => s.addresses)].some((a) => a.includes(':'));
+}
+
+/** The families whose rule sets a namespace takes: IPv4, and IPv6 where ip6tables' nat table works. */
+async function families(netns: string | undefined, cfg?: MeshConfig): Promise<Family[]> {
+  try {
+    await natSave(netns, 6);
+    return [4, 6];
+  } catch (err) {
+    if (cfg && namesIpv6(cfg)) {
+      throw new SockmeshError(Codes.SYSCALL, `the config names IPv6 addresses, but ip6tables' nat table does not work in ${where(netns)}: ${(err as Error).message}`);
+    }
+    return [4];
+  }
 }
 
 function where(netns: string | undefined): string {
@@ -45,14 +67,18 @@ function where(netns: string | undefined): string {
  * The namespace's nat table holds one sockmesh rule set: another instance's is never overwritten.
  */
 export async function applyRules(netns: string | undefined, cfg: MeshConfig, owner: string): Promise<string> {
-  const save = await natSave(netns);
-  const current = ruleOwner(save);
-  if (current && current !== owner) {
-    throw new UserError(Codes.INSTANCE_CONFLICT, `${where(netns)} already holds the iptables rules of sockmesh instance "${current}"; one instance per namespace in iptables mode (sockmesh down --instance ${current} first, or use that instance)`);
+  const inputs: Array<[Family, string]> = [];
+  // Every family checked before any is written: nothing half-applied.
+  for (const family of await families(netns, cfg)) {
+    const save = await natSave(netns, family);
+    const current = ruleOwner(save);
+    if (current && current !== owner) {
+      throw new UserError(Codes.INSTANCE_CONFLICT, `${where(netns)} already holds the ${TOOL[family]} rules of sockmesh instance "${current}"; one instance per namespace in iptables mode (sockmesh down --instance ${current} first, or use that instance)`);
+    }
+    inputs.push([family, upRestore(cfg, save, owner, family)]);
   }
-  const input = upRestore(cfg, save, owner);
-  await restore(netns, input);
-  return input;
+  for (const [family, input] of inputs) await restore(netns, input, family);
+  return inputs.map(([, input]) => input).join('');
 }
 
 /**
@@ -60,13 +86,19 @@ export async function applyRules(netns: string | undefined, cfg: MeshConfig, own
  * 'absent' when there was nothing, 'foreign' when they belong to another instance (left alone).
  */
 export async function removeRules(netns: string | undefined, owner: string): Promise<'removed' | 'absent' | 'foreign'> {
-  const save = await natSave(netns);
-  const current = ruleOwner(save);
-  if (current === undefined) return 'absent';
-  if (current !== null && current !== owner) return 'foreign';
-  await restore(netns, downRestore(save));
-  await dropEmptyNatTable(netns);
-  return 'removed';
+  const outcomes: Array<'removed' | 'absent' | 'foreign'> = [];
+  for (const family of await families(netns)) {
+    const save = await natSave(netns, family);
+    const current = ruleOwner(save);
+    if (current === undefined) outcomes.push('absent');
+    else if (current !== null && current !== owner) outcomes.push('foreign');
+    else {
+      await restore(netns, downRestore(save), family);
+      await dropEmptyNatTable(netns, family);
+      outcomes.push('removed');
+    }
+  }
+  return outcomes.includes('removed') ? 'removed' : outcomes.includes('foreign') ? 'foreign' : 'absent';
 }
 
 /** iptables-save lines of a nat table that holds nothing: its built-in chains, empty, accepting. */
@@ -78,12 +110,12 @@ const EMPTY_NAT = /^(\*nat|COMMIT|:(PREROUTING|INPUT|OUTPUT|POSTROUTING) ACCEPT 
  * (conntrack), which eBPF mode, or no mesh at all, never asked for. A table with anything in it is
  * left alone, as is the legacy backend's (it cannot be deleted). Returns whether it was deleted.
  */
-export async function dropEmptyNatTable(netns: string | undefined): Promise<boolean> {
-  const lines = (await natSave(netns)).split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+export async function dropEmptyNatTable(netns: string | undefined, family: Family = 4): Promise<boolean> {
+  const lines = (await natSave(netns, family)).split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
   if (!lines.every((l) => EMPTY_NAT.test(l))) return false;
   try {
-    if (!/nf_tables/.test(await run(netns, 'iptables', ['-V']))) return false;
-    await run(netns, 'nft', ['delete', 'table', 'ip', 'nat']);
+    if (!/nf_tables/.test(await run(netns, TOOL[family], ['-V']))) return false;
+    await run(netns, 'nft', ['delete', 'table', family === 4 ? 'ip' : 'ip6', 'nat']);
     return true;
   } catch {
     return false; // no nft tool: the empty table stays, as it always did
@@ -92,12 +124,17 @@ export async function dropEmptyNatTable(netns: string | undefined): Promise<bool
 
 /** Packet counts of the REDIRECT rules: NAT rules see the first packet of each connection only. */
 export async function redirectCounts(netns: string | undefined): Promise<{ outbound: number; inbound: number }> {
-  const count = async (chain: string) => {
-    const out = await run(netns, 'iptables', ['-t', 'nat', '-L', chain, '-n', '-v', '-x']);
+  const count = async (chain: string, family: Family) => {
+    const out = await run(netns, TOOL[family], ['-t', 'nat', '-L', chain, '-n', '-v', '-x']).catch(() => '');
     const line = out.split('\n').find((l) => /^\s*\d+\s+\d+\s+REDIRECT\b/.test(l));
     return line ? Number(line.trim().split(/\s+/)[0]) : 0;
   };
-  return { outbound: await count(CHAINS.redirect), inbound: await count(CHAINS.inRedirect) };
+  const total = { outbound: 0, inbound: 0 };
+  for (const family of await families(netns)) {
+    total.outbound += await count(CHAINS.redirect, family);
+    total.inbound += await count(CHAINS.inRedirect, family);
+  }
+  return total;
 }
 
 /**
@@ -105,15 +142,21 @@ export async function redirectCounts(netns: string | undefined): Promise<{ outbo
  * of our chains and our jumps, as iptables-save prints them (normalised) against ours.
  */
 export async function compareRules(netns: string | undefined, cfg: MeshConfig, owner: string): Promise<{ rules: number; missing: string[]; extra: string[] }> {
-  const save = await natSave(netns);
   const ours = new Set<string>(Object.values(CHAINS));
   const mine = (l: string) => {
     const m = /^-A (\S+) .*?(?:-j (\S+))?$/.exec(l);
     return m !== null && (ours.has(m[1]) || (m[2] !== undefined && ours.has(m[2])));
   };
-  const live = normalizeSave(save).filter((l) => l.startsWith('-A ') && mine(l));
-  const want = [...chainRules(cfg, owner), ...jumpRules(cfg)];
-  const liveKeys = new Set(live.map(canonicalRule));
-  const wantKeys = new Set(want.map(canonicalRule));
-  return { rules: want.length, missing: want.filter((l) => !liveKeys.has(canonicalRule(l))), extra: live.filter((l) => !wantKeys.has(canonicalRule(l))) };
+  const out = { rules: 0, missing: [] as string[], extra: [] as string[] };
+  for (const family of await families(netns)) {
+    const live = normalizeSave(await natSave(netns, family)).filter((l) => l.startsWith('-A ') && mine(l));
+    const want = [...chainRules(cfg, owner, family), ...jumpRules(cfg)];
+    const liveKeys = new Set(live.map(canonicalRule));
+    const wantKeys = new Set(want.map(canonicalRule));
+    const tag = (l: string) => (family === 6 ? `(ip6tables) ${l}` : l);
+    out.rules += want.length;
+    out.missing.push(...want.filter((l) => !liveKeys.has(canonicalRule(l))).map(tag));
+    out.extra.push(...live.filter((l) => !wantKeys.has(canonicalRule(l))).map(tag));
+  }
+  return out;
 }

@@ -47,9 +47,29 @@ export function ruleOwner(natSave: string): string | null | undefined {
   return m ? m[1] : null;
 }
 
-/** Rules of our chains, in order (without the chain declarations); `owner` adds the owner mark. */
-export function chainRules(cfg: MeshConfig, owner?: string): string[] {
-  const { sidecar, capture } = cfg;
+/** 4: iptables (IPv4), 6: ip6tables (IPv6). */
+export type Family = 4 | 6;
+
+/** Whether an address or CIDR belongs to a family's rule set ('*' belongs to both). */
+export function ofFamily(addr: string, family: Family): boolean {
+  return addr === '*' || addr.includes(':') === (family === 6);
+}
+
+/** The loopback and passthrough addresses of a family's rules. */
+const LOCAL = { 4: { localhost: '127.0.0.1/32', passthrough: '127.0.0.6/32', host: 32 }, 6: { localhost: '::1/128', passthrough: '::6/128', host: 128 } } as const;
+
+/**
+ * Rules of our chains, in order (without the chain declarations); `owner` adds the owner mark.
+ * The IPv6 rule set (ip6tables) is the same with ::1 and ::6 for 127.0.0.1 and 127.0.0.6, and only
+ * the IPv6 addresses and CIDRs of the config (the IPv4 ones only in the IPv4 set).
+ */
+export function chainRules(cfg: MeshConfig, owner?: string, family: Family = 4): string[] {
+  const { sidecar } = cfg;
+  const own = (list: string[]) => list.filter((a) => ofFamily(a, family));
+  const capture = { ...cfg.capture, excludeOutboundCIDRs: own(cfg.capture.excludeOutboundCIDRs), includeOutboundCIDRs: own(cfg.capture.includeOutboundCIDRs) };
+  const { localhost, passthrough, host } = LOCAL[family];
+  const services = cfg.services.map((s) => ({ ...s, addresses: own(s.addresses), other: s.addresses.length > 0 && !own(s.addresses).length }))
+    .filter((s) => !s.other); // a service whose addresses are all of the other family has no rules here
   const { inbound: IN, redirect: RED, inRedirect: INRED, output: OUT } = CHAINS;
   const r: string[] = [
     ...(owner ? [ownerRule(owner)] : []),
@@ -69,21 +89,21 @@ export function chainRules(cfg: MeshConfig, owner?: string): string[] {
   for (const ports of chunks(capture.excludeOutboundPorts, MULTIPORT_MAX)) {
     r.push(`-A ${OUT} -p tcp -m multiport --dports ${ports.join(',')} -j RETURN`);
   }
-  r.push(`-A ${OUT} -o lo -s 127.0.0.6/32 -j RETURN`);
+  r.push(`-A ${OUT} -o lo -s ${passthrough} -j RETURN`);
   for (const [kind, id] of [['uid', sidecar.uid], ['gid', sidecar.gid]] as const) {
     // The sidecar talking to its own pod's IP is inbound traffic: send it to the inbound listener.
-    r.push(`-A ${OUT} -o lo ! -d 127.0.0.1/32 -p tcp ! --dport ${HBONE_PORT} -m owner --${kind}-owner ${id} -j ${INRED}`);
+    r.push(`-A ${OUT} -o lo ! -d ${localhost} -p tcp ! --dport ${HBONE_PORT} -m owner --${kind}-owner ${id} -j ${INRED}`);
     r.push(`-A ${OUT} -o lo -m owner ! --${kind}-owner ${id} -j RETURN`);
     r.push(`-A ${OUT} -m owner --${kind}-owner ${id} -j RETURN`);
   }
-  r.push(`-A ${OUT} -d 127.0.0.1/32 -j RETURN`);
+  r.push(`-A ${OUT} -d ${localhost} -j RETURN`);
   for (const c of capture.excludeOutboundCIDRs) r.push(`-A ${OUT} -d ${c} -j RETURN`);
   for (const p of capture.includeOutboundPorts) r.push(`-A ${OUT} -p tcp --dport ${p} -j ${RED}`);
   if (capture.outbound === 'all') {
     // A listed service whose switch is off is not captured, as in eBPF mode.
-    for (const s of cfg.services.filter((x) => !x.redirect)) {
+    for (const s of services.filter((x) => !x.redirect)) {
       for (const addr of s.addresses.length ? s.addresses : [undefined]) {
-        for (const p of s.ports) r.push(`-A ${OUT} ${addr ? `-d ${addr}/32 ` : ''}-p tcp --dport ${p} -j RETURN`);
+        for (const p of s.ports) r.push(`-A ${OUT} ${addr ? `-d ${addr}/${host} ` : ''}-p tcp --dport ${p} -j RETURN`);
       }
     }
     if (capture.includeOutboundCIDRs.includes('*')) {
@@ -96,12 +116,12 @@ export function chainRules(cfg: MeshConfig, owner?: string): string[] {
     // Like connect4's lookup: a service's own address:port first (captured, or RETURN when its
     // switch is off, so a wildcard service on the same port does not take it), then the
     // any-address services.
-    for (const s of cfg.services.filter((x) => x.addresses.length)) {
+    for (const s of services.filter((x) => x.addresses.length)) {
       for (const addr of s.addresses) {
-        for (const p of s.ports) r.push(`-A ${OUT} -d ${addr}/32 -p tcp --dport ${p} -j ${s.redirect ? RED : 'RETURN'}`);
+        for (const p of s.ports) r.push(`-A ${OUT} -d ${addr}/${host} -p tcp --dport ${p} -j ${s.redirect ? RED : 'RETURN'}`);
       }
     }
-    for (const s of cfg.services.filter((x) => !x.addresses.length && x.redirect)) {
+    for (const s of services.filter((x) => !x.addresses.length && x.redirect)) {
       for (const p of s.ports) r.push(`-A ${OUT} -p tcp --dport ${p} -j ${RED}`);
     }
   }
@@ -128,11 +148,11 @@ function presentRules(natSave: string): Set<string> {
  * are declared (which empties them) and refilled, jumps are added only where missing and stale
  * jumps (e.g. inbound capture switched off) removed. One COMMIT: applied whole or not at all.
  */
-export function upRestore(cfg: MeshConfig, natSave: string, owner?: string): string {
+export function upRestore(cfg: MeshConfig, natSave: string, owner?: string, family: Family = 4): string {
   const present = presentRules(natSave);
   const jumps = jumpRules(cfg);
   const allJumps = [`-A PREROUTING -p tcp -j ${CHAINS.inbound}`, `-A OUTPUT -p tcp -j ${CHAINS.output}`];
-  const lines = ['*nat', ...DECLARE, ...chainRules(cfg, owner)];
+  const lines = ['*nat', ...DECLARE, ...chainRules(cfg, owner, family)];
   for (const j of allJumps) {
     if (jumps.includes(j) && !present.has(j)) lines.push(j);
     if (!jumps.includes(j) && present.has(j)) lines.push(j.replace(/^-A/, '-D'));

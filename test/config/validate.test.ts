@@ -64,13 +64,26 @@ services:
 
   it('rejects bad names, addresses, CIDRs and splice modes', () => {
     const issues = issuesOf(`
-services: [{ name: Bad_Name, addresses: [10.0.0.300, '::1'], ports: [1], splice: sometimes }]
+services: [{ name: Bad_Name, addresses: [10.0.0.300, 'fd00::zz'], ports: [1], splice: sometimes }]
 exclude: { outboundCIDRs: [10.0.0.0/33, nonsense] }
 `);
     expect(issues.map((i) => i.path).sort()).toEqual([
       'exclude.outboundCIDRs[0]', 'exclude.outboundCIDRs[1]', 'services[0].addresses[0]', 'services[0].addresses[1]',
       'services[0].name', 'services[0].splice',
     ]);
+  });
+
+  it('takes IPv6 service and pod addresses (IPv4-mapped ones as IPv4), but not for kernel mode', () => {
+    const cfg = parseConfigText(`
+services: [{ name: web, addresses: [10.96.0.20, 'FD00:96::20', '::ffff:10.96.0.21'], ports: [80] }]
+capture: { excludeOutboundCIDRs: ['fd00:1::/64'] }
+pods: [{ name: p, cgroup: p, netns: sm-x, addresses: [10.0.0.1, 'fd00::1'] }]
+`, 't');
+    expect(cfg.services[0].addresses).toEqual(['10.96.0.20', 'fd00:96::20', '10.96.0.21']);
+    expect(cfg.pods[0].addresses).toEqual(['10.0.0.1', 'fd00::1']);
+    expect(cfg.capture.excludeOutboundCIDRs).toEqual(['fd00:1::/64']);
+    expect(issuesOf("services: [{ name: k, addresses: ['fd00::5'], ports: [80], mode: kernel, endpoints: [10.0.0.5] }]"))
+      .toEqual([{ path: 'services[0].addresses[0]', message: expect.stringMatching(/IPv6: kernel mode serves IPv4 services/) }]);
   });
 
   it('merges the exclude block into the Istio-style capture block', () => {

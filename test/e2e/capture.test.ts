@@ -187,7 +187,8 @@ exclude: { outboundPorts: [9082], outboundCIDRs: [10.96.1.0/24] }
     const st = await cliJson<InstanceStatus>(['status', '--instance', instance]);
     expect(st).toMatchObject({ instance, mode, cgroup: ebpf ? mesh.cgroup : null, netns: ebpf ? null : mesh.netns });
     expect(st.programs.map((p) => [p.name, p.attached])).toEqual(ebpf ? [
-      ['sm_connect4', true], ['sm_sockops', true], ['sm_getsockopt', true], ['sm_getpeername4', true], ['sm_sendmsg4', true], ['sm_recvmsg4', true],
+      ['sm_connect4', true], ['sm_connect6', true], ['sm_sockops', true], ['sm_getsockopt', true], ['sm_getpeername4', true], ['sm_getpeername6', true],
+      ['sm_sendmsg4', true], ['sm_recvmsg4', true],
       // sk_lookup goes to pod namespaces: the single-pod form without --netns names none.
       ['sm_inbound', false], ['sm_msg', true],
     ] : []);
