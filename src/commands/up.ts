@@ -41,6 +41,9 @@ instance switches the same processes to the other capture path (new connections 
         if (opts.netns !== undefined && !opts.netns.trim()) throw new UserError(Codes.USAGE, '--netns is empty: give a value or leave the option out');
         checkMode(config, 'iptables', opts.config ?? '(embedded default)');
         process.stdout.write(upRestore(config, await natSave(opts.netns), opts.instance));
+        // The IPv6 set where ip6tables' nat table works there (as up applies it).
+        const save6 = await natSave(opts.netns, 6).catch(() => undefined);
+        if (save6 !== undefined) process.stdout.write(`# ip6tables-restore --noflush\n${upRestore(config, save6, opts.instance, 6)}`);
         return;
       }
       const res = await up({ instance: opts.instance, mode: opts.mode, cgroup: opts.cgroup, netns: opts.netns, config, configSource: opts.config ?? '(embedded default)', objectPath: opts.bpfObject });

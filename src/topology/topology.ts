@@ -21,12 +21,22 @@ async function must(cmd: string, args: string[]): Promise<string> {
 
 export const POD_IP = '10.200.0.1';
 export const REMOTE_IP = '10.200.0.2';
+/** With `ipv6`: the same link's IPv6 addresses. */
+export const POD_IP6 = 'fd00:200::1';
+export const REMOTE_IP6 = 'fd00:200::2';
+
+/** An address as a host route: /32 or /128. */
+function host(a: string): string {
+  return `${a}/${a.includes(':') ? 128 : 32}`;
+}
 
 export interface TopologyOptions {
   /** Extra /32 addresses on the pod's lo. */
   podAddresses?: string[];
-  /** Create the remote namespace with these /32 addresses on its lo. */
+  /** Create the remote namespace with these addresses (IPv4 or IPv6) on its lo. */
   remote?: { addresses: string[] };
+  /** Dual stack: the pod-remote link also carries IPv6 (POD_IP6, REMOTE_IP6, default route). */
+  ipv6?: boolean;
 }
 
 export interface SpawnOptions {
@@ -59,7 +69,7 @@ export class Topology {
         topo.made.push(cg);
       }
       await topo.addNetns(topo.netns);
-      for (const a of opts.podAddresses ?? []) await must('ip', ['-n', topo.netns, 'addr', 'add', `${a}/32`, 'dev', 'lo']);
+      for (const a of opts.podAddresses ?? []) await must('ip', ['-n', topo.netns, 'addr', 'add', host(a), 'dev', 'lo', ...(a.includes(':') ? ['nodad'] : [])]);
       if (topo.remoteNetns) {
         const r = topo.remoteNetns;
         await topo.addNetns(r);
@@ -69,7 +79,13 @@ export class Topology {
         await must('ip', ['-n', topo.netns, 'link', 'set', 'eth0', 'up']);
         await must('ip', ['-n', r, 'link', 'set', 'eth0', 'up']);
         await must('ip', ['-n', topo.netns, 'route', 'add', 'default', 'via', REMOTE_IP]);
-        for (const a of opts.remote!.addresses) await must('ip', ['-n', r, 'addr', 'add', `${a}/32`, 'dev', 'lo']);
+        if (opts.ipv6) {
+          // nodad: usable at once (no duplicate address detection on a private link).
+          await must('ip', ['-n', topo.netns, 'addr', 'add', `${POD_IP6}/64`, 'dev', 'eth0', 'nodad']);
+          await must('ip', ['-n', r, 'addr', 'add', `${REMOTE_IP6}/64`, 'dev', 'eth0', 'nodad']);
+          await must('ip', ['-n', topo.netns, '-6', 'route', 'add', 'default', 'via', REMOTE_IP6]);
+        }
+        for (const a of opts.remote!.addresses) await must('ip', ['-n', r, 'addr', 'add', host(a), 'dev', 'lo', ...(a.includes(':') ? ['nodad'] : [])]);
       }
     } catch (err) {
       await topo.close();

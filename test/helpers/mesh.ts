@@ -31,8 +31,8 @@ export class Mesh {
    * Servers with `local: true` run in the pod namespace (outside the mesh cgroup); the others in
    * the remote namespace that carries `remoteAddresses`, reached over the pod's eth0.
    */
-  static async create(name: string, remoteAddresses: string[], servers: ServerSpec[], opts: { sidecar?: boolean } = {}): Promise<Mesh> {
-    const mesh = new Mesh(await Topology.create(name, { remote: { addresses: remoteAddresses } }));
+  static async create(name: string, remoteAddresses: string[], servers: ServerSpec[], opts: { sidecar?: boolean; ipv6?: boolean; podAddresses?: string[] } = {}): Promise<Mesh> {
+    const mesh = new Mesh(await Topology.create(name, { remote: { addresses: remoteAddresses }, ipv6: opts.ipv6, podAddresses: opts.podAddresses }));
     try {
       const started = servers.map((s) => mesh.topo.spawnNode(PEER,
         ['serve', '--host', s.host, '--port', String(s.port), '--name', s.name, '--mode', s.mode ?? 'whoami'],
