@@ -82,7 +82,7 @@ export async function runBench(opts: BenchOptions, progress: (msg: string) => vo
   const modes = (opts.modes ?? MODES).filter((m) => topology === 'single' || m !== 'ebpf-kernel');
   const workloads = WORKLOADS.filter((w) => !opts.workloads || opts.workloads.includes(w.id));
   const samples: BenchResult['samples'] = {};
-  const env: BenchTopology = topology === 'single' ? await BenchEnv.create(`bench${process.pid}`) : await SameNodeEnv.create(`bn${process.pid}`);
+  const env: BenchTopology = topology === 'single' ? await BenchEnv.create(`bench${process.pid}`) : await SameNodeEnv.create(`bench${process.pid}n`);
   const total = repeats * modes.length * workloads.length;
   let done = 0;
   const orders: BenchMode[][] = [];

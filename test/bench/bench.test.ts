@@ -49,7 +49,7 @@ function validate(res: BenchResult): string[] {
         errors.push(`row ${w.id}/${m.metric} missing`);
         continue;
       }
-      for (const mode of MODES) {
+      for (const mode of res.modes) {
         const s = row.modes[mode];
         if (!s) errors.push(`${w.id}/${m.metric}/${mode} missing`);
         else for (const k of ['min', 'median', 'max', 'n'] as const) finite(s[k], `${w.id}/${m.metric}/${mode}.${k}`);
@@ -60,7 +60,7 @@ function validate(res: BenchResult): string[] {
       else if (!(row.bestEbpf.defaultBehind >= 0)) errors.push(`${w.id}/${m.metric} default behind best: ${row.bestEbpf.defaultBehind}`);
     }
   }
-  for (const mode of MODES) {
+  for (const mode of res.modes) {
     for (const w of WORKLOADS) if (!res.samples[mode]?.[w.id]?.length) errors.push(`samples ${mode}/${w.id} missing`);
   }
   return errors;
@@ -79,9 +79,17 @@ privileged('sockmesh bench --quick', () => {
       const svg = readFileSync(join(out, 'bench.svg'), 'utf8');
       expect(svg).toMatch(/^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
       expect(svg.match(/<rect [^>]*fill="#/g)?.length).toBeGreaterThan(MODES.length * 4);
-      expect(r.stderr).toMatch(/\[1\/\d+\] repeat 1\/1 rr-64 [a-z-]+\n/); // progress lines
+      expect(r.stderr).toMatch(/\[1\/\d+\] single repeat 1\/1 rr-64 [a-z-]+\n/); // progress lines
+      expect(r.stderr).toMatch(/\[1\/\d+\] same-node repeat 1\/1 rr-64 [a-z-]+\n/);
       const table = formatTable(res);
       for (const w of WORKLOADS) expect(table).toContain(w.id);
+      // The same-node topology beside it: every mode but kernel mode, every row.
+      const same = (res as BenchResult & { sameNode: BenchResult }).sameNode;
+      expect(same.topology).toBe('same-node');
+      expect(same.modes).toEqual(MODES.filter((m) => m !== 'ebpf-kernel'));
+      expect(validate(same)).toEqual([]);
+      expect(formatTable(same)).toMatch(/^Same node: /);
+      expect(readFileSync(join(out, 'bench-same-node.svg'), 'utf8')).toMatch(/^<svg /);
       expect(leftovers((n) => n.includes('bench'))).toEqual([]);
       const records = existsSync(STATE_DIR) ? readdirSync(STATE_DIR).filter((f) => f.startsWith('bench')) : [];
       expect(records).toEqual([]);

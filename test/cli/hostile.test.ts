@@ -227,13 +227,24 @@ privileged('hostile input and faults', () => {
     expect(natRules(scratchNetns)).toEqual([]);
   });
 
-  it('refuses in iptables mode what only eBPF mode can express, before touching the rules', async () => {
+  it('refuses in iptables mode what only eBPF mode can express, before touching the rules; IPv6 goes to ip6tables', async () => {
     const inst = newInstance('i6');
     const r = await runCli(['up', '--mode', 'iptables', '--netns', scratchNetns, '--instance', inst,
-      '--config', file('v6.yaml', "services: []\nexclude: { outboundCIDRs: ['fd00::/8'] }\n")]);
+      '--config', file('pods.yaml', 'services: []\npods: [{ name: p, cgroup: p, netns: sm-none }]\n')]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/capture\.excludeOutboundCIDRs\[0\]: "fd00::\/8" is an IPv6 CIDR; iptables mode writes IPv4 rules only/);
+    expect(r.stderr).toMatch(/pods: iptables mode meshes one pod/);
     expect(natRules(scratchNetns)).toEqual([]);
+    expect(natRules(scratchNetns, 6)).toEqual([]);
+    // Each family's CIDRs in its own rule set.
+    const v6 = await runCli(['up', '--mode', 'iptables', '--netns', scratchNetns, '--instance', inst,
+      '--config', file('v6.yaml', "services: []\nexclude: { outboundCIDRs: ['fd00::/8', 10.1.0.0/16] }\n")]);
+    expect(v6.stderr).toBe('');
+    expect(natRules(scratchNetns, 6)).toContain('-A SOCKMESH_OUTPUT -d fd00::/8 -j RETURN');
+    expect(natRules(scratchNetns, 6).join('\n')).not.toMatch(/10\.1\.0\.0/);
+    expect(natRules(scratchNetns)).toContain('-A SOCKMESH_OUTPUT -d 10.1.0.0/16 -j RETURN');
+    expect(natRules(scratchNetns).join('\n')).not.toMatch(/fd00/);
+    await runCli(['down', '--instance', inst]);
+    expect(natRules(scratchNetns, 6)).toEqual([]);
     const ports = Array.from({ length: 100 }, (_, i) => 30000 + i).join(', ');
     const ok = await runCli(['up', '--mode', 'iptables', '--netns', scratchNetns, '--instance', inst, '--config', file('ports.yaml', `services: []\nexclude: { outboundPorts: [${ports}] }\n`)]);
     expect(ok.stderr).toBe('');

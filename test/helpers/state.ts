@@ -23,7 +23,8 @@ export function attached(cgroup: string): string {
   return execFileSync('bpftool', ['cgroup', 'show', cgroup], { encoding: 'utf8' });
 }
 
-export function natRules(netns: string): string[] {
-  return execFileSync('ip', ['netns', 'exec', netns, 'iptables-save', '-t', 'nat'], { encoding: 'utf8' })
+/** sockmesh's nat rules in a namespace: iptables (4) or ip6tables (6). */
+export function natRules(netns: string, family: 4 | 6 = 4): string[] {
+  return execFileSync('ip', ['netns', 'exec', netns, family === 4 ? 'iptables-save' : 'ip6tables-save', '-t', 'nat'], { encoding: 'utf8' })
     .split('\n').filter((l) => l.startsWith('-A') && l.includes('SOCKMESH'));
 }

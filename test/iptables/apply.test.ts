@@ -60,7 +60,12 @@ privileged('iptables rule set in a private namespace', () => {
     const r = await runCli(['up', '--mode', 'iptables', '--netns', topo.netns, '--dry-run', '--instance', uniqueName('d')]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^\*nat\n:SOCKMESH_INBOUND - \[0:0\]\n/);
-    expect(r.stdout).toMatch(/-A SOCKMESH_OUTPUT -d 10\.96\.0\.20\/32 -p tcp --dport 9080 -j SOCKMESH_REDIRECT\nCOMMIT\n$/);
+    expect(r.stdout).toMatch(/-A SOCKMESH_OUTPUT -d 10\.96\.0\.20\/32 -p tcp --dport 9080 -j SOCKMESH_REDIRECT\nCOMMIT\n# ip6tables-restore --noflush\n\*nat\n/);
+    // The IPv6 set: ::1 and ::6, no IPv4 service address.
+    const v6 = r.stdout.slice(r.stdout.indexOf('# ip6tables-restore'));
+    expect(v6).toMatch(/-A SOCKMESH_OUTPUT -o lo -s ::6\/128 -j RETURN/);
+    expect(v6).toMatch(/-A SOCKMESH_OUTPUT -d ::1\/128 -j RETURN/);
+    expect(v6).not.toMatch(/10\.96\.0\.20/);
   });
 
   it('down removes exactly what up added', async () => {
