@@ -37,11 +37,11 @@ describe('which pods are meshed', () => {
 });
 
 describe('pods', () => {
-  it('takes the name, addresses (IPv4 of status.podIPs), QoS class and the proxy\'s runAsUser', () => {
+  it('takes the name, addresses (status.podIPs, both families), QoS class and the proxy\'s runAsUser', () => {
     const p = pod({ namespace: 'shop', ips: ['10.244.1.5', 'fd00::5'], qos: 'Burstable', istioProxy: { runAsUser: 1500 } });
     expect(translatePod(p, 'n1')).toEqual({
       kind: 'ok',
-      value: { name: 'web.shop', uid: p.metadata.uid, qos: 'Burstable', addresses: ['10.244.1.5'], sidecarUid: 1500, capture: {} },
+      value: { name: 'web.shop', uid: p.metadata.uid, qos: 'Burstable', addresses: ['10.244.1.5', 'fd00::5'], sidecarUid: 1500, capture: {} },
     });
     // No runAsUser: the node's sidecar uid applies.
     expect(translatePod(pod({ istioProxy: false, labels: { 'sockmesh.io/mesh': 'enabled' } }), 'n1')).toMatchObject({ kind: 'ok', value: { sidecarUid: undefined } });
@@ -143,7 +143,19 @@ describe('services', () => {
     expect(translateService(svc({ 'sockmesh.io/mode': 'fast' }), () => [])).toMatchObject({ kind: 'invalid', problems: [{ field: 'sockmesh.io/mode' }] });
   });
 
-  it('a headless Service captures its ready IPv4 endpoints; ExternalName and UDP-only are skipped', () => {
+  it('a dual-stack Service is captured on both cluster addresses, a headless one on IPv6 endpoints too', () => {
+    const dual = svc();
+    dual.spec.clusterIPs = ['10.96.0.10', 'fd00:96::10'];
+    expect(translateService(dual, () => [])).toMatchObject({ kind: 'ok', value: { addresses: ['10.96.0.10', 'fd00:96::10'] } });
+    const v6 = trimSlice(sliceObject({ name: 'db-2', service: 'db', addresses: ['fd00:244::7'], port: 5432 }) as unknown as KEndpointSlice);
+    v6.addressType = 'IPv6';
+    const v4 = trimSlice(sliceObject({ name: 'db-1', service: 'db', addresses: ['10.244.1.7'], port: 5432 }) as unknown as KEndpointSlice);
+    expect(sliceAddresses([v4, v6], 'all')).toEqual(['10.244.1.7', 'fd00:244::7']);
+    // Kernel mode's endpoints stay IPv4.
+    expect(sliceAddresses([v4, v6])).toEqual(['10.244.1.7']);
+  });
+
+  it('a headless Service captures its ready endpoints; ExternalName and UDP-only are skipped', () => {
     const slice = trimSlice(sliceObject({ name: 'db-1', service: 'db', addresses: ['10.244.1.7', '10.244.2.8'], port: 5432 }) as unknown as KEndpointSlice);
     slice.endpoints[1].conditions = { ready: false };
     expect(translateService(svc({}, 'None', [5432]), () => sliceAddresses([slice]))).toMatchObject({ kind: 'ok', value: { addresses: ['10.244.1.7'] } });

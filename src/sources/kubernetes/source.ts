@@ -125,7 +125,7 @@ export class KubernetesSource implements Source {
   private translateService(name: string, s: KService): void {
     const prev = this.services.get(name);
     const slices = () => this.slices.get(name)?.values() ?? [];
-    const t = translateService(s, () => sliceAddresses(slices()), slices);
+    const t = translateService(s, () => sliceAddresses(slices(), 'all'), slices);
     if (t.kind === 'invalid') {
       this.report({ kind: 'Service', apiVersion: 'v1', metadata: s.metadata }, t.problems);
       this.services.set(name, { svc: s, raw: prev?.raw, config: prev?.config });

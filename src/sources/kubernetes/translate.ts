@@ -3,7 +3,7 @@
 //
 // Names: a Service or Pod `name` in namespace `ns` is `name.ns` in sockmesh (status, metrics,
 // `sockmesh service disable reviews.bookinfo`).
-import { isIPv4 } from 'node:net';
+import { isIP, isIPv4 } from 'node:net';
 import { parseCidr } from '../../net/addr.js';
 import type { SpliceMode } from '../../config/model.js';
 
@@ -201,7 +201,7 @@ export function translatePod(p: KPod, node: string): Translation<PodWanted> {
   const uid = proxy?.securityContext?.runAsUser;
   if (uid !== undefined && !(Number.isInteger(uid) && uid >= 0 && uid <= 0xfffffffe)) problems.push({ field: 'istio-proxy securityContext.runAsUser', message: `${uid} is not a uid` });
   if (problems.length) return { kind: 'invalid', problems };
-  const ips = (p.status.podIPs?.map((x) => x.ip) ?? (p.status.podIP ? [p.status.podIP] : [])).filter((ip) => isIPv4(ip));
+  const ips = (p.status.podIPs?.map((x) => x.ip) ?? (p.status.podIP ? [p.status.podIP] : [])).filter((ip) => isIP(ip));
   return {
     kind: 'ok',
     value: { name: objectName(p.metadata), uid: p.metadata.uid, qos: p.status.qosClass ?? 'BestEffort', addresses: ips, sidecarUid: uid, capture },
@@ -255,8 +255,9 @@ export function translateService(s: KService, endpoints: () => string[], slices:
   if (!ports.length) return { kind: 'skip', reason: 'no TCP ports' };
   const headless = s.spec.clusterIP === 'None';
   // A headless Service has no virtual address: its clients connect to the endpoints themselves.
-  const addresses = headless ? endpoints() : (s.spec.clusterIPs ?? (s.spec.clusterIP ? [s.spec.clusterIP] : [])).filter((ip) => isIPv4(ip));
-  if (!addresses.length) return { kind: 'skip', reason: headless ? 'headless with no ready IPv4 endpoint' : 'no IPv4 cluster address' };
+  // Dual-stack Services: every cluster address (IPv4 and IPv6).
+  const addresses = headless ? endpoints() : (s.spec.clusterIPs ?? (s.spec.clusterIP ? [s.spec.clusterIP] : [])).filter((ip) => isIP(ip));
+  if (!addresses.length) return { kind: 'skip', reason: headless ? 'headless with no ready endpoint' : 'no cluster address' };
   return { kind: 'ok', value: { name: objectName(s.metadata), addresses, ports, redirect, splice } };
 }
 
@@ -294,14 +295,15 @@ function kernelService(s: KService, redirect: boolean, terminateOnRemove: boolea
   };
 }
 
-/** The ready IPv4 endpoint addresses of a Service's slices, each once, sorted. */
-export function sliceAddresses(slices: Iterable<KEndpointSlice>): string[] {
+/** The ready endpoint addresses of a Service's slices, each once, sorted: IPv4 only (kernel mode's
+ * endpoints), or IPv4 and IPv6 (a headless Service's addresses). */
+export function sliceAddresses(slices: Iterable<KEndpointSlice>, families: 'ipv4' | 'all' = 'ipv4'): string[] {
   const out = new Set<string>();
   for (const s of slices) {
-    if (s.addressType !== 'IPv4') continue;
+    if (s.addressType !== 'IPv4' && !(families === 'all' && s.addressType === 'IPv6')) continue;
     for (const e of s.endpoints) {
       if (e.conditions?.ready === false) continue;
-      for (const ip of e.addresses) if (isIPv4(ip)) out.add(ip);
+      for (const ip of e.addresses) if (families === 'all' ? isIP(ip) : isIPv4(ip)) out.add(ip);
     }
   }
   return [...out].sort();
