@@ -108,14 +108,14 @@ function decide(t: Tables, pod: SmPod, uid: number, gid: number, addr: string, p
   const checks: string[] = [];
   const done = (verdict: Verdict, rule: string, serviceId?: number): Decision => ({ verdict, rule, checks, serviceId });
   const sidecar = uid === pod.sidecarUid || gid === pod.sidecarGid;
-  const loopback = addr.startsWith('127.') || t.cidr(pod.podId, RULE_LOCAL, addr);
+  const loopback = addr.startsWith('127.') || addr === '::1' || t.cidr(pod.podId, RULE_LOCAL, addr);
   checks.push(`caller: uid ${uid}${sidecar ? ` = the sidecar (uid ${pod.sidecarUid}, gid ${pod.sidecarGid})` : ` (the sidecar is uid ${pod.sidecarUid})`}`);
   checks.push(`destination ${addr} is ${loopback ? 'local to the pod (loopback or its own address)' : 'not local to the pod'}`);
   if (t.port(pod.podId, RULE_EXCLUDE, port)) return done('direct', `port ${port} is excluded (excludeOutboundPorts)`);
   checks.push(`port ${port} is not excluded`);
-  if (src === PASSTHROUGH_SRC && loopback) return done('direct', 'inbound passthrough from 127.0.0.6 to the pod itself');
+  if ((src === PASSTHROUGH_SRC || src === '::6') && loopback) return done('direct', `inbound passthrough from ${src} to the pod itself`);
   if (sidecar) {
-    if (loopback && addr !== '127.0.0.1' && port !== HBONE_PORT) return done('sidecar-inbound', 'the sidecar calling its own pod: inbound traffic');
+    if (loopback && addr !== '127.0.0.1' && addr !== '::1' && port !== HBONE_PORT) return done('sidecar-inbound', 'the sidecar calling its own pod: inbound traffic');
     return done('direct', 'the sidecar\'s own connections are never captured');
   }
   if (loopback) return done('direct', 'traffic inside the pod is never captured');
@@ -148,14 +148,15 @@ export interface ExplainRequest {
   gid?: number;
 }
 
-/** Parses DST:PORT (IPv4). */
+/** Parses IPV4:PORT or [IPV6]:PORT (an IPv4-mapped IPv6 address is the IPv4 one, as connect6 sees it). */
 export function parseDestination(s: string): { addr: string; port: number } {
-  const m = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(s);
+  const m = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(s) ?? /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(s);
   const port = m ? Number(m[2]) : NaN;
-  if (!m || !isIp(m[1]) || m[1].includes(':') || !(port >= 1 && port <= 65535)) {
-    throw new UserError(Codes.USAGE, `destination must be IPV4:PORT (port 1-65535), got ${JSON.stringify(s.slice(0, 60))}`);
+  if (!m || !isIp(m[1]) || !(port >= 1 && port <= 65535)) {
+    throw new UserError(Codes.USAGE, `destination must be IPV4:PORT or [IPV6]:PORT (port 1-65535), got ${JSON.stringify(s.slice(0, 60))}`);
   }
-  return { addr: m[1], port };
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(m[1]);
+  return { addr: mapped ? mapped[1] : m[1].toLowerCase(), port };
 }
 
 function serviceName(cfg: MeshConfig, ids: ServiceIds, id: number | undefined) {
@@ -208,7 +209,7 @@ export async function explain(req: ExplainRequest): Promise<Explanation> {
   if (!podName) throw new UserError(Codes.USAGE, `instance "${req.instance}" meshes ${pods.length} pods: name one with --pod (${pods.join(', ')})`);
   if (pods.length && !pods.includes(podName)) throw new UserError(Codes.USAGE, `no pod "${podName}" in instance "${req.instance}" (pods: ${pods.join(', ')})`);
   const podRec = rec.pods?.find((p) => p.name === podName);
-  const base = { instance: rec.instance, mode: rec.mode, pod: podName, destination: `${addr}:${port}`, uid: req.uid };
+  const base = { instance: rec.instance, mode: rec.mode, pod: podName, destination: addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`, uid: req.uid };
 
   if (rec.mode === 'ebpf') {
     const maps = new InstanceMaps(pinLayout(rec.pinRoot));
@@ -261,7 +262,11 @@ export async function explain(req: ExplainRequest): Promise<Explanation> {
 }
 
 function goesTo(v: Verdict, pod: SmPod, addr: string, port: number): string {
-  if (v === 'sidecar-outbound') return `${pod.outboundIp4}:${pod.outboundPort} (the sidecar's outbound listener; SO_ORIGINAL_DST ${addr}:${port})`;
-  if (v === 'sidecar-inbound') return `${pod.outboundIp4}:${pod.inboundPort} (the sidecar's inbound listener; SO_ORIGINAL_DST ${addr}:${port})`;
-  return `${addr}:${port} (not captured)`;
+  // IPv6 destinations go to the sidecar's listeners on ::1 (connect6), IPv4 ones to its IPv4 address.
+  const v6 = addr.includes(':');
+  const at = (p: number) => (v6 ? `[::1]:${p}` : `${pod.outboundIp4}:${p}`);
+  const dst = v6 ? `[${addr}]:${port}` : `${addr}:${port}`;
+  if (v === 'sidecar-outbound') return `${at(pod.outboundPort)} (the sidecar's outbound listener; ${v6 ? 'IP6T_SO_ORIGINAL_DST' : 'SO_ORIGINAL_DST'} ${dst})`;
+  if (v === 'sidecar-inbound') return `${at(pod.inboundPort)} (the sidecar's inbound listener; ${v6 ? 'IP6T_SO_ORIGINAL_DST' : 'SO_ORIGINAL_DST'} ${dst})`;
+  return `${dst} (not captured)`;
 }

@@ -14,7 +14,7 @@ export function register(program: Command, out: () => Out): void {
   program
     .command('explain')
     .description('which rule decides a connection from a pod to DST:PORT, read from the live maps (eBPF) or the config behind the rules (iptables)')
-    .argument('<destination>', 'IPV4:PORT the application would connect to')
+    .argument('<destination>', 'IPV4:PORT or [IPV6]:PORT the application would connect to')
     .option('--instance <name>', 'instance name', 'default')
     .option('--pod <name>', 'the pod making the connection (needed when the instance meshes several)')
     .option('--uid <uid>', 'the connecting process\'s uid (the sidecar\'s uid shows what the sidecar\'s own connections do)', '0')

@@ -22,6 +22,7 @@ privileged('sockmesh explain', () => {
   - { name: on, addresses: [10.96.0.20], ports: [9080, 9999], splice: always${onRedirect ? '' : ', redirect: false'} }
   - { name: off, addresses: [10.96.0.21], ports: [9080], redirect: false }
   - { name: auto, addresses: [10.96.0.22], ports: [9080] }
+  - { name: six, addresses: ['fd00:96::20'], ports: [9080] }
 exclude: { outboundPorts: [9999], outboundCIDRs: [10.96.5.0/24] }
 pods:
   - { name: pod-a, cgroup: a, netns: ${node.pod('a').netns} }
@@ -65,6 +66,10 @@ pods:
     expect(await explain('10.96.5.7:9080')).toMatchObject({ verdict: 'direct', rule: '10.96.5.7 is in an excluded CIDR (excludeOutboundCIDRs)' });
     expect(await explain('10.1.2.3:80')).toMatchObject({ verdict: 'direct', rule: 'not a listed service (capture.outbound: services)' });
     expect(await explain('127.0.0.1:9080')).toMatchObject({ verdict: 'direct', rule: 'traffic inside the pod is never captured' });
+    // IPv6, and an IPv6 socket's IPv4-mapped destination (the IPv4 service).
+    expect(await explain('[fd00:96::20]:9080')).toMatchObject({ destination: '[fd00:96::20]:9080', verdict: 'sidecar-outbound', service: { name: 'six' }, goesTo: expect.stringMatching(/^\[::1\]:15001 .*IP6T_SO_ORIGINAL_DST/) });
+    expect(await explain('[::ffff:10.96.0.22]:9080')).toMatchObject({ destination: '10.96.0.22:9080', service: { name: 'auto' } });
+    expect(await explain('[::1]:9080')).toMatchObject({ verdict: 'direct', rule: 'traffic inside the pod is never captured' });
     const sc = await explain('10.96.0.20:9080', '--uid', '1337');
     expect(sc).toMatchObject({ verdict: 'direct', rule: 'the sidecar\'s own connections are never captured' });
     expect(sc.checks[0]).toMatch(/= the sidecar/);
