@@ -453,6 +453,9 @@ export interface ServiceStatus {
 
 export interface PodStatus extends PodRecord {
   counters: Record<string, number>;
+  /** eBPF mode: whether its sidecar's inbound listener is registered (inbound capture hands it
+   * the pod's inbound connections; without one they are refused). */
+  inboundListener?: boolean;
 }
 
 export interface InstanceStatus {
@@ -586,7 +589,7 @@ export async function status(instanceName: string): Promise<InstanceStatus> {
       ...common,
       programs: programStatus(layout, rec.cgroup),
       counters: all.total,
-      pods: (rec.pods ?? []).map((p) => ({ ...p, counters: all.pods.get(p.podId) ?? zeros(COUNTER_NAMES) })),
+      pods: (rec.pods ?? []).map((p) => ({ ...p, counters: all.pods.get(p.podId) ?? zeros(COUNTER_NAMES), inboundListener: maps.listeners.get(p.podId) !== undefined })),
       slot: maps.activeSlot(),
       splicedSockets: maps.sockhash.rawEntries().length,
     };

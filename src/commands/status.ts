@@ -26,9 +26,10 @@ export function register(program: Command, out: () => Out): void {
           `agent     pid ${agent.pid}, ${agent.ready ? 'ready' : 'not ready'}, source ${agent.source.stale ? `STALE (${agent.source.message ?? ''})` : 'ok'}` +
             `${agent.lastApply ? `, last apply ${agent.lastApply.at} (${agent.lastApply.ms.toFixed(1)} ms)` : ''}`,
         ] : []),
-        ...(st.pods?.length ? ['', table([['POD', 'ID', 'NETNS COOKIE', 'REWRITES', 'SPLICED SOCKETS', 'SPLICED MSGS', 'AUTO STACK CONNS', 'NAGLE MSGS'],
-          ...st.pods.map((p) => [p.name, String(p.podId), p.netnsCookie, String(p.counters.connectRewrites), String(p.counters.sockmapInserts),
-            String(p.counters.sockmapRedirects), String(p.counters.autoStackConnects), String(p.counters.msgNagleSender)])])] : []),
+        ...(st.pods?.length ? ['', table([['POD', 'ID', 'NETNS COOKIE', 'REWRITES', 'INBOUND', 'SPLICED SOCKETS', 'SPLICED MSGS', 'HOPS', 'AUTO STACK CONNS', 'NAGLE MSGS'],
+          ...st.pods.map((p) => [p.name, String(p.podId), p.netnsCookie, String(p.counters.connectRewrites),
+            `${p.counters.inboundToSidecar}${p.inboundListener ? '' : ' (no listener)'}`, String(p.counters.sockmapInserts),
+            String(p.counters.sockmapRedirects), String(p.counters.hopSplices), String(p.counters.autoStackConnects), String(p.counters.msgNagleSender)])])] : []),
         ...(st.programs.length
           ? ['', table([['PROGRAM', 'ID', 'HOOK', 'ATTACHED'], ...st.programs.map((p) => [p.name, String(p.id), p.attachType, p.namespaces !== undefined ? (p.namespaces ? `${p.namespaces} pod namespace(s)` : 'no pod namespace') : p.attached ? 'yes' : 'NO'])])]
           : []),

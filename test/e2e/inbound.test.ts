@@ -153,6 +153,7 @@ pods:
     const before = (await status(instance)).pods.find((p) => p.name === 'pod-b')!.counters as Record<string, number>;
     const refused = await ask('out', B, 9080);
     expect(String(refused.reply.error)).toMatch(/ECONNREFUSED/);
+    expect((await status(instance)).pods.find((p) => p.name === 'pod-b')!.inboundListener).toBe(false);
     const mid = (await status(instance)).pods.find((p) => p.name === 'pod-b')!.counters as Record<string, number>;
     expect(mid.inboundRefusedNoListener - before.inboundRefusedNoListener).toBeGreaterThanOrEqual(1);
     // Started after sockmesh: sockops registers its listener as it listens.
@@ -161,6 +162,7 @@ pods:
     const r = await ask('out', B, 9080);
     expect(r.reply).toMatchObject({ server: 'app-b', local: `${B}:9080` });
     expect(inboundSeen(sidecarB)).toHaveLength(1);
+    expect((await status(instance)).pods.find((p) => p.name === 'pod-b')!.inboundListener).toBe(true);
     await done(r.proc);
   });
 
