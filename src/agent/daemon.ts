@@ -399,8 +399,14 @@ export class NodeAgent {
       const terminated = await closeRemovedEndpoints(this.maps, rec.config, config, ids, { cgroup: rec.cgroup!, netns: rec.netns })
         .catch((err) => { log.error({ error: describe(err) }, 'terminateOnRemove: closing connections of removed endpoints failed'); return 0; });
       if (terminated) log.info({ terminated }, 'closed the connections of removed endpoints (terminateOnRemove)');
-      const inbound = await syncInbound(this.maps, this.pods.pods, this.listenersSeen);
-      if (inbound.attached.length || inbound.detached.length || inbound.registered.length) log.info(inbound, 'inbound capture: pod namespaces and listeners');
+      // After the flip: a pod whose namespace cannot take sk_lookup (gone meanwhile) is logged, the
+      // others keep what they got; the next apply tries it again.
+      const inbound = await syncInbound(this.maps, this.pods.pods, this.listenersSeen)
+        .catch((err) => ({ attached: [], detached: [], registered: [], failed: [{ pod: '*', error: err as Error }] }));
+      for (const f of inbound.failed) log.error({ pod: f.pod, error: describe(f.error) }, 'inbound capture: cannot attach to the pod\'s namespace; its inbound traffic is not captured');
+      if (inbound.attached.length || inbound.detached.length || inbound.registered.length) {
+        log.info({ attached: inbound.attached, detached: inbound.detached, registered: inbound.registered }, 'inbound capture: pod namespaces and listeners');
+      }
       // The kernel has the new state now (the slot flipped); the record follows.
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
       this.record = {

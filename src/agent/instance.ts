@@ -145,6 +145,8 @@ async function ebpfUp(layout: PinLayout, cgroup: string, instance: string, confi
     const terminated = await closeRemovedEndpoints(maps, prev?.config, config, ids, { cgroup, netns });
     const attached = await attachAll(layout, cgroup);
     const inbound = await syncInbound(maps, pods);
+    // up is all or nothing: a pod whose namespace takes no sk_lookup fails it (and is put back).
+    if (inbound.failed.length) throw inbound.failed[0].error;
     return { created, ids, report, attached: [...attached.map((p) => p.name), ...inbound.attached.map((p) => `sm_inbound (pod ${p})`)], upgraded, terminated };
   } catch (err) {
     if (created) {
@@ -169,7 +171,8 @@ async function ebpfUp(layout: PinLayout, cgroup: string, instance: string, confi
  * Inbound capture's per-pod pieces: sk_lookup on each meshed pod's namespace (off the ones no
  * longer meshed), and the inbound listeners that listened before sockops could see them.
  */
-export async function syncInbound(maps: InstanceMaps, pods: ResolvedPod[], seen?: Set<bigint>): Promise<{ attached: string[]; detached: string[]; registered: string[] }> {
+export async function syncInbound(maps: InstanceMaps, pods: ResolvedPod[], seen?: Set<bigint>):
+  Promise<{ attached: string[]; detached: string[]; registered: string[]; failed: Array<{ pod: string; error: Error }> }> {
   const links = syncInboundLinks(maps.layout, pods);
   return { ...links, registered: await registerListeners(maps.listeners, pods, seen) };
 }

@@ -28,9 +28,10 @@ export function inboundLinks(layout: PinLayout): string[] {
 
 /**
  * Attaches sm_inbound to the namespace of every pod that has one and detaches it from namespaces
- * no longer meshed. Returns the namespaces attached and detached (by pod name / link pin).
+ * no longer meshed. Returns the namespaces attached and detached (by pod name / link pin), and the
+ * pods it could not attach to (each tried; one pod's namespace going away stops no other).
  */
-export function syncInboundLinks(layout: PinLayout, pods: readonly ResolvedPod[]): { attached: string[]; detached: string[] } {
+export function syncInboundLinks(layout: PinLayout, pods: readonly ResolvedPod[]): { attached: string[]; detached: string[]; failed: Array<{ pod: string; error: Error }> } {
   const want = new Map(pods.filter((p) => p.netnsCookie && p.netnsPath).map((p) => [inboundLinkPath(layout, p.netnsCookie), p]));
   const detached: string[] = [];
   for (const path of inboundLinks(layout)) {
@@ -39,30 +40,40 @@ export function syncInboundLinks(layout: PinLayout, pods: readonly ResolvedPod[]
     detached.push(path);
   }
   const attached: string[] = [];
+  const failed: Array<{ pod: string; error: Error }> = [];
   for (const [path, p] of want) {
     if (existsSync(path)) continue;
     mkdirSync(layout.links, { recursive: true, mode: 0o700 });
-    const prog = bpf.objGet(progPath(layout, INBOUND_PROGRAM));
     try {
-      const ns = openSync(p.netnsPath!, 'r');
-      try {
-        const link = bpf.linkCreate(prog, ns, INBOUND_PROGRAM.attachType, `${INBOUND_PROGRAM.name} on ${p.netnsPath}`);
-        try {
-          bpf.objPin(link, path);
-        } finally {
-          bpf.close(link);
-        }
-      } finally {
-        closeSync(ns);
-      }
-    } catch (cause) {
-      throw new NotSupportedError(INBOUND_PROGRAM.feature, `cannot attach ${INBOUND_PROGRAM.name} to the network namespace of pod ${p.name}`, { cause });
-    } finally {
-      bpf.close(prog);
+      attachInbound(layout, p, path);
+      attached.push(p.name);
+    } catch (error) {
+      failed.push({ pod: p.name, error: error as Error });
     }
-    attached.push(p.name);
   }
-  return { attached, detached };
+  return { attached, detached, failed };
+}
+
+/** One pod's link: sm_inbound on its namespace, pinned at `path` (closing the fd without a pin would detach it). */
+function attachInbound(layout: PinLayout, p: ResolvedPod, path: string): void {
+  const prog = bpf.objGet(progPath(layout, INBOUND_PROGRAM));
+  try {
+    const ns = openSync(p.netnsPath!, 'r');
+    try {
+      const link = bpf.linkCreate(prog, ns, INBOUND_PROGRAM.attachType, `${INBOUND_PROGRAM.name} on ${p.netnsPath}`);
+      try {
+        bpf.objPin(link, path);
+      } finally {
+        bpf.close(link);
+      }
+    } finally {
+      closeSync(ns);
+    }
+  } catch (cause) {
+    throw new NotSupportedError(INBOUND_PROGRAM.feature, `cannot attach ${INBOUND_PROGRAM.name} to the network namespace of pod ${p.name}`, { cause });
+  } finally {
+    bpf.close(prog);
+  }
 }
 
 /** Moves every sk_lookup link to another program (an upgrade); returns how to move them back. */
