@@ -401,7 +401,7 @@ export class NodeAgent {
       if (terminated) log.info({ terminated }, 'closed the connections of removed endpoints (terminateOnRemove)');
       // After the flip: a pod whose namespace cannot take sk_lookup (gone meanwhile) is logged, the
       // others keep what they got; the next apply tries it again.
-      const inbound = await syncInbound(this.maps, this.pods.pods, this.listenersSeen)
+      const inbound = await syncInbound(this.maps, this.pods.pods, rec.pods, this.listenersSeen)
         .catch((err) => ({ attached: [], detached: [], registered: [], failed: [{ pod: '*', error: err as Error }] }));
       for (const f of inbound.failed) log.error({ pod: f.pod, error: describe(f.error) }, 'inbound capture: cannot attach to the pod\'s namespace; its inbound traffic is not captured');
       if (inbound.attached.length || inbound.detached.length || inbound.registered.length) {

@@ -144,7 +144,7 @@ async function ebpfUp(layout: PinLayout, cgroup: string, instance: string, confi
     record(ids);
     const terminated = await closeRemovedEndpoints(maps, prev?.config, config, ids, { cgroup, netns });
     const attached = await attachAll(layout, cgroup);
-    const inbound = await syncInbound(maps, pods);
+    const inbound = await syncInbound(maps, pods, prev?.mode === 'ebpf' ? prev.pods : undefined);
     // up is all or nothing: a pod whose namespace takes no sk_lookup fails it (and is put back).
     if (inbound.failed.length) throw inbound.failed[0].error;
     return { created, ids, report, attached: [...attached.map((p) => p.name), ...inbound.attached.map((p) => `sm_inbound (pod ${p})`)], upgraded, terminated };
@@ -171,9 +171,13 @@ async function ebpfUp(layout: PinLayout, cgroup: string, instance: string, confi
  * Inbound capture's per-pod pieces: sk_lookup on each meshed pod's namespace (off the ones no
  * longer meshed), and the inbound listeners that listened before sockops could see them.
  */
-export async function syncInbound(maps: InstanceMaps, pods: ResolvedPod[], seen?: Set<bigint>):
+export async function syncInbound(maps: InstanceMaps, pods: ResolvedPod[], before: PodRecord[] | undefined, seen?: Set<bigint>):
   Promise<{ attached: string[]; detached: string[]; registered: string[]; failed: Array<{ pod: string; error: Error }> }> {
   const links = syncInboundLinks(maps.layout, pods);
+  // A pod id that now names another pod, or none, must not keep the old pod's listener: sk_lookup
+  // would hand the new pod's inbound connections to another pod's sidecar.
+  const now = new Map(pods.map((p) => [p.podId, p.netnsCookie.toString()]));
+  for (const b of before ?? []) if (now.get(b.podId) !== b.netnsCookie) maps.listeners.delete(b.podId);
   return { ...links, registered: await registerListeners(maps.listeners, pods, seen) };
 }
 

@@ -35,8 +35,8 @@ privileged('inbound capture and hops between pods of one node (eBPF)', () => {
     return node.spawnNode(pod, CLI, ['sidecar', '--uid', '1337', '--log-connections'], `sidecar ${pod}`);
   }
 
-  beforeAll(async () => {
-    node = await NodeTopology.create(instance, [['a', A], ['b', B], ['out', OUT]]);
+  /** The config, with or without pod-b. */
+  function writeConfig(withB = true): void {
     writeFileSync(cfgPath, `
 services:
   - { name: b, addresses: [${B}], ports: [9080], splice: always }
@@ -44,8 +44,13 @@ spliceHops: always
 capture: { excludeInboundPorts: [9082] }
 pods:
   - { name: pod-a, cgroup: a, netns: ${node.pod('a').netns} }
-  - { name: pod-b, cgroup: b, netns: ${node.pod('b').netns} }
+${withB ? `  - { name: pod-b, cgroup: b, netns: ${node.pod('b').netns} }` : ''}
 `);
+  }
+
+  beforeAll(async () => {
+    node = await NodeTopology.create(instance, [['a', A], ['b', B], ['out', OUT]]);
+    writeConfig();
     // Pod b's app (in its pod's cgroup, as a container is) on a captured and an excluded port; both
     // sidecars listen before sockmesh starts (their listeners are registered by the agent).
     sidecarB = startSidecar('b');
@@ -164,6 +169,30 @@ pods:
     expect(inboundSeen(sidecarB)).toHaveLength(1);
     expect((await status(instance)).pods.find((p) => p.name === 'pod-b')!.inboundListener).toBe(true);
     await done(r.proc);
+  });
+
+  it('a pod leaving the mesh takes its listener registration and sk_lookup with it; back, both are found again', async () => {
+    const podB = (await status(instance)).pods.find((p) => p.name === 'pod-b')!;
+    const maps = new InstanceMaps(pinLayout(pinRoot(instance)));
+    try {
+      expect(maps.listeners.get(podB.podId)).toBeDefined();
+      writeConfig(false);
+      expect((await runCli(['up', '--cgroup', node.parent, '--instance', instance, '--config', cfgPath])).code).toBe(0);
+      // Its id may name another pod next: no listener of pod-b's stays under it.
+      expect(maps.listeners.get(podB.podId)).toBeUndefined();
+      const direct = await ask('out', B, 9080);
+      expect(direct.reply).toMatchObject({ server: 'app-b' });
+      expect(String(direct.reply.peer)).toMatch(new RegExp(`^${OUT.replace(/\./g, '\\.')}:`));
+      await done(direct.proc);
+      writeConfig(true);
+      expect((await runCli(['up', '--cgroup', node.parent, '--instance', instance, '--config', cfgPath])).code).toBe(0);
+      expect((await status(instance)).pods.find((p) => p.name === 'pod-b')!.inboundListener).toBe(true);
+      const captured = await ask('out', B, 9080);
+      expect(String(captured.reply.peer)).toMatch(/^127\.0\.0\.6:/);
+      await done(captured.proc);
+    } finally {
+      maps.close();
+    }
   });
 
   it('attaches to each pod\'s namespace only, and down takes it away', async () => {
