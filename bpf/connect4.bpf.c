@@ -12,7 +12,7 @@ int sm_connect4(struct bpf_sock_addr *ctx)
 	__u32 slot = sm_active_slot();
 	enum sm_verdict verdict;
 	struct sm_pod *pod;
-	__u64 cookie;
+	__u16 port;
 
 	if ((ctx->type != SM_SOCK_STREAM && ctx->type != SM_SOCK_DGRAM) || !sm_get_config(slot))
 		return 1;
@@ -30,20 +30,10 @@ int sm_connect4(struct bpf_sock_addr *ctx)
 		return sm_kernel_serves(sm_service_flags(slot, od.service_id), ctx->type) ? sm_connect_kernel(ctx, slot, pod, &od, 0) : 1;
 	if (verdict == SM_LEAVE || ctx->type != SM_SOCK_STREAM)
 		return 1;
-	cookie = bpf_get_socket_cookie(ctx);
-	/* Without a record the sidecar could not find the destination: leave the connection alone. */
-	if (bpf_map_update_elem(&sm_cookie_dst, &cookie, &od, BPF_ANY)) {
-		sm_count(pod->pod_id, SM_STAT_ERROR);
-		return 1;
-	}
-	ctx->user_ip4 = pod->outbound_ip4;
-	if (verdict == SM_INBOUND) {
-		ctx->user_port = bpf_htons(pod->inbound_port);
-		sm_count(pod->pod_id, SM_STAT_CONNECT_INBOUND);
-	} else {
-		ctx->user_port = bpf_htons(pod->outbound_port);
-		sm_count(pod->pod_id, SM_STAT_CONNECT_REWRITE);
-		sm_count_svc(od.service_id, SM_SVC_STAT_CAPTURED);
+	port = sm_capture(ctx, pod, &od, verdict);
+	if (port) {
+		ctx->user_ip4 = pod->outbound_ip4;
+		ctx->user_port = port;
 	}
 	return 1;
 }

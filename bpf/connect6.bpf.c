@@ -14,7 +14,7 @@ int sm_connect6(struct bpf_sock_addr *ctx)
 	__u32 slot = sm_active_slot();
 	enum sm_verdict verdict;
 	struct sm_pod *pod;
-	__u64 cookie;
+	__u16 port;
 	int v4;
 
 	if (ctx->type != SM_SOCK_STREAM || !sm_get_config(slot))
@@ -31,24 +31,14 @@ int sm_connect6(struct bpf_sock_addr *ctx)
 		return v4 && sm_kernel_serves(sm_service_flags(slot, od.service_id), SM_SOCK_STREAM) ? sm_connect_kernel(ctx, slot, pod, &od, 1) : 1;
 	if (verdict == SM_LEAVE)
 		return 1;
-	cookie = bpf_get_socket_cookie(ctx);
-	/* Without a record the sidecar could not find the destination: leave the connection alone. */
-	if (bpf_map_update_elem(&sm_cookie_dst, &cookie, &od, BPF_ANY)) {
-		sm_count(pod->pod_id, SM_STAT_ERROR);
+	port = sm_capture(ctx, pod, &od, verdict);
+	if (!port)
 		return 1;
-	}
 	ctx->user_ip6[0] = 0;
 	ctx->user_ip6[1] = 0;
 	ctx->user_ip6[2] = v4 ? bpf_htonl(0x0000ffff) : 0;
 	ctx->user_ip6[3] = v4 ? pod->outbound_ip4 : bpf_htonl(1);
-	if (verdict == SM_INBOUND) {
-		ctx->user_port = bpf_htons(pod->inbound_port);
-		sm_count(pod->pod_id, SM_STAT_CONNECT_INBOUND);
-	} else {
-		ctx->user_port = bpf_htons(pod->outbound_port);
-		sm_count(pod->pod_id, SM_STAT_CONNECT_REWRITE);
-		sm_count_svc(od.service_id, SM_SVC_STAT_CAPTURED);
-	}
+	ctx->user_port = port;
 	return 1;
 }
 

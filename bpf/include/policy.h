@@ -93,6 +93,28 @@ static __always_inline enum sm_verdict sm_decide(__u32 slot, const struct sm_pod
 	return svc ? SM_OUTBOUND : SM_LEAVE;
 }
 
+/* A connection captured to the sidecar (connect4/6): records where it was going, by socket
+ * cookie, and returns the port of the listener it goes to (network byte order), counted; 0 when
+ * the record could not be written: without it the sidecar could not find the destination, so the
+ * connection is left alone. */
+static __always_inline __u16 sm_capture(struct bpf_sock_addr *ctx, const struct sm_pod *pod, const struct sm_origdst *od,
+					enum sm_verdict verdict)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+
+	if (bpf_map_update_elem(&sm_cookie_dst, &cookie, od, BPF_ANY)) {
+		sm_count(pod->pod_id, SM_STAT_ERROR);
+		return 0;
+	}
+	if (verdict == SM_INBOUND) {
+		sm_count(pod->pod_id, SM_STAT_CONNECT_INBOUND);
+		return bpf_htons(pod->inbound_port);
+	}
+	sm_count(pod->pod_id, SM_STAT_CONNECT_REWRITE);
+	sm_count_svc(od->service_id, SM_SVC_STAT_CAPTURED);
+	return bpf_htons(pod->outbound_port);
+}
+
 /* Whether an IPv4 socket is bound to 127.0.0.6 (sm_decide). */
 static __always_inline int sm_from_passthrough4(struct bpf_sock *sk)
 {

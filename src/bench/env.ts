@@ -33,7 +33,9 @@ capture: { includeInboundPorts: [] }
 `, '(bench)');
 }
 
-const HAPROXY_CFG = `global
+/** The bench's HAProxy sidecar: one thread, as uid 1337, its outbound listener forwarding every
+ * connection to its original destination (the same-node topology adds the inbound listener). */
+export const HAPROXY_CFG = `global
   nbthread 1
   maxconn 4000
   uid 1337
@@ -86,7 +88,7 @@ export class BenchEnv implements BenchTopology {
       const server = env.topo.spawn(env.smload, ['server', '0.0.0.0', String(ECHO_PORT), String(SINK_PORT)], { netns: 'remote', cgroup: 'outside', label: 'smload server' });
       await server.waitFor((l) => l.event === 'ready');
       const haproxy = env.topo.spawn('haproxy', ['-db', '-f', join(env.dir, 'haproxy.cfg')], { cgroup: 'mesh', label: 'haproxy sidecar' });
-      await waitListening(env.topo, 15001, haproxy);
+      await waitListening((cmd, args) => env.topo.exec(cmd, args), 15001, haproxy);
     } catch (err) {
       await env.close();
       throw err;
@@ -129,9 +131,10 @@ export class BenchEnv implements BenchTopology {
   }
 }
 
-async function waitListening(topo: Topology, port: number, proc: Proc): Promise<void> {
+/** Waits until something listens on `port` in a namespace (`ss` run through `exec`), or `proc` ends. */
+export async function waitListening(exec: (cmd: string, args: string[]) => Promise<{ stdout: string }>, port: number, proc: Proc): Promise<void> {
   for (let i = 0; i < 100; i++) {
-    const r = await topo.exec('ss', ['-Hltn', `sport = :${port}`]);
+    const r = await exec('ss', ['-Hltn', `sport = :${port}`]);
     if (r.stdout.trim()) return;
     if (proc.child.exitCode !== null) break;
     await new Promise((res) => setTimeout(res, 50));

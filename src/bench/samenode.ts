@@ -11,35 +11,20 @@ import { parseConfigText } from '../config/load.js';
 import type { MeshConfig, SpliceMode } from '../config/model.js';
 import { Codes, SockmeshError } from '../errors.js';
 import { NodeTopology } from '../topology/node.js';
-import type { Proc } from '../topology/proc.js';
 import { execTool } from '../util/exec.js';
 import { packageRoot } from '../util/paths.js';
-import { ECHO_PORT, SINK_PORT, cgroupUsageUsec, type BenchTopology, type Sample } from './env.js';
+import { ECHO_PORT, HAPROXY_CFG, SINK_PORT, cgroupUsageUsec, waitListening, type BenchTopology, type Sample } from './env.js';
 import type { BenchMode } from './modes.js';
 import type { Workload } from './workloads.js';
 
 export const CLIENT_POD_IP = '10.201.0.21';
 export const SERVER_POD_IP = '10.201.0.22';
 
-/** The sidecar: outbound to the original destination, inbound to the app from 127.0.0.6. */
-const HAPROXY_CFG = `global
-  nbthread 1
-  maxconn 4000
-  uid 1337
-  gid 1337
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-frontend outbound
-  bind 127.0.0.1:15001
-  default_backend original_dst
-frontend inbound
+/** The sidecar: the single-pod bench's (outbound to the original destination), and inbound on to
+ * the app from 127.0.0.6. */
+const SIDECAR_CFG = `${HAPROXY_CFG}frontend inbound
   bind 0.0.0.0:15006
   default_backend inbound_app
-backend original_dst
-  server orig 0.0.0.0:0
 backend inbound_app
   # Istio's passthrough source: neither capture mode sends it back to the sidecar
   server app 0.0.0.0:0 source 127.0.0.6
@@ -64,13 +49,13 @@ export class SameNodeEnv implements BenchTopology {
   static async create(name: string): Promise<SameNodeEnv> {
     const env = new SameNodeEnv(await NodeTopology.create(name, [['client', CLIENT_POD_IP], ['server', SERVER_POD_IP]]), name);
     try {
-      writeFileSync(join(env.dir, 'haproxy.cfg'), HAPROXY_CFG);
+      writeFileSync(join(env.dir, 'haproxy.cfg'), SIDECAR_CFG);
       // The server app runs in its pod's cgroup, as a container does: its accepted sockets are the pod's.
       const server = env.node.spawn('server', env.smload, ['server', '0.0.0.0', String(ECHO_PORT), String(SINK_PORT)], 'smload server');
       await server.waitFor((l) => l.event === 'ready');
       for (const pod of ['client', 'server']) {
         const haproxy = env.node.spawn(pod, 'haproxy', ['-db', '-f', join(env.dir, 'haproxy.cfg')], `haproxy sidecar ${pod}`);
-        await waitListening(env.node.pod(pod).netns, 15006, haproxy);
+        await waitListening((cmd, args) => execTool('ip', ['netns', 'exec', env.node.pod(pod).netns, cmd, ...args]), 15006, haproxy);
       }
     } catch (err) {
       await env.close();
@@ -126,14 +111,3 @@ export class SameNodeEnv implements BenchTopology {
     }
   }
 }
-
-async function waitListening(netns: string, port: number, proc: Proc): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const r = await execTool('ip', ['netns', 'exec', netns, 'ss', '-Hltn', `sport = :${port}`]);
-    if (r.stdout.trim()) return;
-    if (proc.child.exitCode !== null) break;
-    await new Promise((res) => setTimeout(res, 50));
-  }
-  throw new SockmeshError(Codes.TOPOLOGY, `${proc.label} did not listen on ${port}: ${proc.stderr.slice(-400)}`);
-}
-
