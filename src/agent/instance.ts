@@ -449,7 +449,7 @@ export interface ServiceStatus {
   /** Kernel mode: its endpoints, and in eBPF mode the connections each was given since the instance started. */
   endpoints?: Array<{ address: string; port: number; weight: number; connections?: number }>;
   affinity?: 'client';
-  protocol?: 'udp';
+  protocol?: 'udp' | 'http';
   terminateOnRemove?: boolean;
   /** splice: auto in eBPF mode, learned at each close: what the service's clients that connect
    * with Nagle on do later, and whether its last connection was a bulk stream. */

@@ -28,10 +28,28 @@ export interface ServiceConfig {
   endpoints?: Endpoint[];
   /** Kernel mode: 'client' keeps a client pod on its endpoint (absent: a random endpoint per connection). */
   affinity?: 'client';
-  /** Kernel mode: 'udp' for a UDP service (absent: TCP). */
-  protocol?: 'udp';
+  /** 'http': the governance sidecar applies its policy per request (HTTP/1.1); 'udp': a kernel-mode
+   * UDP service; absent: TCP (per-connection balancing and timeouts). */
+  protocol?: 'udp' | 'http';
+  /** Traffic policy the governance sidecar enforces (Istio's DestinationRule / VirtualService names). */
+  policy?: ServicePolicy;
   /** Kernel mode: close the open connections to an endpoint when it leaves the list (absent: they finish). */
   terminateOnRemove?: boolean;
+}
+
+export type LoadBalancer = 'ROUND_ROBIN' | 'LEAST_REQUEST' | 'RANDOM';
+
+/** Istio's names: DestinationRule trafficPolicy (loadBalancer, outlierDetection, connectionPool),
+ * VirtualService http route (timeout, retries), and a local rate limit on the inbound side. */
+export interface ServicePolicy {
+  loadBalancer?: LoadBalancer;
+  /** Whole request (per try when retries set perTryTimeout), ms. */
+  timeoutMs?: number;
+  retries?: { attempts: number; perTryTimeoutMs?: number; retryOn: string[] };
+  outlierDetection?: { consecutive5xxErrors: number; intervalMs: number; baseEjectionTimeMs: number };
+  connectionPool?: { tcp: { maxConnections: number } };
+  /** Server side, on the inbound listener: requests per second, and the burst above it. */
+  rateLimit?: { requestsPerSecond: number; burst: number };
 }
 
 export interface Endpoint {

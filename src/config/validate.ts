@@ -4,7 +4,7 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { ConfigError, type ConfigIssue } from '../errors.js';
 import { parseCidr } from '../net/addr.js';
 import { CAPACITY } from './capacity.js';
-import type { CaptureConfig, Endpoint, MeshConfig, PodConfig, ServiceConfig, SidecarConfig, SpliceMode } from './model.js';
+import type { CaptureConfig, Endpoint, LoadBalancer, MeshConfig, PodConfig, ServiceConfig, ServicePolicy, SidecarConfig, SpliceMode } from './model.js';
 
 /** Ports Istio never captures inbound (HBONE, Prometheus, health, agent). */
 export const ISTIO_INBOUND_EXCLUDED = [15008, 15090, 15021, 15020];
@@ -91,7 +91,9 @@ function kind(v: unknown): string {
   return `${typeof v} ${quote(v)}`;
 }
 
-function join(path: string, key: string | number): string {
+function join(path: string, ...keys: Array<string | number>): string {
+  if (keys.length !== 1) return keys.reduce<string>((p, k) => join(p, k), path);
+  const key = keys[0];
   if (typeof key === 'number') return `${path}[${key}]`;
   const k = key.length > QUOTE_MAX ? `${key.slice(0, QUOTE_MAX)}…` : key;
   return path ? `${path}.${k}` : k;
@@ -154,7 +156,7 @@ function pod(c: Checker, path: string, raw: unknown, node: { sidecar: SidecarCon
 }
 
 function service(c: Checker, path: string, raw: unknown): ServiceConfig | undefined {
-  const o = c.object(path, raw, ['name', 'addresses', 'ports', 'redirect', 'splice', 'mode', 'endpoints', 'affinity', 'terminateOnRemove', 'protocol']);
+  const o = c.object(path, raw, ['name', 'addresses', 'ports', 'redirect', 'splice', 'mode', 'endpoints', 'affinity', 'terminateOnRemove', 'protocol', 'policy']);
   if (!o) return undefined;
   let name = '';
   if (typeof o.name !== 'string' || !NAME_RE.test(o.name) || o.name.length > NAME_MAX) {
@@ -176,7 +178,73 @@ function service(c: Checker, path: string, raw: unknown): ServiceConfig | undefi
   }
   const svc: ServiceConfig = { name, addresses: shared(o.addresses, addresses), ports: shared(o.ports, ports), redirect, splice };
   kernelMode(c, path, o, svc);
+  if (o.policy !== undefined) {
+    if (svc.mode === 'kernel') c.fail(join(path, 'policy'), 'needs the sidecar: a kernel-mode service has no L7 policy (mode: sidecar)');
+    else {
+      const p = policy(c, join(path, 'policy'), o.policy);
+      if (p) svc.policy = p;
+    }
+  }
   return svc;
+}
+
+const LOAD_BALANCERS: readonly LoadBalancer[] = ['ROUND_ROBIN', 'LEAST_REQUEST', 'RANDOM'];
+
+/** Istio's retryOn conditions the sidecar can honour (HAProxy retry-on). */
+export const RETRY_ON = ['connect-failure', 'refused-stream', 'reset', '5xx', 'gateway-error', 'retriable-status-codes'] as const;
+
+/** "1s", "300ms", "1.5s", "2m": a duration as Istio writes it, in ms (1 ms to 1 h). */
+function duration(c: Checker, path: string, v: unknown): number | undefined {
+  const m = typeof v === 'string' ? /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v) : null;
+  const ms = m ? Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'] : NaN;
+  if (!(ms >= 1 && ms <= 3_600_000) || !Number.isInteger(ms)) return c.fail(path, `must be a duration such as 300ms, 1s or 2m (1 ms to 1 h), got ${kind(v)}`);
+  return ms;
+}
+
+/** A service's traffic policy (DestinationRule / VirtualService field names). */
+function policy(c: Checker, path: string, raw: unknown): ServicePolicy | undefined {
+  const o = c.object(path, raw, ['loadBalancer', 'timeout', 'retries', 'outlierDetection', 'connectionPool', 'rateLimit']);
+  if (!o) return undefined;
+  const p: ServicePolicy = {};
+  if (o.loadBalancer !== undefined) {
+    if (LOAD_BALANCERS.includes(o.loadBalancer as LoadBalancer)) p.loadBalancer = o.loadBalancer as LoadBalancer;
+    else c.fail(join(path, 'loadBalancer'), `must be one of ${LOAD_BALANCERS.join(', ')}, got ${kind(o.loadBalancer)}`);
+  }
+  if (o.timeout !== undefined) p.timeoutMs = duration(c, join(path, 'timeout'), o.timeout);
+  if (o.retries !== undefined) {
+    const r = c.object(join(path, 'retries'), o.retries, ['attempts', 'perTryTimeout', 'retryOn']);
+    if (r) {
+      const attempts = c.int(join(path, 'retries', 'attempts'), r.attempts, 0, 10);
+      const perTryTimeoutMs = r.perTryTimeout === undefined ? undefined : duration(c, join(path, 'retries', 'perTryTimeout'), r.perTryTimeout);
+      // Istio writes retryOn as one comma-separated string.
+      const on = r.retryOn === undefined ? ['connect-failure', 'refused-stream', 'gateway-error'] : typeof r.retryOn === 'string' ? r.retryOn.split(',').map((s) => s.trim()) : [];
+      if (r.retryOn !== undefined && typeof r.retryOn !== 'string') c.fail(join(path, 'retries', 'retryOn'), `must be a comma-separated string such as "connect-failure,5xx", got ${kind(r.retryOn)}`);
+      for (const x of on) if (!(RETRY_ON as readonly string[]).includes(x)) c.fail(join(path, 'retries', 'retryOn'), `${JSON.stringify(x.slice(0, 40))} is not one of ${RETRY_ON.join(', ')}`);
+      if (attempts !== undefined) p.retries = { attempts, retryOn: on, ...(perTryTimeoutMs !== undefined ? { perTryTimeoutMs } : {}) };
+    }
+  }
+  if (o.outlierDetection !== undefined) {
+    const d = c.object(join(path, 'outlierDetection'), o.outlierDetection, ['consecutive5xxErrors', 'interval', 'baseEjectionTime']);
+    if (d) {
+      const n = d.consecutive5xxErrors === undefined ? 5 : c.int(join(path, 'outlierDetection', 'consecutive5xxErrors'), d.consecutive5xxErrors, 1, 100);
+      const intervalMs = d.interval === undefined ? 10_000 : duration(c, join(path, 'outlierDetection', 'interval'), d.interval);
+      const baseEjectionTimeMs = d.baseEjectionTime === undefined ? 30_000 : duration(c, join(path, 'outlierDetection', 'baseEjectionTime'), d.baseEjectionTime);
+      if (n !== undefined && intervalMs !== undefined && baseEjectionTimeMs !== undefined) p.outlierDetection = { consecutive5xxErrors: n, intervalMs, baseEjectionTimeMs };
+    }
+  }
+  if (o.connectionPool !== undefined) {
+    const cp = c.object(join(path, 'connectionPool'), o.connectionPool, ['tcp']);
+    const tcp = cp?.tcp === undefined ? undefined : c.object(join(path, 'connectionPool', 'tcp'), cp.tcp, ['maxConnections']);
+    const max = tcp?.maxConnections === undefined ? undefined : c.int(join(path, 'connectionPool', 'tcp', 'maxConnections'), tcp.maxConnections, 1, 1_000_000);
+    if (max !== undefined) p.connectionPool = { tcp: { maxConnections: max } };
+  }
+  if (o.rateLimit !== undefined) {
+    const rl = c.object(join(path, 'rateLimit'), o.rateLimit, ['requestsPerSecond', 'burst']);
+    const rps = rl ? c.int(join(path, 'rateLimit', 'requestsPerSecond'), rl.requestsPerSecond, 1, 1_000_000) : undefined;
+    const burst = rl?.burst === undefined ? 0 : c.int(join(path, 'rateLimit', 'burst'), rl.burst, 0, 1_000_000);
+    if (rps !== undefined && burst !== undefined) p.rateLimit = { requestsPerSecond: rps, burst };
+  }
+  return p;
 }
 
 /** How an endpoint is written: address:port, or the address alone when it keeps the connection's port. */
@@ -205,9 +273,10 @@ function kernelMode(c: Checker, path: string, o: Record<string, unknown>, svc: S
     else if (o.affinity === 'client') svc.affinity = 'client';
   }
   if (o.protocol !== undefined) {
-    if (o.protocol !== 'tcp' && o.protocol !== 'udp') c.fail(join(path, 'protocol'), `must be tcp or udp, got ${kind(o.protocol)}`);
+    if (o.protocol !== 'tcp' && o.protocol !== 'udp' && o.protocol !== 'http') c.fail(join(path, 'protocol'), `must be tcp, http or udp, got ${kind(o.protocol)}`);
     else if (o.protocol === 'udp' && !kernel) c.fail(join(path, 'protocol'), 'udp needs mode: kernel (the sidecar path carries TCP only)');
-    else if (o.protocol === 'udp') svc.protocol = 'udp';
+    else if (o.protocol === 'http' && kernel) c.fail(join(path, 'protocol'), 'http needs the sidecar (per-request policy): mode: kernel carries connections');
+    else if (o.protocol !== 'tcp') svc.protocol = o.protocol;
   }
   if (o.terminateOnRemove !== undefined) {
     const on = c.bool(join(path, 'terminateOnRemove'), o.terminateOnRemove);

@@ -1,0 +1,158 @@
+// The governance sidecar's data path is HAProxy; this renders its configuration from the mesh
+// config (pure: config in, haproxy.cfg text out). The outbound listener routes by the original
+// destination (HAProxy's `dst`/`dst_port`, read through SO_ORIGINAL_DST under either capture mode)
+// to each service's endpoints with its policy; everything else passes through to where it was
+// going. The inbound listener applies the server-side policy (rate limit, access log) and passes
+// on to the app from 127.0.0.6. HTTP services get per-request policy, other TCP services
+// per-connection balancing and timeouts.
+import type { Endpoint, LoadBalancer, MeshConfig, ServiceConfig, ServicePolicy, SidecarConfig } from '../config/model.js';
+
+export interface RenderOptions {
+  sidecar: SidecarConfig;
+  /** Directory of the runtime API socket (admin.sock). */
+  runDir: string;
+  /** The policy version this configuration carries (shown by status). */
+  version: string;
+  /** Drop to the sidecar uid/gid (when started as root). */
+  dropPrivileges: boolean;
+}
+
+const BALANCE: Record<LoadBalancer, string> = { ROUND_ROBIN: 'roundrobin', LEAST_REQUEST: 'leastconn', RANDOM: 'random' };
+
+/** Istio retryOn conditions as HAProxy retry-on keywords. */
+const RETRY_ON: Record<string, string[]> = {
+  'connect-failure': ['conn-failure'],
+  'refused-stream': ['conn-failure'],
+  reset: ['empty-response', 'junk-response'],
+  '5xx': ['500', '501', '502', '503', '504'],
+  'gateway-error': ['502', '503', '504'],
+  'retriable-status-codes': ['503'],
+};
+
+/**
+ * HAProxy's log line per request (per connection for TCP services), every field a JSON string: the
+ * listeners are TCP frontends (they route by original destination before knowing the protocol),
+ * whose log format may not use HTTP-only variables, so the HTTP fields come from sample fetches and
+ * read "-" where there is no HTTP transaction (the HTTP backends set them: HTTP_VARS). The sidecar turns each line into the access log's
+ * JSON (numbers as numbers) and its metrics (src/sidecar/accesslog.ts).
+ */
+export const ACCESS_LOG_FORMAT = '{"time":"%t","listener":"%f","service":"%b","method":"%[var(txn.method)]","path":"%[var(txn.path)]",'
+  + '"status":"%[var(txn.status)]","duration_ms":"%Tt","upstream":"%si:%sp","bytes":"%B","trace_id":"%[var(txn.trace_id)]","termination":"%ts"}';
+
+/** What an HTTP backend records for the access log (see ACCESS_LOG_FORMAT). */
+const HTTP_VARS = [
+  '  http-request set-var(txn.method) method',
+  '  http-request set-var(txn.path) pathq',
+  '  http-request set-var(txn.trace_id) req.hdr(traceparent),field(2,-)',
+  '  http-response set-var(txn.status) status',
+];
+
+/** A backend's name for a service (HAProxy names: letters, digits, '-', '_', '.', ':'). */
+export function backendName(direction: 'out' | 'in', service: string): string {
+  return `${direction}_${service}`;
+}
+
+function serverLine(e: Endpoint, i: number, p: ServicePolicy | undefined): string {
+  const opts: string[] = [`weight ${e.weight}`];
+  if (p?.connectionPool) opts.push(`maxconn ${p.connectionPool.tcp.maxConnections}`);
+  if (p?.outlierDetection) {
+    const d = p.outlierDetection;
+    // Ejection: consecutive 5xx (or connection errors) mark the server down; a check every
+    // baseEjectionTime brings it back once it answers again.
+    opts.push('check', `inter ${d.intervalMs}`, `downinter ${d.baseEjectionTimeMs}`, 'rise 1', 'fall 1',
+      'observe layer7', `error-limit ${d.consecutive5xxErrors}`, 'on-error mark-down');
+  }
+  return `  server ep${i} ${e.address}${e.port ? `:${e.port}` : ''} ${opts.join(' ')}`;
+}
+
+/** The outbound backend of a service with endpoints or HTTP policy. */
+function outboundBackend(s: ServiceConfig): string[] {
+  const p = s.policy;
+  const http = s.protocol === 'http';
+  const lines = [`backend ${backendName('out', s.name)}`, `  mode ${http ? 'http' : 'tcp'}`, `  balance ${BALANCE[p?.loadBalancer ?? 'ROUND_ROBIN']}`];
+  const perTry = p?.retries?.perTryTimeoutMs ?? p?.timeoutMs;
+  if (perTry) lines.push(`  timeout server ${perTry}ms`);
+  if (p?.retries) {
+    lines.push(`  retries ${p.retries.attempts}`, '  option redispatch 1');
+    if (http) lines.push(`  retry-on ${[...new Set(p.retries.retryOn.flatMap((r) => RETRY_ON[r] ?? []))].join(' ') || 'conn-failure'}`);
+  }
+  if (http) {
+    // W3C trace context: kept when the request has one, generated when it has none.
+    lines.push(
+      '  http-request set-header traceparent 00-%[uuid(4),regsub(-,,g)]-%[uuid(4),regsub(-,,g),bytes(0,16)]-01 if !{ req.hdr(traceparent) -m found }',
+      ...HTTP_VARS,
+    );
+  }
+  const eps = s.endpoints ?? [];
+  if (eps.length) eps.forEach((e, i) => lines.push(serverLine(e, i, p)));
+  else lines.push(`  server orig 0.0.0.0:0${p?.connectionPool ? ` maxconn ${p.connectionPool.tcp.maxConnections}` : ''}`);
+  return lines;
+}
+
+/** The inbound backend of an HTTP service with server-side policy: rate limit, access log. */
+function inboundBackend(s: ServiceConfig): string[] {
+  const rl = s.policy?.rateLimit;
+  const lines = [`backend ${backendName('in', s.name)}`, '  mode http'];
+  if (rl) {
+    // One counter for the whole service: requests over the last second beyond rate + burst get 429.
+    lines.push('  stick-table type integer size 1 expire 10s store http_req_rate(1s)', '  http-request track-sc0 int(0)',
+      `  http-request deny deny_status 429 if { sc_http_req_rate(0) gt ${rl.requestsPerSecond + rl.burst} }`);
+  }
+  lines.push(...HTTP_VARS, '  server app 0.0.0.0:0 source 127.0.0.6');
+  return lines;
+}
+
+/** The ports a service's endpoints listen on (inbound: what arrives at the server pod). */
+function targetPorts(s: ServiceConfig): number[] {
+  const eps = s.endpoints ?? [];
+  return [...new Set(eps.length ? eps.map((e) => e.port || 0).flatMap((p) => (p ? [p] : s.ports)) : s.ports)];
+}
+
+export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
+  const sc = o.sidecar;
+  const governed = cfg.services.filter((s) => s.mode !== 'kernel' && (s.endpoints?.length || s.policy || s.protocol === 'http'));
+  const inbound = governed.filter((s) => s.protocol === 'http');
+  const route = (s: ServiceConfig) => {
+    const conds = (s.addresses.length ? s.addresses : [undefined]).flatMap((a) => s.ports.map((p) => `{ dst_port ${p} }${a ? ` { dst ${a} }` : ''}`));
+    return conds.map((c) => `  use_backend ${backendName('out', s.name)} if ${c}`);
+  };
+  const lines = [
+    `# sockmesh governance sidecar, policy version ${o.version} (rendered; do not edit)`,
+    'global',
+    '  nbthread 1',
+    '  maxconn 20000',
+    ...(o.dropPrivileges ? [`  uid ${sc.uid}`, `  gid ${sc.gid}`] : []),
+    '  log stdout format raw local0 info',
+    `  stats socket ${o.runDir}/admin.sock mode 600 level admin expose-fd listeners`,
+    '  hard-stop-after 30s',
+    'defaults',
+    '  log global',
+    '  timeout connect 5s',
+    '  timeout client 1h',
+    '  timeout server 1h',
+    '  timeout http-request 30s',
+    '  option dontlognull',
+    'frontend outbound',
+    `  bind ${sc.address}:${sc.outboundPort}`,
+    '  mode tcp',
+    `  log-format '${ACCESS_LOG_FORMAT}'`,
+    ...governed.flatMap(route),
+    '  default_backend passthrough',
+    'frontend inbound',
+    `  bind 0.0.0.0:${sc.inboundPort}`,
+    '  mode tcp',
+    `  log-format '${ACCESS_LOG_FORMAT}'`,
+    ...inbound.flatMap((s) => targetPorts(s).map((p) => `  use_backend ${backendName('in', s.name)} if { dst_port ${p} }`)),
+    '  default_backend inbound_app',
+    'backend passthrough',
+    '  mode tcp',
+    '  # 0.0.0.0:0 = the connection\'s original destination (SO_ORIGINAL_DST)',
+    '  server orig 0.0.0.0:0',
+    'backend inbound_app',
+    '  mode tcp',
+    '  server app 0.0.0.0:0 source 127.0.0.6',
+    ...governed.flatMap(outboundBackend),
+    ...inbound.flatMap(inboundBackend),
+  ];
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,73 @@
+// The governance sidecar's HAProxy configuration, rendered from the config: what each policy field
+// becomes, and HAProxy itself (`haproxy -c`) accepting the result.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parseConfigText } from '../../src/config/load.js';
+import { renderHaproxy } from '../../src/sidecar/haproxy.js';
+
+const CONFIG = `
+services:
+  - name: ratings
+    addresses: [10.96.0.30]
+    ports: [9080]
+    protocol: http
+    endpoints: [10.0.0.11:9080, { address: 10.0.0.12:9080, weight: 3 }]
+    policy:
+      loadBalancer: LEAST_REQUEST
+      timeout: 1s
+      retries: { attempts: 2, perTryTimeout: 300ms, retryOn: 'connect-failure,5xx' }
+      outlierDetection: { consecutive5xxErrors: 5, interval: 5s, baseEjectionTime: 30s }
+      connectionPool: { tcp: { maxConnections: 1000 } }
+      rateLimit: { requestsPerSecond: 100, burst: 20 }
+  - { name: db, addresses: [10.96.0.31], ports: [5432], endpoints: [10.0.0.21], policy: { timeout: 2s } }
+  - { name: plain, addresses: [10.96.0.32], ports: [80] }
+`;
+
+describe('HAProxy configuration from the policy', () => {
+  const cfg = parseConfigText(CONFIG, 't');
+  const text = renderHaproxy(cfg, { sidecar: cfg.sidecar, runDir: '/run/x', version: '7', dropPrivileges: true });
+
+  it('routes each governed service by its original destination, everything else passes through', () => {
+    expect(text).toContain('  use_backend out_ratings if { dst_port 9080 } { dst 10.96.0.30 }');
+    expect(text).toContain('  use_backend out_db if { dst_port 5432 } { dst 10.96.0.31 }');
+    expect(text).not.toContain('out_plain'); // no endpoints, no policy: the original destination
+    expect(text).toMatch(/backend passthrough\n {2}mode tcp\n.*\n {2}server orig 0\.0\.0\.0:0/);
+    expect(text).toContain('# sockmesh governance sidecar, policy version 7');
+  });
+
+  it('turns DestinationRule and VirtualService fields into HAProxy directives', () => {
+    const ratings = text.slice(text.indexOf('\nbackend out_ratings'), text.indexOf('\nbackend out_db'));
+    expect(ratings).toContain('  mode http');
+    expect(ratings).toContain('  balance leastconn');
+    expect(ratings).toContain('  timeout server 300ms'); // per try
+    expect(ratings).toContain('  retries 2');
+    expect(ratings).toContain('  retry-on conn-failure 500 501 502 503 504');
+    expect(ratings).toContain('  server ep0 10.0.0.11:9080 weight 1 maxconn 1000 check inter 5000 downinter 30000 rise 1 fall 1 observe layer7 error-limit 5 on-error mark-down');
+    expect(ratings).toMatch(/server ep1 10\.0\.0\.12:9080 weight 3 /);
+    expect(ratings).toMatch(/set-header traceparent 00-.* if !\{ req\.hdr\(traceparent\) -m found \}/);
+    const db = text.slice(text.indexOf('\nbackend out_db') + 1);
+    expect(db).toMatch(/^backend out_db\n {2}mode tcp\n {2}balance roundrobin\n {2}timeout server 2000ms\n {2}server ep0 10\.0\.0\.21 weight 1\n/);
+  });
+
+  it('rate-limits HTTP services on the inbound listener and passes on from 127.0.0.6', () => {
+    expect(text).toContain('  use_backend in_ratings if { dst_port 9080 }');
+    const inb = text.slice(text.indexOf('\nbackend in_ratings'));
+    expect(inb).toContain('  http-request deny deny_status 429 if { sc_http_req_rate(0) gt 120 }');
+    expect(inb).toContain('  server app 0.0.0.0:0 source 127.0.0.6');
+  });
+
+  it('is a configuration HAProxy accepts', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sockmesh-haproxy-'));
+    try {
+      const file = join(dir, 'haproxy.cfg');
+      writeFileSync(file, renderHaproxy(cfg, { sidecar: cfg.sidecar, runDir: dir, version: '1', dropPrivileges: false }));
+      const out = execFileSync('haproxy', ['-c', '-f', file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+      expect(out).toMatch(/Configuration file is valid/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
