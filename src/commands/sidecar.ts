@@ -10,7 +10,29 @@ export function register(program: Command): void {
     .option('--uid <uid>', 'drop to this uid after listening (the sidecar uid sockmesh never captures)')
     .option('--gid <gid>', 'drop to this gid after listening (default: --uid)')
     .option('--log-connections', 'print one JSON line per accepted connection with its original destination')
-    .action(async (opts: { address: string; outboundPort: string; inboundPort: string; uid?: string; gid?: string; logConnections?: boolean }) => {
+    .option('--config <file>', 'run the governance sidecar instead: HAProxy with the policy of this config file\'s services (reloaded seamlessly when the file changes; a bad version is refused and the last good one keeps serving)')
+    .option('--run-dir <dir>', 'with --config: where the rendered haproxy.cfg and its runtime socket live (default: /run/sockmesh/sidecar-<pid>)')
+    .option('--metrics-listen <host:port>', 'with --config: the sidecar\'s Prometheus /metrics (requests, errors, duration histograms per service and endpoint)', '127.0.0.1:15020')
+    .action(async (opts: { address: string; outboundPort: string; inboundPort: string; uid?: string; gid?: string; logConnections?: boolean; config?: string; runDir?: string; metricsListen: string }) => {
+      if (opts.config !== undefined) {
+        const { GovernanceSidecar } = await import('../sidecar/governance.js');
+        const { STATE_DIR } = await import('../agent/state.js');
+        const emit = (ev: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(ev)}\n`);
+        const sidecar = new GovernanceSidecar({ configPath: opts.config, runDir: opts.runDir ?? `${STATE_DIR}/sidecar-${process.pid}`, metricsListen: opts.metricsListen, emit });
+        const stop = async () => {
+          await sidecar.stop();
+          process.exit(0);
+        };
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+        try {
+          await sidecar.start();
+        } catch (err) {
+          await sidecar.stop();
+          throw err;
+        }
+        return;
+      }
       const { startOutbound } = await import('../sidecar/outbound.js');
       const onConnection = opts.logConnections ? (ev: object) => process.stdout.write(`${JSON.stringify({ event: 'connection', ...ev })}\n`) : undefined;
       await startOutbound({ host: opts.address, port: Number(opts.outboundPort), onConnection });

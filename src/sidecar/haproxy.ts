@@ -44,7 +44,7 @@ const HTTP_VARS = [
   '  http-request set-var(txn.method) method',
   '  http-request set-var(txn.path) pathq',
   '  http-request set-var(txn.trace_id) req.hdr(traceparent),field(2,-)',
-  '  http-response set-var(txn.status) status',
+  '  http-after-response set-var(txn.status) status', // also HAProxy's own answers (429, 503, 504)
 ];
 
 /** A backend's name for a service (HAProxy names: letters, digits, '-', '_', '.', ':'). */
@@ -52,7 +52,14 @@ export function backendName(direction: 'out' | 'in', service: string): string {
   return `${direction}_${service}`;
 }
 
-function serverLine(e: Endpoint, i: number, p: ServicePolicy | undefined): string {
+/** A server's name in its backend: its endpoint, so a new policy version names the same endpoint
+ * the same way (the runtime API addresses servers by name). */
+export function serverName(e: Endpoint): string {
+  return `ep-${e.address}-${e.port}`;
+}
+
+/** A server's options (weight, connection limit, ejection), as the config and `add server` take them. */
+export function serverOptions(e: Endpoint, p: ServicePolicy | undefined): string[] {
   const opts: string[] = [`weight ${e.weight}`];
   if (p?.connectionPool) opts.push(`maxconn ${p.connectionPool.tcp.maxConnections}`);
   if (p?.outlierDetection) {
@@ -62,7 +69,16 @@ function serverLine(e: Endpoint, i: number, p: ServicePolicy | undefined): strin
     opts.push('check', `inter ${d.intervalMs}`, `downinter ${d.baseEjectionTimeMs}`, 'rise 1', 'fall 1',
       'observe layer7', `error-limit ${d.consecutive5xxErrors}`, 'on-error mark-down');
   }
-  return `  server ep${i} ${e.address}${e.port ? `:${e.port}` : ''} ${opts.join(' ')}`;
+  return opts;
+}
+
+/** The address a server connects to (no port: the connection's own). */
+export function serverAddr(e: Endpoint): string {
+  return `${e.address}${e.port ? `:${e.port}` : ''}`;
+}
+
+function serverLine(e: Endpoint, p: ServicePolicy | undefined): string {
+  return `  server ${serverName(e)} ${serverAddr(e)} ${serverOptions(e, p).join(' ')}`;
 }
 
 /** The outbound backend of a service with endpoints or HTTP policy. */
@@ -72,6 +88,10 @@ function outboundBackend(s: ServiceConfig): string[] {
   const lines = [`backend ${backendName('out', s.name)}`, `  mode ${http ? 'http' : 'tcp'}`, `  balance ${BALANCE[p?.loadBalancer ?? 'ROUND_ROBIN']}`];
   const perTry = p?.retries?.perTryTimeoutMs ?? p?.timeoutMs;
   if (perTry) lines.push(`  timeout server ${perTry}ms`);
+  if (p?.outlierDetection && http) {
+    // An ejected endpoint comes back once it answers the check (2xx/3xx) again.
+    lines.push('  option httpchk GET /');
+  }
   if (p?.retries) {
     lines.push(`  retries ${p.retries.attempts}`, '  option redispatch 1');
     if (http) lines.push(`  retry-on ${[...new Set(p.retries.retryOn.flatMap((r) => RETRY_ON[r] ?? []))].join(' ') || 'conn-failure'}`);
@@ -84,7 +104,7 @@ function outboundBackend(s: ServiceConfig): string[] {
     );
   }
   const eps = s.endpoints ?? [];
-  if (eps.length) eps.forEach((e, i) => lines.push(serverLine(e, i, p)));
+  if (eps.length) eps.forEach((e) => lines.push(serverLine(e, p)));
   else lines.push(`  server orig 0.0.0.0:0${p?.connectionPool ? ` maxconn ${p.connectionPool.tcp.maxConnections}` : ''}`);
   return lines;
 }
@@ -94,24 +114,31 @@ function inboundBackend(s: ServiceConfig): string[] {
   const rl = s.policy?.rateLimit;
   const lines = [`backend ${backendName('in', s.name)}`, '  mode http'];
   if (rl) {
-    // One counter for the whole service: requests over the last second beyond rate + burst get 429.
-    lines.push('  stick-table type integer size 1 expire 10s store http_req_rate(1s)', '  http-request track-sc0 int(0)',
-      `  http-request deny deny_status 429 if { sc_http_req_rate(0) gt ${rl.requestsPerSecond + rl.burst} }`);
+    // One counter for the whole service, of the requests let through: while the last second holds
+    // rate + burst of them, the next gets 429 (denied requests do not count, so a flood still gets
+    // the configured rate through).
+    lines.push('  stick-table type integer size 1 expire 10s store gpc0,gpc0_rate(1s)', '  http-request track-sc0 int(0)',
+      `  http-request deny deny_status 429 if { sc_gpc0_rate(0) ge ${rl.requestsPerSecond + rl.burst} }`, '  http-request sc-inc-gpc0(0)');
   }
   lines.push(...HTTP_VARS, '  server app 0.0.0.0:0 source 127.0.0.6');
   return lines;
 }
 
 /** The ports a service's endpoints listen on (inbound: what arrives at the server pod). */
-function targetPorts(s: ServiceConfig): number[] {
+export function targetPorts(s: ServiceConfig): number[] {
   const eps = s.endpoints ?? [];
   return [...new Set(eps.length ? eps.map((e) => e.port || 0).flatMap((p) => (p ? [p] : s.ports)) : s.ports)];
 }
 
+/** The services the sidecar routes itself (endpoints, policy or HTTP); others pass through. */
+export function governed(cfg: MeshConfig): ServiceConfig[] {
+  return cfg.services.filter((s) => s.mode !== 'kernel' && (s.endpoints?.length || s.policy || s.protocol === 'http'));
+}
+
 export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
   const sc = o.sidecar;
-  const governed = cfg.services.filter((s) => s.mode !== 'kernel' && (s.endpoints?.length || s.policy || s.protocol === 'http'));
-  const inbound = governed.filter((s) => s.protocol === 'http');
+  const services = governed(cfg);
+  const inbound = services.filter((s) => s.protocol === 'http');
   const route = (s: ServiceConfig) => {
     const conds = (s.addresses.length ? s.addresses : [undefined]).flatMap((a) => s.ports.map((p) => `{ dst_port ${p} }${a ? ` { dst ${a} }` : ''}`));
     return conds.map((c) => `  use_backend ${backendName('out', s.name)} if ${c}`);
@@ -120,11 +147,12 @@ export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
     `# sockmesh governance sidecar, policy version ${o.version} (rendered; do not edit)`,
     'global',
     '  nbthread 1',
-    '  maxconn 20000',
+    '  maxconn 4000',
     ...(o.dropPrivileges ? [`  uid ${sc.uid}`, `  gid ${sc.gid}`] : []),
     '  log stdout format raw local0 info',
     `  stats socket ${o.runDir}/admin.sock mode 600 level admin expose-fd listeners`,
     '  hard-stop-after 30s',
+
     'defaults',
     '  log global',
     '  timeout connect 5s',
@@ -136,7 +164,7 @@ export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
     `  bind ${sc.address}:${sc.outboundPort}`,
     '  mode tcp',
     `  log-format '${ACCESS_LOG_FORMAT}'`,
-    ...governed.flatMap(route),
+    ...services.flatMap(route),
     '  default_backend passthrough',
     'frontend inbound',
     `  bind 0.0.0.0:${sc.inboundPort}`,
@@ -151,7 +179,7 @@ export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
     'backend inbound_app',
     '  mode tcp',
     '  server app 0.0.0.0:0 source 127.0.0.6',
-    ...governed.flatMap(outboundBackend),
+    ...services.flatMap(outboundBackend),
     ...inbound.flatMap(inboundBackend),
   ];
   return `${lines.join('\n')}\n`;

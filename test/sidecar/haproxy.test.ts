@@ -45,17 +45,18 @@ describe('HAProxy configuration from the policy', () => {
     expect(ratings).toContain('  timeout server 300ms'); // per try
     expect(ratings).toContain('  retries 2');
     expect(ratings).toContain('  retry-on conn-failure 500 501 502 503 504');
-    expect(ratings).toContain('  server ep0 10.0.0.11:9080 weight 1 maxconn 1000 check inter 5000 downinter 30000 rise 1 fall 1 observe layer7 error-limit 5 on-error mark-down');
-    expect(ratings).toMatch(/server ep1 10\.0\.0\.12:9080 weight 3 /);
+    expect(ratings).toContain('  server ep-10.0.0.11-9080 10.0.0.11:9080 weight 1 maxconn 1000 check inter 5000 downinter 30000 rise 1 fall 1 observe layer7 error-limit 5 on-error mark-down');
+    expect(ratings).toMatch(/server ep-10\.0\.0\.12-9080 10\.0\.0\.12:9080 weight 3 /);
     expect(ratings).toMatch(/set-header traceparent 00-.* if !\{ req\.hdr\(traceparent\) -m found \}/);
     const db = text.slice(text.indexOf('\nbackend out_db') + 1);
-    expect(db).toMatch(/^backend out_db\n {2}mode tcp\n {2}balance roundrobin\n {2}timeout server 2000ms\n {2}server ep0 10\.0\.0\.21 weight 1\n/);
+    expect(db).toMatch(/^backend out_db\n {2}mode tcp\n {2}balance roundrobin\n {2}timeout server 2000ms\n {2}server ep-10\.0\.0\.21-0 10\.0\.0\.21 weight 1\n/);
   });
 
   it('rate-limits HTTP services on the inbound listener and passes on from 127.0.0.6', () => {
     expect(text).toContain('  use_backend in_ratings if { dst_port 9080 }');
     const inb = text.slice(text.indexOf('\nbackend in_ratings'));
-    expect(inb).toContain('  http-request deny deny_status 429 if { sc_http_req_rate(0) gt 120 }');
+    expect(inb).toContain('  http-request deny deny_status 429 if { sc_gpc0_rate(0) ge 120 }');
+    expect(inb).toContain('  http-request sc-inc-gpc0(0)');
     expect(inb).toContain('  server app 0.0.0.0:0 source 127.0.0.6');
   });
 

@@ -1,0 +1,82 @@
+// The governance sidecar's access log and metrics, both from HAProxy's log lines (one per request,
+// one per connection for TCP services; ACCESS_LOG_FORMAT): each line becomes one JSON access
+// record with numbers as numbers, and counts into Prometheus metrics per service and endpoint
+// (requests by status, durations as a histogram), served by the sidecar beside the agent's.
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+export interface AccessRecord {
+  time: string;
+  direction: 'outbound' | 'inbound';
+  /** The service (its backend), or "-" for connections passed through to their original destination. */
+  service: string;
+  method: string | null;
+  path: string | null;
+  /** HTTP status; null for a TCP connection. */
+  status: number | null;
+  duration_ms: number;
+  upstream: string;
+  bytes: number;
+  trace_id: string | null;
+  termination: string;
+}
+
+const dash = (v: unknown) => (v === undefined || v === '-' || v === '' ? null : String(v));
+
+/** One HAProxy log line as an access record; undefined for anything that is not one of ours. */
+export function parseAccessLine(line: string): AccessRecord | undefined {
+  let raw: Record<string, string>;
+  try {
+    raw = JSON.parse(line.slice(line.indexOf('{')));
+  } catch {
+    return undefined;
+  }
+  if (typeof raw !== 'object' || raw === null || raw.listener === undefined) return undefined;
+  const backend = String(raw.service ?? '-');
+  const service = /^(?:out|in)_(.+)$/.exec(backend)?.[1] ?? '-';
+  const status = Number(raw.status);
+  return {
+    time: String(raw.time),
+    direction: raw.listener === 'inbound' ? 'inbound' : 'outbound',
+    service,
+    method: dash(raw.method),
+    path: dash(raw.path),
+    status: Number.isInteger(status) && status > 0 ? status : null,
+    duration_ms: Number(raw.duration_ms) || 0,
+    upstream: String(raw.upstream ?? '-'),
+    bytes: Number(raw.bytes) || 0,
+    trace_id: dash(raw.trace_id),
+    termination: String(raw.termination ?? '--'),
+  };
+}
+
+/** The sidecar's metrics, fed by access records. */
+export class SidecarMetrics {
+  readonly registry = new Registry();
+  private readonly requests = new Counter({
+    name: 'sockmesh_sidecar_requests_total',
+    help: 'Requests (HTTP services) and connections (TCP services) through the governance sidecar, by service, endpoint and status (0: TCP or no response).',
+    labelNames: ['direction', 'service', 'endpoint', 'code'] as const,
+    registers: [this.registry],
+  });
+  private readonly errors = new Counter({
+    name: 'sockmesh_sidecar_request_errors_total',
+    help: 'Requests answered with 5xx (or ended without a response) through the governance sidecar.',
+    labelNames: ['direction', 'service', 'endpoint'] as const,
+    registers: [this.registry],
+  });
+  private readonly durations = new Histogram({
+    name: 'sockmesh_sidecar_request_duration_seconds',
+    help: 'Request (or connection) durations through the governance sidecar.',
+    labelNames: ['direction', 'service'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+  readonly version = new Gauge({ name: 'sockmesh_sidecar_policy_version', help: 'The policy version the sidecar runs.', registers: [this.registry] });
+
+  observe(r: AccessRecord): void {
+    const endpoint = r.upstream;
+    this.requests.inc({ direction: r.direction, service: r.service, endpoint, code: String(r.status ?? 0) });
+    if (r.status === null ? r.method !== null : r.status >= 500) this.errors.inc({ direction: r.direction, service: r.service, endpoint });
+    this.durations.observe({ direction: r.direction, service: r.service }, r.duration_ms / 1000);
+  }
+}

@@ -1,0 +1,179 @@
+// `sockmesh sidecar --config FILE`: the governance sidecar. HAProxy is the data path (src/sidecar/
+// haproxy.ts renders its configuration from the policy); this process supervises it in master-
+// worker mode, turns its log lines into the access log and metrics, and applies new policy
+// versions without dropping connections: a version that only changes endpoints goes through the
+// runtime API (src/sidecar/runtime.ts: no reload at all); any other is checked with `haproxy -c`
+// first (a bad one is refused and the last good version keeps serving), then the master reloads
+// seamlessly (SIGUSR2: new workers take over the listening sockets, old ones finish their
+// connections).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, readFileSync, renameSync, unwatchFile, watchFile, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { loadConfig } from '../config/load.js';
+import type { MeshConfig } from '../config/model.js';
+import { Codes, SockmeshError } from '../errors.js';
+import { execTool } from '../util/exec.js';
+import { SidecarMetrics, parseAccessLine } from './accesslog.js';
+import { renderHaproxy } from './haproxy.js';
+import { adminCommand, afterCommands, renderedServers, runtimePlan, type RuntimeServers } from './runtime.js';
+
+export interface GovernanceOptions {
+  configPath: string;
+  runDir: string;
+  /** host:port of the sidecar's own /metrics; empty: none. */
+  metricsListen: string;
+  /** One JSON object per event (ready, access, policy, error). */
+  emit: (event: Record<string, unknown>) => void;
+  /** How often the config file is looked at (ms). */
+  pollMs?: number;
+}
+
+export class GovernanceSidecar {
+  private haproxy: ChildProcess | undefined;
+  private metricsServer: Server | undefined;
+  private version = 0;
+  private lastGood = '';
+  /** The config the running HAProxy serves, and the servers it has (for runtime-API updates). */
+  private running: MeshConfig | undefined;
+  private servers: RuntimeServers = new Map();
+  private applying: Promise<void> = Promise.resolve();
+  readonly metrics = new SidecarMetrics();
+  private readonly cfgFile: string;
+  private stopped = false;
+  /** The version a reload was asked for, until HAProxy says it loaded. */
+  private pending: number | undefined;
+
+  constructor(private readonly opts: GovernanceOptions) {
+    this.cfgFile = join(opts.runDir, 'haproxy.cfg');
+  }
+
+  private render(cfg: MeshConfig, version: number): string {
+    return renderHaproxy(cfg, { sidecar: cfg.sidecar, runDir: this.opts.runDir, version: String(version), dropPrivileges: process.getuid?.() === 0 });
+  }
+
+  /** Checks a rendered configuration with HAProxy itself; throws with HAProxy's complaint. */
+  private async check(text: string): Promise<void> {
+    const file = join(this.opts.runDir, 'haproxy.cfg.next');
+    writeFileSync(file, text);
+    const r = await execTool('haproxy', ['-c', '-q', '-f', file]);
+    if (r.code !== 0) throw new SockmeshError(Codes.CONFIG_INVALID, `HAProxy refuses the rendered configuration: ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}`);
+    renameSync(file, this.cfgFile);
+  }
+
+  async start(): Promise<void> {
+    mkdirSync(this.opts.runDir, { recursive: true, mode: 0o700 });
+    const cfg = loadConfig(this.opts.configPath);
+    const text = this.render(cfg, 1);
+    await this.check(text);
+    this.version = 1;
+    this.lastGood = readFileSync(this.opts.configPath, 'utf8');
+    this.running = cfg;
+    this.servers = renderedServers(cfg);
+    this.metrics.version.set(1);
+    const hp = spawn('haproxy', ['-W', '-db', '-f', this.cfgFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.haproxy = hp;
+    createInterface({ input: hp.stdout! }).on('line', (line) => {
+      const r = parseAccessLine(line);
+      if (!r) return;
+      this.metrics.observe(r);
+      this.opts.emit({ event: 'access', ...r });
+    });
+    const started = new Promise<void>((resolve, reject) => {
+      createInterface({ input: hp.stderr! }).on('line', (line) => {
+        if (/Loading success/.test(line)) {
+          resolve();
+          if (this.pending !== undefined) this.opts.emit({ event: 'policy-applied', version: this.pending });
+          this.pending = undefined;
+        }
+        if (/\[(ALERT|WARNING)\]/.test(line)) this.opts.emit({ event: 'haproxy', line });
+      });
+      hp.once('exit', (code, signal) => {
+        reject(new SockmeshError(Codes.INTERNAL, `haproxy exited (${code ?? signal}) before it was ready`));
+        if (!this.stopped) this.opts.emit({ event: 'error', message: `haproxy exited (${code ?? signal})` });
+      });
+    });
+    await started;
+    if (this.opts.metricsListen) await this.serveMetrics();
+    watchFile(this.opts.configPath, { interval: this.opts.pollMs ?? 200 }, () => { this.applying = this.applying.then(() => this.reload()); });
+    this.opts.emit({ event: 'ready', version: this.version, haproxyPid: hp.pid, config: this.cfgFile });
+  }
+
+  /** A new version of the policy file: checked, then applied with a seamless reload; a bad one is
+   * refused and the running version stays. */
+  private async reload(): Promise<void> {
+    let text: string;
+    let cfg: MeshConfig;
+    try {
+      text = readFileSync(this.opts.configPath, 'utf8');
+      if (text === this.lastGood) return;
+      cfg = loadConfig(this.opts.configPath);
+      await this.check(this.render(cfg, this.version + 1));
+    } catch (err) {
+      this.opts.emit({ event: 'policy-refused', version: this.version, error: (err as Error).message });
+      return;
+    }
+    const version = this.version + 1;
+    const plan = this.running ? runtimePlan(this.running, cfg, this.servers) : undefined;
+    if (plan) {
+      try {
+        for (const cmd of plan) await adminCommand(join(this.opts.runDir, 'admin.sock'), cmd);
+        this.servers = afterCommands(this.servers, plan);
+        this.applied(text, cfg, version);
+        this.opts.emit({ event: 'policy', version, via: 'runtime', commands: plan.length });
+        this.opts.emit({ event: 'policy-applied', version });
+        return;
+      } catch (err) {
+        // Half-applied through the runtime API: a reload puts HAProxy exactly on the new version.
+        this.opts.emit({ event: 'haproxy', line: `runtime update failed, reloading instead: ${(err as Error).message}` });
+      }
+    }
+    this.applied(text, cfg, version);
+    this.servers = renderedServers(cfg);
+    this.pending = version;
+    this.haproxy?.kill('SIGUSR2');
+    this.opts.emit({ event: 'policy', version, via: 'reload' });
+  }
+
+  private applied(text: string, cfg: MeshConfig, version: number): void {
+    this.version = version;
+    this.lastGood = text;
+    this.running = cfg;
+    this.metrics.version.set(version);
+  }
+
+  private serveMetrics(): Promise<void> {
+    const [host, port] = [this.opts.metricsListen.slice(0, this.opts.metricsListen.lastIndexOf(':')), Number(this.opts.metricsListen.slice(this.opts.metricsListen.lastIndexOf(':') + 1))];
+    this.metricsServer = createServer((req, res) => {
+      if (req.url !== '/metrics') {
+        res.writeHead(404).end();
+        return;
+      }
+      this.metrics.registry.metrics().then((body) => {
+        res.writeHead(200, { 'content-type': this.metrics.registry.contentType }).end(body);
+      }, (err: Error) => res.writeHead(500).end(err.message));
+    });
+    return new Promise((resolve, reject) => {
+      this.metricsServer!.once('error', reject);
+      this.metricsServer!.listen(port, host, () => resolve());
+    });
+  }
+
+  /** The version serving now. */
+  get policyVersion(): number {
+    return this.version;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    unwatchFile(this.opts.configPath);
+    this.metricsServer?.close();
+    const hp = this.haproxy;
+    if (hp && hp.exitCode === null) {
+      const gone = new Promise((r) => hp.once('exit', r));
+      hp.kill('SIGTERM');
+      await gone;
+    }
+  }
+}

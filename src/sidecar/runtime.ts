@@ -1,0 +1,82 @@
+// Policy versions that only change endpoints (added, removed, weights) are applied through
+// HAProxy's runtime API instead of a reload: no new worker, no connection of the old one closed.
+// A removed endpoint is put in maintenance (drained: its open connections finish); one that comes
+// back is made ready again; a new one is added as a dynamic server. Anything else is a reload.
+import { connect } from 'node:net';
+import type { MeshConfig, ServiceConfig } from '../config/model.js';
+import { Codes, SockmeshError } from '../errors.js';
+import { backendName, governed, serverAddr, serverName, serverOptions, targetPorts } from './haproxy.js';
+
+/** The servers HAProxy has in each backend now (rendered, plus added since the last reload). */
+export type RuntimeServers = Map<string, Set<string>>;
+
+/** The servers of a rendered configuration. */
+export function renderedServers(cfg: MeshConfig): RuntimeServers {
+  return new Map(governed(cfg).filter((s) => s.endpoints?.length).map((s) => [backendName('out', s.name), new Set(s.endpoints!.map(serverName))]));
+}
+
+function withoutEndpoints(cfg: MeshConfig): string {
+  return JSON.stringify({ ...cfg, services: cfg.services.map(({ endpoints: _e, ...rest }) => rest) });
+}
+
+/**
+ * The runtime API commands that take HAProxy from \`before\` to \`after\`, or undefined when the
+ * change needs a reload (anything but endpoints, a service gaining or losing all its endpoints, or
+ * inbound ports that follow endpoint ports).
+ */
+export function runtimePlan(before: MeshConfig, after: MeshConfig, present: RuntimeServers): string[] | undefined {
+  if (withoutEndpoints(before) !== withoutEndpoints(after)) return undefined;
+  const cmds: string[] = [];
+  const byName = new Map(before.services.map((s) => [s.name, s]));
+  for (const s of governed(after)) {
+    const b = byName.get(s.name) as ServiceConfig;
+    if (!b.endpoints?.length !== !s.endpoints?.length) return undefined;
+    if (JSON.stringify(targetPorts(b)) !== JSON.stringify(targetPorts(s))) return undefined;
+    if (!s.endpoints?.length) continue;
+    const backend = backendName('out', s.name);
+    const old = new Map((b.endpoints ?? []).map((e) => [serverName(e), e]));
+    const now = new Map(s.endpoints.map((e) => [serverName(e), e]));
+    const have = present.get(backend) ?? new Set<string>();
+    for (const [name, e] of now) {
+      const o = old.get(name);
+      const server = `${backend}/${name}`;
+      if (!have.has(name)) {
+        cmds.push(`add server ${server} ${serverAddr(e)} ${serverOptions(e, s.policy).join(' ')}`, `enable server ${server}`);
+        if (s.policy?.outlierDetection) cmds.push(`enable health ${server}`);
+      } else if (!o) {
+        cmds.push(`set server ${server} weight ${e.weight}`, `set server ${server} state ready`);
+      } else if (o.weight !== e.weight) {
+        cmds.push(`set server ${server} weight ${e.weight}`);
+      }
+    }
+    for (const name of old.keys()) if (!now.has(name)) cmds.push(`set server ${backend}/${name} state maint`);
+  }
+  return cmds;
+}
+
+/** Servers the commands leave in HAProxy (added ones join; none leaves before a reload). */
+export function afterCommands(present: RuntimeServers, cmds: string[]): RuntimeServers {
+  const out = new Map([...present].map(([b, s]) => [b, new Set(s)]));
+  for (const c of cmds) {
+    const m = /^add server ([^/]+)\/(\S+) /.exec(c);
+    if (m) (out.get(m[1]) ?? out.set(m[1], new Set()).get(m[1])!).add(m[2]);
+  }
+  return out;
+}
+
+/** Runs one command on HAProxy's runtime API (its admin socket); throws on an error answer. */
+export function adminCommand(socket: string, cmd: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect(socket);
+    let out = '';
+    s.on('data', (d: Buffer) => { out += d.toString(); });
+    s.on('error', (err) => reject(new SockmeshError(Codes.SYSCALL, `HAProxy runtime API (${socket}): ${err.message}`)));
+    s.on('end', () => {
+      const answer = out.trim();
+      // Success is silent, except for these confirmations.
+      if (answer && !/^(New server registered\.|.*changed from .* to .*)$/s.test(answer)) reject(new SockmeshError(Codes.INTERNAL, `HAProxy refused "${cmd}": ${answer.slice(0, 200)}`));
+      else resolve(answer);
+    });
+    s.end(`${cmd}\n`);
+  });
+}
