@@ -1,11 +1,13 @@
 // smload: the native load generator and server of `sockmesh bench` (so the client is never the
 // bottleneck). One connection at a time, blocking sockets, results as one JSON line.
 //
-//   smload server ADDR ECHO_PORT SINK_PORT     echo server + sink server (epoll), runs until killed
+//   smload server ADDR ECHO_PORT SINK_PORT [HTTP_PORT]   echo server + sink server (+ an HTTP/1.1
+//                                              keep-alive responder: 200 "ok" to every request), epoll, runs until killed
 //   smload rr     ADDR PORT SIZE SECONDS        request/response on one keep-alive connection
 //   smload stream ADDR PORT SIZE SECONDS        one-way stream of SIZE-byte writes to the sink
 //   smload nagle  ADDR PORT SIZE SECONDS        the same without TCP_NODELAY (TCP may coalesce writes)
 //   smload conn   ADDR PORT SIZE SECONDS        connect, one SIZE-byte exchange, close; repeated
+//   smload http   ADDR PORT SIZE SECONDS        HTTP/1.1 GET requests on one keep-alive connection (SIZE unused)
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -99,18 +101,37 @@ static int read_all(int fd, char *buf, size_t len)
 /* Per-connection server state: echo connections write back what they read; sink connections
  * count bytes and answer the 8-byte total when the client half-closes. */
 struct conn {
-	int sink;
+	int sink; /* 0 echo, 1 sink, 2 http */
 	uint64_t total;
+	int matched; /* http: how much of "\r\n\r\n" the request bytes so far end with */
 };
 
-static _Noreturn void server(struct sockaddr_in echo, struct sockaddr_in sink)
+static const char HTTP_OK[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
+
+/* Answers every complete request header block in buf (GET: no bodies), keeping a partial
+ * terminator across reads. */
+static int http_answer(int fd, struct conn *c, const char *buf, size_t n)
+{
+	static const char end[] = "\r\n\r\n";
+
+	for (size_t i = 0; i < n; i++) {
+		c->matched = buf[i] == end[c->matched] ? c->matched + 1 : buf[i] == '\r' ? 1 : 0;
+		if (c->matched == 4) {
+			c->matched = 0;
+			if (write_all(fd, HTTP_OK, sizeof(HTTP_OK) - 1)) return -1;
+		}
+	}
+	return 0;
+}
+
+static _Noreturn void server(struct sockaddr_in echo, struct sockaddr_in sink, struct sockaddr_in *http)
 {
 	static struct conn conns[MAX_CONNS];
 	static char buf[BUF_SIZE];
-	int ep = epoll_create1(0), lfd[2] = { listen_on(echo), listen_on(sink) };
+	int ep = epoll_create1(0), lfd[3] = { listen_on(echo), listen_on(sink), http ? listen_on(*http) : -1 };
 	struct epoll_event ev = { .events = EPOLLIN };
 
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < (http ? 3 : 2); i++) {
 		ev.data.u64 = (uint64_t)(MAX_CONNS + i);
 		epoll_ctl(ep, EPOLL_CTL_ADD, lfd[i], &ev);
 	}
@@ -122,14 +143,14 @@ static _Noreturn void server(struct sockaddr_in echo, struct sockaddr_in sink)
 		for (int i = 0; i < n; i++) {
 			uint64_t id = evs[i].data.u64;
 			if (id >= MAX_CONNS) {
-				int is_sink = id == MAX_CONNS + 1, one = 1, c;
-				while ((c = accept4(lfd[is_sink], NULL, NULL, 0)) >= 0) {
+				int kind = (int)(id - MAX_CONNS), one = 1, c;
+				while ((c = accept4(lfd[kind], NULL, NULL, 0)) >= 0) {
 					if (c >= MAX_CONNS) {
 						close(c);
 						continue;
 					}
 					setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-					conns[c] = (struct conn){ .sink = is_sink };
+					conns[c] = (struct conn){ .sink = kind };
 					ev.data.u64 = (uint64_t)c;
 					epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev);
 				}
@@ -138,14 +159,16 @@ static _Noreturn void server(struct sockaddr_in echo, struct sockaddr_in sink)
 			int fd = (int)id;
 			ssize_t r = read(fd, buf, sizeof(buf));
 			if (r > 0) {
-				if (conns[fd].sink)
+				if (conns[fd].sink == 2) {
+					if (http_answer(fd, &conns[fd], buf, (size_t)r)) goto closed;
+				} else if (conns[fd].sink)
 					conns[fd].total += (uint64_t)r;
 				else if (write_all(fd, buf, (size_t)r))
 					goto closed;
 				continue;
 			}
 			if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-			if (r == 0 && conns[fd].sink) write_all(fd, (char *)&conns[fd].total, 8);
+			if (r == 0 && conns[fd].sink == 1) write_all(fd, (char *)&conns[fd].total, 8);
 closed:
 			epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
 			close(fd);
@@ -243,11 +266,61 @@ static int conn(struct sockaddr_in sa, size_t size, double secs)
 	return 0;
 }
 
+/* One response: headers up to the blank line, then Content-Length bytes (read into buf). */
+static int http_response(int fd, char *buf, size_t cap)
+{
+	size_t have = 0;
+	char *eoh = NULL;
+
+	while (!eoh) {
+		ssize_t n = read(fd, buf + have, cap - have - 1);
+		if (n <= 0) {
+			if (n < 0 && retry(fd, POLLIN)) continue;
+			return -1;
+		}
+		have += (size_t)n;
+		buf[have] = 0;
+		eoh = strstr(buf, "\r\n\r\n");
+		if (!eoh && have >= cap - 1) return -1;
+	}
+	if (strncmp(buf, "HTTP/1.1 200", 12)) return -1;
+	const char *cl = strcasestr(buf, "\r\ncontent-length:");
+	size_t body = cl ? (size_t)atol(cl + 17) : 0, got = have - (size_t)(eoh + 4 - buf);
+	return body > got ? read_all(fd, buf, body - got) : 0;
+}
+
+static int http(struct sockaddr_in sa, double secs)
+{
+	static const char req[] = "GET /bench HTTP/1.1\r\nHost: bench\r\nUser-Agent: smload\r\n\r\n";
+	size_t cap = 1 << 24, n = 0;
+	uint64_t *lat = malloc(cap * sizeof(*lat));
+	static char buf[65536];
+	int fd = connect_to(sa);
+	uint64_t start = now_ns(), end = start + (uint64_t)(secs * 1e9), t = start;
+
+	while (t < end && n < cap) {
+		uint64_t t0 = t;
+		if (write_all(fd, req, sizeof(req) - 1) || http_response(fd, buf, sizeof(buf))) die("http request");
+		t = now_ns();
+		lat[n++] = t - t0;
+	}
+	double elapsed = (double)(t - start) / 1e9;
+	qsort(lat, n, sizeof(*lat), cmp_u64);
+	printf("{\"test\":\"http\",\"count\":%zu,\"seconds\":%.4f,\"rps\":%.1f,\"p50\":%.2f,\"p90\":%.2f,\"p99\":%.2f,\"p999\":%.2f}\n",
+	       n, elapsed, (double)n / elapsed, pct(lat, n, 50), pct(lat, n, 90), pct(lat, n, 99), pct(lat, n, 99.9));
+	close(fd);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
 	if (argc == 5 && !strcmp(argv[1], "server"))
-		server(parse_addr(argv[2], argv[3]), parse_addr(argv[2], argv[4]));
+		server(parse_addr(argv[2], argv[3]), parse_addr(argv[2], argv[4]), NULL);
+	if (argc == 6 && !strcmp(argv[1], "server")) {
+		struct sockaddr_in h = parse_addr(argv[2], argv[5]);
+		server(parse_addr(argv[2], argv[3]), parse_addr(argv[2], argv[4]), &h);
+	}
 	if (argc == 6) {
 		struct sockaddr_in sa = parse_addr(argv[2], argv[3]);
 		size_t size = (size_t)atol(argv[4]);
@@ -263,7 +336,8 @@ int main(int argc, char **argv)
 			return stream(sa, size, secs);
 		}
 		if (!strcmp(argv[1], "conn")) return conn(sa, size, secs);
+		if (!strcmp(argv[1], "http")) return http(sa, secs);
 	}
-	fprintf(stderr, "usage: smload server ADDR ECHO_PORT SINK_PORT | rr|stream|nagle|conn ADDR PORT SIZE SECONDS\n");
+	fprintf(stderr, "usage: smload server ADDR ECHO_PORT SINK_PORT [HTTP_PORT] | rr|stream|nagle|conn|http ADDR PORT SIZE SECONDS\n");
 	return 2;
 }

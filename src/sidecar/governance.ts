@@ -26,6 +26,8 @@ export interface GovernanceOptions {
   metricsListen: string;
   /** One JSON object per event (ready, access, policy, error). */
   emit: (event: Record<string, unknown>) => void;
+  /** Where the access records go: JSON lines, written in batches (default: `emit`'s stream). */
+  accessLog: (lines: string) => void;
   /** How often the config file is looked at (ms). */
   pollMs?: number;
 }
@@ -74,11 +76,19 @@ export class GovernanceSidecar {
     this.metrics.version.set(1);
     const hp = spawn('haproxy', ['-W', '-db', '-f', this.cfgFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.haproxy = hp;
+    // One access record per request: written in batches (one write per turn of the event loop).
+    let batch: string[] = [];
+    const flush = () => {
+      const lines = batch.join('');
+      batch = [];
+      this.opts.accessLog(lines);
+    };
     createInterface({ input: hp.stdout! }).on('line', (line) => {
       const r = parseAccessLine(line);
       if (!r) return;
       this.metrics.observe(r);
-      this.opts.emit({ event: 'access', ...r });
+      if (!batch.length) setImmediate(flush);
+      batch.push(`${JSON.stringify({ event: 'access', ...r })}\n`);
     });
     const started = new Promise<void>((resolve, reject) => {
       createInterface({ input: hp.stderr! }).on('line', (line) => {
