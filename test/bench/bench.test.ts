@@ -98,6 +98,19 @@ privileged('sockmesh bench --quick', () => {
     }
   });
 
+  it('--governance measures the governance sidecar beside plain forwarding in both capture modes, and removes its topology', async () => {
+    const r = await runCli(['bench', '--governance', '--quick', '--json'], { timeoutMs: 240_000 });
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout) as { rows: Array<{ metric: string; modes: Record<string, { n: number; median: number }> }>; targets: Record<string, { addedP50: number; rps: number }> };
+    expect(res.rows.map((x) => x.metric)).toEqual(['p50', 'p99', 'rps', 'cpuPerReq']);
+    for (const row of res.rows) {
+      expect(Object.keys(row.modes)).toEqual(['direct', 'iptables-tcp', 'iptables-governance', 'ebpf-tcp', 'ebpf-governance']);
+      for (const s of Object.values(row.modes)) expect(s.n === 1 && Number.isFinite(s.median) && s.median > 0).toBe(true);
+    }
+    for (const c of ['iptables', 'ebpf']) expect(Number.isFinite(res.targets[c].addedP50) && res.targets[c].rps > 0).toBe(true);
+    expect(leftovers((n) => n.includes('bench'))).toEqual([]);
+  });
+
   it('cleans up everything when interrupted with SIGTERM', async () => {
     const child = spawn(process.execPath, [join(packageRoot(), 'bin', 'sockmesh.js'), 'bench', '--repeats', '3', '--seconds', '2'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';

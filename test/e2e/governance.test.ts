@@ -156,7 +156,8 @@ for (const mode of ['ebpf', 'iptables'] as const) {
     });
 
     it('exports per-service, per-endpoint requests and duration histograms as Prometheus text', () => {
-      const text = execFileSync('ip', ['netns', 'exec', mesh.netns, 'curl', '-sf', 'http://127.0.0.1:15020/metrics'], { encoding: 'utf8' });
+      const text = execFileSync('ip', ['netns', 'exec', mesh.netns, process.execPath, '-e',
+        "fetch('http://127.0.0.1:15020/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))"], { encoding: 'utf8' });
       const families = parsePrometheusTextFormat(text) as Array<{ name: string; type: string; metrics: Array<{ labels?: Record<string, string>; value?: string; buckets?: Record<string, string> }> }>;
       const requests = families.find((f) => f.name === 'sockmesh_sidecar_requests_total')!;
       expect(requests.type).toBe('COUNTER');
