@@ -151,8 +151,10 @@ for (const mode of ['ebpf', 'iptables'] as const) {
       const expected = RPS * Math.max(1, seconds);
       expect(statuses[200]).toBeGreaterThanOrEqual(Math.floor(RPS * 0.8));
       expect(statuses[200]).toBeLessThanOrEqual(Math.ceil((expected + RPS) * 1.2));
-      const inbound = access().filter((l) => l.direction === 'inbound' && l.service === 'front');
-      expect(inbound.filter((l) => l.status === 429).length).toBe(statuses[429]);
+      // Every refusal has its access line (they arrive a moment after the responses).
+      const refusedLines = () => access().filter((l) => l.direction === 'inbound' && l.service === 'front' && l.status === 429).length;
+      await sidecar.waitFor(() => refusedLines() >= statuses[429], slow(10_000));
+      expect(refusedLines()).toBe(statuses[429]);
     });
 
     it('exports per-service, per-endpoint requests and duration histograms as Prometheus text', () => {
