@@ -12,7 +12,10 @@ import { NAME_MAX, NAME_RE } from '../config/validate.js';
 export type ControlRequest =
   | { op: 'status' }
   | { op: 'service'; name: string; redirect: boolean }
-  | { op: 'reset'; name: string };
+  | { op: 'reset'; name: string }
+  /** A governance sidecar asking for the policy (long poll: answered when the agent's version is
+   * not `have`, or after a while), saying which version it runs. */
+  | { op: 'policy'; have: number; sidecar: { id: string; version: number } };
 
 export type ControlResponse = { ok: true; result: unknown } | { ok: false; error: { code: Code; message: string } };
 
@@ -52,8 +55,17 @@ export function parseRequest(line: string): ControlRequest {
     case 'reset':
       only(['op', 'name']);
       return { op: 'reset', name: name() };
+    case 'policy': {
+      only(['op', 'have', 'sidecar']);
+      const s = o.sidecar as Record<string, unknown> | null;
+      if (!Number.isInteger(o.have) || (o.have as number) < 0) throw new UserError(Codes.USAGE, 'have must be a policy version (an integer >= 0)');
+      if (typeof s !== 'object' || s === null || typeof s.id !== 'string' || !/^[\w.:-]{1,128}$/.test(s.id) || !Number.isInteger(s.version)) {
+        throw new UserError(Codes.USAGE, 'sidecar must be { id: a name of letters, digits, ".", ":", "-", "_" (at most 128), version: an integer }');
+      }
+      return { op: 'policy', have: o.have as number, sidecar: { id: s.id, version: s.version as number } };
+    }
     default:
-      throw new UserError(Codes.USAGE, `unknown op ${JSON.stringify(typeof o.op === 'string' ? o.op.slice(0, 40) : o.op)} (status, service, reset)`);
+      throw new UserError(Codes.USAGE, `unknown op ${JSON.stringify(typeof o.op === 'string' ? o.op.slice(0, 40) : o.op)} (status, service, reset, policy)`);
   }
 }
 

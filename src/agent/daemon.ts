@@ -76,6 +76,12 @@ export class NodeAgent {
   readonly metrics: AgentMetrics;
   /** The last config the source produced that validated (before overrides). */
   private lastGood: MeshConfig | undefined;
+  /** The policy the governance sidecars of the node get: a version per applied change of the
+   * services (or sidecar identity), the config itself, and who waits for the next one. */
+  private policy: { version: number; key: string; config?: MeshConfig } = { version: 0, key: '' };
+  private policyWaiters: Array<() => void> = [];
+  /** Governance sidecars that asked for the policy: the version each runs, when it last asked. */
+  private readonly sidecars = new Map<string, { id: string; version: number; agentVersion: number; seenAt: string }>();
   /** Pods whose sidecar inbound listener the agent has looked for (sockops registers later ones). */
   private readonly listenersSeen = new Set<bigint>();
   private sourceState: { stale: boolean; message?: string } = { stale: false };
@@ -151,7 +157,8 @@ export class NodeAgent {
         await this.startEbpf(prev);
       }
 
-      this.control = new ControlServer(socketPath(instance), (req) => this.serialize(() => this.onRequest(req)));
+      // A sidecar's long poll for the policy waits outside the one-at-a-time lane of the others.
+      this.control = new ControlServer(socketPath(instance), (req) => (req.op === 'policy' ? this.onPolicy(req) : this.serialize(() => this.onRequest(req))));
       await this.control.start();
       this.http = new HttpServer(listen, {
         metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.text() }),
@@ -419,6 +426,7 @@ export class NodeAgent {
       this.metrics.lastApplied.setToCurrentTime();
       this.lastApply = { at: new Date().toISOString(), changes: report.changes, ms };
       log.info({ reason, changes: report.changes, slot: report.slot, ms: Math.round(ms * 100) / 100 }, 'reconciled');
+      this.publishPolicy(config);
       return report.changes;
     } catch (err) {
       const reasonLabel = err instanceof SockmeshError ? err.code : 'internal';
@@ -441,7 +449,37 @@ export class NodeAgent {
     this.metrics.lastApplied.setToCurrentTime();
     this.lastApply = { at: new Date().toISOString(), changes, ms };
     this.opts.log.info({ reason, changes, ms: Math.round(ms * 100) / 100 }, 'reconciled');
+    this.publishPolicy(config);
     return changes;
+  }
+
+  /** A new policy version for the sidecars when the services (or the sidecar identity) changed. */
+  private publishPolicy(config: MeshConfig): void {
+    const key = JSON.stringify([config.sidecar, config.services]);
+    if (key === this.policy.key) return;
+    this.policy = { version: this.policy.version + 1, key, config: { ...config, pods: [] } };
+    this.opts.log.info({ version: this.policy.version }, 'policy version for the governance sidecars');
+    const waiting = this.policyWaiters;
+    this.policyWaiters = [];
+    for (const wake of waiting) wake();
+  }
+
+  /** A sidecar's long poll: answered at once when it lacks the current version, else when the next
+   * one comes (or after 30 s, with no config). */
+  private async onPolicy(req: Extract<ControlRequest, { op: 'policy' }>): Promise<{ version: number; config?: MeshConfig }> {
+    const note = () => this.sidecars.set(req.sidecar.id, { id: req.sidecar.id, version: req.sidecar.version, agentVersion: req.have, seenAt: new Date().toISOString() });
+    note();
+    if (this.policy.version === 0 || req.have === this.policy.version) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          this.policyWaiters = this.policyWaiters.filter((w) => w !== wake);
+          resolve();
+        }, 30_000);
+        const wake = () => { clearTimeout(timer); resolve(); };
+        this.policyWaiters.push(wake);
+      });
+    }
+    return this.policy.version !== req.have && this.policy.config ? { version: this.policy.version, config: this.policy.config } : { version: this.policy.version };
   }
 
   private recordTimer: NodeJS.Timeout | undefined;
@@ -490,6 +528,7 @@ export class NodeAgent {
           agent: {
             pid: process.pid, ready: this.ready, source: { path: this.sourceName, ...this.sourceState },
             overrides: this.overrides.all(), lastApply: this.lastApply, unresolvedPods: this.pods?.problems ?? [],
+            policyVersion: this.policy.version, sidecars: [...this.sidecars.values()],
           },
         };
       case 'service': {

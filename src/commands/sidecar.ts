@@ -12,9 +12,11 @@ export function register(program: Command): void {
     .option('--log-connections', 'print one JSON line per accepted connection with its original destination')
     .option('--config <file>', 'run the governance sidecar instead: HAProxy with the policy of this config file\'s services (reloaded seamlessly when the file changes; a bad version is refused and the last good one keeps serving)')
     .option('--run-dir <dir>', 'with --config: where the rendered haproxy.cfg and its runtime socket live (default: /run/sockmesh/sidecar-<pid>)')
+    .option('--instance <name>', 'with --config: follow the policy versions of this instance\'s agent while it runs (the file\'s policy before and whenever no agent answers; the last good version keeps serving)')
+    .option('--id <name>', 'with --instance: this sidecar\'s name in the agent\'s status (default: pid-<pid>)')
     .option('--access-log <file>', 'with --config: append the JSON access records to this file instead of standard output')
     .option('--metrics-listen <host:port>', 'with --config: the sidecar\'s Prometheus /metrics (requests, errors, duration histograms per service and endpoint)', '127.0.0.1:15020')
-    .action(async (opts: { address: string; outboundPort: string; inboundPort: string; uid?: string; gid?: string; logConnections?: boolean; config?: string; runDir?: string; metricsListen: string; accessLog?: string }) => {
+    .action(async (opts: { address: string; outboundPort: string; inboundPort: string; uid?: string; gid?: string; logConnections?: boolean; config?: string; runDir?: string; metricsListen: string; accessLog?: string; instance?: string; id?: string }) => {
       if (opts.config !== undefined) {
         const { GovernanceSidecar } = await import('../sidecar/governance.js');
         const { STATE_DIR } = await import('../agent/state.js');
@@ -22,7 +24,11 @@ export function register(program: Command): void {
         const { createWriteStream } = await import('node:fs');
         const file = opts.accessLog === undefined ? undefined : createWriteStream(opts.accessLog, { flags: 'a' });
         const accessLog = file ? (lines: string) => { file.write(lines); } : (lines: string) => { process.stdout.write(lines); };
-        const sidecar = new GovernanceSidecar({ configPath: opts.config, runDir: opts.runDir ?? `${STATE_DIR}/sidecar-${process.pid}`, metricsListen: opts.metricsListen, emit, accessLog });
+        const { socketPath } = await import('../agent/control.js');
+        const { checkInstanceName } = await import('../agent/instance.js');
+        const agentSocket = opts.instance === undefined ? undefined : socketPath(checkInstanceName(opts.instance));
+        const sidecar = new GovernanceSidecar({ configPath: opts.config, runDir: opts.runDir ?? `${STATE_DIR}/sidecar-${process.pid}`, metricsListen: opts.metricsListen, emit, accessLog,
+          agentSocket, sidecarId: opts.id ?? `pid-${process.pid}` });
         const stop = async () => {
           await sidecar.stop();
           process.exit(0);

@@ -20,7 +20,12 @@ import { renderHaproxy } from './haproxy.js';
 import { adminCommand, afterCommands, renderedServers, runtimePlan, type RuntimeServers } from './runtime.js';
 
 export interface GovernanceOptions {
+  /** The policy file (the first version, and every version while no agent serves one). */
   configPath: string;
+  /** The agent's control socket: its policy versions win over the file's while it runs. */
+  agentSocket?: string;
+  /** This sidecar's name for the agent (status shows it), e.g. the pod's. */
+  sidecarId?: string;
   runDir: string;
   /** host:port of the sidecar's own /metrics; empty: none. */
   metricsListen: string;
@@ -40,12 +45,15 @@ export class GovernanceSidecar {
   /** The config the running HAProxy serves, and the servers it has (for runtime-API updates). */
   private running: MeshConfig | undefined;
   private servers: RuntimeServers = new Map();
-  private applying: Promise<void> = Promise.resolve();
+  /** Policy versions are applied one after another. */
+  private applying: Promise<unknown> = Promise.resolve();
   readonly metrics = new SidecarMetrics();
   private readonly cfgFile: string;
   private stopped = false;
   /** The version a reload was asked for, until HAProxy says it loaded. */
   private pending: number | undefined;
+  /** The agent's policy version last applied (0: none yet, the file's policy runs). */
+  private agentVersion = 0;
 
   constructor(private readonly opts: GovernanceOptions) {
     this.cfgFile = join(opts.runDir, 'haproxy.cfg');
@@ -106,23 +114,67 @@ export class GovernanceSidecar {
     });
     await started;
     if (this.opts.metricsListen) await this.serveMetrics();
-    watchFile(this.opts.configPath, { interval: this.opts.pollMs ?? 200 }, () => { this.applying = this.applying.then(() => this.reload()); });
+    watchFile(this.opts.configPath, { interval: this.opts.pollMs ?? 200 }, () => {
+      // While an agent serves the policy, its versions win over the file's.
+      if (this.agentVersion) return;
+      this.applying = this.applying.then(() => this.fromFile());
+    });
     this.opts.emit({ event: 'ready', version: this.version, haproxyPid: hp.pid, config: this.cfgFile });
+    if (this.opts.agentSocket) void this.followAgent(this.opts.agentSocket);
   }
 
-  /** A new version of the policy file: checked, then applied with a seamless reload; a bad one is
-   * refused and the running version stays. */
-  private async reload(): Promise<void> {
+  /** A new version of the policy file. */
+  private async fromFile(): Promise<void> {
     let text: string;
     let cfg: MeshConfig;
     try {
       text = readFileSync(this.opts.configPath, 'utf8');
       if (text === this.lastGood) return;
       cfg = loadConfig(this.opts.configPath);
-      await this.check(this.render(cfg, this.version + 1));
     } catch (err) {
       this.opts.emit({ event: 'policy-refused', version: this.version, error: (err as Error).message });
       return;
+    }
+    await this.apply(cfg, text, 'file');
+  }
+
+  /**
+   * The agent's policy versions, by long poll on its control socket (it answers when its version
+   * differs from the one this sidecar has, or after a while): each new one is applied. While the
+   * agent is away the last good version keeps serving; the sidecar tries again every second.
+   */
+  private async followAgent(socket: string): Promise<void> {
+    const { request } = await import('../agent/control.js');
+    let away = false;
+    while (!this.stopped) {
+      try {
+        const r = await request(socket, { op: 'policy', have: this.agentVersion, sidecar: { id: this.opts.sidecarId ?? String(process.pid), version: this.version } }, 40_000) as
+          { version: number; config?: MeshConfig };
+        if (away) this.opts.emit({ event: 'agent', reachable: true });
+        away = false;
+        if (r.config && r.version !== this.agentVersion) {
+          const run = this.applying.then(() => this.apply(r.config!, `agent version ${r.version}`, 'agent'));
+          this.applying = run;
+          const ok = await run;
+          if (ok) this.agentVersion = r.version;
+        }
+      } catch (err) {
+        if (this.stopped) return;
+        if (!away) this.opts.emit({ event: 'agent', reachable: false, error: (err as Error).message });
+        away = true;
+        await new Promise((res) => setTimeout(res, 1000));
+      }
+    }
+  }
+
+  /** A new policy version: checked, then applied through the runtime API (endpoints only) or a
+   * seamless reload; a bad one is refused and the running version stays. Returns whether it runs. */
+  private async apply(cfg: MeshConfig, text: string, from: 'file' | 'agent'): Promise<boolean> {
+    try {
+      await this.check(this.render(cfg, this.version + 1));
+    } catch (err) {
+      this.opts.emit({ event: 'policy-refused', version: this.version, from, error: (err as Error).message });
+      return false;
     }
     const version = this.version + 1;
     const plan = this.running ? runtimePlan(this.running, cfg, this.servers) : undefined;
@@ -131,9 +183,9 @@ export class GovernanceSidecar {
         for (const cmd of plan) await adminCommand(join(this.opts.runDir, 'admin.sock'), cmd);
         this.servers = afterCommands(this.servers, plan);
         this.applied(text, cfg, version);
-        this.opts.emit({ event: 'policy', version, via: 'runtime', commands: plan.length });
+        this.opts.emit({ event: 'policy', version, from, via: 'runtime', commands: plan.length });
         this.opts.emit({ event: 'policy-applied', version });
-        return;
+        return true;
       } catch (err) {
         // Half-applied through the runtime API: a reload puts HAProxy exactly on the new version.
         this.opts.emit({ event: 'haproxy', line: `runtime update failed, reloading instead: ${(err as Error).message}` });
@@ -143,7 +195,8 @@ export class GovernanceSidecar {
     this.servers = renderedServers(cfg);
     this.pending = version;
     this.haproxy?.kill('SIGUSR2');
-    this.opts.emit({ event: 'policy', version, via: 'reload' });
+    this.opts.emit({ event: 'policy', version, from, via: 'reload' });
+    return true;
   }
 
   private applied(text: string, cfg: MeshConfig, version: number): void {

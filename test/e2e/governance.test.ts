@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Proc } from '../../src/topology/proc.js';
+import { Proc } from '../../src/topology/proc.js';
 import { POD_IP } from '../../src/topology/topology.js';
 import { runCli } from '../helpers/cli.js';
 import { CLI, Mesh, PEER } from '../helpers/mesh.js';
@@ -192,10 +192,10 @@ for (const mode of ['ebpf', 'iptables'] as const) {
     });
 
     it('applies a change beyond endpoints with a seamless reload, and refuses a bad version (the last good one keeps serving)', async () => {
-      writeFileSync(cfgPath, policy(12, `[${EP.a}:9080]`, '3s'));
+      writeFileSync(cfgPath, policy(12, `[${EP.a}:9080]`, '10s'));
       await sidecar.waitFor((l) => l.event === 'policy-applied' && l.version === 12, slow(20_000));
       expect(sidecar.lines.find((l) => l.event === 'policy' && l.version === 12)).toMatchObject({ via: 'reload' });
-      // The slow endpoint (2 s) is now within the timeout.
+      // The slow endpoint (2 s) is now well within the timeout.
       expect((await load('10.96.0.32', 9080, 1)).done).toMatchObject({ statuses: { 200: 1 } });
       writeFileSync(cfgPath, policy(13).replace('attempts: 2', 'attempts: 99'));
       const refused = await sidecar.waitFor((l) => l.event === 'policy-refused', slow(20_000));
@@ -204,3 +204,65 @@ for (const mode of ['ebpf', 'iptables'] as const) {
     });
   });
 }
+
+privileged('governance sidecar following its agent (--instance)', () => {
+  const instance = uniqueName('ga');
+  let mesh: Mesh;
+  let agent: Proc | undefined;
+  let sidecar: Proc;
+  let agentCfg: string;
+  const cfg = (ep: string) => `services:
+  - { name: ratings, addresses: [10.96.0.30], ports: [9080], protocol: http, endpoints: ['${ep}:9080'], policy: { retries: { attempts: 1 } } }
+capture: { includeInboundPorts: [] }
+`;
+
+  beforeAll(async () => {
+    mesh = await Mesh.create(instance, [EP.a, EP.b], [], { sidecar: false });
+    const eps = ['a', 'b'].map((name) => mesh.topo.spawnNode(PEER, ['http-serve', '--host', EP[name as 'a' | 'b'], '--port', '9080', '--name', name], { netns: 'remote', cgroup: 'outside', label: `endpoint ${name}` }));
+    await Promise.all(eps.map((p) => p.waitFor((l) => l.event === 'ready', slow(30_000))));
+    agentCfg = join(mesh.dir, 'agent.yaml');
+    writeFileSync(agentCfg, cfg(EP.a));
+    // The agent runs on the node (the host's namespaces), as its DaemonSet does.
+    agent = new Proc('agent', process.execPath, [CLI, 'agent', '--config', agentCfg, '--cgroup', mesh.cgroup, '--instance', instance, '--listen', '127.0.0.1:0']);
+    await agent.waitFor((l) => l.msg === 'agent ready', slow(30_000));
+    // The sidecar's own file says b; the agent says a.
+    const fileCfg = join(mesh.dir, 'file.yaml');
+    writeFileSync(fileCfg, cfg(EP.b));
+    sidecar = mesh.topo.spawnNode(CLI, ['sidecar', '--config', fileCfg, '--instance', instance, '--id', 'pod-x', '--run-dir', join(mesh.dir, 'run'), '--metrics-listen', ''], { cgroup: 'mesh', label: 'governance sidecar' });
+    await sidecar.waitFor((l) => l.event === 'ready', slow(30_000));
+  });
+
+  afterAll(async () => {
+    await agent?.kill();
+    await runCli(['down', '--instance', instance]);
+    await mesh?.close();
+  });
+
+  async function servedBy(): Promise<Record<string, number>> {
+    const p = mesh.topo.spawnNode(PEER, ['http-load', '--host', '10.96.0.30', '--port', '9080', '--count', '4'], { cgroup: 'mesh', label: 'load' });
+    return (await p.waitFor((l) => l.event === 'done', slow(30_000))).servers as Record<string, number>;
+  }
+
+  it('takes the agent\'s policy over its file, and each new version the agent applies', async () => {
+    await sidecar.waitFor((l) => l.event === 'policy-applied' && sidecar.lines.some((x) => x.event === 'policy' && x.from === 'agent'), slow(20_000));
+    expect(await servedBy()).toEqual({ a: 4 });
+    writeFileSync(agentCfg, cfg(EP.b));
+    await sidecar.waitFor(() => sidecar.lines.filter((x) => x.event === 'policy' && x.from === 'agent').length >= 2, slow(20_000));
+    await sidecar.waitFor(() => sidecar.lines.filter((x) => x.event === 'policy-applied').length >= 2, slow(20_000));
+    expect(await servedBy()).toEqual({ b: 4 });
+  });
+
+  it('is in the agent\'s status with the version it runs', async () => {
+    const st = JSON.parse((await runCli(['status', '--instance', instance, '--json'])).stdout) as { agent: { policyVersion: number; sidecars: Array<{ id: string; agentVersion: number }> } };
+    expect(st.agent.policyVersion).toBe(2);
+    // It asks again at once with what it has: the agent knows it runs version 2.
+    expect(st.agent.sidecars).toEqual([expect.objectContaining({ id: 'pod-x', agentVersion: 2 })]);
+  });
+
+  it('keeps serving the last good version while the agent is away', async () => {
+    await agent!.kill();
+    agent = undefined;
+    await sidecar.waitFor((l) => l.event === 'agent' && l.reachable === false, slow(60_000));
+    expect(await servedBy()).toEqual({ b: 4 });
+  });
+});
