@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 export function register(program: Command): void {
   program
     .command('sidecar')
-    .description('run sockmesh\'s pass-through sidecar: forward captured connections to their original destination (inbound ones from 127.0.0.6, Istio\'s passthrough source)')
+    .description('run a sidecar in this pod: sockmesh\'s pass-through one (captured connections to their original destination, inbound ones from 127.0.0.6), or with --config the governance sidecar (HAProxy enforcing each service\'s policy)')
     .option('--address <ip>', 'outbound listen address', '127.0.0.1')
     .option('--outbound-port <port>', 'outbound listener port', '15001')
     .option('--inbound-port <port>', 'inbound listener port (on every address); 0: no inbound listener', '15006')
@@ -12,7 +12,7 @@ export function register(program: Command): void {
     .option('--log-connections', 'print one JSON line per accepted connection with its original destination')
     .option('--config <file>', 'run the governance sidecar instead: HAProxy with the policy of this config file\'s services (reloaded seamlessly when the file changes; a bad version is refused and the last good one keeps serving)')
     .option('--run-dir <dir>', 'with --config: where the rendered haproxy.cfg and its runtime socket live (default: /run/sockmesh/sidecar-<pid>)')
-    .option('--instance <name>', 'with --config: follow the policy versions of this instance\'s agent while it runs (the file\'s policy before and whenever no agent answers; the last good version keeps serving)')
+    .option('--instance <name>', 'with --config: follow the policy versions of this instance\'s agent (the file\'s policy until the agent answers; while it is away the last good version keeps serving)')
     .option('--id <name>', 'with --instance: this sidecar\'s name in the agent\'s status (default: pid-<pid>)')
     .option('--access-log <file>', 'with --config: append the JSON access records to this file instead of standard output')
     .option('--metrics-listen <host:port>', 'with --config: the sidecar\'s Prometheus /metrics (requests, errors, duration histograms per service and endpoint)', '127.0.0.1:15020')
