@@ -75,20 +75,26 @@ export function cgroupUsageUsec(cg: string): number {
 
 export class BenchEnv implements BenchTopology {
   private mode: BenchMode | undefined;
-  private readonly dir = mkdtempSync(join(tmpdir(), 'sockmesh-bench-'));
+  readonly dir = mkdtempSync(join(tmpdir(), 'sockmesh-bench-'));
   private readonly smload = join(packageRoot(), 'dist', 'smload');
 
   private constructor(readonly topo: Topology, readonly instance: string) {}
 
-  static async create(name: string): Promise<BenchEnv> {
+  /**
+   * The topology with the smload server (its HTTP responder too, on `httpPort`) and the HAProxy
+   * sidecar; `more` starts what a variant of the bench adds (the governance sidecar).
+   */
+  static async create(name: string, opts: { httpPort?: number; more?: (env: BenchEnv) => Promise<void> } = {}): Promise<BenchEnv> {
     const env = new BenchEnv(await Topology.create(name, { remote: { addresses: [SERVICE_IP, ENDPOINT_IP] } }), name);
     try {
       if (!existsSync(env.smload)) throw new SockmeshError(Codes.USAGE, `${env.smload} is missing: run npm run build`);
       writeFileSync(join(env.dir, 'haproxy.cfg'), HAPROXY_CFG);
-      const server = env.topo.spawn(env.smload, ['server', '0.0.0.0', String(ECHO_PORT), String(SINK_PORT)], { netns: 'remote', cgroup: 'outside', label: 'smload server' });
+      const ports = [ECHO_PORT, SINK_PORT, ...(opts.httpPort ? [opts.httpPort] : [])].map(String);
+      const server = env.topo.spawn(env.smload, ['server', '0.0.0.0', ...ports], { netns: 'remote', cgroup: 'outside', label: 'smload server' });
       await server.waitFor((l) => l.event === 'ready');
       const haproxy = env.topo.spawn('haproxy', ['-db', '-f', join(env.dir, 'haproxy.cfg')], { cgroup: 'mesh', label: 'haproxy sidecar' });
       await waitListening((cmd, args) => env.topo.exec(cmd, args), 15001, haproxy);
+      await opts.more?.(env);
     } catch (err) {
       await env.close();
       throw err;
@@ -110,15 +116,19 @@ export class BenchEnv implements BenchTopology {
   }
 
   /** Runs one workload with the client in the mesh cgroup; returns smload's figures and the CPU used. */
-  async run(w: Workload, seconds: number): Promise<Sample> {
-    const port = w.port === 'echo' ? ECHO_PORT : SINK_PORT;
-    const cpu0 = cgroupUsageUsec(this.topo.cgroup) + cgroupUsageUsec(this.topo.outsideCgroup);
-    const p = this.topo.spawn(this.smload, [w.test, SERVICE_IP, String(port), String(w.size), String(seconds)], { cgroup: 'mesh', label: `smload ${w.id}` });
+  run(w: Workload, seconds: number): Promise<Sample> {
+    return this.smloadRun(w.id, [w.test, SERVICE_IP, String(w.port === 'echo' ? ECHO_PORT : SINK_PORT), String(w.size), String(seconds)], seconds);
+  }
+
+  /** One smload client run in the mesh cgroup: its result line and the CPU of both cgroups. */
+  async smloadRun(label: string, args: string[], seconds: number): Promise<Sample> {
+    const cpu = () => cgroupUsageUsec(this.topo.cgroup) + cgroupUsageUsec(this.topo.outsideCgroup);
+    const cpu0 = cpu();
+    const p = this.topo.spawn(this.smload, args, { cgroup: 'mesh', label: `smload ${label}` });
     const line = await p.waitFor((l) => typeof l.test === 'string', (seconds + 30) * 1000);
     const code = await p.exited;
-    if (code !== 0) throw new SockmeshError(Codes.TOPOLOGY, `smload ${w.id} exited ${code}: ${p.stderr}`);
-    const cpuUsec = cgroupUsageUsec(this.topo.cgroup) + cgroupUsageUsec(this.topo.outsideCgroup) - cpu0;
-    return { result: line as Record<string, number>, cpuUsec };
+    if (code !== 0) throw new SockmeshError(Codes.TOPOLOGY, `smload ${label} exited ${code}: ${p.stderr}`);
+    return { result: line as Record<string, number>, cpuUsec: cpu() - cpu0 };
   }
 
   async close(): Promise<void> {

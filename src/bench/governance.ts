@@ -3,17 +3,12 @@
 // log and metrics) beside the same engine forwarding plain TCP (the bench's usual sidecar), in both
 // capture modes, on the same processes, plus direct. Targets: the p50 the governance sidecar adds
 // at most 1.5x what plain forwarding adds; requests/s at least 0.7x.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { down, requireRoot, up } from '../agent/instance.js';
 import { parseConfigText } from '../config/load.js';
-import { Codes, SockmeshError } from '../errors.js';
-import type { Proc } from '../topology/proc.js';
-import { Topology } from '../topology/topology.js';
 import { checkInterrupted } from '../util/interrupt.js';
-import { packageRoot } from '../util/paths.js';
-import { ENDPOINT_IP, HAPROXY_CFG, SERVICE_IP, cgroupUsageUsec, waitListening } from './env.js';
+import { BenchEnv, ENDPOINT_IP, SERVICE_IP, type Sample } from './env.js';
 import { shuffledOrder } from './run.js';
 import { ratio, spread, type Spread } from './stats.js';
 
@@ -66,61 +61,44 @@ export interface GovBenchResult {
   targets: Record<'iptables' | 'ebpf', { addedP50: number; rps: number }>;
 }
 
+/** The single-pod bench topology (its HAProxy forwarding TCP on 15001) plus the governance
+ * sidecar (15011) and the smload server's HTTP responder; capture switches between them. */
 class GovEnv {
   private mode: GovMode | undefined;
-  private readonly dir = mkdtempSync(join(tmpdir(), 'sockmesh-bench-gov-'));
-  private readonly smload = join(packageRoot(), 'dist', 'smload');
 
-  private constructor(readonly topo: Topology, readonly instance: string) {}
+  private constructor(readonly env: BenchEnv) {}
 
   static async create(name: string): Promise<GovEnv> {
-    const env = new GovEnv(await Topology.create(name, { remote: { addresses: [SERVICE_IP, ENDPOINT_IP] } }), name);
-    try {
-      const exec = (cmd: string, args: string[]) => env.topo.exec(cmd, args);
-      const server = env.topo.spawn(env.smload, ['server', '0.0.0.0', '9080', '9081', String(HTTP_PORT)], { netns: 'remote', cgroup: 'outside', label: 'smload server' });
-      await server.waitFor((l) => l.event === 'ready');
-      writeFileSync(join(env.dir, 'haproxy.cfg'), HAPROXY_CFG);
-      const tcp = env.topo.spawn('haproxy', ['-db', '-f', join(env.dir, 'haproxy.cfg')], { cgroup: 'mesh', label: 'haproxy tcp sidecar' });
-      await waitListening(exec, 15001, tcp);
-      writeFileSync(join(env.dir, 'policy.yaml'), POLICY);
-      const gov: Proc = env.topo.spawnNode('bin/sockmesh.js', ['sidecar', '--config', join(env.dir, 'policy.yaml'), '--run-dir', join(env.dir, 'run'),
-        '--access-log', join(env.dir, 'access.log'), '--metrics-listen', '127.0.0.1:15021'], { cgroup: 'mesh', label: 'governance sidecar' });
-      await gov.waitFor((l) => l.event === 'ready', 30_000);
-    } catch (err) {
-      await env.close();
-      throw err;
-    }
-    return env;
+    return new GovEnv(await BenchEnv.create(name, {
+      httpPort: HTTP_PORT,
+      more: async (env) => {
+        writeFileSync(join(env.dir, 'policy.yaml'), POLICY);
+        const gov = env.topo.spawnNode('bin/sockmesh.js', ['sidecar', '--config', join(env.dir, 'policy.yaml'), '--run-dir', join(env.dir, 'run'),
+          '--access-log', join(env.dir, 'access.log'), '--metrics-listen', '127.0.0.1:15021'], { cgroup: 'mesh', label: 'governance sidecar' });
+        await gov.waitFor((l) => l.event === 'ready', 30_000);
+      },
+    }));
   }
 
   async setMode(mode: GovMode): Promise<void> {
     if (mode === this.mode) return;
-    const base = { instance: this.instance, configSource: '(bench --governance)' };
-    await down(this.instance);
+    const { instance, topo } = this.env;
+    const base = { instance, configSource: '(bench --governance)' };
+    await down(instance);
     if (mode !== 'direct') {
       const cfg = captureConfig(mode.endsWith('governance'));
-      if (mode.startsWith('iptables')) await up({ ...base, mode: 'iptables', netns: this.topo.netns, config: cfg });
-      else await up({ ...base, mode: 'ebpf', cgroup: this.topo.cgroup, config: cfg });
+      if (mode.startsWith('iptables')) await up({ ...base, mode: 'iptables', netns: topo.netns, config: cfg });
+      else await up({ ...base, mode: 'ebpf', cgroup: topo.cgroup, config: cfg });
     }
     this.mode = mode;
   }
 
-  async run(seconds: number): Promise<{ result: Record<string, number>; cpuUsec: number }> {
-    const cpu = () => cgroupUsageUsec(this.topo.cgroup) + cgroupUsageUsec(this.topo.outsideCgroup);
-    const cpu0 = cpu();
-    const p = this.topo.spawn(this.smload, ['http', SERVICE_IP, String(HTTP_PORT), '64', String(seconds)], { cgroup: 'mesh', label: 'smload http' });
-    const line = await p.waitFor((l) => l.test === 'http', (seconds + 30) * 1000);
-    if ((await p.exited) !== 0) throw new SockmeshError(Codes.TOPOLOGY, `smload http exited: ${p.stderr}`);
-    return { result: line as Record<string, number>, cpuUsec: cpu() - cpu0 };
+  run(seconds: number): Promise<Sample> {
+    return this.env.smloadRun('http', ['http', SERVICE_IP, String(HTTP_PORT), '64', String(seconds)], seconds);
   }
 
-  async close(): Promise<void> {
-    try {
-      await down(this.instance);
-    } finally {
-      await this.topo.close();
-      rmSync(this.dir, { recursive: true, force: true });
-    }
+  close(): Promise<void> {
+    return this.env.close();
   }
 }
 
