@@ -453,6 +453,14 @@ export class NodeAgent {
     return changes;
   }
 
+  /** The sidecars that asked within the last two minutes (a live one asks at least every 30 s);
+   * the others are forgotten. */
+  private liveSidecars(): Array<{ id: string; version: number; agentVersion: number; seenAt: string }> {
+    const since = Date.now() - 120_000;
+    for (const [id, s] of this.sidecars) if (Date.parse(s.seenAt) < since) this.sidecars.delete(id);
+    return [...this.sidecars.values()];
+  }
+
   /** A new policy version for the sidecars when the services (or the sidecar identity) changed. */
   private publishPolicy(config: MeshConfig): void {
     const key = JSON.stringify([config.sidecar, config.services]);
@@ -528,7 +536,7 @@ export class NodeAgent {
           agent: {
             pid: process.pid, ready: this.ready, source: { path: this.sourceName, ...this.sourceState },
             overrides: this.overrides.all(), lastApply: this.lastApply, unresolvedPods: this.pods?.problems ?? [],
-            policyVersion: this.policy.version, sidecars: [...this.sidecars.values()],
+            policyVersion: this.policy.version, sidecars: this.liveSidecars(),
           },
         };
       case 'service': {
@@ -555,7 +563,11 @@ export class NodeAgent {
     clearTimeout(this.catchUpTimer);
     this.memory.stop();
     await this.http?.stop();
-    await this.control?.stop();
+    // The sidecars' long polls are answered now (they keep their version and ask again, finding no
+    // agent): the control socket closes without waiting for them.
+    const closing = this.control?.stop();
+    for (const wake of this.policyWaiters.splice(0)) wake();
+    await closing;
     await this.queue;
     if (this.recordTimer) this.flushRecord();
     this.maps?.close();
