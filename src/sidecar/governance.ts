@@ -223,10 +223,6 @@ export class GovernanceSidecar {
     });
   }
 
-  /** The version serving now. */
-  get policyVersion(): number {
-    return this.version;
-  }
 
   async stop(): Promise<void> {
     this.stopped = true;

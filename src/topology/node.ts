@@ -20,8 +20,6 @@ export interface NodePod {
   address?: string;
 }
 
-/** The pods' subnet on the node's bridge. */
-export const POD_SUBNET = '10.201.0.0/24';
 
 async function must(cmd: string, args: string[]): Promise<void> {
   const r = await execTool(cmd, args);

@@ -60,6 +60,10 @@ describe('HAProxy configuration from the policy', () => {
     expect(inb).toContain('  server app 0.0.0.0:0 source 127.0.0.6');
   });
 
+  it('renders the golden file (a diff of testdata/haproxy.cfg shows what a change does to users\' HAProxy)', async () => {
+    await expect(text).toMatchFileSnapshot('./testdata/haproxy.cfg');
+  });
+
   it('is a configuration HAProxy accepts', () => {
     const dir = mkdtempSync(join(tmpdir(), 'sockmesh-haproxy-'));
     try {
