@@ -25,7 +25,7 @@ int sm_msg(struct sk_msg_md *msg)
 	}
 	/* The peer socket is keyed by its own view of the connection: ours reversed, in its namespace
 	 * (another pod's, for a hop between pods). */
-	sm_tuple_ip6(&peer, sm_peer_netns(sm_active_slot(), netns, remote), remote, SM_REMOTE_PORT(msg), local, (__u16)msg->local_port);
+	sm_tuple_ip6(&peer, sm_peer_netns(netns, remote), remote, SM_REMOTE_PORT(msg), local, (__u16)msg->local_port);
 	switch (sm_msg_path(msg, &peer, &pod_id)) {
 	case SM_PATH_ORDER:
 		sm_count(pod_id, SM_STAT_MSG_ORDER);

@@ -104,7 +104,7 @@ static __always_inline void sm_on_passive(struct bpf_sock_ops *skops, struct sm_
 	struct sm_tuple peer;
 	struct sm_origdst *od;
 
-	sm_tuple_ip6(&peer, sm_peer_netns(sm_active_slot(), self->netns, self->daddr), self->daddr, self->dport, self->saddr, self->sport);
+	sm_tuple_ip6(&peer, sm_peer_netns(self->netns, self->daddr), self->daddr, self->dport, self->saddr, self->sport);
 	od = bpf_map_lookup_elem(&sm_tuple_dst, &peer);
 	if (od && (od->flags & SM_OD_SPLICED))
 		sm_sockhash_add(skops, skops->sk, self, od);

@@ -16,14 +16,15 @@ static __always_inline struct sm_local_pod *sm_local_pod_of(__u32 slot, const __
 }
 
 /* The namespace of a connection's other end, from its address: a meshed pod's address names that
- * pod's namespace (another pod on this node), anything else is in the socket's own namespace. */
-static __always_inline __u64 sm_peer_netns(__u32 slot, __u64 own, const __u32 remote[4])
+ * pod's namespace (another pod on this node), anything else is in the socket's own namespace.
+ * sk_msg asks for every message: a loopback peer (the app<->sidecar pair) costs no map lookup. */
+static __always_inline __u64 sm_peer_netns(__u64 own, const __u32 remote[4])
 {
 	struct sm_local_pod *lp;
 
 	if (sm_addr_loopback(remote))
 		return own;
-	lp = sm_local_pod_of(slot, remote);
+	lp = sm_local_pod_of(sm_active_slot(), remote);
 	return lp ? lp->netns : own;
 }
 
