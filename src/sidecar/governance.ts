@@ -123,12 +123,12 @@ export class GovernanceSidecar {
     if (this.opts.agentSocket) void this.followAgent(this.opts.agentSocket);
   }
 
-  /** A new version of the policy file. */
+  /** A new version of the policy file (read once it has stopped changing). */
   private async fromFile(): Promise<void> {
     let text: string;
     let cfg: MeshConfig;
     try {
-      text = readFileSync(this.opts.configPath, 'utf8');
+      text = await settledText(this.opts.configPath);
       if (text === this.lastGood) return;
       cfg = loadConfig(this.opts.configPath);
     } catch (err) {
@@ -235,4 +235,20 @@ export class GovernanceSidecar {
       await gone;
     }
   }
+}
+
+/**
+ * The file's text once a write has finished: a file written in place (truncated, then written, as
+ * `cat >` or most scripts do) reads empty or cut short in between, which is not a version to refuse.
+ * Two reads 100 ms apart must agree and not be empty; after 2 s the last read is what the file says.
+ */
+async function settledText(path: string): Promise<string> {
+  let text = readFileSync(path, 'utf8');
+  for (let i = 0; i < 20; i++) {
+    await new Promise((res) => setTimeout(res, 100));
+    const again = readFileSync(path, 'utf8');
+    if (again === text && text.trim() !== '') return text;
+    text = again;
+  }
+  return text;
 }

@@ -200,6 +200,8 @@ for (const mode of ['ebpf', 'iptables'] as const) {
       writeFileSync(cfgPath, policy(13).replace('attempts: 2', 'attempts: 99'));
       const refused = await sidecar.waitFor((l) => l.event === 'policy-refused', slow(20_000));
       expect(refused).toMatchObject({ version: 12, error: expect.stringMatching(/retries\.attempts/) });
+      // Files written in place (truncated, then written) were never caught half-written: this is the only refusal.
+      expect(sidecar.lines.filter((l) => l.event === 'policy-refused')).toHaveLength(1);
       expect((await load('10.96.0.30', 9080, 4)).done).toMatchObject({ failures: 0, servers: { a: 4 } });
     });
   });
