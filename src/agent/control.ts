@@ -15,7 +15,7 @@ export type ControlRequest =
   | { op: 'reset'; name: string }
   /** A governance sidecar asking for the policy (long poll: answered when the agent's version is
    * not `have`, or after a while), saying which version it runs. */
-  | { op: 'policy'; have: number; sidecar: { id: string; version: number } };
+  | { op: 'policy'; have: number; sidecar: { id: string; version: number; refused?: number } };
 
 export type ControlResponse = { ok: true; result: unknown } | { ok: false; error: { code: Code; message: string } };
 
@@ -62,7 +62,8 @@ export function parseRequest(line: string): ControlRequest {
       if (typeof s !== 'object' || s === null || typeof s.id !== 'string' || !/^[\w.:-]{1,128}$/.test(s.id) || !Number.isInteger(s.version)) {
         throw new UserError(Codes.USAGE, 'sidecar must be { id: a name of letters, digits, ".", ":", "-", "_" (at most 128), version: an integer }');
       }
-      return { op: 'policy', have: o.have as number, sidecar: { id: s.id, version: s.version as number } };
+      if (s.refused !== undefined && (!Number.isInteger(s.refused) || (s.refused as number) < 0)) throw new UserError(Codes.USAGE, 'sidecar.refused must be a policy version (an integer >= 0)');
+      return { op: 'policy', have: o.have as number, sidecar: { id: s.id, version: s.version as number, ...(s.refused !== undefined ? { refused: s.refused as number } : {}) } };
     }
     default:
       throw new UserError(Codes.USAGE, `unknown op ${JSON.stringify(typeof o.op === 'string' ? o.op.slice(0, 40) : o.op)} (status, service, reset, policy)`);

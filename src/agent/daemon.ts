@@ -62,6 +62,9 @@ export interface AgentOptions {
   mode?: 'auto' | Mode;
 }
 
+/** A governance sidecar as its last long poll described it: the agent version it runs, and the one it refused (if the newest). */
+interface SidecarSeen { id: string; version: number; agentVersion: number; refused?: number; seenAt: string }
+
 export class NodeAgent {
   private lock: InstanceLock | undefined;
   private maps: InstanceMaps | undefined;
@@ -81,7 +84,7 @@ export class NodeAgent {
   private policy: { version: number; key: string; config?: MeshConfig } = { version: 0, key: '' };
   private policyWaiters: Array<() => void> = [];
   /** Governance sidecars that asked for the policy: the version each runs, when it last asked. */
-  private readonly sidecars = new Map<string, { id: string; version: number; agentVersion: number; seenAt: string }>();
+  private readonly sidecars = new Map<string, SidecarSeen>();
   /** Pods whose sidecar inbound listener the agent has looked for (sockops registers later ones). */
   private readonly listenersSeen = new Set<bigint>();
   private sourceState: { stale: boolean; message?: string } = { stale: false };
@@ -156,6 +159,9 @@ export class NodeAgent {
       } else {
         await this.startEbpf(prev);
       }
+      // The first policy version for the governance sidecars is the state just applied (a source
+      // whose first state was this one has nothing newer to say until something changes).
+      this.publishPolicy(applyOverrides(this.lastGood!, this.overrides.all()));
 
       // A sidecar's long poll for the policy waits outside the one-at-a-time lane of the others.
       this.control = new ControlServer(socketPath(instance), (req) => (req.op === 'policy' ? this.onPolicy(req) : this.serialize(() => this.onRequest(req))));
@@ -455,7 +461,7 @@ export class NodeAgent {
 
   /** The sidecars that asked within the last two minutes (a live one asks at least every 30 s);
    * the others are forgotten. */
-  private liveSidecars(): Array<{ id: string; version: number; agentVersion: number; seenAt: string }> {
+  private liveSidecars(): SidecarSeen[] {
     const since = Date.now() - 120_000;
     for (const [id, s] of this.sidecars) if (Date.parse(s.seenAt) < since) this.sidecars.delete(id);
     return [...this.sidecars.values()];
@@ -475,9 +481,11 @@ export class NodeAgent {
   /** A sidecar's long poll: answered at once when it lacks the current version, else when the next
    * one comes (or after 30 s, with no config). */
   private async onPolicy(req: Extract<ControlRequest, { op: 'policy' }>): Promise<{ version: number; config?: MeshConfig }> {
-    const note = () => this.sidecars.set(req.sidecar.id, { id: req.sidecar.id, version: req.sidecar.version, agentVersion: req.have, seenAt: new Date().toISOString() });
-    note();
-    if (this.policy.version === 0 || req.have === this.policy.version) {
+    const { refused } = req.sidecar;
+    this.sidecars.set(req.sidecar.id, { id: req.sidecar.id, version: req.sidecar.version, agentVersion: req.have, ...(refused !== undefined ? { refused } : {}), seenAt: new Date().toISOString() });
+    // It has this version, or refused it (HAProxy would not take it): it waits for the next one.
+    const current = () => this.policy.version === req.have || this.policy.version === refused;
+    if (this.policy.version === 0 || current()) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
           this.policyWaiters = this.policyWaiters.filter((w) => w !== wake);
@@ -487,7 +495,7 @@ export class NodeAgent {
         this.policyWaiters.push(wake);
       });
     }
-    return this.policy.version !== req.have && this.policy.config ? { version: this.policy.version, config: this.policy.config } : { version: this.policy.version };
+    return !current() && this.policy.config ? { version: this.policy.version, config: this.policy.config } : { version: this.policy.version };
   }
 
   private recordTimer: NodeJS.Timeout | undefined;

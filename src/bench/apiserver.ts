@@ -8,7 +8,10 @@
 //   `resourceVersion` asked for; BOOKMARK events when `allowWatchBookmarks` is set; a version older
 //   than the kept history gets an ERROR event with a 410 "Expired" Status and the stream ends (what
 //   a real server does after compaction); `timeoutSeconds` ends the stream;
-// - Event creation (POST …/events), kept for tests to read.
+// - Event creation (POST …/events), kept for tests to read;
+// - Istio's DestinationRules and VirtualServices (networking.istio.io/v1) when `istio` is on, with
+//   the group's discovery document; off (no CRDs), they and the group answer 404, as a cluster
+//   without Istio does.
 // Faults for tests: drop every open watch mid-stream, go down (connections refused) and come back on
 // the same port, compact the history. Optionally HTTPS with a bearer token, as a real cluster
 // (a request without the token gets 401 Unauthorized).
@@ -17,7 +20,8 @@ import { createServer as createTlsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
 
-export type Resource = 'pods' | 'services' | 'endpointslices';
+export type Resource = 'pods' | 'services' | 'endpointslices' | 'destinationrules' | 'virtualservices';
+const ISTIO: readonly Resource[] = ['destinationrules', 'virtualservices'];
 
 interface Obj {
   apiVersion?: string;
@@ -31,7 +35,11 @@ const KINDS: Record<Resource, { kind: string; apiVersion: string; path: RegExp }
   pods: { kind: 'Pod', apiVersion: 'v1', path: /^\/api\/v1\/pods$/ },
   services: { kind: 'Service', apiVersion: 'v1', path: /^\/api\/v1\/services$/ },
   endpointslices: { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', path: /^\/apis\/discovery\.k8s\.io\/v1\/endpointslices$/ },
+  destinationrules: { kind: 'DestinationRule', apiVersion: 'networking.istio.io/v1', path: /^\/apis\/networking\.istio\.io\/v1\/destinationrules$/ },
+  virtualservices: { kind: 'VirtualService', apiVersion: 'networking.istio.io/v1', path: /^\/apis\/networking\.istio\.io\/v1\/virtualservices$/ },
 };
+const RESOURCES = Object.keys(KINDS) as Resource[];
+const perResource = <T>(make: () => T): Record<Resource, T> => Object.fromEntries(RESOURCES.map((r) => [r, make()])) as Record<Resource, T>;
 
 interface Change {
   rv: number;
@@ -60,7 +68,7 @@ export interface ApiStats {
 export class FakeApiServer {
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
-  private readonly objects: Record<Resource, Map<string, Obj>> = { pods: new Map(), services: new Map(), endpointslices: new Map() };
+  private readonly objects: Record<Resource, Map<string, Obj>> = perResource(() => new Map());
   private history: Change[] = [];
   /** Oldest resourceVersion a watch may resume from (after compact(), the current one). */
   private oldest = 0;
@@ -69,15 +77,38 @@ export class FakeApiServer {
   private bookmarkTimer: NodeJS.Timeout | undefined;
   readonly events: Obj[] = [];
   readonly stats: ApiStats = {
-    lists: { pods: 0, services: 0, endpointslices: 0 },
-    pages: { pods: 0, services: 0, endpointslices: 0 },
-    watches: { pods: [], services: [], endpointslices: [] },
+    lists: perResource(() => 0),
+    pages: perResource(() => 0),
+    watches: perResource((): string[] => []),
     bookmarks: 0,
     expired: 0,
   };
   port = 0;
 
-  constructor(private readonly opts: { bookmarkMs?: number; maxPage?: number; tls?: { key: string; cert: string }; token?: string } = {}) {}
+  /** Whether Istio's CRDs are installed (see setIstio). */
+  private istio: boolean;
+  /** Requests for the networking.istio.io discovery document. */
+  istioDiscoveries = 0;
+
+  constructor(private readonly opts: { bookmarkMs?: number; maxPage?: number; tls?: { key: string; cert: string }; token?: string; istio?: boolean } = {}) {
+    this.istio = opts.istio ?? false;
+  }
+
+  /**
+   * Installs or removes Istio's CRDs. Removing them deletes their objects (no watch events: the
+   * open watches end, and lists answer 404 from then on), as deleting a CRD does.
+   */
+  setIstio(on: boolean): void {
+    this.istio = on;
+    if (on) return;
+    for (const r of ISTIO) this.objects[r].clear();
+    for (const w of this.watchers) {
+      if (!ISTIO.includes(w.resource)) continue;
+      clearTimeout(w.timer);
+      this.watchers.delete(w);
+      w.res.end();
+    }
+  }
 
   get url(): string {
     return `${this.opts.tls ? 'https' : 'http'}://127.0.0.1:${this.port}`;
@@ -218,7 +249,14 @@ export class FakeApiServer {
       });
       return;
     }
-    const resource = (Object.keys(KINDS) as Resource[]).find((r) => KINDS[r].path.test(url.pathname));
+    if (req.method === 'GET' && url.pathname === '/apis/networking.istio.io' && this.istio) {
+      this.istioDiscoveries++;
+      const versions = [{ groupVersion: 'networking.istio.io/v1', version: 'v1' }, { groupVersion: 'networking.istio.io/v1beta1', version: 'v1beta1' }];
+      json(res, 200, { kind: 'APIGroup', apiVersion: 'v1', name: 'networking.istio.io', versions, preferredVersion: versions[0] });
+      return;
+    }
+    if (url.pathname === '/apis/networking.istio.io') this.istioDiscoveries++;
+    const resource = RESOURCES.find((r) => KINDS[r].path.test(url.pathname) && (this.istio || !ISTIO.includes(r)));
     if (req.method !== 'GET' || !resource) {
       json(res, 404, status(404, 'NotFound', `the server could not find the requested resource (${req.method} ${url.pathname})`));
       return;

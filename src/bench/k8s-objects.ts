@@ -57,7 +57,7 @@ export function podObject(o: PodSpecOptions): { metadata: { name: string; namesp
   };
 }
 
-export function serviceObject(o: { name: string; namespace?: string; clusterIP: string; ports: number[]; annotations?: Record<string, string> }): { metadata: { name: string; namespace: string; [k: string]: unknown }; [k: string]: unknown } {
+export function serviceObject(o: { name: string; namespace?: string; clusterIP: string; ports: number[]; annotations?: Record<string, string>; http?: boolean; targetPort?: number }): { metadata: { name: string; namespace: string; [k: string]: unknown }; [k: string]: unknown } {
   return {
     metadata: {
       name: o.name, namespace: o.namespace ?? 'default', uid: randomUUID(), creationTimestamp: '2026-11-26T10:00:00Z',
@@ -65,7 +65,7 @@ export function serviceObject(o: { name: string; namespace?: string; clusterIP: 
     },
     spec: {
       type: 'ClusterIP', clusterIP: o.clusterIP, clusterIPs: o.clusterIP === 'None' ? ['None'] : [o.clusterIP], ipFamilies: ['IPv4'], ipFamilyPolicy: 'SingleStack',
-      ports: o.ports.map((p) => ({ name: `tcp-${p}`, port: p, protocol: 'TCP', targetPort: p })), selector: { app: o.name }, sessionAffinity: 'None', internalTrafficPolicy: 'Cluster',
+      ports: o.ports.map((p) => ({ name: `${o.http ? 'http' : 'tcp'}-${p}`, port: p, protocol: 'TCP', targetPort: o.targetPort ?? p })), selector: { app: o.name }, sessionAffinity: 'None', internalTrafficPolicy: 'Cluster',
     },
     status: { loadBalancer: {} },
   };
@@ -87,4 +87,20 @@ export function sliceObject(o: { name: string; namespace?: string; service: stri
     })),
     ports: [{ name: `tcp-${o.port}`, port: o.port, protocol: 'TCP' }],
   };
+}
+
+const istioMeta = (name: string, namespace: string | undefined, created: string | undefined) => ({
+  name, namespace: namespace ?? 'default', uid: randomUUID(), generation: 1, creationTimestamp: created ?? '2026-11-26T10:00:00Z',
+  annotations: { 'kubectl.kubernetes.io/last-applied-configuration': '{}' }, managedFields: managedFields('kubectl-client-side-apply'),
+});
+
+/** An Istio DestinationRule (networking.istio.io/v1). */
+export function destinationRuleObject(o: { name: string; namespace?: string; host: string; trafficPolicy?: Record<string, unknown>; created?: string; [k: string]: unknown }): { metadata: { name: string; namespace: string; [k: string]: unknown }; [k: string]: unknown } {
+  const { name, namespace, host, trafficPolicy, created, ...rest } = o;
+  return { metadata: istioMeta(name, namespace, created), spec: { host, ...(trafficPolicy ? { trafficPolicy } : {}), ...rest } };
+}
+
+/** An Istio VirtualService (networking.istio.io/v1). */
+export function virtualServiceObject(o: { name: string; namespace?: string; hosts: string[]; http: Array<Record<string, unknown>>; created?: string }): { metadata: { name: string; namespace: string; [k: string]: unknown }; [k: string]: unknown } {
+  return { metadata: istioMeta(o.name, o.namespace, o.created), spec: { hosts: o.hosts, http: o.http } };
 }

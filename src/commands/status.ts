@@ -25,7 +25,7 @@ export function register(program: Command, out: () => Out): void {
         ...(agent ? [
           `agent     pid ${agent.pid}, ${agent.ready ? 'ready' : 'not ready'}, source ${agent.source.stale ? `STALE (${agent.source.message ?? ''})` : 'ok'}` +
             `${agent.lastApply ? `, last apply ${agent.lastApply.at} (${agent.lastApply.ms.toFixed(1)} ms)` : ''}`,
-          ...(agent.sidecars?.length ? [`sidecars  policy version ${agent.policyVersion}: ${agent.sidecars.map((c) => `${c.id} runs ${c.agentVersion === agent.policyVersion ? 'it' : `agent version ${c.agentVersion}`} (its version ${c.version}, asked ${c.seenAt})`).join('; ')}`] : []),
+          ...(agent.sidecars?.length ? [`sidecars  policy version ${agent.policyVersion}: ${agent.sidecars.map((c) => `${c.id} runs ${c.agentVersion === agent.policyVersion ? 'it' : `agent version ${c.agentVersion}`}${c.refused === agent.policyVersion ? ', refused it (see the sidecar\'s log)' : ''} (its version ${c.version}, asked ${c.seenAt})`).join('; ')}`] : []),
         ] : []),
         ...(st.pods?.length ? ['', table([['POD', 'ID', 'NETNS COOKIE', 'REWRITES', 'INBOUND', 'SPLICED SOCKETS', 'SPLICED MSGS', 'HOPS', 'AUTO STACK CONNS', 'NAGLE MSGS'],
           ...st.pods.map((p) => [p.name, String(p.podId), p.netnsCookie, String(p.counters.connectRewrites),
@@ -55,5 +55,5 @@ interface AgentInfo {
   lastApply?: { at: string; ms: number };
   /** The policy version the governance sidecars get, and the sidecars that asked for it. */
   policyVersion?: number;
-  sidecars?: Array<{ id: string; version: number; agentVersion: number; seenAt: string }>;
+  sidecars?: Array<{ id: string; version: number; agentVersion: number; refused?: number; seenAt: string }>;
 }

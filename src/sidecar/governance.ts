@@ -54,6 +54,8 @@ export class GovernanceSidecar {
   private pending: number | undefined;
   /** The agent's policy version last applied (0: none yet, the file's policy runs). */
   private agentVersion = 0;
+  /** The agent's version this sidecar refused (0: none), so its long poll waits for a newer one. */
+  private refusedAgent = 0;
 
   constructor(private readonly opts: GovernanceOptions) {
     this.cfgFile = join(opts.runDir, 'haproxy.cfg');
@@ -67,8 +69,13 @@ export class GovernanceSidecar {
   private async check(text: string): Promise<void> {
     const file = join(this.opts.runDir, 'haproxy.cfg.next');
     writeFileSync(file, text);
-    const r = await execTool('haproxy', ['-c', '-q', '-f', file]);
-    if (r.code !== 0) throw new SockmeshError(Codes.CONFIG_INVALID, `HAProxy refuses the rendered configuration: ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}`);
+    const r = await execTool('haproxy', ['-c', '-f', file]);
+    if (r.code !== 0) {
+      // Its [ALERT] lines say why (-q would silence them); the last lines when there are none.
+      const lines = `${r.stderr}\n${r.stdout}`.split('\n').map((l) => l.trim()).filter(Boolean);
+      const alerts = lines.filter((l) => l.includes('[ALERT]') && !/Fatal errors found/.test(l)).map((l) => l.replace(/^\[ALERT\]\s*\(\d+\)\s*:\s*/, ''));
+      throw new SockmeshError(Codes.CONFIG_INVALID, `HAProxy refuses the rendered configuration: ${(alerts.length ? alerts : lines.slice(-3)).slice(0, 3).join(' | ')}`);
+    }
     renameSync(file, this.cfgFile);
   }
 
@@ -148,15 +155,18 @@ export class GovernanceSidecar {
     let away = false;
     while (!this.stopped) {
       try {
-        const r = await request(socket, { op: 'policy', have: this.agentVersion, sidecar: { id: this.opts.sidecarId ?? String(process.pid), version: this.version } }, 40_000) as
+        const sidecar = { id: this.opts.sidecarId ?? String(process.pid), version: this.version, ...(this.refusedAgent ? { refused: this.refusedAgent } : {}) };
+        const r = await request(socket, { op: 'policy', have: this.agentVersion, sidecar }, 40_000) as
           { version: number; config?: MeshConfig };
         if (away) this.opts.emit({ event: 'agent', reachable: true });
         away = false;
-        if (r.config && r.version !== this.agentVersion) {
+        if (r.config && r.version !== this.agentVersion && r.version !== this.refusedAgent) {
           const run = this.applying.then(() => this.apply(r.config!, `agent version ${r.version}`, 'agent'));
           this.applying = run;
           const ok = await run;
+          // A refused version is not asked for again (the agent answers with the next one).
           if (ok) this.agentVersion = r.version;
+          this.refusedAgent = ok ? 0 : r.version;
         }
       } catch (err) {
         if (this.stopped) return;

@@ -5,7 +5,7 @@
 // going. The inbound listener applies the server-side policy (rate limit, access log) and passes
 // on to the app from 127.0.0.6. HTTP services get per-request policy, other TCP services
 // per-connection balancing and timeouts.
-import type { Endpoint, LoadBalancer, MeshConfig, ServiceConfig, ServicePolicy, SidecarConfig } from '../config/model.js';
+import type { Endpoint, LoadBalancer, MeshConfig, ServiceConfig, SidecarConfig } from '../config/model.js';
 
 export interface RenderOptions {
   sidecar: SidecarConfig;
@@ -61,7 +61,8 @@ export function serverName(e: Endpoint): string {
 }
 
 /** A server's options (weight, connection limit, ejection), as the config and `add server` take them. */
-export function serverOptions(e: Endpoint, p: ServicePolicy | undefined): string[] {
+export function serverOptions(e: Endpoint, s: ServiceConfig): string[] {
+  const p = s.policy;
   const opts: string[] = [`weight ${e.weight}`];
   if (p?.connectionPool) opts.push(`maxconn ${p.connectionPool.tcp.maxConnections}`);
   if (p?.outlierDetection) {
@@ -70,6 +71,8 @@ export function serverOptions(e: Endpoint, p: ServicePolicy | undefined): string
     // baseEjectionTime brings it back once it answers again.
     opts.push('check', `inter ${d.intervalMs}`, `downinter ${d.baseEjectionTimeMs}`, 'rise 1', 'fall 1',
       'observe layer7', `error-limit ${d.consecutive5xxErrors}`, 'on-error mark-down');
+    // An endpoint that keeps the connection's port is checked on the service's (first) port.
+    if (!e.port) opts.push(`port ${s.ports[0]}`);
   }
   return opts;
 }
@@ -79,8 +82,8 @@ export function serverAddr(e: Endpoint): string {
   return `${e.address}${e.port ? `:${e.port}` : ''}`;
 }
 
-function serverLine(e: Endpoint, p: ServicePolicy | undefined): string {
-  return `  server ${serverName(e)} ${serverAddr(e)} ${serverOptions(e, p).join(' ')}`;
+function serverLine(e: Endpoint, s: ServiceConfig): string {
+  return `  server ${serverName(e)} ${serverAddr(e)} ${serverOptions(e, s).join(' ')}`;
 }
 
 /** The outbound backend of a service with endpoints or HTTP policy. */
@@ -106,7 +109,7 @@ function outboundBackend(s: ServiceConfig): string[] {
     );
   }
   const eps = s.endpoints ?? [];
-  if (eps.length) eps.forEach((e) => lines.push(serverLine(e, p)));
+  if (eps.length) eps.forEach((e) => lines.push(serverLine(e, s)));
   else lines.push(`  server orig 0.0.0.0:0${p?.connectionPool ? ` maxconn ${p.connectionPool.tcp.maxConnections}` : ''}`);
   return lines;
 }

@@ -41,7 +41,7 @@ export function runtimePlan(before: MeshConfig, after: MeshConfig, present: Runt
       const o = old.get(name);
       const server = `${backend}/${name}`;
       if (!have.has(name)) {
-        cmds.push(`add server ${server} ${serverAddr(e)} ${serverOptions(e, s.policy).join(' ')}`, `enable server ${server}`);
+        cmds.push(`add server ${server} ${serverAddr(e)} ${serverOptions(e, s).join(' ')}`, `enable server ${server}`);
         if (s.policy?.outlierDetection) cmds.push(`enable health ${server}`);
       } else if (!o) {
         cmds.push(`set server ${server} weight ${e.weight}`, `set server ${server} state ready`);

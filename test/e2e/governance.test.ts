@@ -261,6 +261,26 @@ capture: { includeInboundPorts: [] }
     expect(st.agent.sidecars).toEqual([expect.objectContaining({ id: 'pod-x', agentVersion: 2 })]);
   });
 
+  it('a sidecar that refused the agent\'s version is not sent it again: its poll waits for the next one', async () => {
+    const { request, socketPath } = await import('../../src/agent/control.js');
+    const ask = (refused: number) => request(socketPath(instance), { op: 'policy', have: 1, sidecar: { id: 'probe', version: 1, refused } }, 40_000) as Promise<{ version: number; config?: unknown }>;
+    const answer = ask(2);
+    let answered = false;
+    void answer.then(() => { answered = true; });
+    await new Promise((r) => setTimeout(r, 500));
+    expect(answered).toBe(false); // version 2 is the agent's newest, and this sidecar refused it
+    writeFileSync(agentCfg, cfg(EP.a));
+    const next = await answer;
+    expect(next.version).toBe(3);
+    expect(next.config).toBeDefined();
+    const st = JSON.parse((await runCli(['status', '--instance', instance, '--json'])).stdout) as { agent: { sidecars: Array<{ id: string; refused?: number }> } };
+    expect(st.agent.sidecars.find((x) => x.id === 'probe')).toMatchObject({ refused: 2 });
+    // The real sidecar follows to version 3 (endpoint a again).
+    await sidecar.waitFor(() => sidecar.lines.filter((x) => x.event === 'policy' && x.from === 'agent').length >= 3, slow(20_000));
+    await sidecar.waitFor(() => sidecar.lines.filter((x) => x.event === 'policy-applied').length >= 3, slow(20_000));
+    expect(await servedBy()).toEqual({ a: 4 });
+  });
+
   it('keeps serving the last good version while the agent is away', async () => {
     // The agent stops at once on SIGTERM, though the sidecar's long poll was waiting on it.
     const t0 = Date.now();
@@ -269,6 +289,6 @@ capture: { includeInboundPorts: [] }
     expect(Date.now() - t0).toBeLessThan(slow(10_000));
     agent = undefined;
     await sidecar.waitFor((l) => l.event === 'agent' && l.reachable === false, slow(60_000));
-    expect(await servedBy()).toEqual({ b: 4 });
+    expect(await servedBy()).toEqual({ a: 4 });
   });
 });

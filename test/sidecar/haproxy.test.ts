@@ -24,6 +24,8 @@ services:
       rateLimit: { requestsPerSecond: 100, burst: 20 }
   - { name: db, addresses: [10.96.0.31], ports: [5432], endpoints: [10.0.0.21], policy: { timeout: 2s } }
   - { name: plain, addresses: [10.96.0.32], ports: [80] }
+  # Endpoints that keep the connection's port (as a Kubernetes Service's are): checked on the first port.
+  - { name: reviews, addresses: [10.96.0.33], ports: [9080, 9081], protocol: http, endpoints: [10.0.0.31, 10.0.0.32], policy: { outlierDetection: { consecutive5xxErrors: 2 } } }
 `;
 
 describe('HAProxy configuration from the policy', () => {

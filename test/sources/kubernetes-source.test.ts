@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FakeApiServer, kubeconfigYaml } from '../../src/bench/apiserver.js';
-import { podObject, serviceObject, sliceObject } from '../../src/bench/k8s-objects.js';
+import { destinationRuleObject, podObject, serviceObject, sliceObject, virtualServiceObject } from '../../src/bench/k8s-objects.js';
 import type { MeshConfig } from '../../src/config/model.js';
 import { validateConfig } from '../../src/config/validate.js';
 import { loadKubeConfig } from '../../src/sources/kubernetes/client.js';
@@ -55,7 +55,7 @@ describe('Kubernetes source', () => {
     source = new KubernetesSource({
       kc: loadKubeConfig(join(dir, 'kubeconfig')), node, cgroupRoot: join(dir, 'cgroup'), procRoot: join(dir, 'proc'),
       base: validateConfig({ services: [] }, 'test'), log: rec.log, onEvent: (e) => events.push(e),
-      backoffMs: { initial: 50, max: 400 }, retryMs: 100,
+      backoffMs: { initial: 50, max: 400 }, retryMs: 100, istioRecheckMs: 100,
     });
     source.start();
     return source;
@@ -301,5 +301,72 @@ describe('Kubernetes source', () => {
     const ev = await waitFor('an Event', () => api.events[0]);
     expect(ev).toMatchObject({ involvedObject: { kind: 'Pod', name: 'web' }, message: expect.stringMatching(/excludeOutboundPorts: "mysql" is not a port/) });
     expect(last()!.pods[0].capture.excludeOutboundPorts).toEqual([3306]);
+  });
+
+  describe('Istio traffic policy', () => {
+    const ratings = () => api.apply('services', serviceObject({ name: 'ratings', namespace: 'shop', clusterIP: '10.96.0.30', ports: [9080], http: true }));
+    const slice = () => api.apply('endpointslices', sliceObject({ name: 'ratings-1', namespace: 'shop', service: 'ratings', addresses: ['10.244.1.11', '10.244.2.12'], port: 9080 }));
+    const policyOf = (c: MeshConfig | undefined) => c?.services.find((s) => s.name === 'ratings.shop')?.policy;
+
+    it('without Istio\'s CRDs: the state comes without them and is never stale; installed later, then removed: policies come and go', async () => {
+      ratings();
+      slice();
+      start();
+      const first = await waitFor('the first config', () => last());
+      expect(first.services[0]).toMatchObject({ protocol: 'http', endpoints: [{ address: '10.244.1.11' }, { address: '10.244.2.12' }] });
+      expect(first.services[0].policy).toBeUndefined();
+      await waitFor('discovery asked again', () => api.istioDiscoveries >= 3);
+      expect(events.some((e) => e.kind === 'stale')).toBe(false);
+      expect(rec.lines.filter((l) => l.msg === 'no Istio traffic policy objects')).toHaveLength(1); // said once, not per look
+      api.setIstio(true);
+      api.apply('destinationrules', destinationRuleObject({ name: 'ratings', namespace: 'shop', host: 'ratings', trafficPolicy: { loadBalancer: { simple: 'LEAST_REQUEST' }, outlierDetection: { consecutive5xxErrors: 3, interval: '5s', baseEjectionTime: '30s' } } }));
+      api.apply('virtualservices', virtualServiceObject({ name: 'ratings', namespace: 'shop', hosts: ['ratings.shop.svc.cluster.local'], http: [{ route: [{ destination: { host: 'ratings' } }], timeout: '1s', retries: { attempts: 2, perTryTimeout: '300ms', retryOn: 'connect-failure,5xx' } }] }));
+      const withPolicy = await lastWith((c) => policyOf(c)?.retries !== undefined && policyOf(c)?.loadBalancer !== undefined);
+      expect(policyOf(withPolicy)).toEqual({
+        loadBalancer: 'LEAST_REQUEST', outlierDetection: { consecutive5xxErrors: 3, intervalMs: 5000, baseEjectionTimeMs: 30_000 },
+        timeoutMs: 1000, retries: { attempts: 2, perTryTimeoutMs: 300, retryOn: ['connect-failure', '5xx'] },
+      });
+      // A change follows; deleting the VirtualService takes its part away.
+      api.apply('destinationrules', destinationRuleObject({ name: 'ratings', namespace: 'shop', host: 'ratings', trafficPolicy: { loadBalancer: { simple: 'RANDOM' } } }));
+      await lastWith((c) => policyOf(c)?.loadBalancer === 'RANDOM' && policyOf(c)?.outlierDetection === undefined);
+      api.remove('virtualservices', 'shop', 'ratings');
+      await lastWith((c) => policyOf(c)?.retries === undefined && policyOf(c)?.loadBalancer === 'RANDOM');
+      // The CRDs removed: their objects are gone, and so are the policies; still never stale.
+      api.setIstio(false);
+      await lastWith((c) => policyOf(c) === undefined);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(events.filter((e) => e.kind === 'stale')).toEqual([]);
+    });
+
+    it('a bad DestinationRule: a Warning Event on it and its last good policy kept; fields sockmesh does not enforce: an Event naming them', async () => {
+      api.setIstio(true);
+      ratings();
+      api.apply('destinationrules', destinationRuleObject({ name: 'ratings', namespace: 'shop', host: 'ratings', trafficPolicy: { connectionPool: { tcp: { maxConnections: 100 } } } }));
+      start();
+      await lastWith((c) => policyOf(c)?.connectionPool?.tcp.maxConnections === 100);
+      api.apply('destinationrules', destinationRuleObject({ name: 'ratings', namespace: 'shop', host: 'ratings', trafficPolicy: { connectionPool: { tcp: { maxConnections: -5 } } } }));
+      const ev = await waitFor('an Event', () => api.events.find((e) => e.reason === 'SockmeshInvalidPolicy'));
+      expect(ev).toMatchObject({ type: 'Warning', involvedObject: { kind: 'DestinationRule', apiVersion: 'networking.istio.io/v1', name: 'ratings', namespace: 'shop' } });
+      expect(ev.message).toMatch(/keeps this DestinationRule's last good state: policy\.connectionPool\.tcp\.maxConnections/);
+      expect(policyOf(last())?.connectionPool?.tcp.maxConnections).toBe(100);
+      api.apply('virtualservices', virtualServiceObject({ name: 'ratings', namespace: 'shop', hosts: ['ratings'], http: [{ match: [{ uri: { prefix: '/v2' } }], route: [{ destination: { host: 'ratings', subset: 'v2' } }] }, { route: [{ destination: { host: 'ratings' } }], timeout: '2s', mirror: { host: 'shadow' } }] }));
+      await lastWith((c) => policyOf(c)?.timeoutMs === 2000);
+      const ignored = await waitFor('an Event', () => api.events.find((e) => e.reason === 'SockmeshIgnoredFields'));
+      expect(ignored).toMatchObject({ involvedObject: { kind: 'VirtualService', name: 'ratings' } });
+      expect(ignored.message).toMatch(/applies this VirtualService's policy but not: spec\.http\[0\] \(a route with match\): not enforced by sockmesh; spec\.http\[1\]\.mirror/);
+    });
+
+    it('a rule in the Service\'s own namespace wins over an older one elsewhere; a wildcard host names no Service', async () => {
+      api.setIstio(true);
+      ratings();
+      api.apply('destinationrules', destinationRuleObject({ name: 'global', namespace: 'istio-system', host: 'ratings.shop.svc.cluster.local', trafficPolicy: { loadBalancer: { simple: 'RANDOM' } }, created: '2026-01-01T00:00:00Z' }));
+      api.apply('destinationrules', destinationRuleObject({ name: 'all', namespace: 'shop', host: '*.shop.svc.cluster.local', trafficPolicy: { loadBalancer: { simple: 'LEAST_REQUEST' } } }));
+      start();
+      await lastWith((c) => policyOf(c)?.loadBalancer === 'RANDOM');
+      api.apply('destinationrules', destinationRuleObject({ name: 'local', namespace: 'shop', host: 'ratings', trafficPolicy: { loadBalancer: { simple: 'ROUND_ROBIN' } }, created: '2026-11-01T00:00:00Z' }));
+      await lastWith((c) => policyOf(c)?.loadBalancer === 'ROUND_ROBIN');
+      api.remove('destinationrules', 'shop', 'local');
+      await lastWith((c) => policyOf(c)?.loadBalancer === 'RANDOM');
+    });
   });
 });

@@ -6,6 +6,11 @@
 // is reported (a Warning Event on it and a log line) and keeps its last good state; the rest of
 // the node is unaffected. A watch that fails is restarted (see client.ts); while any is failing
 // the source says it is stale and the agent keeps what it applied.
+//
+// Where the cluster has Istio, its DestinationRules and VirtualServices give Services their traffic
+// policy (istio.ts). A cluster without the CRDs (or an agent not allowed to read them) has no
+// policy objects: that is not a failure, and the source looks again now and then in case they are
+// installed later; removing the CRDs removes the policies.
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import { newParseCaches } from '../../config/load.js';
 import type { MeshConfig, ServiceConfig } from '../../config/model.js';
@@ -13,7 +18,11 @@ import { validateConfig, validateService } from '../../config/validate.js';
 import { ConfigError, describe } from '../../errors.js';
 import type { Logger } from '../../util/log.js';
 import type { Source, SourceEvent } from '../source.js';
-import { postEvent, ResilientInformer, type InformerEvents } from './client.js';
+import { apiRequest, ApiError, postEvent, ResilientInformer, type InformerEvents } from './client.js';
+import {
+  destinationRulePolicy, hostsOf, ISTIO_GROUP, ISTIO_VERSIONS, pickFor, trimIstio, virtualServicePolicy,
+  type IstioObject, type PolicyFragment,
+} from './istio.js';
 import { locatePods, type Located } from './locate.js';
 import {
   objectName, sliceAddresses, sliceService, translatePod, translateService, trimPod, trimService, trimSlice,
@@ -36,13 +45,32 @@ export interface KubernetesSourceOptions {
   /** How often pods that are not found on the node yet are looked for again. */
   retryMs?: number;
   backoffMs?: { initial: number; max: number };
+  /** How often a cluster without Istio's CRDs is asked again whether it has them. */
+  istioRecheckMs?: number;
 }
 
-type Kind = 'pods' | 'services' | 'endpointslices';
+type IstioKind = 'destinationrules' | 'virtualservices';
+type Kind = 'pods' | 'services' | 'endpointslices' | IstioKind;
+const ISTIO_KINDS: readonly IstioKind[] = ['destinationrules', 'virtualservices'];
+/** Every collection the state waits for (Istio's count once found absent). */
+const ALL_KINDS = 5;
+
+/** A DestinationRule or VirtualService as last read, with the policy it gives (last good). */
+interface RuleEntry { obj: IstioObject; hosts: string[]; policy: Record<string, unknown> }
 
 export class KubernetesSource implements Source {
   readonly description: string;
   private readonly informers: Array<{ start(): void; stop(): void }> = [];
+  /** Istio: the informers while its CRDs are served, the rules by kind, and the re-check timer. */
+  private readonly istio = {
+    informers: [] as Array<{ start(): void; stop(): void }>,
+    rules: { destinationrules: new Map<string, RuleEntry>(), virtualservices: new Map<string, RuleEntry>() } as Record<IstioKind, Map<string, RuleEntry>>,
+    timer: undefined as NodeJS.Timeout | undefined,
+    /** The API version read (discovery's preferred one). */
+    version: 'v1' as string,
+    /** Why it has none (logged once per reason). */
+    absent: '',
+  };
   private readonly listed = new Set<Kind>();
   private readonly failing = new Map<Kind, string>();
   /** Last good translation per object (by name.namespace); undefined = skipped on purpose. */
@@ -84,6 +112,126 @@ export class KubernetesSource implements Source {
     add<KService>('services', '/api/v1/services', {}, trimService, (s, deleted) => this.onService(s, deleted));
     add<KEndpointSlice>('endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', {}, trimSlice, (s, deleted) => this.onSlice(s, deleted));
     for (const i of this.informers) i.start();
+    void this.discoverIstio();
+  }
+
+  /**
+   * Whether the cluster serves Istio's networking API (and in which version): watched when it does;
+   * otherwise looked for again every istioRecheckMs. Not finding it is not a failure.
+   */
+  private async discoverIstio(): Promise<void> {
+    if (this.stopped) return;
+    const recheck = (ms: number) => {
+      clearTimeout(this.istio.timer);
+      this.istio.timer = setTimeout(() => void this.discoverIstio(), ms);
+      this.istio.timer.unref();
+    };
+    let version: string | undefined;
+    try {
+      const { status, body } = await apiRequest(this.opts.kc, `/apis/${ISTIO_GROUP}`);
+      if (status !== 200 && status !== 404) throw new ApiError(status, `discovery of ${ISTIO_GROUP}: HTTP ${status}`);
+      const group = body as { versions?: Array<{ version: string }>; preferredVersion?: { version: string } };
+      const served = status === 200 ? (group.versions ?? []).map((v) => v.version) : [];
+      const preferred = group.preferredVersion?.version;
+      version = preferred && (ISTIO_VERSIONS as readonly string[]).includes(preferred) ? preferred : ISTIO_VERSIONS.find((v) => served.includes(v));
+    } catch (err) {
+      if (this.stopped) return;
+      for (const kind of ISTIO_KINDS) this.failed(kind, err, 1000);
+      recheck(1000);
+      return;
+    }
+    if (this.stopped) return;
+    for (const kind of ISTIO_KINDS) this.connected(kind);
+    if (!version) {
+      this.istioAbsent(`the cluster does not serve ${ISTIO_GROUP} (${ISTIO_VERSIONS.join(', ')})`);
+      recheck(this.opts.istioRecheckMs ?? 60_000);
+      return;
+    }
+    if (this.istio.informers.length) return;
+    this.istio.version = version;
+    this.opts.log.info({ group: `${ISTIO_GROUP}/${version}` }, 'reading Istio DestinationRules and VirtualServices');
+    this.istio.absent = '';
+    for (const kind of ISTIO_KINDS) {
+      const events: InformerEvents<IstioObject> = {
+        add: (o) => this.onRule(kind, o, false),
+        update: (o) => this.onRule(kind, o, false),
+        delete: (o) => this.onRule(kind, o, true),
+        listed: () => { this.listed.add(kind); this.changed(); },
+        failed: (err, ms) => {
+          const code = (err as { statusCode?: number }).statusCode;
+          // The CRDs were removed, or reading them is not allowed: no policy objects.
+          if (code === 404 || code === 403) {
+            this.istioAbsent(code === 404 ? `${ISTIO_GROUP} ${kind} are no longer served` : `not allowed to list ${ISTIO_GROUP} ${kind} (grant get/list/watch, see deploy/rbac.yaml)`);
+            recheck(this.opts.istioRecheckMs ?? 60_000);
+          } else this.failed(kind, err, ms);
+        },
+        connected: () => this.connected(kind),
+      };
+      const informer = new ResilientInformer<IstioObject>(this.opts.kc, `/apis/${ISTIO_GROUP}/${version}/${kind}`, {}, trimIstio, events, { backoffMs: this.opts.backoffMs });
+      this.istio.informers.push(informer);
+      informer.start();
+    }
+  }
+
+  /** No Istio policy objects (the CRDs are not there, or not readable): their policies leave, the state is complete without them. */
+  private istioAbsent(why: string): void {
+    for (const i of this.istio.informers) i.stop();
+    this.istio.informers = [];
+    if (why !== this.istio.absent) this.opts.log.info({ why }, 'no Istio traffic policy objects');
+    this.istio.absent = why;
+    for (const kind of ISTIO_KINDS) {
+      const rules = this.istio.rules[kind];
+      const hosts = [...rules.values()].flatMap((r) => r.hosts);
+      rules.clear();
+      this.retranslate(hosts);
+      this.listed.add(kind);
+      this.connected(kind);
+    }
+    this.changed();
+  }
+
+  /** A DestinationRule or VirtualService: checked on its own (a bad one is reported on it and keeps its last good policy), then the Services it names (before and after) are translated again. */
+  private onRule(kind: IstioKind, o: IstioObject, deleted: boolean): void {
+    const key = objectName(o.metadata);
+    const rules = this.istio.rules[kind];
+    const prev = rules.get(key);
+    const affected = prev?.hosts ?? [];
+    if (deleted) rules.delete(key);
+    else {
+      const frag: PolicyFragment = kind === 'destinationrules' ? destinationRulePolicy(o) : virtualServicePolicy(o);
+      const apiVersion = `${ISTIO_GROUP}/${this.istio.version}`;
+      const ref = { kind: kind === 'destinationrules' ? 'DestinationRule' : 'VirtualService', apiVersion, metadata: o.metadata };
+      try {
+        // Checked as a service's policy block: problems are named policy.<field>, under Istio's names.
+        validateService({ name: key, addresses: [], ports: [1], policy: frag.policy }, '', this.description);
+        rules.set(key, { obj: o, hosts: hostsOf(kind, o), policy: frag.policy });
+        if (frag.ignored.length) this.report(ref, frag.ignored.map((field) => ({ field, message: 'not enforced by sockmesh' })), 'SockmeshIgnoredFields', `sockmesh applies this ${ref.kind}'s policy but not`);
+      } catch (e) {
+        const problems = e instanceof ConfigError ? e.issues.map((i) => ({ field: i.path, message: i.message })) : [{ field: '', message: describe(e) }];
+        this.report(ref, problems);
+      }
+    }
+    this.retranslate([...affected, ...(rules.get(key)?.hosts ?? [])]);
+    this.changed();
+  }
+
+  /** The Services named (name.namespace) translated again, as their policy may have changed. */
+  private retranslate(names: Iterable<string>): void {
+    for (const name of new Set(names)) {
+      const known = this.services.get(name);
+      if (known) this.translateService(name, known.svc);
+    }
+  }
+
+  /** The policy Istio's objects give a Service: its DestinationRule's, then its VirtualService's. */
+  private policyFor(name: string): Record<string, unknown> | undefined {
+    const pick = (kind: IstioKind) => pickFor(name, [...this.istio.rules[kind].values()].filter((r) => r.hosts.includes(name)).map((r) => r.obj));
+    const rule = (kind: IstioKind) => {
+      const o = pick(kind);
+      return o ? this.istio.rules[kind].get(objectName(o.metadata))!.policy : {};
+    };
+    const p = { ...rule('destinationrules'), ...rule('virtualservices') };
+    return Object.keys(p).length ? p : undefined;
   }
 
   stop(): void {
@@ -91,6 +239,8 @@ export class KubernetesSource implements Source {
     clearTimeout(this.timer);
     clearTimeout(this.retry);
     for (const i of this.informers) i.stop();
+    for (const i of this.istio.informers) i.stop();
+    clearTimeout(this.istio.timer);
   }
 
   private failed(kind: Kind, err: unknown, ms: number): void {
@@ -98,7 +248,7 @@ export class KubernetesSource implements Source {
     const first = !this.failing.has(kind);
     this.failing.set(kind, message);
     this.opts.log.warn({ resource: kind, error: describe(err), retryInMs: ms }, 'Kubernetes watch failed; the last good state stays applied');
-    if (first && !this.stale && this.listed.size === 3) {
+    if (first && !this.stale && this.listed.size === ALL_KINDS) {
       this.stale = true;
       this.opts.onEvent({ kind: 'stale', source: this.description, message: `the API server cannot be reached (${message}); the last good state stays applied` });
     }
@@ -125,7 +275,7 @@ export class KubernetesSource implements Source {
   private translateService(name: string, s: KService): void {
     const prev = this.services.get(name);
     const slices = () => this.slices.get(name)?.values() ?? [];
-    const t = translateService(s, () => sliceAddresses(slices(), 'all'), slices);
+    const t = translateService(s, () => sliceAddresses(slices(), 'all'), slices, () => this.policyFor(name));
     if (t.kind === 'invalid') {
       this.report({ kind: 'Service', apiVersion: 'v1', metadata: s.metadata }, t.problems);
       this.services.set(name, { svc: s, raw: prev?.raw, config: prev?.config });
@@ -133,6 +283,11 @@ export class KubernetesSource implements Source {
     }
     if (t.kind === 'skip') {
       this.services.set(name, { svc: s });
+      return;
+    }
+    // Translated again with nothing new (a rule that changed elsewhere): the same objects, no new state.
+    if (prev?.raw && prev.config && JSON.stringify(prev.raw) === JSON.stringify(t.value)) {
+      this.services.set(name, { svc: s, raw: prev.raw, config: prev.config });
       return;
     }
     const raw = Object.freeze(t.value);
@@ -160,9 +315,10 @@ export class KubernetesSource implements Source {
       if (!bySvc) this.slices.set(svc, bySvc = new Map());
       bySvc.set(s.metadata.name, s);
     }
-    // A headless Service takes its addresses from its endpoints, a kernel-mode one its endpoints.
+    // A headless Service takes its addresses from its endpoints; kernel-mode and governed ones
+    // (policy or HTTP: the sidecar balances) their endpoints.
     const known = this.services.get(svc);
-    if (known && (known.svc.spec.clusterIP === 'None' || known.svc.metadata.annotations?.['sockmesh.io/mode'] === 'kernel')) this.translateService(svc, known.svc);
+    if (known && (known.svc.spec.clusterIP === 'None' || known.svc.metadata.annotations?.['sockmesh.io/mode'] === 'kernel' || known.raw?.endpoints)) this.translateService(svc, known.svc);
   }
 
   private onPod(p: KPod, deleted: boolean): void {
@@ -182,16 +338,16 @@ export class KubernetesSource implements Source {
     this.pods.set(name, { pod: p, wanted: t.kind === 'ok' ? t.value : undefined });
   }
 
-  /** A malformed object: logged, and a Warning Event on it (once per version of the object). */
-  private report(obj: { kind: string; apiVersion: string; metadata: KService['metadata'] }, problems: Problem[]): void {
+  /** A malformed object (or one with fields sockmesh does not enforce): logged, and a Warning Event on it (once per version of the object). */
+  private report(obj: { kind: string; apiVersion: string; metadata: KService['metadata'] }, problems: Problem[], reason = obj.kind.endsWith('Rule') || obj.kind === 'VirtualService' ? 'SockmeshInvalidPolicy' : 'SockmeshInvalidAnnotation', lead = `sockmesh keeps this ${obj.kind}'s last good state`): void {
     const name = objectName(obj.metadata);
-    const message = `sockmesh keeps this ${obj.kind}'s last good state: ${problems.map((p) => `${p.field}: ${p.message}`).join('; ')}`;
+    const message = `${lead}: ${problems.map((p) => `${p.field}: ${p.message}`).join('; ')}`;
     const key = `${obj.kind}/${name}/${obj.metadata.resourceVersion}/${message}`;
     if (this.reported.has(key)) return;
     this.reported.add(key);
     if (this.reported.size > 10_000) this.reported.clear();
-    this.opts.log.warn({ kind: obj.kind, object: name, problems }, 'malformed annotation; that object keeps its last good state');
-    void postEvent(this.opts.kc, obj, this.opts.node, 'SockmeshInvalidAnnotation', message).then((err) => {
+    this.opts.log.warn({ kind: obj.kind, object: name, problems }, reason === 'SockmeshIgnoredFields' ? 'fields sockmesh does not enforce' : 'malformed annotation or policy; that object keeps its last good state');
+    void postEvent(this.opts.kc, obj, this.opts.node, reason, message).then((err) => {
       if (err) this.opts.log.warn({ kind: obj.kind, object: name, error: err }, 'cannot post the Event');
     });
   }
@@ -202,10 +358,10 @@ export class KubernetesSource implements Source {
     this.timer = setTimeout(() => this.emit(), this.opts.debounceMs ?? 5);
   }
 
-  /** Builds and emits the complete state, once all three collections have been listed. */
+  /** Builds and emits the complete state, once every collection has been listed (or Istio's found absent). */
   private emit(): void {
     clearTimeout(this.retry);
-    if (this.stopped || this.listed.size < 3) return;
+    if (this.stopped || this.listed.size < ALL_KINDS) return;
     const event = this.build();
     if (event.kind === 'config') {
       const key = this.stateKey(event.config);

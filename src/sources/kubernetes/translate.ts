@@ -6,6 +6,8 @@
 import { isIP, isIPv4 } from 'node:net';
 import { parseCidr } from '../../net/addr.js';
 import type { SpliceMode } from '../../config/model.js';
+import { ENDPOINTS_MAX } from '../../config/validate.js';
+import { isHttpPort, rateLimitAnnotation } from './istio.js';
 
 /** The fields of an object's metadata sockmesh reads (the rest is dropped on arrival). */
 export interface Meta {
@@ -32,9 +34,11 @@ export interface KService {
   metadata: Meta;
   spec: {
     type?: string; clusterIP?: string; clusterIPs?: string[]; sessionAffinity?: string;
-    ports?: Array<{ port: number; protocol?: string; name?: string; targetPort?: number | string }>;
+    ports?: KServicePort[];
   };
 }
+
+export interface KServicePort { port: number; protocol?: string; name?: string; appProtocol?: string; targetPort?: number | string }
 
 export interface KEndpointSlice {
   metadata: Meta;
@@ -80,7 +84,7 @@ export function trimService(o: KService): KService {
     metadata: meta(o.metadata),
     spec: {
       type: s.type, clusterIP: s.clusterIP, clusterIPs: s.clusterIPs, sessionAffinity: s.sessionAffinity,
-      ports: (s.ports ?? []).map((p) => ({ port: p.port, protocol: p.protocol, name: p.name, targetPort: p.targetPort })),
+      ports: (s.ports ?? []).map((p) => ({ port: p.port, protocol: p.protocol, name: p.name, appProtocol: p.appProtocol, targetPort: p.targetPort })),
     },
   };
 }
@@ -223,8 +227,11 @@ export function podCgroupCandidates(uid: string, qos: string): string[] {
   ];
 }
 
-/** A Service as a config file would list it (raw, validated by the caller), or why not. */
-export function translateService(s: KService, endpoints: () => string[], slices: () => Iterable<KEndpointSlice> = () => []): Translation<Record<string, unknown>> {
+/**
+ * A Service as a config file would list it (raw, validated by the caller), or why not. `policy`:
+ * the traffic policy Istio's objects give it (raw, see istio.ts).
+ */
+export function translateService(s: KService, endpoints: () => string[], slices: () => Iterable<KEndpointSlice> = () => [], policy: () => Record<string, unknown> | undefined = () => undefined): Translation<Record<string, unknown>> {
   const a = s.metadata.annotations ?? {};
   const problems: Problem[] = [];
   let redirect = true;
@@ -247,6 +254,9 @@ export function translateService(s: KService, endpoints: () => string[], slices:
   if (term !== undefined && term !== 'true' && term !== 'false') {
     problems.push({ field: 'sockmesh.io/terminate-on-remove', message: `must be "true" or "false", got ${JSON.stringify(term.slice(0, 40))}` });
   }
+  const rl = a['sockmesh.io/rate-limit'] === undefined ? undefined : rateLimitAnnotation(a['sockmesh.io/rate-limit']);
+  if (rl && 'problem' in rl) problems.push(rl.problem);
+  else if (rl && mode === 'kernel') problems.push({ field: 'sockmesh.io/rate-limit', message: 'needs the sidecar: a kernel-mode Service has no L7 policy' });
   if (problems.length) return { kind: 'invalid', problems };
   if (mode === 'kernel') return kernelService(s, redirect, term === 'true', slices);
   const type = s.spec.type ?? 'ClusterIP';
@@ -258,7 +268,35 @@ export function translateService(s: KService, endpoints: () => string[], slices:
   // Dual-stack Services: every cluster address (IPv4 and IPv6).
   const addresses = headless ? endpoints() : (s.spec.clusterIPs ?? (s.spec.clusterIP ? [s.spec.clusterIP] : [])).filter((ip) => isIP(ip));
   if (!addresses.length) return { kind: 'skip', reason: headless ? 'headless with no ready endpoint' : 'no cluster address' };
-  return { kind: 'ok', value: { name: objectName(s.metadata), addresses, ports, redirect, splice } };
+  const value: Record<string, unknown> = { name: objectName(s.metadata), addresses, ports, redirect, splice };
+  // Governance: HTTP ports (Istio's protocol selection) get per-request policy; a Service with
+  // policy or HTTP is balanced by the sidecar over its ready endpoints (a headless one's clients
+  // pick their endpoint themselves).
+  const tcp = (s.spec.ports ?? []).filter((p) => (p.protocol ?? 'TCP') === 'TCP');
+  const http = tcp.every(isHttpPort);
+  const p = { ...(policy() ?? {}), ...(rl && 'value' in rl ? { rateLimit: rl.value } : {}) };
+  if (http) value.protocol = 'http';
+  if (Object.keys(p).length) value.policy = p;
+  if ((http || value.policy) && !headless) {
+    const eps = targetEndpoints(tcp, [...slices()]);
+    if ('endpoints' in eps && eps.endpoints.length <= ENDPOINTS_MAX) value.endpoints = eps.endpoints;
+  }
+  return { kind: 'ok', value };
+}
+
+/**
+ * A Service's ready IPv4 endpoints at its ports' target ports: the address alone when every
+ * target port is the port itself (the connection keeps its port), `address:target` for a Service
+ * with one port; a Service whose several ports map to other target ports cannot be listed so.
+ */
+function targetEndpoints(ports: KServicePort[], list: KEndpointSlice[]): { endpoints: string[] } | { problem: string } {
+  const named = new Map(list.flatMap((sl) => (sl.ports ?? []).filter((p) => p.name && p.port).map((p) => [p.name!, p.port!] as const)));
+  const targets = ports.map((p) => (typeof p.targetPort === 'number' ? p.targetPort : typeof p.targetPort === 'string' ? named.get(p.targetPort) : p.port));
+  const same = ports.every((p, i) => targets[i] === p.port);
+  if (!same && ports.length > 1) return { problem: 'its ports map to other target ports: kernel mode takes such a Service with one port (or target ports equal to its ports)' };
+  const ips = sliceAddresses(list);
+  // A named target port the slices do not name yet: no endpoint to reach (connections are refused).
+  return { endpoints: same ? ips : targets[0] === undefined ? [] : ips.map((ip) => `${ip}:${targets[0]}`) };
 }
 
 /**
@@ -276,14 +314,9 @@ function kernelService(s: KService, redirect: boolean, terminateOnRemove: boolea
   const tcp = all.filter((p) => (p.protocol ?? 'TCP') === 'TCP');
   const chosen = tcp.length ? tcp : all.filter((p) => p.protocol === 'UDP');
   if (!chosen.length) return { kind: 'skip', reason: 'no TCP or UDP ports' };
-  const list = [...slices()];
-  const named = new Map(list.flatMap((sl) => (sl.ports ?? []).filter((p) => p.name && p.port).map((p) => [p.name!, p.port!] as const)));
-  const targets = chosen.map((p) => (typeof p.targetPort === 'number' ? p.targetPort : typeof p.targetPort === 'string' ? named.get(p.targetPort) : p.port));
-  const same = chosen.every((p, i) => targets[i] === p.port);
-  if (!same && chosen.length > 1) return fail('its ports map to other target ports: kernel mode takes such a Service with one port (or target ports equal to its ports)');
-  const ips = sliceAddresses(list);
-  // A named target port the slices do not name yet: no endpoint to reach (connections are refused).
-  const endpoints = same ? ips : targets[0] === undefined ? [] : ips.map((ip) => `${ip}:${targets[0]}`);
+  const eps = targetEndpoints(chosen, [...slices()]);
+  if ('problem' in eps) return fail(eps.problem);
+  const { endpoints } = eps;
   return {
     kind: 'ok',
     value: {

@@ -1,0 +1,156 @@
+// Istio's DestinationRule / VirtualService -> a service's policy block, and the Service fields that
+// go with it (HTTP by Istio's protocol selection, endpoints at their target ports, the rate-limit
+// annotation). Pure functions; the watch side is in kubernetes-source.test.ts.
+import { describe, expect, it } from 'vitest';
+import { destinationRuleObject, serviceObject, sliceObject, virtualServiceObject } from '../../src/bench/k8s-objects.js';
+import { validateService } from '../../src/config/validate.js';
+import {
+  destinationRulePolicy, hostService, hostsOf, isHttpPort, istioDuration, pickFor, rateLimitAnnotation, trimIstio, virtualServicePolicy,
+  type KDestinationRule, type KVirtualService,
+} from '../../src/sources/kubernetes/istio.js';
+import { translateService, trimService, trimSlice, type KEndpointSlice, type KService } from '../../src/sources/kubernetes/translate.js';
+
+const dr = (o: Parameters<typeof destinationRuleObject>[0]) => trimIstio(destinationRuleObject(o) as unknown as KDestinationRule);
+const vs = (o: Parameters<typeof virtualServiceObject>[0]) => trimIstio(virtualServiceObject(o) as unknown as KVirtualService);
+
+describe('Istio hosts', () => {
+  it('a short name is in the object\'s namespace; qualified names name their own; wildcards and external hosts name no Service', () => {
+    expect(hostService('ratings', 'shop')).toBe('ratings.shop');
+    expect(hostService('ratings.bookinfo.svc.cluster.local', 'shop')).toBe('ratings.bookinfo');
+    expect(hostService('ratings.bookinfo.svc', 'shop')).toBe('ratings.bookinfo');
+    expect(hostService('*.bookinfo.svc.cluster.local', 'shop')).toBeUndefined();
+    expect(hostService('api.example.com', 'shop')).toBeUndefined();
+    expect(hostService('', 'shop')).toBeUndefined();
+    expect(hostService(7, 'shop')).toBeUndefined();
+    expect(hostsOf('virtualservices', vs({ name: 'v', namespace: 'shop', hosts: ['ratings', 'ratings.shop.svc.cluster.local', 'reviews.other.svc'], http: [] }))).toEqual(['ratings.shop', 'reviews.other']);
+    expect(hostsOf('destinationrules', dr({ name: 'd', namespace: 'shop', host: 'ratings' }))).toEqual(['ratings.shop']);
+  });
+
+  it('of several objects for one Service: the one in its namespace, then the oldest', () => {
+    const other = dr({ name: 'a', namespace: 'other', host: 'ratings.shop.svc.cluster.local', created: '2026-01-01T00:00:00Z' });
+    const newer = dr({ name: 'b', namespace: 'shop', host: 'ratings', created: '2026-06-01T00:00:00Z' });
+    const older = dr({ name: 'c', namespace: 'shop', host: 'ratings', created: '2026-03-01T00:00:00Z' });
+    expect(pickFor('ratings.shop', [other, newer, older])?.metadata.name).toBe('c');
+    expect(pickFor('ratings.shop', [other, newer])?.metadata.name).toBe('b');
+    expect(pickFor('ratings.shop', [other])?.metadata.name).toBe('a');
+    expect(pickFor('ratings.shop', [])).toBeUndefined();
+  });
+});
+
+describe('Istio durations', () => {
+  it('Go\'s forms as the CRDs take them, in ms; anything else passed on for validation to name', () => {
+    expect(istioDuration('10s')).toBe('10000ms');
+    expect(istioDuration('1m30s')).toBe('90000ms');
+    expect(istioDuration('0.5s')).toBe('500ms');
+    expect(istioDuration('250ms')).toBe('250ms');
+    expect(istioDuration('1h')).toBe('3600000ms');
+    expect(istioDuration('1500us')).toBe('2ms');
+    expect(istioDuration('soon')).toBe('soon');
+    expect(istioDuration(5)).toBe(5);
+  });
+});
+
+describe('DestinationRule -> policy', () => {
+  it('maps loadBalancer.simple, connectionPool.tcp.maxConnections and outlierDetection; lists what it does not enforce', () => {
+    const f = destinationRulePolicy(dr({
+      name: 'r', namespace: 'shop', host: 'ratings',
+      trafficPolicy: {
+        loadBalancer: { simple: 'LEAST_CONN' },
+        connectionPool: { tcp: { maxConnections: 100, connectTimeout: '1s' }, http: { http1MaxPendingRequests: 10 } },
+        outlierDetection: { consecutive5xxErrors: 3, interval: '1m30s', baseEjectionTime: '0.5s', maxEjectionPercent: 50 },
+        tls: { mode: 'ISTIO_MUTUAL' },
+      },
+      subsets: [{ name: 'v1', labels: { version: 'v1' } }],
+    }));
+    expect(f.policy).toEqual({
+      loadBalancer: 'LEAST_REQUEST', connectionPool: { tcp: { maxConnections: 100 } },
+      outlierDetection: { consecutive5xxErrors: 3, interval: '90000ms', baseEjectionTime: '500ms' },
+    });
+    expect(f.ignored.sort()).toEqual([
+      'spec.subsets', 'spec.trafficPolicy.connectionPool.http', 'spec.trafficPolicy.connectionPool.tcp.connectTimeout',
+      'spec.trafficPolicy.outlierDetection.maxEjectionPercent', 'spec.trafficPolicy.tls',
+    ]);
+    // What the config validation makes of it: the same policy a config file would give.
+    expect(validateService({ name: 'x', addresses: [], ports: [1], policy: f.policy }, '', 't').policy).toEqual({
+      loadBalancer: 'LEAST_REQUEST', connectionPool: { tcp: { maxConnections: 100 } },
+      outlierDetection: { consecutive5xxErrors: 3, intervalMs: 90_000, baseEjectionTimeMs: 500 },
+    });
+  });
+
+  it('consecutive5xxErrors 0 turns ejection off; UNSPECIFIED is no balancer; PASSTHROUGH is named for validation to refuse', () => {
+    expect(destinationRulePolicy(dr({ name: 'r', host: 'x', trafficPolicy: { outlierDetection: { consecutive5xxErrors: 0 }, loadBalancer: { simple: 'UNSPECIFIED' } } })).policy).toEqual({});
+    const pass = destinationRulePolicy(dr({ name: 'r', host: 'x', trafficPolicy: { loadBalancer: { simple: 'PASSTHROUGH' } } })).policy;
+    expect(() => validateService({ name: 'x', addresses: [], ports: [1], policy: pass }, '', 't')).toThrow(/policy\.loadBalancer: must be one of ROUND_ROBIN, LEAST_REQUEST, RANDOM, got string "PASSTHROUGH"/);
+    expect(destinationRulePolicy(dr({ name: 'r', host: 'x' }))).toEqual({ policy: {}, ignored: [] });
+  });
+});
+
+describe('VirtualService -> policy', () => {
+  it('timeout and retries of the catch-all route; routes with a match, traffic shifting and unknown retryOn conditions are listed as ignored', () => {
+    const f = virtualServicePolicy(vs({
+      name: 'v', namespace: 'shop', hosts: ['ratings'],
+      http: [
+        { match: [{ headers: { end: { exact: 'qa' } } }], route: [{ destination: { host: 'ratings', subset: 'v2' } }] },
+        { route: [{ destination: { host: 'ratings' } }], timeout: '2s', retries: { attempts: 3, perTryTimeout: '500ms', retryOn: 'connect-failure,5xx,cancelled' }, fault: { delay: { fixedDelay: '1s' } } },
+      ],
+    }));
+    expect(f.policy).toEqual({ timeout: '2000ms', retries: { attempts: 3, perTryTimeout: '500ms', retryOn: 'connect-failure,5xx' } });
+    expect(f.ignored).toEqual(['spec.http[0] (a route with match)', 'spec.http[1].fault', 'spec.http[1].retries.retryOn: cancelled']);
+    const shifted = virtualServicePolicy(vs({ name: 'v', namespace: 'shop', hosts: ['ratings'], http: [{ route: [{ destination: { host: 'ratings', subset: 'v1' }, weight: 90 }, { destination: { host: 'ratings-canary' }, weight: 10 }] }] }));
+    expect(shifted.ignored).toEqual(['spec.http[0].route (destinations other than the Service itself)']);
+    expect(virtualServicePolicy(vs({ name: 'v', hosts: ['x'], http: [{ match: [{ uri: { prefix: '/a' } }], timeout: '1s' }] })).policy).toEqual({});
+  });
+});
+
+describe('Services with governance', () => {
+  const svc = (o: Partial<Parameters<typeof serviceObject>[0]> = {}) => trimService(serviceObject({ name: 'ratings', namespace: 'shop', clusterIP: '10.96.0.30', ports: [9080], ...o }) as unknown as KService);
+  const slices = (port = 9080): KEndpointSlice[] => [trimSlice(sliceObject({ name: 'r-1', namespace: 'shop', service: 'ratings', addresses: ['10.244.1.11', '10.244.2.12'], port }) as unknown as KEndpointSlice)];
+
+  it('HTTP ports by Istio\'s protocol selection: appProtocol, else the name', () => {
+    expect(isHttpPort({ name: 'http' })).toBe(true);
+    expect(isHttpPort({ name: 'http-web' })).toBe(true);
+    expect(isHttpPort({ name: 'HTTP-web' })).toBe(true);
+    expect(isHttpPort({ name: 'http2-web' })).toBe(false);
+    expect(isHttpPort({ name: 'grpc' })).toBe(false);
+    expect(isHttpPort({ name: 'web', appProtocol: 'http' })).toBe(true);
+    expect(isHttpPort({ name: 'http', appProtocol: 'kubernetes.io/h2c' })).toBe(false);
+  });
+
+  it('an HTTP Service is governed: protocol http, its ready endpoints for the sidecar to balance', () => {
+    expect(translateService(svc({ http: true }), () => [], () => slices())).toEqual({
+      kind: 'ok',
+      value: { name: 'ratings.shop', addresses: ['10.96.0.30'], ports: [9080], redirect: true, splice: 'auto', protocol: 'http', endpoints: ['10.244.1.11', '10.244.2.12'] },
+    });
+    // Target port other than the port: address:target.
+    expect(translateService(svc({ http: true, ports: [80], targetPort: 9080 }), () => [], () => slices()))
+      .toMatchObject({ value: { ports: [80], endpoints: ['10.244.1.11:9080', '10.244.2.12:9080'] } });
+  });
+
+  it('a TCP Service with policy from Istio\'s objects: the policy and its endpoints; without: as before', () => {
+    const policy = { loadBalancer: 'RANDOM', timeout: '1000ms' };
+    expect(translateService(svc(), () => [], () => slices(), () => policy))
+      .toMatchObject({ value: { policy, endpoints: ['10.244.1.11', '10.244.2.12'] } });
+    expect(translateService(svc(), () => [], () => slices())).toEqual({ kind: 'ok', value: { name: 'ratings.shop', addresses: ['10.96.0.30'], ports: [9080], redirect: true, splice: 'auto' } });
+    const v = translateService(svc(), () => [], () => slices(), () => policy);
+    expect(v.kind === 'ok' && validateService(v.value, 's', 't')).toMatchObject({ policy: { loadBalancer: 'RANDOM', timeoutMs: 1000 }, endpoints: [{ address: '10.244.1.11', port: 0, weight: 1 }, { address: '10.244.2.12', port: 0, weight: 1 }] });
+  });
+
+  it('sockmesh.io/rate-limit: the inbound rate limit; malformed, or on a kernel-mode Service, a problem', () => {
+    expect(rateLimitAnnotation('100')).toEqual({ value: { requestsPerSecond: 100, burst: 0 } });
+    expect(rateLimitAnnotation('100, burst=20')).toEqual({ value: { requestsPerSecond: 100, burst: 20 } });
+    expect(translateService(svc({ http: true, annotations: { 'sockmesh.io/rate-limit': '50,burst=5' } }), () => [], () => slices(), () => ({ timeout: '1000ms' })))
+      .toMatchObject({ value: { policy: { timeout: '1000ms', rateLimit: { requestsPerSecond: 50, burst: 5 } } } });
+    expect(translateService(svc({ annotations: { 'sockmesh.io/rate-limit': 'fast' } }), () => [])).toMatchObject({ kind: 'invalid', problems: [{ field: 'sockmesh.io/rate-limit' }] });
+    expect(translateService(svc({ annotations: { 'sockmesh.io/rate-limit': '10', 'sockmesh.io/mode': 'kernel' } }), () => [], () => slices()))
+      .toMatchObject({ kind: 'invalid', problems: [{ field: 'sockmesh.io/rate-limit', message: expect.stringMatching(/needs the sidecar/) }] });
+  });
+
+  it('a headless Service keeps its addresses and gets no endpoint list (its clients pick); more endpoints than a service holds: none listed, the sidecar passes through', () => {
+    const headless = translateService(svc({ clusterIP: 'None', http: true }), () => ['10.244.1.11'], () => slices());
+    expect(headless).toMatchObject({ kind: 'ok', value: { addresses: ['10.244.1.11'], protocol: 'http' } });
+    expect(headless.kind === 'ok' && headless.value.endpoints).toBeUndefined();
+    const many = [trimSlice(sliceObject({ name: 'r-1', namespace: 'shop', service: 'ratings', addresses: Array.from({ length: 70 }, (_, i) => `10.244.3.${i + 1}`), port: 9080 }) as unknown as KEndpointSlice)];
+    const big = translateService(svc({ http: true }), () => [], () => many);
+    expect(big.kind === 'ok' && big.value.endpoints).toBeUndefined();
+  });
+});
