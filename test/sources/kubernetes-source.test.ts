@@ -356,6 +356,19 @@ describe('Kubernetes source', () => {
       expect(ignored.message).toMatch(/applies this VirtualService's policy but not: spec\.http\[0\] \(a route with match\): not enforced by sockmesh; spec\.http\[1\]\.mirror/);
     });
 
+    it('an HTTP Service follows its EndpointSlices, also back from more endpoints than a service lists', async () => {
+      ratings();
+      slice();
+      start();
+      const eps = (c: MeshConfig) => c.services.find((x) => x.name === 'ratings.shop')?.endpoints?.map((e) => e.address);
+      await lastWith((c) => eps(c)?.join() === '10.244.1.11,10.244.2.12');
+      const many = Array.from({ length: 70 }, (_, i) => `10.244.3.${i + 1}`);
+      api.apply('endpointslices', sliceObject({ name: 'ratings-1', namespace: 'shop', service: 'ratings', addresses: many, port: 9080 }));
+      await lastWith((c) => eps(c) === undefined); // 70 > 64: the sidecar passes through to the cluster address
+      api.apply('endpointslices', sliceObject({ name: 'ratings-1', namespace: 'shop', service: 'ratings', addresses: ['10.244.2.12'], port: 9080 }));
+      await lastWith((c) => eps(c)?.join() === '10.244.2.12');
+    });
+
     it('a rule in the Service\'s own namespace wins over an older one elsewhere; a wildcard host names no Service', async () => {
       api.setIstio(true);
       ratings();

@@ -207,8 +207,7 @@ export class KubernetesSource implements Source {
         rules.set(key, { obj: o, hosts: hostsOf(kind, o), policy: frag.policy });
         if (frag.ignored.length) this.report(ref, frag.ignored.map((field) => ({ field, message: 'not enforced by sockmesh' })), 'SockmeshIgnoredFields', `sockmesh applies this ${ref.kind}'s policy but not`);
       } catch (e) {
-        const problems = e instanceof ConfigError ? e.issues.map((i) => ({ field: i.path, message: i.message })) : [{ field: '', message: describe(e) }];
-        this.report(ref, problems);
+        this.report(ref, problemsOf(e), 'SockmeshInvalidPolicy');
       }
     }
     this.retranslate([...affected, ...(rules.get(key)?.hosts ?? [])]);
@@ -295,8 +294,7 @@ export class KubernetesSource implements Source {
     try {
       config = validateService(raw, `Service ${name}`, this.description);
     } catch (e) {
-      const problems = e instanceof ConfigError ? e.issues.map((i) => ({ field: i.path, message: i.message })) : [{ field: '', message: describe(e) }];
-      this.report({ kind: 'Service', apiVersion: 'v1', metadata: s.metadata }, problems);
+      this.report({ kind: 'Service', apiVersion: 'v1', metadata: s.metadata }, problemsOf(e));
       this.services.set(name, { svc: s, raw: prev?.raw, config: prev?.config });
       return;
     }
@@ -318,7 +316,8 @@ export class KubernetesSource implements Source {
     // A headless Service takes its addresses from its endpoints; kernel-mode and governed ones
     // (policy or HTTP: the sidecar balances) their endpoints.
     const known = this.services.get(svc);
-    if (known && (known.svc.spec.clusterIP === 'None' || known.svc.metadata.annotations?.['sockmesh.io/mode'] === 'kernel' || known.raw?.endpoints)) this.translateService(svc, known.svc);
+    const governed = known?.raw !== undefined && (known.raw.policy !== undefined || known.raw.protocol === 'http');
+    if (known && (known.svc.spec.clusterIP === 'None' || known.svc.metadata.annotations?.['sockmesh.io/mode'] === 'kernel' || governed)) this.translateService(svc, known.svc);
   }
 
   private onPod(p: KPod, deleted: boolean): void {
@@ -339,7 +338,7 @@ export class KubernetesSource implements Source {
   }
 
   /** A malformed object (or one with fields sockmesh does not enforce): logged, and a Warning Event on it (once per version of the object). */
-  private report(obj: { kind: string; apiVersion: string; metadata: KService['metadata'] }, problems: Problem[], reason = obj.kind.endsWith('Rule') || obj.kind === 'VirtualService' ? 'SockmeshInvalidPolicy' : 'SockmeshInvalidAnnotation', lead = `sockmesh keeps this ${obj.kind}'s last good state`): void {
+  private report(obj: { kind: string; apiVersion: string; metadata: KService['metadata'] }, problems: Problem[], reason = 'SockmeshInvalidAnnotation', lead = `sockmesh keeps this ${obj.kind}'s last good state`): void {
     const name = objectName(obj.metadata);
     const message = `${lead}: ${problems.map((p) => `${p.field}: ${p.message}`).join('; ')}`;
     const key = `${obj.kind}/${name}/${obj.metadata.resourceVersion}/${message}`;
@@ -438,4 +437,9 @@ export class KubernetesSource implements Source {
     }
     return out;
   }
+}
+
+/** A validation failure as the problems a Warning Event lists. */
+function problemsOf(e: unknown): Problem[] {
+  return e instanceof ConfigError ? e.issues.map((i) => ({ field: i.path, message: i.message })) : [{ field: '', message: describe(e) }];
 }

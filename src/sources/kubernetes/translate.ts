@@ -293,7 +293,7 @@ function targetEndpoints(ports: KServicePort[], list: KEndpointSlice[]): { endpo
   const named = new Map(list.flatMap((sl) => (sl.ports ?? []).filter((p) => p.name && p.port).map((p) => [p.name!, p.port!] as const)));
   const targets = ports.map((p) => (typeof p.targetPort === 'number' ? p.targetPort : typeof p.targetPort === 'string' ? named.get(p.targetPort) : p.port));
   const same = ports.every((p, i) => targets[i] === p.port);
-  if (!same && ports.length > 1) return { problem: 'its ports map to other target ports: kernel mode takes such a Service with one port (or target ports equal to its ports)' };
+  if (!same && ports.length > 1) return { problem: 'its ports map to other target ports: its endpoints can be listed for a Service with one port (or target ports equal to its ports)' };
   const ips = sliceAddresses(list);
   // A named target port the slices do not name yet: no endpoint to reach (connections are refused).
   return { endpoints: same ? ips : targets[0] === undefined ? [] : ips.map((ip) => `${ip}:${targets[0]}`) };
