@@ -333,7 +333,7 @@ export class NodeAgent {
     }
     this.podRules = new PodRules(instance, prev?.podNetns);
     const report = await this.podRules.apply(config);
-    this.noteRuleProblems(report.problems);
+    this.noteRuleProblems(report.problems, report.notes);
     this.record = {
       instance, mode: 'iptables', pinRoot: pinRoot(instance), configSource: this.sourceName, config, serviceIds: {},
       podNetns: this.podRules.list(), updatedAt: new Date().toISOString(),
@@ -345,7 +345,8 @@ export class NodeAgent {
     log.info({ instance, mode: 'iptables', applied: report.applied, pods: this.podRules.list().length }, 'iptables rules in every pod\'s namespace');
   }
 
-  private noteRuleProblems(problems: PodProblem[]): void {
+  private noteRuleProblems(problems: PodProblem[], notes: string[] = []): void {
+    for (const n of notes) this.opts.log.info({}, n);
     for (const p of problems) this.opts.log.warn({ pod: p.pod, path: p.path, error: p.message }, 'pod not meshed');
     this.metrics.podProblems.set(problems.length);
   }
@@ -446,7 +447,7 @@ export class NodeAgent {
     const t0 = process.hrtime.bigint();
     const config = applyOverrides(this.lastGood!, this.overrides.all());
     const report = await this.podRules!.apply(config);
-    this.noteRuleProblems(report.problems);
+    this.noteRuleProblems(report.problems, report.notes);
     const changes = report.applied.length || report.removed.length ? { rules: { applied: report.applied.length, removed: report.removed.length } } : {};
     this.record = { ...this.record!, config, configSource: this.sourceName, podNetns: this.podRules!.list(), updatedAt: new Date().toISOString() };
     this.scheduleRecordWrite();

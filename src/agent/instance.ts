@@ -20,7 +20,7 @@ import { defaultObjectPath } from '../bpf/programs.js';
 import type { MeshConfig } from '../config/model.js';
 import { checkMode, endpointName } from '../config/validate.js';
 import { Codes, SockmeshError, UserError } from '../errors.js';
-import { applyRules, redirectCounts, removeRules } from '../iptables/apply.js';
+import { applyRules, drainNote, redirectCounts, removeRules, type RemoveNotes } from '../iptables/apply.js';
 import { assignServiceIds, compileDesired, configEntry, type ResolvedPod, type ServiceIds } from './desired.js';
 import type { ServiceReconciler } from './incremental.js';
 import { isLive, socketPath } from './control.js';
@@ -70,6 +70,8 @@ export interface UpResult {
   upgraded?: UpgradeResult['replaced'];
   /** terminateOnRemove: connections closed because their endpoint left a kernel-mode service. */
   terminated?: number;
+  /** Things the user should know (a nat table kept for the connections it translated). */
+  notes?: string[];
 }
 
 /**
@@ -366,7 +368,12 @@ export async function upLocked(instance: string, opts: UpOptions): Promise<UpRes
   if (prev && prev.mode !== mode) {
     // The new mode captures already; now remove the old one.
     if (prev.mode === 'ebpf') await ebpfDown(layout, prev.cgroup, instance);
-    else await removeRules(iptablesNamespace(prev), instance);
+    else {
+      const kept: RemoveNotes = { draining: [] };
+      const ns = iptablesNamespace(prev);
+      await removeRules(ns, instance, kept);
+      if (kept.draining.length) result.notes = [drainNote(ns ? `network namespace ${ns}` : 'this network namespace', kept.draining)];
+    }
     result.switchedFrom = prev.mode;
   }
   writeRecord(record);
@@ -415,19 +422,30 @@ export async function down(instanceName: string): Promise<DownResult> {
     const layout = pinLayout(rec?.pinRoot ?? pinRoot(instance));
     if (rec?.mode !== 'iptables' || rec.cgroup) requireSameMounts(rec, 'remove an eBPF instance');
     const eb = await ebpfDown(layout, rec?.cgroup, instance);
+    if (rec?.mode === 'ebpf' && rec.netns) {
+      // Switched from iptables mode: the drain chain its rules left goes once its connections closed.
+      const drain: RemoveNotes = { draining: [] };
+      await removeRules(rec.netns, instance, drain).catch(() => 'absent');
+      if (drain.draining.length) notes.push(drainNote(`network namespace ${rec.netns}`, drain.draining));
+    }
     let rules: DownResult['rules'];
     if (rec?.mode === 'iptables' && rec.podNetns) {
       // The agent's iptables mode: a rule set in every pod's namespace.
       for (const p of rec.podNetns) {
-        const r = await removeRules(p.netns, instance).catch((e: Error) => {
+        const kept: RemoveNotes = { draining: [] };
+        const r = await removeRules(p.netns, instance, kept).catch((e: Error) => {
           notes.push(`pod ${p.name}: ${e.message}`);
           return 'absent' as const;
         });
         if (r === 'foreign') notes.push(`the iptables rules in ${p.netns} belong to another instance and were left alone`);
+        if (kept.draining.length) notes.push(drainNote(`pod ${p.name} (${p.netns})`, kept.draining));
         if (r === 'removed' || rules === undefined) rules = r;
       }
     } else if (rec?.mode === 'iptables') {
-      rules = await removeRules(iptablesNamespace(rec), instance);
+      const kept: RemoveNotes = { draining: [] };
+      const ns = iptablesNamespace(rec);
+      rules = await removeRules(ns, instance, kept);
+      if (kept.draining.length) notes.push(drainNote(ns ? `network namespace ${ns}` : 'this network namespace', kept.draining));
       if (rules === 'foreign') notes.push(`the iptables rules in ${rec.netns ?? 'this namespace'} belong to another instance and were left alone`);
     }
     const hadRecord = rec !== undefined || notes.length > 0;

@@ -5,13 +5,15 @@
 import type { MeshConfig, PodConfig } from '../config/model.js';
 import { modeIssues } from '../config/validate.js';
 import { SockmeshError } from '../errors.js';
-import { applyRules, removeRules } from '../iptables/apply.js';
+import { applyRules, drainNote, removeRules, type RemoveNotes } from '../iptables/apply.js';
 import type { PodProblem } from './pods.js';
 
 export interface PodRulesReport {
   applied: string[];
   removed: string[];
   problems: PodProblem[];
+  /** Things to log (a nat table kept for the connections it translated). */
+  notes: string[];
 }
 
 /** A pod's config as iptables mode sees it: the node's services, the pod's own settings. */
@@ -34,7 +36,7 @@ export class PodRules {
   }
 
   async apply(cfg: MeshConfig): Promise<PodRulesReport> {
-    const report: PodRulesReport = { applied: [], removed: [], problems: [] };
+    const report: PodRulesReport = { applied: [], removed: [], problems: [], notes: [] };
     const services = JSON.stringify(cfg.services);
     const wanted = new Set<string>();
     for (const [i, p] of cfg.pods.entries()) {
@@ -66,7 +68,9 @@ export class PodRules {
     for (const [name, a] of [...this.applied]) {
       if (wanted.has(name)) continue;
       try {
-        await removeRules(a.netns, this.instance);
+        const kept: RemoveNotes = { draining: [] };
+        await removeRules(a.netns, this.instance, kept);
+        if (kept.draining.length) report.notes.push(drainNote(`pod ${name} (${a.netns})`, kept.draining));
       } catch (e) {
         if (!(e instanceof SockmeshError)) throw e; // its namespace is gone: so are its rules
       }

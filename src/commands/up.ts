@@ -52,7 +52,8 @@ instance switches the same processes to the other capture path (new connections 
         const changed = Object.entries(res.changes).map(([m, c]) => `${m} +${c.put}/-${c.del}`).join(', ');
         const upgraded = res.upgraded?.length ? `\nprograms upgraded in place: ${res.upgraded.map((u) => `${u.name} ${u.from} -> ${u.to}`).join(', ')}` : '';
         const terminated = res.terminated ? `\nclosed ${res.terminated} connection(s) of removed endpoints (terminateOnRemove)` : '';
-        return `sockmesh instance "${res.instance}" ${verb}${changed ? ` (${changed})` : ''}${upgraded}${terminated}`;
+        const notes = (res.notes ?? []).map((n) => `\nnote: ${n}`).join('');
+        return `sockmesh instance "${res.instance}" ${verb}${changed ? ` (${changed})` : ''}${upgraded}${terminated}${notes}`;
       });
     });
 }

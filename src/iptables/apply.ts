@@ -6,7 +6,7 @@
 import { Codes, SockmeshError, UserError } from '../errors.js';
 import type { MeshConfig } from '../config/model.js';
 import { execTool } from '../util/exec.js';
-import { CHAINS, canonicalRule, chainRules, downRestore, jumpRules, normalizeSave, ruleOwner, upRestore, type Family } from './rules.js';
+import { CHAINS, DRAIN_CHAIN, canonicalRule, chainRules, downRestore, dropDrainRestore, hasDrain, jumpRules, normalizeSave, ruleOwner, upRestore, type Family } from './rules.js';
 
 const TOOL = { 4: 'iptables', 6: 'ip6tables' } as const;
 
@@ -81,34 +81,106 @@ export async function applyRules(netns: string | undefined, cfg: MeshConfig, own
   return inputs.map(([, input]) => input).join('');
 }
 
+/** What removing a rule set left behind that the caller should report. */
+export interface RemoveNotes {
+  /** Families whose drain chain stays: open connections the rules translated (-1: unknown). */
+  draining: Array<{ family: Family; connections: number }>;
+}
+
 /**
  * Removes exactly our jumps and chains when they belong to `owner` (or carry no owner mark);
  * 'absent' when there was nothing, 'foreign' when they belong to another instance (left alone).
+ *
+ * Connections the rules translated keep working. Their NAT bindings live in conntrack, but a
+ * namespace tracks connections only while some nat rule needs conntrack: once the last REDIRECT
+ * rule goes, packets of those connections are no longer translated and their peer resets them
+ * (measured on 6.18: a stream through the sidecar got ECONNRESET at once). So while any is open,
+ * the same transaction that removes our rules leaves the drain chain (an unused chain with one
+ * conntrack rule, nothing jumps to it): it captures nothing and keeps those connections working.
+ * It goes at the next removal or apply in the namespace once they have closed (see pruneDrain).
  */
-export async function removeRules(netns: string | undefined, owner: string): Promise<'removed' | 'absent' | 'foreign'> {
+export async function removeRules(netns: string | undefined, owner: string, notes?: RemoveNotes): Promise<'removed' | 'absent' | 'foreign'> {
   const outcomes: Array<'removed' | 'absent' | 'foreign'> = [];
   for (const family of await families(netns)) {
     const save = await natSave(netns, family);
     const current = ruleOwner(save);
-    if (current === undefined) outcomes.push('absent');
-    else if (current !== null && current !== owner) outcomes.push('foreign');
+    if (current === undefined) {
+      await pruneDrain(netns, family, save, notes);
+      outcomes.push('absent');
+    } else if (current !== null && current !== owner) outcomes.push('foreign');
     else {
-      await restore(netns, downRestore(save), family);
-      await dropEmptyNatTable(netns, family);
+      const open = await translatedConnections(netns, family);
+      await restore(netns, downRestore(save, open !== 0 ? owner : undefined), family);
+      if (open !== 0) notes?.draining.push({ family, connections: open ?? -1 });
+      else await dropEmptyNatTable(netns, family);
       outcomes.push('removed');
     }
   }
   return outcomes.includes('removed') ? 'removed' : outcomes.includes('foreign') ? 'foreign' : 'absent';
 }
 
+/** Removes a drain chain whose connections have closed (then the nat table, if it is empty). */
+export async function pruneDrain(netns: string | undefined, family: Family, save: string, notes?: RemoveNotes): Promise<void> {
+  if (!hasDrain(save)) return;
+  const open = await translatedConnections(netns, family);
+  if (open !== 0) {
+    notes?.draining.push({ family, connections: open ?? -1 });
+    return;
+  }
+  await restore(netns, dropDrainRestore(), family);
+  await dropEmptyNatTable(netns, family);
+}
+
+/** What removing a rule set says about a drain chain it left (see removeRules). */
+export function drainNote(where: string, draining: RemoveNotes['draining']): string {
+  const n = draining.reduce((a, k) => a + Math.max(0, k.connections), 0);
+  const unknown = draining.some((k) => k.connections < 0);
+  const count = unknown ? 'connections the rules translated may be open (conntrack could not be read)'
+    : `${n} connection${n === 1 ? '' : 's'} the rules translated ${n === 1 ? 'is' : 'are'} open`;
+  const tools = draining.map((k) => (k.family === 4 ? 'iptables' : 'ip6tables'));
+  return `${where}: ${count}; they keep working, so connection tracking stays on there (chain ${DRAIN_CHAIN}: it captures nothing; `
+    + 'removing it now would reset them). The next sockmesh up or down in that namespace removes it once they have closed; by hand: '
+    + tools.map((t) => `${t} -t nat -F ${DRAIN_CHAIN}; ${t} -t nat -X ${DRAIN_CHAIN}`).join('; ');
+}
+
 /** iptables-save lines of a nat table that holds nothing: its built-in chains, empty, accepting. */
 const EMPTY_NAT = /^(\*nat|COMMIT|:(PREROUTING|INPUT|OUTPUT|POSTROUTING) ACCEPT \[\d+:\d+\])$/;
+
+/** conntrack states of a connection that is still open (TIME_WAIT and CLOSE are over). */
+const OPEN_STATES = new Set(['SYN_SENT', 'SYN_RECV', 'ESTABLISHED', 'FIN_WAIT', 'CLOSE_WAIT', 'LAST_ACK', 'SYN_SENT2']);
+
+/**
+ * Open TCP connections of a family whose addresses a nat rule rewrote (a REDIRECT: the reply
+ * tuple is not the original one reversed), in the text of /proc/net/nf_conntrack.
+ */
+export function countTranslated(conntrack: string, family: Family): number {
+  let n = 0;
+  for (const line of conntrack.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f[0] !== (family === 4 ? 'ipv4' : 'ipv6') || f[2] !== 'tcp' || !OPEN_STATES.has(f[5])) continue;
+    const kv = f.filter((x) => /^(src|dst|sport|dport)=/.test(x)).map((x) => x.split('=')[1]);
+    if (kv.length < 8) continue;
+    const [os, od, osp, odp, rs, rd, rsp, rdp] = kv;
+    if (rs !== od || rd !== os || rsp !== odp || rdp !== osp) n++;
+  }
+  return n;
+}
+
+/** Open connections of the namespace that a nat rule translated; undefined when conntrack cannot be read. */
+async function translatedConnections(netns: string | undefined, family: Family): Promise<number | undefined> {
+  try {
+    return countTranslated(await run(netns, 'cat', ['/proc/net/nf_conntrack']), family);
+  } catch {
+    return undefined;
+  }
+}
 
 /**
  * A nat table left with nothing in it once our chains are gone is deleted, where the nf_tables
  * backend allows it (nft): while a nat table exists, the namespace tracks every connection
- * (conntrack), which eBPF mode, or no mesh at all, never asked for. A table with anything in it is
- * left alone, as is the legacy backend's (it cannot be deleted). Returns whether it was deleted.
+ * (conntrack), which eBPF mode, or no mesh at all, never asked for. Called only once no connection
+ * the rules translated is open. A table with anything in it is left alone, as is the legacy
+ * backend's (it cannot be deleted). Returns whether it was deleted.
  */
 export async function dropEmptyNatTable(netns: string | undefined, family: Family = 4): Promise<boolean> {
   const lines = (await natSave(netns, family)).split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));

@@ -157,12 +157,35 @@ export function upRestore(cfg: MeshConfig, natSave: string, owner?: string, fami
     if (jumps.includes(j) && !present.has(j)) lines.push(j);
     if (!jumps.includes(j) && present.has(j)) lines.push(j.replace(/^-A/, '-D'));
   }
+  // A drain chain left by an earlier removal: the new REDIRECT rules keep conntrack on now.
+  if (hasDrain(natSave)) lines.push(`:${DRAIN_CHAIN} - [0:0]`, `-X ${DRAIN_CHAIN}`);
   lines.push('COMMIT');
   return `${lines.join('\n')}\n`;
 }
 
-/** Input that removes exactly what upRestore added: our jumps, then our chains. */
-export function downRestore(natSave: string): string {
+/**
+ * The chain a removal leaves while connections the rules translated are open: nothing jumps to it,
+ * and its one rule needs conntrack, which keeps the namespace translating those connections (see
+ * removeRules in apply.ts). Not one of CHAINS: it captures nothing and belongs to no rule set.
+ */
+export const DRAIN_CHAIN = 'SOCKMESH_DRAIN';
+
+/** Whether an iptables-save dump has the drain chain. */
+export function hasDrain(natSave: string): boolean {
+  return natSave.includes(`:${DRAIN_CHAIN} `);
+}
+
+/** Input that removes the drain chain. */
+export function dropDrainRestore(): string {
+  return `*nat\n:${DRAIN_CHAIN} - [0:0]\n-X ${DRAIN_CHAIN}\nCOMMIT\n`;
+}
+
+/**
+ * Input that removes exactly what upRestore added: our jumps, then our chains; with `drainFor`
+ * (an instance whose translated connections are still open), the drain chain in the same
+ * transaction, so conntrack never stops for them.
+ */
+export function downRestore(natSave: string, drainFor?: string): string {
   const present = presentRules(natSave);
   const ours = new Set<string>(Object.values(CHAINS));
   const lines = ['*nat'];
@@ -173,6 +196,9 @@ export function downRestore(natSave: string): string {
   const declared = Object.values(CHAINS).filter((c) => natSave.includes(`:${c} `));
   for (const c of declared) lines.push(`:${c} - [0:0]`);
   for (const c of declared) lines.push(`-X ${c}`);
+  if (drainFor !== undefined) {
+    lines.push(`:${DRAIN_CHAIN} - [0:0]`, `-A ${DRAIN_CHAIN} -m conntrack --ctstate DNAT -m comment --comment "sockmesh-drain=${drainFor}" -j RETURN`);
+  }
   lines.push('COMMIT');
   return `${lines.join('\n')}\n`;
 }

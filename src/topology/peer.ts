@@ -3,8 +3,9 @@
 //     (origdst: a stand-in sidecar listener that answers with the connection's SO_ORIGINAL_DST)
 //   ask --host H --port P [--local-port L]                 one request per stdin line, one JSON reply line each
 //     (--local-port binds 127.0.0.1:L first, so two pods' connections can share one 4-tuple)
-//   stream --host H --port P --bytes N [--chunk C] [--nodelay after|never] [--toggle-nodelay K]
+//   stream --host H --port P --bytes N [--chunk C] [--nodelay after|never] [--toggle-nodelay K] [--interval-ms M]
 //                                                          sends N bytes, reads N echoed back, prints digests
+//                                                          (--interval-ms: one chunk every M ms, {"event":"progress"} at the first echo)
 //   probe --host H --port P                                per stdin line captured|direct: connect until so, print ms
 //   repeat --host H --port P [--count N]                   new connections one after another until stdin closes, then a summary
 //   udp-serve --host H --port P --name N                   UDP: answers each datagram with "N <datagram>"
@@ -207,7 +208,7 @@ function fill(buf: Buffer, seed: { s: number }): void {
  * flips it every that many writes, which moves a spliced socket's messages between the sockhash
  * and the stack mid-stream.
  */
-function stream(host: string, port: number, total: number, chunkSize: number, nodelay: string, toggleEvery: number): void {
+function stream(host: string, port: number, total: number, chunkSize: number, nodelay: string, toggleEvery: number, intervalMs = 0): void {
   const started = process.hrtime.bigint();
   const sentHash = createHash('sha256');
   const recvHash = createHash('sha256');
@@ -222,22 +223,32 @@ function stream(host: string, port: number, total: number, chunkSize: number, no
     const chunk = Buffer.alloc(chunkSize);
     const pump = () => {
       while (sent < total) {
+        if (intervalMs && writes > 0) {
+          // Paced: the connection lives long enough for something to happen to it mid-stream.
+          const paced = () => { writes += 1; writeOne(); if (sent < total) setTimeout(paced, intervalMs); };
+          setTimeout(paced, intervalMs);
+          return;
+        }
         if (toggleEvery && writes > 0 && writes % toggleEvery === 0) sock.setNoDelay((noDelay = !noDelay));
         writes += 1;
-        const n = Math.min(chunk.length, total - sent);
-        fill(chunk, seed);
-        const part = Buffer.from(chunk.subarray(0, n));
-        sentHash.update(part);
-        sent += n;
-        if (!sock.write(part)) {
+        if (!writeOne()) {
           sock.once('drain', pump);
           return;
         }
       }
     };
+    const writeOne = (): boolean => {
+      const n = Math.min(chunk.length, total - sent);
+      fill(chunk, seed);
+      const part = Buffer.from(chunk.subarray(0, n));
+      sentHash.update(part);
+      sent += n;
+      return sock.write(part);
+    };
     pump();
   });
   sock.on('data', (d: Buffer) => {
+    if (intervalMs && received === 0) out({ event: 'progress', received: d.length });
     recvHash.update(d);
     received += d.length;
     if (received >= total) {
@@ -348,6 +359,7 @@ const { positionals, values } = parseArgs({
     sockets: { type: 'string', default: '20' },
     each: { type: 'string', default: '3' },
     'toggle-nodelay': { type: 'string', default: '0' },
+    'interval-ms': { type: 'string', default: '0' },
     'local-port': { type: 'string' },
     concurrency: { type: 'string', default: '1' },
     header: { type: 'string' },
@@ -357,7 +369,7 @@ const port = Number(values.port);
 switch (positionals[0]) {
   case 'serve': serve(values.host, port, values.name, values.mode); break;
   case 'ask': ask(values.host, port, values['local-port'] ? Number(values['local-port']) : undefined); break;
-  case 'stream': stream(values.host, port, Number(values.bytes), Number(values.chunk), values.nodelay, Number(values['toggle-nodelay'])); break;
+  case 'stream': stream(values.host, port, Number(values.bytes), Number(values.chunk), values.nodelay, Number(values['toggle-nodelay']), Number(values['interval-ms'])); break;
   case 'probe': probe(values.host, port); break;
   case 'repeat': repeat(values.host, port, Number(values.count)); break;
   case 'udp-serve': udpServe(values.host, port, values.name); break;
