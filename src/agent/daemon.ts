@@ -18,6 +18,7 @@ import { FileSource, readSource, type SourceEvent } from '../sources/file.js';
 import type { Source } from '../sources/source.js';
 import type { Logger } from '../util/log.js';
 import { MemoryReleaser } from '../util/memory.js';
+import { nameTable } from '../util/names.js';
 import { VERSION } from '../version.js';
 import { ControlServer, socketPath, type ControlRequest } from './control.js';
 import { configEntry, type ResolvedPod, type ServiceIds } from './desired.js';
@@ -88,8 +89,8 @@ export class NodeAgent {
   /** Pods whose sidecar inbound listener the agent has looked for (sockops registers later ones). */
   private readonly listenersSeen = new Set<bigint>();
   private sourceState: { stale: boolean; message?: string } = { stale: false };
-  private serviceIds: ServiceIds = {};
-  private podIds: ServiceIds = {};
+  private serviceIds: ServiceIds = nameTable();
+  private podIds: ServiceIds = nameTable();
   private pods: { key: string; pods: ResolvedPod[]; podIds: ServiceIds; problems: PodProblem[] } | undefined;
   private ready = false;
   private queue: Promise<unknown> = Promise.resolve();
@@ -265,8 +266,8 @@ export class NodeAgent {
 
   private async startEbpf(prev: InstanceRecord | undefined): Promise<void> {
     const { instance, log } = this.opts;
-    this.serviceIds = prev?.serviceIds ?? {};
-    this.podIds = prev?.podIds ?? {};
+    this.serviceIds = prev?.serviceIds ?? nameTable();
+    this.podIds = prev?.podIds ?? nameTable();
     const t0 = process.hrtime.bigint();
     if (!this.lastGood) throw new SockmeshError(Codes.INTERNAL, 'no config');
     const up = await upLocked(instance, {
@@ -276,7 +277,7 @@ export class NodeAgent {
     const rec = readRecord(instance)!;
     this.record = rec;
     this.serviceIds = rec.serviceIds;
-    this.podIds = rec.podIds ?? {};
+    this.podIds = rec.podIds ?? nameTable();
     this.maps = new InstanceMaps(pinLayout(rec.pinRoot ?? pinRoot(instance)));
     this.pods = { key: podKey(this.lastGood), ...(await resolvePods(this.lastGood, rec.cgroup!, { netns: rec.netns }, this.podIds)) };
     // The programs read the applied state. The other slot gets it too, right after the start (off
@@ -306,7 +307,7 @@ export class NodeAgent {
 
   /** Capture started just now: connections the pods already had are counted (and left alone). */
   private async countPredating(): Promise<void> {
-    const counts: Record<string, number> = {};
+    const counts: Record<string, number> = nameTable();
     for (const p of this.lastGood?.pods ?? []) {
       if (!p.netns) continue;
       try {

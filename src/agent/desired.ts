@@ -11,6 +11,7 @@ import type { Codec } from '../bpf/codec.js';
 import type { CaptureConfig, MeshConfig, ServiceConfig, SidecarConfig } from '../config/model.js';
 import { maglevTable } from './maglev.js';
 import { endpointName } from '../config/validate.js';
+import { hasName, nameTable } from '../util/names.js';
 
 export interface Entry {
   key: Buffer;
@@ -88,6 +89,7 @@ function lpmEntries(podId: number, kind: number, cidrs: string[]): Entry[] {
   });
 }
 
+/** Ids by name (services, pods): a null-prototype table (src/util/names.ts). */
 export type ServiceIds = Record<string, number>;
 
 /**
@@ -95,10 +97,10 @@ export type ServiceIds = Record<string, number>;
  * removed names are freed. Used for services (ids 0..) and pods (ids 1..).
  */
 export function assignServiceIds(names: string[], previous: ServiceIds, max: number, first = 0): ServiceIds {
-  const out: ServiceIds = {};
+  const out: ServiceIds = nameTable();
   const used = new Set<number>();
   for (const n of names) {
-    const id = previous[n];
+    const id = hasName(previous, n) ? previous[n] : undefined;
     if (id !== undefined && id >= first && id < max) {
       out[n] = id;
       used.add(id);

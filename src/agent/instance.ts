@@ -27,6 +27,7 @@ import { isLive, socketPath } from './control.js';
 import { OverrideStore } from './overrides.js';
 import { withInstanceLock } from './lock.js';
 import { netnsPath, resolvePods } from './pods.js';
+import { hasName, nameTable } from '../util/names.js';
 import { namespacesOfCgroup, removedEndpoints, terminateConnections } from './terminate.js';
 import { reconcile, reconcileMaps, type ReconcileReport } from './reconcile.js';
 import { readRecord, RecordDamagedError, recordPath, removeRecord, writeRecord, type InstanceRecord, type Mode, type PodRecord } from './state.js';
@@ -83,7 +84,7 @@ export function applyConfig(maps: InstanceMaps, config: MeshConfig, previousIds:
   const ids = sameNames(config, previousIds) ? previousIds : assignServiceIds(config.services.map((s) => s.name), previousIds, size);
   // A service new to its id learns splice: auto from scratch (the id was free).
   if (ids !== previousIds) {
-    for (const name in ids) if (previousIds[name] !== ids[name]) maps.svcAuto.set(ids[name], { nagleClients: 0, bulk: 0, observed: 0 });
+    for (const name in ids) if (!hasName(previousIds, name) || previousIds[name] !== ids[name]) maps.svcAuto.set(ids[name], { nagleClients: 0, bulk: 0, observed: 0 });
   }
   const slotConfig = (slot: number) => configEntry(config, slot);
   const report = incremental
@@ -96,7 +97,7 @@ export function applyConfig(maps: InstanceMaps, config: MeshConfig, previousIds:
 function sameNames(config: MeshConfig, ids: ServiceIds): boolean {
   let n = 0;
   for (const _ in ids) n++;
-  return n === config.services.length && config.services.every((s) => ids[s.name] !== undefined);
+  return n === config.services.length && config.services.every((s) => hasName(ids, s.name));
 }
 
 /** Refuses to attach a second set of programs to a cgroup that already has sockmesh's. */
@@ -140,9 +141,9 @@ async function ebpfUp(layout: PinLayout, cgroup: string, instance: string, confi
     const upgraded = created || current ? [] : (await upgradePrograms(layout, cgroup, objectPath)).replaced;
     maps = new InstanceMaps(layout);
     // splice: auto's per-service memory is the replaced programs' format: the new ones learn afresh.
-    if (upgraded.length) for (const id of Object.values(prev?.serviceIds ?? {})) maps.svcAuto.set(id, { nagleClients: 0, bulk: 0, observed: 0 });
+    if (upgraded.length) for (const id of Object.values(prev?.serviceIds ?? nameTable<number>())) maps.svcAuto.set(id, { nagleClients: 0, bulk: 0, observed: 0 });
     previousSlot = maps.activeSlot();
-    const { ids, report } = applyConfig(maps, config, prev?.serviceIds ?? {}, pods);
+    const { ids, report } = applyConfig(maps, config, prev?.serviceIds ?? nameTable(), pods);
     record(ids);
     const terminated = await closeRemovedEndpoints(maps, prev?.config, config, ids, { cgroup, netns });
     const attached = await attachAll(layout, cgroup);
@@ -339,7 +340,7 @@ export async function upLocked(instance: string, opts: UpOptions): Promise<UpRes
     if (prev?.cgroup !== undefined && prev.cgroup !== cgroup) {
       throw new UserError(Codes.INSTANCE_CONFLICT, `instance "${instance}" is attached to ${prev.cgroup}; run sockmesh down --instance ${instance} first or pick another --instance`);
     }
-    const found = await resolvePods(opts.config, cgroup, { netns }, prev?.podIds ?? {});
+    const found = await resolvePods(opts.config, cgroup, { netns }, prev?.podIds ?? nameTable());
     if (found.problems.length) {
       throw new UserError(Codes.CGROUP, `cannot find every pod:\n${found.problems.map((p) => `  ${p.path} (${p.pod}): ${p.message}`).join('\n')}`);
     }
@@ -362,7 +363,7 @@ export async function upLocked(instance: string, opts: UpOptions): Promise<UpRes
       netnsId = prev ? iptablesNamespace(prev) ?? prev.netnsId ?? currentNetnsId() : currentNetnsId();
     }
     await applyRules(netns, opts.config, instance);
-    record = { ...base, mode, netns, netnsId, cgroup: prev?.cgroup, serviceIds: prev?.serviceIds ?? {} };
+    record = { ...base, mode, netns, netnsId, cgroup: prev?.cgroup, serviceIds: prev?.serviceIds ?? nameTable() };
     result = { instance, mode, created: prev === undefined, attached: [], changes: {} };
   }
   if (prev && prev.mode !== mode) {
@@ -577,7 +578,7 @@ export async function status(instanceName: string): Promise<InstanceStatus> {
   requireRoot();
   const rec = requireRecord(instanceName);
   const services: ServiceStatus[] = rec.config.services.map((s) => ({
-    name: s.name, id: rec.serviceIds[s.name] ?? -1, addresses: s.addresses, ports: s.ports, redirect: s.redirect, splice: s.splice,
+    name: s.name, id: hasName(rec.serviceIds, s.name) ? rec.serviceIds[s.name] : -1, addresses: s.addresses, ports: s.ports, redirect: s.redirect, splice: s.splice,
     mode: s.mode ?? 'sidecar', ...(s.mode === 'kernel' ? { endpoints: (s.endpoints ?? []).map((e) => ({ ...e })), ...(s.affinity ? { affinity: s.affinity } : {}),
       ...(s.protocol ? { protocol: s.protocol } : {}), ...(s.terminateOnRemove ? { terminateOnRemove: true } : {}) } : {}),
   }));
@@ -646,7 +647,7 @@ async function setServiceRedirectLocked(instanceName: string, service: string, r
   if (rec.mode === 'iptables') {
     await applyRules(iptablesNamespace(rec), config, rec.instance);
   } else {
-    const found = await resolvePods(rec.config, rec.cgroup!, { netns: rec.netns }, rec.podIds ?? {});
+    const found = await resolvePods(rec.config, rec.cgroup!, { netns: rec.netns }, rec.podIds ?? nameTable());
     if (found.problems.length) throw new UserError(Codes.CGROUP, `cannot find every pod: ${found.problems.map((p) => `${p.pod}: ${p.message}`).join('; ')}`);
     const maps = new InstanceMaps(pinLayout(rec.pinRoot));
     try {

@@ -5,11 +5,13 @@ import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node
 import { dirname } from 'node:path';
 import type { MeshConfig } from '../config/model.js';
 import { STATE_DIR } from './state.js';
+import { hasName, nameTable } from '../util/names.js';
 
+/** Overrides by service name: a null-prototype table (src/util/names.ts). */
 export type Overrides = Record<string, { redirect: boolean }>;
 
 export class OverrideStore {
-  private data: Overrides = {};
+  private data: Overrides = nameTable();
 
   constructor(readonly path: string) {}
 
@@ -23,12 +25,12 @@ export class OverrideStore {
     try {
       text = readFileSync(this.path, 'utf8');
     } catch {
-      this.data = {};
+      this.data = nameTable();
       return {};
     }
     try {
       const parsed = JSON.parse(text) as unknown;
-      const out: Overrides = {};
+      const out: Overrides = nameTable();
       if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) {
         for (const [name, v] of Object.entries(parsed as Record<string, unknown>)) {
           if (typeof v === 'object' && v !== null && typeof (v as { redirect?: unknown }).redirect === 'boolean') out[name] = { redirect: (v as { redirect: boolean }).redirect };
@@ -37,13 +39,13 @@ export class OverrideStore {
       this.data = out;
       return {};
     } catch (e) {
-      this.data = {};
+      this.data = nameTable();
       return { damaged: (e as Error).message };
     }
   }
 
   all(): Overrides {
-    return { ...this.data };
+    return nameTable(this.data);
   }
 
   set(name: string, redirect: boolean): void {
@@ -53,7 +55,7 @@ export class OverrideStore {
 
   /** Removes a service's override; false when it had none. */
   reset(name: string): boolean {
-    if (!(name in this.data)) return false;
+    if (!hasName(this.data, name)) return false;
     delete this.data[name];
     this.save();
     return true;
@@ -61,7 +63,7 @@ export class OverrideStore {
 
   /** Deletes the file (the instance is gone). */
   remove(): void {
-    this.data = {};
+    this.data = nameTable();
     rmSync(this.path, { force: true });
   }
 
@@ -78,5 +80,5 @@ export function applyOverrides(cfg: MeshConfig, overrides: Overrides): MeshConfi
   let any = false;
   for (const _ in overrides) { any = true; break; }
   if (!any) return cfg;
-  return { ...cfg, services: cfg.services.map((s) => (overrides[s.name] ? { ...s, redirect: overrides[s.name].redirect } : s)) };
+  return { ...cfg, services: cfg.services.map((s) => (hasName(overrides, s.name) ? { ...s, redirect: overrides[s.name].redirect } : s)) };
 }

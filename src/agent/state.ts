@@ -4,6 +4,7 @@ import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node
 import type { MeshConfig } from '../config/model.js';
 import { Codes, UserError } from '../errors.js';
 import type { ServiceIds } from './desired.js';
+import { nameTable } from '../util/names.js';
 
 export type Mode = 'ebpf' | 'iptables';
 
@@ -94,7 +95,11 @@ export function readRecord(instance: string, dir = STATE_DIR): InstanceRecord | 
   }
   const problem = recordProblem(parsed, instance);
   if (problem) throw new RecordDamagedError(path, problem);
-  return parsed as InstanceRecord;
+  const rec = parsed as InstanceRecord;
+  // Looked up by service and pod names: tables without a prototype (src/util/names.ts).
+  rec.serviceIds = nameTable(rec.serviceIds);
+  if (rec.podIds) rec.podIds = nameTable(rec.podIds);
+  return rec;
 }
 
 /** Atomic write (temp file + rename), so a crash never leaves half a record. */

@@ -8,6 +8,7 @@
 // objects name one Service, the one in the Service's namespace wins, then the oldest (Istio takes
 // the first it sees and warns). What sockmesh does not enforce (subsets, TLS settings, matches,
 // traffic shifting, fault injection, …) is listed so the agent can say so on the object.
+import { hasName } from '../../util/names.js';
 import { RETRY_ON } from '../../config/validate.js';
 import type { Meta, Problem } from './translate.js';
 
@@ -110,7 +111,7 @@ export function destinationRulePolicy(dr: KDestinationRule): PolicyFragment {
   if (isObject(lb)) {
     ignored.push(...others(lb, ['simple'], 'spec.trafficPolicy.loadBalancer'));
     if (lb.simple !== undefined) {
-      const mapped = typeof lb.simple === 'string' ? SIMPLE[lb.simple] : undefined;
+      const mapped = typeof lb.simple === 'string' && hasName(SIMPLE, lb.simple) ? SIMPLE[lb.simple] : undefined;
       if (mapped) policy.loadBalancer = mapped;
       // PASSTHROUGH (no balancing) and unknown values: named for validation to refuse.
       else if (mapped === undefined) policy.loadBalancer = lb.simple;
