@@ -1,18 +1,22 @@
-// The cookie of a network namespace (the key sockmesh's BPF programs see through
-// bpf_get_netns_cookie): enter the namespace on this thread with setns(2), ask a socket for
+// Network namespaces by path: opening one without ever blocking (a config may name a FIFO, which a
+// plain open() would wait on forever, on Node's main thread), checking that it is a network
+// namespace (ioctl NS_GET_NSTYPE), and its cookie, the key sockmesh's BPF programs see through
+// bpf_get_netns_cookie: enter the namespace on this thread with setns(2), ask a socket for
 // SO_NETNS_COOKIE (Linux 5.14+), and go back. setns changes only the calling thread; nothing else
 // runs on Node's main thread in between, since the whole call is synchronous.
 import koffi from 'koffi';
-import { closeSync, openSync } from 'node:fs';
-import { SyscallError } from '../src/errors.js';
+import { closeSync, constants, fstatSync, openSync } from 'node:fs';
+import { Codes, SyscallError, UserError } from '../src/errors.js';
 
 const libc = koffi.load('libc.so.6');
 const setnsFn = libc.func('int setns(int fd, int nstype)');
 const socketFn = libc.func('int socket(int domain, int type, int protocol)');
 const getsockoptFn = libc.func('int getsockopt(int fd, int level, int optname, void *optval, void *optlen)');
 const closeFn = libc.func('int close(int fd)');
+const ioctlFn = libc.func('int ioctl(int fd, unsigned long request, unsigned long arg)');
 
 const CLONE_NEWNET = 0x40000000;
+const NS_GET_NSTYPE = 0xb703; // _IO(0xb7, 0x3)
 const AF_INET = 2;
 const SOCK_DGRAM = 2;
 const SOL_SOCKET = 1;
@@ -32,11 +36,42 @@ function cookieHere(what: string): bigint {
   }
 }
 
+/**
+ * Opens `path` as a network namespace: without blocking (O_NONBLOCK: a FIFO or device opens at
+ * once, and is then refused), a regular nsfs file whose namespace type is net. Close the fd.
+ */
+export function openNetns(path: string): number {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  } catch (cause) {
+    throw new UserError(Codes.USAGE, `network namespace ${path} cannot be opened: ${(cause as Error).message}`, { cause });
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new UserError(Codes.USAGE, `${path} is not a network namespace (it is ${kindOf(st)})`);
+    const type = ioctlFn(fd, NS_GET_NSTYPE, 0);
+    if (type !== CLONE_NEWNET) throw new UserError(Codes.USAGE, `${path} is not a network namespace${type < 0 ? ' (a regular file, not a namespace)' : ' (another kind of namespace)'}`);
+    return fd;
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
+}
+
+function kindOf(st: { isFIFO(): boolean; isDirectory(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean; isSocket(): boolean }): string {
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isDirectory()) return 'a directory';
+  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
+  if (st.isSocket()) return 'a socket';
+  return 'not a regular file';
+}
+
 /** The cookie of the namespace at `path` (e.g. /var/run/netns/NAME, /proc/PID/ns/net). */
 export function netnsCookie(path: string): bigint {
   const home = openSync('/proc/thread-self/ns/net', 'r');
   try {
-    const target = openSync(path, 'r');
+    const target = openNetns(path);
     try {
       if (setnsFn(target, CLONE_NEWNET) !== 0) throw new SyscallError('setns', koffi.errno(), path);
       try {

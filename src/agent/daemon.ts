@@ -29,7 +29,7 @@ import { applyConfig, closeRemovedEndpoints, down, syncInbound, podSummary, requ
 import { acquireInstanceLock, type InstanceLock } from './lock.js';
 import { AgentMetrics } from './metrics.js';
 import { applyOverrides, OverrideStore } from './overrides.js';
-import { establishedIn, resolvePods, type PodProblem } from './pods.js';
+import { establishedIn, forbiddenNamespaces, resolvePods, type PodProblem } from './pods.js';
 import { readRecord, recordPath, writeRecord, type InstanceRecord, type Mode } from './state.js';
 import { PodRules } from './podrules.js';
 import { missingFeature } from '../bpf/probe.js';
@@ -111,8 +111,14 @@ export class NodeAgent {
     this.opts.log.debug({ ms: Math.round(ms), rssMiB: mib(m.rss), heapMiB: mib(m.heapTotal), heapUsedMiB: mib(m.heapUsed), externalMiB: mib(m.external) }, 'released memory');
   });
 
+  /** Whether this start loaded the data path (rather than adopting it). */
+  private createdNow = false;
+  /** Namespaces no pod may name: the agent's own and the host's. */
+  private readonly forbidden: Map<bigint, string>;
+
   constructor(readonly opts: AgentOptions) {
     this.overrides = OverrideStore.forInstance(opts.instance);
+    this.forbidden = forbiddenNamespaces(opts.kubernetes?.procRoot ?? '/proc');
     this.metrics = new AgentMetrics(VERSION, {
       maps: () => this.maps,
       names: () => ({
@@ -140,6 +146,21 @@ export class NodeAgent {
       throw e;
     }
     try {
+      // What can fail without touching the kernel comes first: the listen address and the control
+      // socket are bound before any program is loaded or attached (an address in use used to
+      // leave a fresh instance attached, capturing to a sidecar that never came).
+      this.control = new ControlServer(socketPath(instance), (req) => this.dispatch(req));
+      await this.control.start();
+      this.http = new HttpServer(listen, {
+        metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.text() }),
+        ready: () => this.ready,
+      });
+      await this.http.start().catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'EADDRINUSE' || e.code === 'EADDRNOTAVAIL' || e.code === 'EACCES') {
+          throw new UserError(Codes.USAGE, `--listen ${this.opts.listen}: ${e.code === 'EADDRINUSE' ? 'the address is in use (another agent or program listens there)' : e.code === 'EACCES' ? 'not allowed to listen there' : 'no such address on this host'}; pick another with --listen HOST:PORT (port 0: any free one)`, { cause: e });
+        }
+        throw e;
+      });
       const damaged = this.overrides.load().damaged;
       if (damaged) log.warn({ path: this.overrides.path, error: damaged }, 'override file is damaged; starting without overrides');
       const prev = readRecord(instance);
@@ -164,14 +185,6 @@ export class NodeAgent {
       // whose first state was this one has nothing newer to say until something changes).
       this.publishPolicy(applyOverrides(this.lastGood!, this.overrides.all()));
 
-      // A sidecar's long poll for the policy waits outside the one-at-a-time lane of the others.
-      this.control = new ControlServer(socketPath(instance), (req) => (req.op === 'policy' ? this.onPolicy(req) : this.serialize(() => this.onRequest(req))));
-      await this.control.start();
-      this.http = new HttpServer(listen, {
-        metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.text() }),
-        ready: () => this.ready,
-      });
-      await this.http.start();
       if (!this.source) {
         const file = new FileSource(this.opts.configPath!, (e) => { void this.serialize(() => this.onSource(e)); }, {}, this.parseCaches);
         this.source = file;
@@ -187,6 +200,9 @@ export class NodeAgent {
       this.memory.work(100); // the start's parse and apply are over
     } catch (err) {
       await this.stop();
+      // A start that made the data path and then failed leaves nothing behind: the pods were
+      // never served by this agent, and capture to sidecars nobody configured would be worse.
+      if (this.createdNow) await down(instance).catch((e) => log.error({ error: describe(e) }, 'cannot remove the data path this failed start made'));
       throw err;
     }
   }
@@ -272,14 +288,16 @@ export class NodeAgent {
     if (!this.lastGood) throw new SockmeshError(Codes.INTERNAL, 'no config');
     const up = await upLocked(instance, {
       instance, mode: 'ebpf', cgroup: this.opts.cgroup, config: applyOverrides(this.lastGood, this.overrides.all()),
-      configSource: this.sourceName, objectPath: this.opts.objectPath,
+      configSource: this.sourceName, objectPath: this.opts.objectPath, unresolved: 'skip', forbidden: this.forbidden,
     });
-    const rec = readRecord(instance)!;
+    this.createdNow = up.created;
+    const rec: InstanceRecord = { ...readRecord(instance)!, agent: true };
     this.record = rec;
+    writeRecord(rec); // says an agent runs this instance (service switches without it are kept as overrides)
     this.serviceIds = rec.serviceIds;
     this.podIds = rec.podIds ?? nameTable();
     this.maps = new InstanceMaps(pinLayout(rec.pinRoot ?? pinRoot(instance)));
-    this.pods = { key: podKey(this.lastGood), ...(await resolvePods(this.lastGood, rec.cgroup!, { netns: rec.netns }, this.podIds)) };
+    this.pods = { key: podKey(this.lastGood), ...(await resolvePods(this.lastGood, rec.cgroup!, { netns: rec.netns }, this.podIds, this.forbidden)) };
     // The programs read the applied state. The other slot gets it too, right after the start (off
     // the path to ready: ~125 ms with 10,000 services), and from then on an edit writes only what
     // it changes.
@@ -333,10 +351,11 @@ export class NodeAgent {
       throw new UserError(Codes.USAGE, 'iptables mode in the agent needs the config\'s pods (each with its netns): it writes each pod\'s rules in its own namespace');
     }
     this.podRules = new PodRules(instance, prev?.podNetns);
+    this.createdNow = prev === undefined;
     const report = await this.podRules.apply(config);
     this.noteRuleProblems(report.problems, report.notes);
     this.record = {
-      instance, mode: 'iptables', pinRoot: pinRoot(instance), configSource: this.sourceName, config, serviceIds: {},
+      instance, mode: 'iptables', agent: true, pinRoot: pinRoot(instance), configSource: this.sourceName, config, serviceIds: nameTable(),
       podNetns: this.podRules.list(), updatedAt: new Date().toISOString(),
     };
     writeRecord(this.record);
@@ -382,6 +401,11 @@ export class NodeAgent {
       this.noteStale(e);
       return;
     }
+    const form = formChange(this.lastGood, e.config, this.opts.cgroup);
+    if (form) {
+      this.noteStale({ kind: 'rejected', source: e.source, issues: [form], message: `${e.source}: ${form.path}: ${form.message}` });
+      return;
+    }
     this.sourceState = { stale: false };
     this.metrics.sourceStale.set(0);
     this.lastGood = e.config;
@@ -404,7 +428,7 @@ export class NodeAgent {
       const rec = this.record!;
       const key = podKey(config);
       if (!this.pods || this.pods.key !== key) {
-        this.pods = { key, ...(await resolvePods(config, rec.cgroup!, { netns: rec.netns }, this.podIds)) };
+        this.pods = { key, ...(await resolvePods(config, rec.cgroup!, { netns: rec.netns }, this.podIds, this.forbidden)) };
         this.podIds = this.pods.podIds;
       }
       for (const p of this.pods.problems) log.warn({ pod: p.pod, path: p.path, error: p.message }, 'pod not found; not meshed until it is');
@@ -418,7 +442,8 @@ export class NodeAgent {
       // others keep what they got; the next apply tries it again.
       const inbound = await syncInbound(this.maps, this.pods.pods, rec.pods, this.listenersSeen)
         .catch((err) => ({ attached: [], detached: [], registered: [], failed: [{ pod: '*', error: err as Error }] }));
-      for (const f of inbound.failed) log.error({ pod: f.pod, error: describe(f.error) }, 'inbound capture: cannot attach to the pod\'s namespace; its inbound traffic is not captured');
+      // Each failure as it was (an attach, a listener's removal or registration); the others applied.
+      for (const f of inbound.failed) log.error({ pod: f.pod, error: describe(f.error) }, 'inbound capture of a pod failed; the next apply tries again');
       if (inbound.attached.length || inbound.detached.length || inbound.registered.length) {
         log.info({ attached: inbound.attached, detached: inbound.detached, registered: inbound.registered }, 'inbound capture: pod namespaces and listeners');
       }
@@ -537,6 +562,14 @@ export class NodeAgent {
     if (this.record) writeRecord(this.record);
   }
 
+  /** A control request: a sidecar's long poll waits outside the one-at-a-time lane of the others,
+   * which wait for the start to be over. */
+  private dispatch(req: ControlRequest): Promise<unknown> {
+    if (req.op === 'policy') return this.onPolicy(req);
+    if (!this.ready) return Promise.reject(new UserError(Codes.INSTANCE_BUSY, `the agent of instance "${this.opts.instance}" is starting: ask again in a moment`));
+    return this.serialize(() => this.onRequest(req));
+  }
+
   private async onRequest(req: ControlRequest): Promise<unknown> {
     switch (req.op) {
       case 'status':
@@ -605,6 +638,21 @@ function nodeSettings(path: string | undefined, caches: ReturnType<typeof newPar
     throw new UserError(Codes.USAGE, `${path}: with --kubernetes the cluster lists the services and pods; the file may set only sidecar, capture, exclude, spliceQueueBytes and spliceHops`);
   }
   return e.config;
+}
+
+/**
+ * A version that would turn a running agent's listed pods into the single-pod form (the whole
+ * --cgroup as one pod), as a config problem: a file cut short loses its `pods:` and would mesh a
+ * cgroup that no pod lists. Starting an agent with such a file is how that form is asked for.
+ */
+export function formChange(running: MeshConfig | undefined, next: MeshConfig, cgroup: string): { path: string; message: string } | undefined {
+  const listed = (c: MeshConfig) => c.pods.length > 0 || c.podsOnly === true;
+  if (!running || !listed(running) || listed(next)) return undefined;
+  return {
+    path: 'pods',
+    message: `this version lists no pods, the applied one lists ${running.pods.length}: applied, it would mesh all of ${cgroup} as one pod. `
+      + 'List the pods (was the file cut short?); to mesh the whole --cgroup as one pod, restart the agent with such a file',
+  };
 }
 
 /** What decides the pods' resolution: their part of the config. */

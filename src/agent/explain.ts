@@ -16,12 +16,25 @@ import { podConfig } from './podrules.js';
 import { readRecord, type Mode } from './state.js';
 import { autoMemory } from './instance.js';
 import { endpointName } from '../config/validate.js';
+import { OverrideStore, type Overrides } from './overrides.js';
+import { hasName } from '../util/names.js';
 
 /** 127.0.0.6: the sidecar's inbound passthrough source; 15008: HBONE. As in sockmesh.h. */
 const PASSTHROUGH_SRC = '127.0.0.6';
 const HBONE_PORT = 15008;
 
 export type Verdict = 'sidecar-outbound' | 'sidecar-inbound' | 'kernel' | 'direct';
+
+export interface ExplainedService {
+  name: string;
+  id: number;
+  /** The switch in effect now. */
+  redirect: boolean;
+  /** Where it comes from: the agent's override (sockmesh service enable|disable), or the config. */
+  redirectFrom: 'override' | 'config';
+  splice: string;
+  mode: 'sidecar' | 'kernel';
+}
 
 export interface Explanation {
   instance: string;
@@ -38,7 +51,7 @@ export interface Explanation {
   rule: string;
   /** Each check made, in order, with what it found. */
   checks: string[];
-  service?: { name: string; id: number; redirect: boolean; splice: string; mode: 'sidecar' | 'kernel' };
+  service?: ExplainedService;
   /** eBPF: whether the app's socket pair would be spliced, and why. */
   splice?: string;
   other: { mode: Mode; verdict: Verdict; note: string };
@@ -159,12 +172,25 @@ export function parseDestination(s: string): { addr: string; port: number } {
   return { addr: mapped ? mapped[1] : m[1].toLowerCase(), port };
 }
 
-function serviceName(cfg: MeshConfig, ids: ServiceIds, id: number | undefined) {
+/**
+ * The service of a decision. `redirect` is the switch in effect (`live`: the kernel's flag, eBPF
+ * mode; else the recorded config's), and `redirectFrom` where it comes from: an agent's override
+ * (sockmesh service enable|disable) or the config.
+ */
+function serviceName(cfg: MeshConfig, ids: ServiceIds, id: number | undefined, overrides: Overrides, live?: boolean): ExplainedService | undefined {
   if (id === undefined) return undefined;
   const name = Object.entries(ids).find(([, v]) => v === id)?.[0];
   const s = cfg.services.find((x) => x.name === name);
-  return s ? { name: s.name, id, redirect: s.redirect, splice: s.splice, mode: s.mode ?? 'sidecar' as const }
-    : { name: name ?? `(id ${id})`, id, redirect: true, splice: 'auto', mode: 'sidecar' as const };
+  const from = name !== undefined && hasName(overrides, name) ? 'override' as const : 'config' as const;
+  return s ? { name: s.name, id, redirect: live ?? s.redirect, redirectFrom: from, splice: s.splice, mode: s.mode ?? 'sidecar' as const }
+    : { name: name ?? `(id ${id})`, id, redirect: live ?? true, redirectFrom: from, splice: 'auto', mode: 'sidecar' as const };
+}
+
+/** The overrides an agent keeps for the instance (none when it has none, or the file is damaged). */
+function overridesOf(instance: string): Overrides {
+  const store = OverrideStore.forInstance(instance);
+  store.load();
+  return store.all();
 }
 
 /** Where a connection to a kernel-mode service (by name) goes (bpf/include/kernelmode.h). */
@@ -207,7 +233,12 @@ export async function explain(req: ExplainRequest): Promise<Explanation> {
   const pods = (rec.pods ?? rec.podNetns ?? []).map((p) => p.name);
   const podName = req.pod ?? (pods.length <= 1 ? pods[0] ?? 'pod' : undefined);
   if (!podName) throw new UserError(Codes.USAGE, `instance "${req.instance}" meshes ${pods.length} pods: name one with --pod (${pods.join(', ')})`);
-  if (pods.length && !pods.includes(podName)) throw new UserError(Codes.USAGE, `no pod "${podName}" in instance "${req.instance}" (pods: ${pods.join(', ')})`);
+  if (pods.length && !pods.includes(podName)) {
+    if (cfg.pods.some((p) => p.name === podName)) {
+      throw new UserError(Codes.INSTANCE_MISSING, `pod "${podName}" is listed but not meshed: it was not found on the node, or it names a cgroup, namespace or address of another pod (sockmesh status lists why); its connections are not captured`);
+    }
+    throw new UserError(Codes.USAGE, `no pod "${podName}" in instance "${req.instance}" (pods: ${pods.join(', ')})`);
+  }
   const podRec = rec.pods?.find((p) => p.name === podName);
   const base = { instance: rec.instance, mode: rec.mode, pod: podName, destination: addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`, uid: req.uid };
 
@@ -218,8 +249,11 @@ export async function explain(req: ExplainRequest): Promise<Explanation> {
       const t = liveTables(maps.slots[slot]);
       const pod = t.pod(BigInt(podRec?.netnsCookie ?? '0'));
       if (!pod) throw new UserError(Codes.INSTANCE_MISSING, `pod "${podName}" has no entry in the kernel's sm_pods (slot ${slot}): not meshed`);
+      if (podRec && pod.podId !== podRec.podId) {
+        throw new UserError(Codes.INSTANCE_MISSING, `pod "${podName}"'s namespace entry in sm_pods (slot ${slot}) is pod id ${pod.podId}'s, not its own (${podRec.podId}): not meshed as itself`);
+      }
       const d = decide(t, pod, req.uid, gid, addr, port, true);
-      const service = serviceName(cfg, rec.serviceIds, d.serviceId);
+      const service = serviceName(cfg, rec.serviceIds, d.serviceId, overridesOf(rec.instance), d.serviceId === undefined ? undefined : (t.flags(d.serviceId) & SVC_REDIRECT) !== 0);
       const splice = d.verdict === 'sidecar-outbound' && d.serviceId !== undefined
         ? spliceChoice(t.flags(d.serviceId), autoMemory(maps, d.serviceId))
         : d.verdict === 'sidecar-outbound' ? 'not spliced (no listed service)' : undefined;
@@ -244,7 +278,7 @@ export async function explain(req: ExplainRequest): Promise<Explanation> {
   const t = desiredTables(compileDesired(cfg, ids, size, [one]));
   const pod = t.pod(0n)!;
   const d = decide(t, pod, req.uid, gid, addr, port, false);
-  const service = serviceName(cfg, ids, d.serviceId);
+  const service = serviceName(cfg, ids, d.serviceId, overridesOf(rec.instance));
   // The live rules of the pod's namespace against the ones this config generates.
   const ns = rec.podNetns ? rec.podNetns.find((p) => p.name === podName)?.netns : rec.netns;
   const podCfg = rec.podNetns ? cfg.pods.find((p) => p.name === podName) : undefined;

@@ -25,8 +25,10 @@ import { assignServiceIds, compileDesired, configEntry, type ResolvedPod, type S
 import type { ServiceReconciler } from './incremental.js';
 import { isLive, socketPath } from './control.js';
 import { OverrideStore } from './overrides.js';
+import { podConfig } from './podrules.js';
+import { readSource } from '../sources/file.js';
 import { withInstanceLock } from './lock.js';
-import { netnsPath, resolvePods } from './pods.js';
+import { netnsPath, resolvePods, type PodProblem } from './pods.js';
 import { hasName, nameTable } from '../util/names.js';
 import { namespacesOfCgroup, removedEndpoints, terminateConnections } from './terminate.js';
 import { reconcile, reconcileMaps, type ReconcileReport } from './reconcile.js';
@@ -57,6 +59,11 @@ export interface UpOptions {
   config: MeshConfig;
   configSource: string;
   objectPath?: string;
+  /** Listed pods that cannot be found, or that conflict: `up` refuses (all or nothing); the node
+   * agent meshes the others and looks for them again. */
+  unresolved?: 'refuse' | 'skip';
+  /** Namespaces no pod may name (default: this process's own and the host's). */
+  forbidden?: Map<bigint, string>;
 }
 
 export interface UpResult {
@@ -73,6 +80,8 @@ export interface UpResult {
   terminated?: number;
   /** Things the user should know (a nat table kept for the connections it translated). */
   notes?: string[];
+  /** With unresolved: 'skip', the listed pods not meshed and why. */
+  problems?: PodProblem[];
 }
 
 /**
@@ -177,11 +186,21 @@ async function ebpfUp(layout: PinLayout, cgroup: string, instance: string, confi
 export async function syncInbound(maps: InstanceMaps, pods: ResolvedPod[], before: PodRecord[] | undefined, seen?: Set<bigint>):
   Promise<{ attached: string[]; detached: string[]; registered: string[]; failed: Array<{ pod: string; error: Error }> }> {
   const links = syncInboundLinks(maps.layout, pods);
+  const failed = [...links.failed];
   // A pod id that now names another pod, or none, must not keep the old pod's listener: sk_lookup
-  // would hand the new pod's inbound connections to another pod's sidecar.
+  // would hand the new pod's inbound connections to another pod's sidecar. A pod that never had
+  // one registered has nothing to remove; one pod's failure stops no other pod's.
   const now = new Map(pods.map((p) => [p.podId, p.netnsCookie.toString()]));
-  for (const b of before ?? []) if (now.get(b.podId) !== b.netnsCookie) maps.listeners.delete(b.podId);
-  return { ...links, registered: await registerListeners(maps.listeners, pods, seen) };
+  for (const b of before ?? []) {
+    if (now.get(b.podId) === b.netnsCookie) continue;
+    try {
+      maps.listeners.delete(b.podId);
+    } catch (error) {
+      failed.push({ pod: b.name, error: new SockmeshError(Codes.MAP, `cannot remove the inbound listener of pod ${b.name} (id ${b.podId}) that left: ${(error as Error).message}`, { cause: error }) });
+    }
+  }
+  const registered = await registerListeners(maps.listeners, pods, seen, (pod, error) => failed.push({ pod, error }));
+  return { ...links, failed, registered };
 }
 
 /**
@@ -340,8 +359,8 @@ export async function upLocked(instance: string, opts: UpOptions): Promise<UpRes
     if (prev?.cgroup !== undefined && prev.cgroup !== cgroup) {
       throw new UserError(Codes.INSTANCE_CONFLICT, `instance "${instance}" is attached to ${prev.cgroup}; run sockmesh down --instance ${instance} first or pick another --instance`);
     }
-    const found = await resolvePods(opts.config, cgroup, { netns }, prev?.podIds ?? nameTable());
-    if (found.problems.length) {
+    const found = await resolvePods(opts.config, cgroup, { netns }, prev?.podIds ?? nameTable(), opts.forbidden);
+    if (found.problems.length && opts.unresolved !== 'skip') {
       throw new UserError(Codes.CGROUP, `cannot find every pod:\n${found.problems.map((p) => `  ${p.path} (${p.pod}): ${p.message}`).join('\n')}`);
     }
     const fresh = (ids: ServiceIds): InstanceRecord => ({
@@ -353,7 +372,7 @@ export async function upLocked(instance: string, opts: UpOptions): Promise<UpRes
       (ids) => writeRecord(prev?.mode === 'iptables' ? { ...prev, cgroup, pinRoot: layout.root } : fresh(ids)), netns);
     record = { ...fresh(r.ids), view: viewOf(cgroup, layout.root) };
     result = { instance, mode, created: r.created, attached: r.attached, changes: r.report.changes, ...(r.upgraded.length ? { upgraded: r.upgraded } : {}),
-      ...(r.terminated ? { terminated: r.terminated } : {}) };
+      ...(r.terminated ? { terminated: r.terminated } : {}), ...(found.problems.length ? { problems: found.problems } : {}) };
   } else {
     let netnsId: string | undefined;
     if (netns === undefined) {
@@ -624,15 +643,49 @@ export async function status(instanceName: string): Promise<InstanceStatus> {
   }
 }
 
-/** Flips one service's redirect switch; new connections only, nothing else is touched. */
-export async function setServiceRedirect(instanceName: string, service: string, redirect: boolean): Promise<{ changed: boolean }> {
+/**
+ * Flips one service's redirect switch; new connections only, nothing else is touched. On an
+ * instance a node agent runs (stopped now), the switch is also kept as the agent's override, so
+ * the agent's next start keeps it instead of undoing it (`service reset` drops it).
+ */
+export async function setServiceRedirect(instanceName: string, service: string, redirect: boolean): Promise<{ changed: boolean; override: boolean }> {
   requireRoot();
   requireRecord(instanceName); // an unknown instance is an error before any lock file is made
-  return withInstanceLock(checkInstanceName(instanceName), () => setServiceRedirectLocked(instanceName, service, redirect));
+  return withInstanceLock(checkInstanceName(instanceName), async () => {
+    const rec = requireRecord(instanceName);
+    const r = await applyServiceRedirect(rec, service, redirect);
+    if (rec.agent) {
+      const store = OverrideStore.forInstance(rec.instance);
+      store.load();
+      store.set(service, redirect);
+    }
+    return { changed: r.changed, override: rec.agent === true };
+  });
 }
 
-async function setServiceRedirectLocked(instanceName: string, service: string, redirect: boolean): Promise<{ changed: boolean }> {
-  const rec = requireRecord(instanceName);
+/**
+ * Drops the override of a service on an instance whose agent is stopped: the service takes the
+ * value of the agent's config file again (read now), or, when the file cannot be read, the agent
+ * applies it at its next start.
+ */
+export async function resetServiceOverride(instanceName: string, service: string): Promise<{ hadOverride: boolean; changed: boolean; note?: string }> {
+  requireRoot();
+  const rec0 = requireRecord(instanceName);
+  if (!rec0.agent) throw new UserError(Codes.INSTANCE_MISSING, `instance "${rec0.instance}" is not run by sockmesh agent: it has no overrides (sockmesh service enable|disable sets the switch itself)`);
+  return withInstanceLock(checkInstanceName(instanceName), async () => {
+    const rec = requireRecord(instanceName);
+    const store = OverrideStore.forInstance(rec.instance);
+    store.load();
+    if (!store.reset(service)) return { hadOverride: false, changed: false };
+    const file = rec.configSource.startsWith('/') ? readSource(rec.configSource) : undefined;
+    const fromFile = file?.kind === 'config' ? file.config.services.find((s) => s.name === service) : undefined;
+    if (!fromFile) return { hadOverride: true, changed: false, note: `the agent applies the config file's switch of "${service}" when it starts` };
+    return { hadOverride: true, changed: (await applyServiceRedirect(rec, service, fromFile.redirect)).changed };
+  });
+}
+
+/** One service's switch written to the kernel (maps or rules) and the record. */
+async function applyServiceRedirect(rec: InstanceRecord, service: string, redirect: boolean): Promise<{ changed: boolean }> {
   const svc = rec.config.services.find((s) => s.name === service);
   if (!svc) {
     const known = rec.config.services.map((s) => s.name).join(', ') || '(none)';
@@ -644,11 +697,18 @@ async function setServiceRedirectLocked(instanceName: string, service: string, r
   };
   let changed = svc.redirect !== redirect;
   let ids = rec.serviceIds;
-  if (rec.mode === 'iptables') {
+  if (rec.mode === 'iptables' && rec.podNetns) {
+    // The agent's iptables mode: each pod's rule set in its own namespace.
+    for (const p of rec.podNetns) {
+      const pod = config.pods.find((x) => x.name === p.name);
+      if (pod) await applyRules(p.netns, podConfig(config, pod), rec.instance);
+    }
+  } else if (rec.mode === 'iptables') {
     await applyRules(iptablesNamespace(rec), config, rec.instance);
   } else {
     const found = await resolvePods(rec.config, rec.cgroup!, { netns: rec.netns }, rec.podIds ?? nameTable());
-    if (found.problems.length) throw new UserError(Codes.CGROUP, `cannot find every pod: ${found.problems.map((p) => `${p.pod}: ${p.message}`).join('; ')}`);
+    // The agent skips pods it cannot find; `up`'s instance is all or nothing.
+    if (found.problems.length && !rec.agent) throw new UserError(Codes.CGROUP, `cannot find every pod: ${found.problems.map((p) => `${p.pod}: ${p.message}`).join('; ')}`);
     const maps = new InstanceMaps(pinLayout(rec.pinRoot));
     try {
       const applied = applyConfig(maps, config, rec.serviceIds, found.pods);

@@ -44,6 +44,8 @@ export interface InstanceRecord {
   /** eBPF mode: pod ids by name (stable across updates), and the pods as found. */
   podIds?: ServiceIds;
   pods?: PodRecord[];
+  /** Run by the node agent (its source decides the config; switches are overrides, kept for it). */
+  agent?: boolean;
   /** iptables mode run by the agent (its fallback): every pod's rule set, by namespace. */
   podNetns?: Array<{ name: string; netns: string }>;
   updatedAt: string;

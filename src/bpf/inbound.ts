@@ -3,8 +3,9 @@
 // agent restarts and goes with the pins), and each pod's sidecar inbound listener in sm_listeners.
 // sockops registers a listener when it starts listening; one that listened before sockmesh
 // started is registered here, from a copy of the sidecar's own fd (pidfd_getfd).
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import * as bpf from '../../native/libbpf.js';
+import { openNetns } from '../../native/netns.js';
 import { copyFd } from '../../native/pidfd.js';
 import type { ResolvedPod } from '../agent/desired.js';
 import { NotSupportedError } from '../errors.js';
@@ -58,7 +59,7 @@ export function syncInboundLinks(layout: PinLayout, pods: readonly ResolvedPod[]
 function attachInbound(layout: PinLayout, p: ResolvedPod, path: string): void {
   const prog = bpf.objGet(progPath(layout, INBOUND_PROGRAM));
   try {
-    const ns = openSync(p.netnsPath!, 'r');
+    const ns = openNetns(p.netnsPath!);
     try {
       const link = bpf.linkCreate(prog, ns, INBOUND_PROGRAM.attachType, `${INBOUND_PROGRAM.name} on ${p.netnsPath}`);
       try {
@@ -115,22 +116,28 @@ async function listenerIn(netnsPath: string, port: number): Promise<{ pid: numbe
  * pod is looked at once (`seen`, by netns cookie, kept by the agent across applies): a sidecar
  * that starts listening later is registered by sockops as it listens.
  */
-export async function registerListeners(listeners: BpfMap<number, number>, pods: readonly ResolvedPod[], seen = new Set<bigint>()): Promise<string[]> {
+export async function registerListeners(listeners: BpfMap<number, number>, pods: readonly ResolvedPod[], seen = new Set<bigint>(),
+  onError: (pod: string, error: Error) => void = (_pod, error) => { throw error; }): Promise<string[]> {
   const done: string[] = [];
   for (const p of pods) {
     const inbound = p.capture.includeInboundPorts === '*' || p.capture.includeInboundPorts.length > 0;
     if (!inbound || !p.netnsPath || seen.has(p.netnsCookie)) continue;
     seen.add(p.netnsCookie);
-    if (listeners.get(p.podId) !== undefined) continue;
-    const l = await listenerIn(p.netnsPath, p.sidecar.inboundPort);
-    if (!l) continue;
-    const fd = copyFd(l.pid, l.fd);
     try {
-      listeners.set(p.podId, fd);
-    } finally {
-      bpf.close(fd);
+      if (listeners.get(p.podId) !== undefined) continue;
+      const l = await listenerIn(p.netnsPath, p.sidecar.inboundPort);
+      if (!l) continue;
+      const fd = copyFd(l.pid, l.fd);
+      try {
+        listeners.set(p.podId, fd);
+      } finally {
+        bpf.close(fd);
+      }
+      done.push(p.name);
+    } catch (error) {
+      seen.delete(p.netnsCookie); // looked at again on the next apply
+      onError(p.name, new Error(`cannot register the inbound listener of pod ${p.name}: ${(error as Error).message}`, { cause: error }));
     }
-    done.push(p.name);
   }
   return done;
 }

@@ -6,7 +6,7 @@ import { Codes, SockmeshError, SyscallError } from '../errors.js';
 import type { Codec } from './codec.js';
 
 export const MAP_TYPES = {
-  HASH: 1, ARRAY: 2, PERCPU_HASH: 5, PERCPU_ARRAY: 6, LPM_TRIE: 11, SOCKHASH: 18, LRU_HASH: 9,
+  HASH: 1, ARRAY: 2, PERCPU_HASH: 5, PERCPU_ARRAY: 6, LPM_TRIE: 11, SOCKMAP: 15, SOCKHASH: 18, LRU_HASH: 9,
 } as const;
 
 /** Map types whose batch lookup/update sockmesh uses (LPM tries and sockhashes have none). */
@@ -55,8 +55,15 @@ export class BpfMap<K, V> {
     bpf.mapUpdate(this.fd, k, v, flags, this.path);
   }
 
+  /** Deletes an entry; false when there was none. */
   deleteRaw(k: Buffer): boolean {
-    return bpf.mapDelete(this.fd, k, this.path);
+    try {
+      return bpf.mapDelete(this.fd, k, this.path);
+    } catch (e) {
+      // A sockmap answers an empty slot with EINVAL, not ENOENT (__sock_map_delete): absent.
+      if (this.info.type === MAP_TYPES.SOCKMAP && e instanceof SyscallError && e.errno === 22) return false;
+      throw e;
+    }
   }
 
   /** Every entry as raw key/value bytes: batched where the map type has batch ops, else a walk. */

@@ -35,7 +35,7 @@ would do. Reads only; an agent may run.
         `${res.destination} from pod ${res.pod} (uid ${res.uid}), ${res.mode} mode${res.slot !== undefined ? `, slot ${res.slot}` : ''}:`,
         `  ${res.verdict === 'direct' ? 'NOT captured' : `captured (${res.verdict === 'sidecar-inbound' ? 'inbound' : 'outbound'})`}: ${res.rule}`,
         `  goes to ${res.goesTo}`,
-        ...(res.service ? [`  service ${res.service.name} (id ${res.service.id}, redirect ${res.service.redirect}, splice ${res.service.splice})`] : []),
+        ...(res.service ? [`  service ${res.service.name} (id ${res.service.id}, redirect ${res.service.redirect} ${res.service.redirectFrom === 'override' ? `by override: sockmesh service reset ${res.service.name} returns it to the config's` : 'from the config'}, splice ${res.service.splice})`] : []),
         ...(res.splice ? [`  socket pair: ${res.splice}`] : []),
         '  checks:',
         ...res.checks.map((c) => `    - ${c}`),

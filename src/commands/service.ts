@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
 import { isLive, request, socketPath } from '../agent/control.js';
-import { checkInstanceName, setServiceRedirect } from '../agent/instance.js';
-import { Codes, UserError } from '../errors.js';
+import { checkInstanceName, resetServiceOverride, setServiceRedirect } from '../agent/instance.js';
 import { emit, type Out } from './output.js';
 
 export function register(program: Command, out: () => Out): void {
@@ -10,8 +9,9 @@ export function register(program: Command, out: () => Out): void {
     .description('switch capture of one service on or off (new connections only; live ones keep going)')
     .addHelpText('after', `
 With a running agent (sockmesh agent) the switch is an override layered on its config file, kept
-across agent restarts until "sockmesh service reset NAME". Without an agent it changes the
-instance's recorded config directly.`);
+across agent restarts until "sockmesh service reset NAME". On an agent's instance while the agent
+is stopped, the switch takes effect at once and is kept as its override, so its next start keeps
+it. On an instance made by sockmesh up it changes the recorded config directly.`);
   for (const [verb, redirect] of [['enable', true], ['disable', false]] as const) {
     service
       .command(`${verb} <name>`)
@@ -28,7 +28,8 @@ instance's recorded config directly.`);
         }
         const res = await setServiceRedirect(opts.instance, name, redirect);
         emit(out(), { instance: opts.instance, service: name, redirect, ...res }, () =>
-          `service "${name}" redirect ${redirect ? 'enabled' : 'disabled'}${res.changed ? '' : ' (already so)'}`);
+          `service "${name}" redirect ${redirect ? 'enabled' : 'disabled'}${res.changed ? '' : ' (already so)'}`
+          + (res.override ? `\nthe agent of instance "${opts.instance}" is not running: kept as its override, which it applies when it starts (sockmesh service reset ${name} drops it)` : ''));
       });
   }
   service
@@ -38,9 +39,8 @@ instance's recorded config directly.`);
     .option('--json', 'print the result as JSON')
     .action(async (name: string, opts: { instance: string; json?: boolean }) => {
       const sock = socketPath(checkInstanceName(opts.instance));
-      if (!(await isLive(sock))) throw new UserError(Codes.INSTANCE_MISSING, `no agent runs instance "${opts.instance}": overrides exist only with sockmesh agent`);
-      const res = await request(sock, { op: 'reset', name }) as { hadOverride: boolean };
+      const res = await isLive(sock) ? await request(sock, { op: 'reset', name }) as { hadOverride: boolean; note?: string } : await resetServiceOverride(opts.instance, name);
       emit(out(), { instance: opts.instance, ...res }, () =>
-        res.hadOverride ? `service "${name}": override removed, the config file decides` : `service "${name}" had no override`);
+        (res.hadOverride ? `service "${name}": override removed, the config file decides` : `service "${name}" had no override`) + (res.note ? `\n${res.note}` : ''));
     });
 }

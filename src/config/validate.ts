@@ -1,6 +1,7 @@
 // Validation at the boundary: raw YAML/JSON in, a complete MeshConfig out, or every problem at
 // once, each located by its field path. Pure: no I/O.
 import { isIPv4, isIPv6 } from 'node:net';
+import { posix } from 'node:path';
 import { ConfigError, type ConfigIssue } from '../errors.js';
 import { parseCidr } from '../net/addr.js';
 import { CAPACITY } from './capacity.js';
@@ -140,8 +141,11 @@ function pod(c: Checker, path: string, raw: unknown, node: { sidecar: SidecarCon
     name = o.name;
   }
   if (o.cgroup === undefined) c.fail(join(path, 'cgroup'), 'is required');
-  const cgroup = o.cgroup === undefined ? '' : nonEmptyString(c, join(path, 'cgroup'), o.cgroup) ?? '';
-  if (cgroup.split('/').includes('..')) c.fail(join(path, 'cgroup'), 'must not contain ".." (a pod cgroup lies below the instance\'s --cgroup)');
+  const spelled = o.cgroup === undefined ? '' : nonEmptyString(c, join(path, 'cgroup'), o.cgroup) ?? '';
+  if (spelled.split('/').includes('..')) c.fail(join(path, 'cgroup'), 'must not contain ".." (a pod cgroup lies below the instance\'s --cgroup)');
+  // One spelling per directory (`./a/`, `a//`, `a` are one cgroup): compared and recorded so.
+  const cgroup = spelled && normalizeCgroup(spelled);
+  if (spelled && cgroup === '.') c.fail(join(path, 'cgroup'), 'names the instance\'s --cgroup itself: a pod\'s cgroup lies below it');
   if (o.netns === undefined) c.fail(join(path, 'netns'), 'is required (a name under /var/run/netns or a path such as /proc/PID/ns/net)');
   const netns = o.netns === undefined ? undefined : nonEmptyString(c, join(path, 'netns'), o.netns);
   if (netns !== undefined && !netns.startsWith('/') && !/^[A-Za-z0-9_.-]+$/.test(netns)) {
@@ -153,6 +157,18 @@ function pod(c: Checker, path: string, raw: unknown, node: { sidecar: SidecarCon
   const sc = o.sidecar === undefined ? node.sidecar : sidecar(c, o.sidecar, join(path, 'sidecar'), node.sidecar);
   const cap = o.capture === undefined ? node.capture : captureBlock(c, o.capture, [], [], join(path, 'capture'), node.capture);
   return { name, cgroup, netns, addresses, sidecar: sc, capture: cap };
+}
+
+/** A pod cgroup as one spelling: `./a/`, `a//b` and `a/./b/` are `a` and `a/b`. */
+export function normalizeCgroup(cgroup: string): string {
+  const n = posix.normalize(cgroup);
+  return n.length > 1 && n.endsWith('/') ? n.slice(0, -1) : n;
+}
+
+/** What a pod's netns names, as one key: a name is its /var/run/netns path (/run is /var/run). */
+export function netnsKey(netns: string): string {
+  const path = posix.normalize(netns.startsWith('/') ? netns : `/var/run/netns/${netns}`);
+  return path.startsWith('/run/') ? `/var${path}` : path;
 }
 
 function service(c: Checker, path: string, raw: unknown): ServiceConfig | undefined {
@@ -405,16 +421,26 @@ export function validateConfig(raw: unknown, source: string, cache?: ServiceCach
     if (v) pods.push(v);
   });
   const seen = new Map<string, number>();
-  for (const [field, of] of [['name', (p: PodConfig) => p.name], ['cgroup', (p: PodConfig) => p.cgroup], ['netns', (p: PodConfig) => p.netns ?? '']] as const) {
+  // Compared as what they name: a namespace name and its /var/run/netns path are one namespace
+  // (aliases only the kernel can tell apart, such as two links to one file, are refused when the
+  // pods are found).
+  for (const [field, of] of [['name', (p: PodConfig) => p.name], ['cgroup', (p: PodConfig) => p.cgroup], ['netns', (p: PodConfig) => (p.netns ? netnsKey(p.netns) : '')]] as const) {
     seen.clear();
     pods.forEach((p, i) => {
       const v = of(p);
       if (!v) return;
       const first = seen.get(v);
-      if (first !== undefined) c.fail(`pods[${i}].${field}`, `${quote(v)} is also the ${field} of pods[${first}]`);
+      if (first !== undefined) c.fail(`pods[${i}].${field}`, `${quote(field === 'netns' ? p.netns : v)} is also the ${field} of pods[${first}]${field === 'netns' && p.netns !== pods[first].netns ? ` (${quote(pods[first].netns)})` : ''}`);
       else seen.set(v, i);
     });
   }
+  // A pod's own address names it in the kernel (sm_local_addrs): two pods cannot share one.
+  const owners = new Map<string, number>();
+  pods.forEach((p, i) => (p.addresses ?? []).forEach((a, j) => {
+    const first = owners.get(a);
+    if (first !== undefined && first !== i) c.fail(`pods[${i}].addresses[${j}]`, `${a} is also an address of pods[${first}] (${pods[first].name})`);
+    else owners.set(a, i);
+  }));
   checkCapacity(c, services, capture, pods);
 
   if (c.issues.length) throw new ConfigError(source, c.issues);
