@@ -69,22 +69,27 @@ function kindOf(st: { isFIFO(): boolean; isDirectory(): boolean; isCharacterDevi
 
 /** The cookie of the namespace at `path` (e.g. /var/run/netns/NAME, /proc/PID/ns/net). */
 export function netnsCookie(path: string): bigint {
+  const target = openNetns(path);
+  try {
+    return netnsCookieOfFd(target, path);
+  } finally {
+    closeSync(target);
+  }
+}
+
+/** The cookie of the network namespace open at `fd` (`what` names it in errors). */
+export function netnsCookieOfFd(fd: number, what: string): bigint {
   const home = openSync('/proc/thread-self/ns/net', 'r');
   try {
-    const target = openNetns(path);
+    if (setnsFn(fd, CLONE_NEWNET) !== 0) throw new SyscallError('setns', koffi.errno(), what);
     try {
-      if (setnsFn(target, CLONE_NEWNET) !== 0) throw new SyscallError('setns', koffi.errno(), path);
-      try {
-        return cookieHere(path);
-      } finally {
-        if (setnsFn(home, CLONE_NEWNET) !== 0) {
-          // Staying in the pod's namespace would be far worse than stopping.
-          process.stderr.write(`sockmesh: cannot return to its own network namespace after reading ${path}\n`);
-          process.abort();
-        }
-      }
+      return cookieHere(what);
     } finally {
-      closeSync(target);
+      if (setnsFn(home, CLONE_NEWNET) !== 0) {
+        // Staying in the pod's namespace would be far worse than stopping.
+        process.stderr.write(`sockmesh: cannot return to its own network namespace after reading ${what}\n`);
+        process.abort();
+      }
     }
   } finally {
     closeSync(home);

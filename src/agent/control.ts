@@ -1,13 +1,17 @@
-// The agent's control socket: /run/sockmesh/<instance>.sock, a unix socket only root can open
-// (mode 0600 in a 0700 directory). One JSON request line in, one JSON response line out. Every
-// request is validated here, at the boundary; anything malformed is answered with an error and
-// changes nothing.
+// The agent's control socket: /run/sockmesh/<instance>.sock. One JSON request line in, one JSON
+// response line out. Every request is validated here, at the boundary; anything malformed is
+// answered with an error and changes nothing. Any local process may connect (a pod's `sockmesh
+// wait` runs as its app's user), and every request is checked against who sent it, read from the
+// socket (src/agent/peer.ts), never from the request: switching services and status need root;
+// `wait` answers a caller about its own pod only.
 import { chmodSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { connect, createServer, type Server } from 'node:net';
 import { dirname } from 'node:path';
 import { Codes, SockmeshError, UserError, describe, type Code } from '../errors.js';
 import { STATE_DIR } from './state.js';
 import { NAME_MAX, NAME_RE } from '../config/validate.js';
+import { socketFd } from '../util/fd.js';
+import { identifyCaller, type Caller } from './peer.js';
 
 export type ControlRequest =
   | { op: 'status' }
@@ -15,7 +19,13 @@ export type ControlRequest =
   | { op: 'reset'; name: string }
   /** A governance sidecar asking for the policy (long poll: answered when the agent's version is
    * not `have`, or after a while), saying which version it runs. */
-  | { op: 'policy'; have: number; sidecar: { id: string; version: number; refused?: number } };
+  | { op: 'policy'; have: number; sidecar: { id: string; version: number; refused?: number } }
+  /** The caller's own pod: answered once it is meshed (its state in the kernel), or after
+   * `timeoutMs` (at most 30 s) with meshed: false and why. */
+  | { op: 'wait'; timeoutMs: number };
+
+/** Which requests need root (uid 0); the others are answered about the caller itself. */
+export const ROOT_OPS: ReadonlySet<ControlRequest['op']> = new Set(['status', 'service', 'reset', 'policy']);
 
 export type ControlResponse = { ok: true; result: unknown } | { ok: false; error: { code: Code; message: string } };
 
@@ -65,23 +75,39 @@ export function parseRequest(line: string): ControlRequest {
       if (s.refused !== undefined && (!Number.isInteger(s.refused) || (s.refused as number) < 0)) throw new UserError(Codes.USAGE, 'sidecar.refused must be a policy version (an integer >= 0)');
       return { op: 'policy', have: o.have as number, sidecar: { id: s.id, version: s.version as number, ...(s.refused !== undefined ? { refused: s.refused as number } : {}) } };
     }
+    case 'wait': {
+      only(['op', 'timeoutMs']);
+      const t = o.timeoutMs ?? 30_000;
+      if (!Number.isInteger(t) || (t as number) < 0 || (t as number) > 30_000) throw new UserError(Codes.USAGE, 'timeoutMs must be an integer from 0 to 30000');
+      return { op: 'wait', timeoutMs: t as number };
+    }
     default:
-      throw new UserError(Codes.USAGE, `unknown op ${JSON.stringify(typeof o.op === 'string' ? o.op.slice(0, 40) : o.op)} (status, service, reset, policy)`);
+      throw new UserError(Codes.USAGE, `unknown op ${JSON.stringify(typeof o.op === 'string' ? o.op.slice(0, 40) : o.op)} (status, service, reset, policy, wait)`);
   }
 }
 
 export class ControlServer {
   private server: Server | undefined;
 
-  constructor(readonly path: string, private readonly handle: (req: ControlRequest) => Promise<unknown>) {}
+  constructor(readonly path: string, private readonly handle: (req: ControlRequest, caller: Caller) => Promise<unknown>,
+    private readonly identify: (fd: number) => Caller = (fd) => identifyCaller(fd)) {}
 
   async start(): Promise<void> {
-    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
+    mkdirSync(dirname(this.path), { recursive: true, mode: 0o711 });
+    chmodSync(dirname(this.path), 0o711);
     if (existsSync(this.path)) {
       if (await isLive(this.path)) throw new SockmeshError(Codes.INSTANCE_BUSY, `another agent answers on ${this.path}`);
       rmSync(this.path, { force: true }); // left by an agent that was killed
     }
     this.server = createServer((sock) => {
+      // Who connected, from the socket (as of connect()): taken before anything is read.
+      let caller: Caller;
+      try {
+        caller = this.identify(socketFd(sock));
+      } catch (e) {
+        sock.end(`${JSON.stringify({ ok: false, error: { code: Codes.INTERNAL, message: `cannot tell who is asking: ${describe(e)}` } })}\n`);
+        return;
+      }
       let buf = '';
       sock.setEncoding('utf8');
       sock.on('error', () => sock.destroy());
@@ -95,24 +121,29 @@ export class ControlServer {
         const nl = buf.indexOf('\n');
         if (nl < 0) return;
         sock.pause();
-        void this.answer(buf.slice(0, nl)).then((resp) => sock.end(`${JSON.stringify(resp)}\n`));
+        void this.answer(buf.slice(0, nl), caller).then((resp) => sock.end(`${JSON.stringify(resp)}\n`));
       });
     });
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
-      // Created 0600 from the start (umask), then made sure.
-      const old = process.umask(0o177);
+      // Any uid may connect (requests are checked against the caller); the directory keeps its
+      // other files private (0711: reachable, not listable).
+      const old = process.umask(0o111);
       this.server!.listen(this.path, () => {
         process.umask(old);
         resolve();
       });
     });
-    chmodSync(this.path, 0o600);
+    chmodSync(this.path, 0o666);
   }
 
-  private async answer(line: string): Promise<ControlResponse> {
+  private async answer(line: string, caller: Caller): Promise<ControlResponse> {
     try {
-      return { ok: true, result: await this.handle(parseRequest(line)) };
+      const req = parseRequest(line);
+      if (ROOT_OPS.has(req.op) && caller.uid !== 0) {
+        throw new UserError(Codes.FORBIDDEN, `op ${req.op} needs root; it was asked by uid ${caller.uid}`);
+      }
+      return { ok: true, result: await this.handle(req, caller) };
     } catch (e) {
       const code = e instanceof SockmeshError ? e.code : Codes.INTERNAL;
       return { ok: false, error: { code, message: describe(e) } };

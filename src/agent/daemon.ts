@@ -29,7 +29,11 @@ import { applyConfig, closeRemovedEndpoints, down, syncInbound, podSummary, requ
 import { acquireInstanceLock, type InstanceLock } from './lock.js';
 import { AgentMetrics } from './metrics.js';
 import { applyOverrides, OverrideStore } from './overrides.js';
-import { establishedIn, forbiddenNamespaces, resolvePods, type PodProblem } from './pods.js';
+import { establishedIn, forbiddenNamespaces, netnsPath, podCgroup as podCgroupPath, resolvePods, type PodProblem } from './pods.js';
+import { identifyCaller, podOfCaller, type Caller } from './peer.js';
+import { PodWatcher } from './podwatch.js';
+import { netnsCookie } from '../../native/netns.js';
+import { dirname } from 'node:path';
 import { readRecord, recordPath, writeRecord, type InstanceRecord, type Mode } from './state.js';
 import { PodRules } from './podrules.js';
 import { missingFeature } from '../bpf/probe.js';
@@ -111,6 +115,18 @@ export class NodeAgent {
     this.opts.log.debug({ ms: Math.round(ms), rssMiB: mib(m.rss), heapMiB: mib(m.heapTotal), heapUsedMiB: mib(m.heapUsed), externalMiB: mib(m.external) }, 'released memory');
   });
 
+  /** The pods the kernel holds: those of the last successful apply. */
+  private applied: ResolvedPod[] = [];
+  /** `sockmesh wait` callers, woken after each apply. */
+  private applyWaiters: Array<() => void> = [];
+  /** Pods whose problem was logged, with it (logged again only when it changes). */
+  private reportedProblems = new Map<string, string>();
+  /** Meshed pods the source knows but could not find on the node yet (Kubernetes). */
+  private sourceMissing: Array<{ pod: string; message: string }> = [];
+  /** iptables mode: the pods whose rules could not be applied. */
+  private podProblemsIptables: PodProblem[] | undefined;
+  private stopping = false;
+  private readonly podWatcher = new PodWatcher(() => this.lookForPods('a missing pod\'s cgroup or namespace appeared'));
   /** Whether this start loaded the data path (rather than adopting it). */
   private createdNow = false;
   /** Namespaces no pod may name: the agent's own and the host's. */
@@ -149,7 +165,7 @@ export class NodeAgent {
       // What can fail without touching the kernel comes first: the listen address and the control
       // socket are bound before any program is loaded or attached (an address in use used to
       // leave a fresh instance attached, capturing to a sidecar that never came).
-      this.control = new ControlServer(socketPath(instance), (req) => this.dispatch(req));
+      this.control = new ControlServer(socketPath(instance), (req, caller) => this.dispatch(req, caller), (fd) => identifyCaller(fd, this.opts.kubernetes?.procRoot));
       await this.control.start();
       this.http = new HttpServer(listen, {
         metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.text() }),
@@ -167,6 +183,7 @@ export class NodeAgent {
       const first = this.opts.kubernetes ? await this.startKubernetes(prev) : readSource(this.opts.configPath!, this.parseCaches);
       if (first.kind === 'config') {
         this.lastGood = first.config;
+        this.sourceMissing = first.unresolved ?? [];
       } else if (first.kind === 'fresh') {
         throw new SockmeshError(Codes.INTERNAL, 'a source began with no state');
       } else if (prev) {
@@ -298,6 +315,8 @@ export class NodeAgent {
     this.podIds = rec.podIds ?? nameTable();
     this.maps = new InstanceMaps(pinLayout(rec.pinRoot ?? pinRoot(instance)));
     this.pods = { key: podKey(this.lastGood), ...(await resolvePods(this.lastGood, rec.cgroup!, { netns: rec.netns }, this.podIds, this.forbidden)) };
+    this.applied = this.pods.pods;
+    this.notePodProblems();
     // The programs read the applied state. The other slot gets it too, right after the start (off
     // the path to ready: ~125 ms with 10,000 services), and from then on an edit writes only what
     // it changes.
@@ -367,8 +386,10 @@ export class NodeAgent {
 
   private noteRuleProblems(problems: PodProblem[], notes: string[] = []): void {
     for (const n of notes) this.opts.log.info({}, n);
-    for (const p of problems) this.opts.log.warn({ pod: p.pod, path: p.path, error: p.message }, 'pod not meshed');
-    this.metrics.podProblems.set(problems.length);
+    this.podProblemsIptables = problems.length ? problems : undefined;
+    this.pods = { key: '', pods: [], podIds: nameTable(), problems };
+    this.notePodProblems();
+    this.wakeWaiters();
   }
 
   /** One apply at a time, in arrival order. */
@@ -409,6 +430,7 @@ export class NodeAgent {
     this.sourceState = { stale: false };
     this.metrics.sourceStale.set(0);
     this.lastGood = e.config;
+    this.sourceMissing = e.unresolved ?? [];
     await this.apply(this.opts.kubernetes ? 'cluster state changed' : 'config file changed');
   }
 
@@ -431,8 +453,7 @@ export class NodeAgent {
         this.pods = { key, ...(await resolvePods(config, rec.cgroup!, { netns: rec.netns }, this.podIds, this.forbidden)) };
         this.podIds = this.pods.podIds;
       }
-      for (const p of this.pods.problems) log.warn({ pod: p.pod, path: p.path, error: p.message }, 'pod not found; not meshed until it is');
-      this.metrics.podProblems.set(this.pods.problems.length);
+      this.notePodProblems();
       const { ids, report } = applyConfig(this.maps, config, this.serviceIds, this.pods.pods, this.incremental);
       this.serviceIds = ids;
       const terminated = await closeRemovedEndpoints(this.maps, rec.config, config, ids, { cgroup: rec.cgroup!, netns: rec.netns })
@@ -448,6 +469,8 @@ export class NodeAgent {
         log.info({ attached: inbound.attached, detached: inbound.detached, registered: inbound.registered }, 'inbound capture: pod namespaces and listeners');
       }
       // The kernel has the new state now (the slot flipped); the record follows.
+      this.applied = this.pods.pods;
+      this.wakeWaiters();
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
       this.record = {
         ...rec, config, configSource: this.sourceName, serviceIds: ids, podIds: this.podIds,
@@ -484,6 +507,114 @@ export class NodeAgent {
     this.opts.log.info({ reason, changes, ms: Math.round(ms * 100) / 100 }, 'reconciled');
     this.publishPolicy(config);
     return changes;
+  }
+
+  /** Logs and counts the listed pods not meshed, and watches where the missing ones will appear. */
+  private notePodProblems(): void {
+    const problems = this.pods?.problems ?? [];
+    for (const p of problems) {
+      if (this.reportedProblems.get(p.pod) === p.message) continue;
+      this.opts.log.warn({ pod: p.pod, path: p.path, error: p.message }, 'pod not meshed (not found, or in conflict); looked for again as it appears');
+    }
+    this.reportedProblems = new Map(problems.map((p) => [p.pod, p.message]));
+    this.metrics.podProblems.set(problems.length + this.sourceMissing.length);
+    if (this.opts.kubernetes) {
+      // The cluster's pods are looked for by the source; this retries what it found and lost.
+      this.podWatcher.watch(problems.length ? [this.opts.cgroup] : []);
+      return;
+    }
+    const missing = new Set(problems.map((p) => p.pod));
+    const cfg = this.lastGood;
+    const paths = (cfg?.pods ?? []).filter((p) => missing.has(p.name)).flatMap((p) => {
+      const out: string[] = [];
+      try {
+        out.push(podCgroupPath(this.opts.cgroup, p.cgroup));
+      } catch { /* outside --cgroup: never found */ }
+      if (p.netns !== undefined) out.push(dirname(netnsPath(p.netns)));
+      return out;
+    });
+    this.podWatcher.watch(paths);
+  }
+
+  /**
+   * Resolves the pods that were missing again, and applies when that changes which pods are found
+   * (a cgroup or namespace appeared): called by the pod watcher and by a pod that waits.
+   */
+  private async refreshPods(reason: string): Promise<void> {
+    if (!this.lastGood || !this.ready) return;
+    if (this.podRules) {
+      if (this.podProblemsIptables) await this.apply(reason);
+      return;
+    }
+    if (!this.maps || !this.pods?.problems.length) return;
+    const config = applyOverrides(this.lastGood, this.overrides.all());
+    const found = await resolvePods(config, this.record!.cgroup!, { netns: this.record!.netns }, this.podIds, this.forbidden);
+    const id = (ps: ResolvedPod[]) => ps.map((p) => `${p.name}/${p.podId}/${p.netnsCookie}/${p.cgroupId}/${p.localAddrs.join(',')}`).join(' ');
+    if (id(found.pods) === id(this.pods.pods)) {
+      this.pods = { ...this.pods, problems: found.problems };
+      this.notePodProblems();
+      return;
+    }
+    this.pods = { key: podKey(config), ...found };
+    this.podIds = found.podIds;
+    await this.apply(reason);
+  }
+
+  /** Looks for the missing pods now (the source's too: the cluster's pods are found by it). */
+  private lookForPods(reason: string): void {
+    (this.source as { lookAgain?: () => void } | undefined)?.lookAgain?.();
+    void this.serialize(() => this.refreshPods(reason)).catch(() => undefined);
+  }
+
+  /**
+   * `sockmesh wait`: answered once the caller's pod is meshed (the kernel holds its state: the
+   * last applied pods include it), or when the time is up, with why not. Asking makes the agent
+   * look for missing pods at once: the caller's own presence says its cgroup and namespace exist.
+   */
+  private async onWait(req: Extract<ControlRequest, { op: 'wait' }>, caller: Caller): Promise<Record<string, unknown>> {
+    const deadline = Date.now() + req.timeoutMs;
+    let looked = false;
+    for (;;) {
+      const pod = this.meshedPodOf(caller);
+      if (pod) return { meshed: true, pod: pod.name, podId: pod.podId };
+      if (!looked) {
+        looked = true;
+        this.lookForPods('a pod asked to be meshed (sockmesh wait)');
+      }
+      const left = deadline - Date.now();
+      if (left <= 0 || this.stopping) return { meshed: false, reason: this.whyNotMeshed(caller) };
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, Math.min(left, 250));
+        function done() { clearTimeout(timer); resolve(); }
+        this.applyWaiters.push(done);
+      });
+    }
+  }
+
+  /** The meshed pod of a caller, as last applied (iptables mode: by its network namespace). */
+  private meshedPodOf(caller: Caller): { name: string; podId: number } | undefined {
+    if (this.podRules) {
+      const applied = new Set(this.podRules.list().map((p) => p.name));
+      for (const p of this.lastGood?.pods ?? []) {
+        if (!applied.has(p.name) || !p.netns || this.podProblemsIptables?.some((x) => x.pod === p.name)) continue;
+        try {
+          if (netnsCookie(netnsPath(p.netns)) === caller.netnsCookie) return { name: p.name, podId: 0 };
+        } catch { /* gone */ }
+      }
+      return undefined;
+    }
+    return podOfCaller(caller, this.applied);
+  }
+
+  private whyNotMeshed(caller: Caller): string {
+    const who = `cgroup id ${caller.cgroupId ?? 'unknown'}, network namespace cookie ${caller.netnsCookie ?? 'unknown'}`;
+    const problems = this.pods?.problems ?? this.podProblemsIptables ?? [];
+    const pending = problems.length ? `; listed pods not meshed: ${problems.map((p) => `${p.pod} (${p.message})`).join('; ')}` : '';
+    return `no meshed pod of instance "${this.opts.instance}" has the caller's cgroup and network namespace (${who})${pending}`;
+  }
+
+  private wakeWaiters(): void {
+    for (const wake of this.applyWaiters.splice(0)) wake();
   }
 
   /** The sidecars that asked within the last two minutes (a live one asks at least every 30 s);
@@ -564,8 +695,9 @@ export class NodeAgent {
 
   /** A control request: a sidecar's long poll waits outside the one-at-a-time lane of the others,
    * which wait for the start to be over. */
-  private dispatch(req: ControlRequest): Promise<unknown> {
+  private dispatch(req: ControlRequest, caller: Caller): Promise<unknown> {
     if (req.op === 'policy') return this.onPolicy(req);
+    if (req.op === 'wait') return this.onWait(req, caller);
     if (!this.ready) return Promise.reject(new UserError(Codes.INSTANCE_BUSY, `the agent of instance "${this.opts.instance}" is starting: ask again in a moment`));
     return this.serialize(() => this.onRequest(req));
   }
@@ -578,7 +710,8 @@ export class NodeAgent {
           ...(await status(this.opts.instance)),
           agent: {
             pid: process.pid, ready: this.ready, source: { path: this.sourceName, ...this.sourceState },
-            overrides: this.overrides.all(), lastApply: this.lastApply, unresolvedPods: this.pods?.problems ?? [],
+            overrides: this.overrides.all(), lastApply: this.lastApply,
+            unresolvedPods: [...(this.pods?.problems ?? []), ...this.sourceMissing.map((m) => ({ path: '', pod: m.pod, message: m.message }))],
             policyVersion: this.policy.version, sidecars: this.liveSidecars(),
           },
         };
@@ -602,6 +735,9 @@ export class NodeAgent {
   /** Stops serving in reverse order. The data path stays (pins and attachments) unless
    * --cleanup-on-exit. */
   async stop(): Promise<void> {
+    this.stopping = true;
+    this.podWatcher.stop();
+    this.wakeWaiters();
     this.source?.stop();
     clearTimeout(this.catchUpTimer);
     this.memory.stop();

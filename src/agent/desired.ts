@@ -72,6 +72,8 @@ export interface ResolvedPod {
   netnsPath?: string;
   cgroupId: bigint;
   cgroupLevel: number;
+  /** The cgroup's directory (absent in tables compiled without the node: explain's iptables view). */
+  cgroupPath?: string;
   podId: number;
   /** The pod's own addresses as /32 CIDRs (configured or found in its namespace). */
   localAddrs: string[];

@@ -73,7 +73,7 @@ async function resolveOne(p: PodConfig, parent: string, podId: number, forbidden
   } else if (p.addresses) {
     localAddrs = p.addresses.map(hostCidr);
   }
-  return { name: p.name, netnsCookie: cookie, ...(p.netns !== undefined ? { netnsPath: netnsPath(p.netns) } : {}), cgroupId: id, cgroupLevel: level, podId, localAddrs, sidecar: p.sidecar, capture: p.capture };
+  return { name: p.name, netnsCookie: cookie, ...(p.netns !== undefined ? { netnsPath: netnsPath(p.netns) } : {}), cgroupId: id, cgroupLevel: level, cgroupPath: cg, podId, localAddrs, sidecar: p.sidecar, capture: p.capture };
 }
 
 /** An address as the host route the maps key it by (/32, /128). */

@@ -5,6 +5,7 @@
 // 127.0.0.6, Istio's passthrough source, which neither capture mode sends back to the sidecar.
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { originalDst } from '../../native/sockopt.js';
+import { socketFd } from '../util/fd.js';
 
 export interface OutboundOptions {
   host: string;
@@ -24,12 +25,6 @@ export interface ConnectionEvent {
   error?: string;
 }
 
-/** The kernel fd behind a net.Socket (Node keeps it on the TCP handle on Linux). */
-export function socketFd(sock: Socket): number {
-  const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) throw new Error('socket has no file descriptor');
-  return fd;
-}
 
 /** Both directions, with half-close carried through (a client's FIN reaches the upstream, and
  * the upstream's reply still reaches the client). */

@@ -4,8 +4,9 @@
 import type { MeshConfig } from '../config/model.js';
 
 export type SourceEvent =
-  /** A complete desired state. */
-  | { kind: 'config'; config: MeshConfig; source: string }
+  /** A complete desired state; `unresolved`: meshed pods the source knows of but could not find
+   * on the node yet (they join the state once found). */
+  | { kind: 'config'; config: MeshConfig; source: string; unresolved?: Array<{ pod: string; message: string }> }
   /** The source's content is invalid as a whole. */
   | { kind: 'rejected'; source: string; issues: Array<{ path: string; message: string }>; message: string }
   /** The source is gone (a deleted file). */
@@ -20,4 +21,6 @@ export interface Source {
   readonly description: string;
   start(): void;
   stop(): void;
+  /** Looks for the pods it could not find yet, now (a pod asked to be meshed). */
+  lookAgain?(): void;
 }

@@ -19,7 +19,7 @@ import { connect, createServer, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { originalDst } from '../../native/sockopt.js';
-import { socketFd } from '../sidecar/outbound.js';
+import { socketFd } from '../util/fd.js';
 
 function out(v: unknown): void {
   process.stdout.write(`${JSON.stringify(v)}\n`);

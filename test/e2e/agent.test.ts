@@ -2,6 +2,7 @@
 // pods of its config file, follows edits (rename-on-save, invalid edits, a deleted file), takes
 // service switches over its control socket as overrides kept across restarts, serves /metrics
 // (parsed with a Prometheus text-format parser) and leaves the data path running when stopped.
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -105,12 +106,19 @@ ${extra}`;
     expect(environ).toContain('MALLOC_ARENA_MAX=2');
   });
 
-  it('keeps its pins, record and control socket readable by root only', () => {
+  it('keeps its pins and record readable by root only, and answers root-only requests to root only', () => {
     const mode = (p: string) => statSync(p).mode & 0o777;
     expect(mode(pinRoot(instance))).toBe(0o700);
     expect(mode(`/run/sockmesh/${instance}.json`)).toBe(0o600);
-    expect(mode(`/run/sockmesh/${instance}.sock`)).toBe(0o600);
-    expect(mode('/run/sockmesh')).toBe(0o700);
+    // Any uid may connect (a pod's `sockmesh wait`); the agent checks who asks, from the socket.
+    expect(mode(`/run/sockmesh/${instance}.sock`)).toBe(0o666);
+    expect(mode('/run/sockmesh')).toBe(0o711);
+    const ask = (line: string) => spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e',
+      `const s=require('net').connect(process.argv[1]);s.on('connect',()=>s.write(process.argv[2]+'\\n'));s.pipe(process.stdout)`, `/run/sockmesh/${instance}.sock`, line], { encoding: 'utf8' });
+    for (const req of [{ op: 'status' }, { op: 'service', name: 'reviews', redirect: false }, { op: 'reset', name: 'reviews' }]) {
+      const r = JSON.parse(ask(JSON.stringify(req)).stdout) as { ok: boolean; error: { code: string; message: string } };
+      expect(r, req.op).toMatchObject({ ok: false, error: { code: 'SOCKMESH_E_FORBIDDEN', message: `op ${req.op} needs root; it was asked by uid 65534` } });
+    }
   });
 
   it('applies a valid edit saved by rename, and logs one line with what changed', async () => {

@@ -23,7 +23,9 @@ import {
   destinationRulePolicy, hostsOf, ISTIO_GROUP, ISTIO_VERSIONS, pickFor, trimIstio, virtualServicePolicy,
   type IstioObject, type PolicyFragment,
 } from './istio.js';
-import { locatePods, type Located } from './locate.js';
+import { candidatesUnder, locatePods, type Located } from './locate.js';
+import { PodWatcher } from '../../agent/podwatch.js';
+import { join } from 'node:path';
 import {
   objectName, sliceAddresses, sliceService, translatePod, translateService, trimPod, trimService, trimSlice,
   type KEndpointSlice, type KPod, type KService, type PodWanted, type Problem,
@@ -82,7 +84,10 @@ export class KubernetesSource implements Source {
   private readonly reported = new Set<string>();
   private readonly caches = newParseCaches();
   private timer: NodeJS.Timeout | undefined;
-  private retry: NodeJS.Timeout | undefined;
+  /** Meshed pods not found on the node yet, as of the last state built. */
+  private pending: Array<{ pod: string; message: string }> = [];
+  /** Watches where those pods' cgroups will appear; looks again as they do (and every retryMs). */
+  private readonly podWatcher: PodWatcher;
   private stopped = false;
   private stale = false;
   /** The last state emitted, to tell a retry that found nothing new from a change. */
@@ -93,6 +98,7 @@ export class KubernetesSource implements Source {
 
   constructor(private readonly opts: KubernetesSourceOptions) {
     this.description = `kubernetes ${opts.kc.getCurrentCluster()?.server ?? ''} (node ${opts.node})`;
+    this.podWatcher = new PodWatcher(() => this.emit(), { retryMs: opts.retryMs });
   }
 
   start(): void {
@@ -235,8 +241,8 @@ export class KubernetesSource implements Source {
 
   stop(): void {
     this.stopped = true;
+    this.podWatcher.stop();
     clearTimeout(this.timer);
-    clearTimeout(this.retry);
     for (const i of this.informers) i.stop();
     for (const i of this.istio.informers) i.stop();
     clearTimeout(this.istio.timer);
@@ -359,7 +365,6 @@ export class KubernetesSource implements Source {
 
   /** Builds and emits the complete state, once every collection has been listed (or Istio's found absent). */
   private emit(): void {
-    clearTimeout(this.retry);
     if (this.stopped || this.listed.size < ALL_KINDS) return;
     const event = this.build();
     if (event.kind === 'config') {
@@ -370,14 +375,19 @@ export class KubernetesSource implements Source {
     this.opts.onEvent(event);
   }
 
-  /** What identifies a state: services by identity, pods by value. */
+  /** Looks for the meshed pods not found on the node yet, now. */
+  lookAgain(): void {
+    this.emit();
+  }
+
+  /** What identifies a state: services by identity, pods by value (and the pods still missing). */
   private stateKey(c: MeshConfig): string {
     const number = (o: object) => {
       let v = this.serviceNumbers.get(o);
       if (v === undefined) this.serviceNumbers.set(o, v = this.nextNumber++);
       return v;
     };
-    return `${c.services.map(number).join(',')}|${JSON.stringify(c.pods)}`;
+    return `${c.services.map(number).join(',')}|${JSON.stringify(c.pods)}|${this.pending.map((p) => p.pod).join(',')}`;
   }
 
   /** The desired state from the caches (and pods found on the node). */
@@ -386,11 +396,14 @@ export class KubernetesSource implements Source {
     const wanted = [...this.pods.values()].map((p) => p.wanted).filter((w): w is PodWanted => w !== undefined);
     const where = locatePods(this.opts.cgroupRoot, this.opts.procRoot ?? '/proc', wanted, this.located);
     const pods: unknown[] = [];
-    let pending = 0;
+    const pending: Array<{ pod: string; message: string }> = [];
+    const watch: string[] = [];
     for (const w of wanted) {
       const l = where.get(w.uid);
       if (!l || 'missing' in l) {
-        pending++;
+        pending.push({ pod: w.name, message: l?.missing ?? 'not on the node yet' });
+        // Where its cgroup will appear, and (once it has) where its first process makes it populated.
+        watch.push(...candidatesUnder(this.opts.cgroupRoot, w.uid, w.qos).map((c) => join(this.opts.cgroupRoot, c)));
         this.opts.log.debug({ pod: w.name, why: l?.missing }, 'meshed pod not on the node yet');
         continue;
       }
@@ -400,7 +413,8 @@ export class KubernetesSource implements Source {
       if (Object.keys(w.capture).length) pod.capture = w.capture;
       pods.push(pod);
     }
-    if (pending) this.retry = setTimeout(() => this.emit(), this.opts.retryMs ?? 1000);
+    this.pending = pending;
+    this.podWatcher.watch(watch);
     const services = this.claimed([...this.services.values()].filter((s) => s.raw && s.config)
       .map((s) => ({ raw: s.raw!, config: s.config!, headless: s.svc.spec.clusterIP === 'None' })));
     const raw = {
@@ -410,7 +424,7 @@ export class KubernetesSource implements Source {
     try {
       // A node with no meshed pod meshes nothing (never the single-pod form of a file config, which
       // would take the whole kubepods cgroup for one pod).
-      return { kind: 'config', config: { ...validateConfig(raw, this.description, this.caches.services), podsOnly: true }, source: this.description };
+      return { kind: 'config', config: { ...validateConfig(raw, this.description, this.caches.services), podsOnly: true }, source: this.description, ...(pending.length ? { unresolved: pending } : {}) };
     } catch (e) {
       if (e instanceof ConfigError) return { kind: 'rejected', source: this.description, issues: e.issues, message: e.message };
       return { kind: 'rejected', source: this.description, issues: [{ path: '', message: describe(e) }], message: describe(e) };
