@@ -20,6 +20,8 @@ export interface PodSpecOptions {
   /** Adds an istio-proxy container (runAsUser as given, default 1337). */
   istioProxy?: boolean | { runAsUser: number };
   phase?: string;
+  /** metadata.creationTimestamp (default: a fixed time). */
+  created?: string;
 }
 
 export function podObject(o: PodSpecOptions): { metadata: { name: string; namespace: string; uid: string; [k: string]: unknown }; spec: { nodeName: string; [k: string]: unknown }; [k: string]: unknown } {
@@ -37,7 +39,7 @@ export function podObject(o: PodSpecOptions): { metadata: { name: string; namesp
   const ips = o.ips ?? [];
   return {
     metadata: {
-      name: o.name, namespace: o.namespace ?? 'default', uid: o.uid ?? randomUUID(), creationTimestamp: '2026-11-26T10:00:00Z',
+      name: o.name, namespace: o.namespace ?? 'default', uid: o.uid ?? randomUUID(), creationTimestamp: o.created ?? '2026-11-26T10:00:00Z',
       labels: { app: o.name, ...(o.labels ?? {}) },
       annotations: { 'kubectl.kubernetes.io/last-applied-configuration': JSON.stringify({ kind: 'Pod', metadata: { name: o.name } }), ...(o.annotations ?? {}) },
       ownerReferences: [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name: `${o.name}-rs`, uid: randomUUID(), controller: true, blockOwnerDeletion: true }],
@@ -57,10 +59,10 @@ export function podObject(o: PodSpecOptions): { metadata: { name: string; namesp
   };
 }
 
-export function serviceObject(o: { name: string; namespace?: string; clusterIP: string; ports: number[]; annotations?: Record<string, string>; http?: boolean; targetPort?: number }): { metadata: { name: string; namespace: string; [k: string]: unknown }; [k: string]: unknown } {
+export function serviceObject(o: { name: string; namespace?: string; clusterIP: string; ports: number[]; annotations?: Record<string, string>; http?: boolean; targetPort?: number; created?: string }): { metadata: { name: string; namespace: string; [k: string]: unknown }; [k: string]: unknown } {
   return {
     metadata: {
-      name: o.name, namespace: o.namespace ?? 'default', uid: randomUUID(), creationTimestamp: '2026-11-26T10:00:00Z',
+      name: o.name, namespace: o.namespace ?? 'default', uid: randomUUID(), creationTimestamp: o.created ?? '2026-11-26T10:00:00Z',
       labels: { app: o.name }, annotations: { ...(o.annotations ?? {}) }, managedFields: managedFields('kubectl-client-side-apply'),
     },
     spec: {

@@ -191,6 +191,79 @@ describe('Kubernetes source', () => {
     expect(rec.lines.some((l) => l.level === 'warn' && l.msg.startsWith('malformed annotation') && l.obj.object === 'a.shop')).toBe(true);
   });
 
+  it('a headless Service whose hand-made EndpointSlice claims another Service\'s cluster address loses that address alone; the node keeps following', async () => {
+    api.apply('services', serviceObject({ name: 'good', namespace: 'shop', clusterIP: '10.96.0.30', ports: [80] }));
+    api.apply('services', serviceObject({ name: 'evil', namespace: 'tenant', clusterIP: 'None', ports: [80] }));
+    api.apply('endpointslices', sliceObject({ name: 'evil-1', namespace: 'tenant', service: 'evil', addresses: ['10.96.0.30', '10.244.9.9'], port: 80 }));
+    start();
+    const c = await lastWith((x) => x.services.some((s) => s.name === 'evil.tenant'));
+    expect(c.services.find((s) => s.name === 'good.shop')?.addresses).toEqual(['10.96.0.30']);
+    expect(c.services.find((s) => s.name === 'evil.tenant')?.addresses).toEqual(['10.244.9.9']);
+    const ev = await waitFor('a conflict Event', () => api.events.find((e) => e.reason === 'SockmeshConflict'));
+    expect(ev).toMatchObject({ involvedObject: { kind: 'Service', name: 'evil', namespace: 'tenant' } });
+    expect(ev.message).toMatch(/10\.96\.0\.30:80 already belongs to good\.shop: the other addresses apply/);
+    // Later changes of other objects still apply.
+    api.apply('services', serviceObject({ name: 'good', namespace: 'shop', clusterIP: '10.96.0.30', ports: [80], annotations: { 'sockmesh.io/redirect': 'false' } }));
+    await lastWith((x) => x.services.find((s) => s.name === 'good.shop')?.redirect === false);
+    expect(events.some((e) => e.kind === 'rejected')).toBe(false);
+  });
+
+  it('two Services claiming one cluster address (a misbehaving API server): the older keeps it, the newer is left out and told', async () => {
+    api.apply('services', serviceObject({ name: 'new', namespace: 'b', clusterIP: '10.96.0.31', ports: [80], created: '2026-11-27T10:00:00Z' }));
+    api.apply('services', serviceObject({ name: 'old', namespace: 'a', clusterIP: '10.96.0.31', ports: [80], created: '2026-11-25T10:00:00Z' }));
+    api.apply('services', serviceObject({ name: 'other', namespace: 'a', clusterIP: '10.96.0.32', ports: [80] }));
+    start();
+    const c = await lastWith((x) => x.services.length === 2);
+    expect(names(c)).toEqual(['old.a', 'other.a']);
+    const ev = await waitFor('a conflict Event', () => api.events.find((e) => e.reason === 'SockmeshConflict'));
+    expect(ev).toMatchObject({ involvedObject: { name: 'new', namespace: 'b' } });
+    expect(ev.message).toMatch(/10\.96\.0\.31:80 already belongs to old\.a: this Service is left out/);
+  });
+
+  it('a Service with 65,535 ports is refused on its own (Event), and new pods and annotations keep applying', async () => {
+    const many = serviceObject({ name: 'huge', namespace: 'tenant', clusterIP: '10.96.0.40', ports: [1] });
+    (many.spec as { ports: unknown[] }).ports = Array.from({ length: 65535 }, (_, i) => ({ name: `p${i}`, port: i + 1, protocol: 'TCP', targetPort: i + 1 }));
+    api.apply('services', many);
+    api.apply('services', serviceObject({ name: 'b', namespace: 'shop', clusterIP: '10.96.0.41', ports: [80] }));
+    start();
+    await lastWith((c) => names(c).join() === 'b.shop');
+    const ev = await waitFor('an Event', () => api.events.find((e) => (e.involvedObject as { name: string }).name === 'huge'));
+    expect(ev.message).toMatch(/spec\.ports: has 65535 TCP ports; sockmesh captures Services with at most 256/);
+    const p = api.apply('pods', podObject({ name: 'web', namespace: 'shop', node: 'n1', ips: ['10.244.1.5'], istioProxy: true }));
+    kubeletPod(p.metadata.uid!, 4242, 'cgroupfs');
+    await lastWith((c) => c.pods.length === 1);
+    api.apply('services', serviceObject({ name: 'b', namespace: 'shop', clusterIP: '10.96.0.41', ports: [80], annotations: { 'sockmesh.io/redirect': 'false' } }));
+    await lastWith((c) => c.services[0]?.redirect === false);
+    expect(events.some((e) => e.kind === 'rejected')).toBe(false);
+  });
+
+  it('more service keys than the node\'s map holds: the oldest are admitted, the others named in Events, and the state applies', async () => {
+    // 300 Services of 250 ports each: 75,000 keys for a map of 65,536.
+    for (let i = 0; i < 300; i++) {
+      api.apply('services', serviceObject({ name: `s${i}`, namespace: 'load', clusterIP: `10.97.${i >> 8}.${i & 255}`, ports: Array.from({ length: 250 }, (_, j) => 1000 + j), created: `2026-11-${String(1 + Math.floor(i / 12)).padStart(2, '0')}T${String(i % 12).padStart(2, '0')}:00:00Z` }));
+    }
+    start();
+    const c = await lastWith((x) => x.services.length > 0);
+    expect(c.services.length).toBe(262); // 262 × 250 = 65,500 keys fit
+    expect(c.services.some((s) => s.name === 's0.load')).toBe(true);
+    expect(c.services.some((s) => s.name === 's299.load')).toBe(false);
+    const ev = await waitFor('a capacity Event', () => api.events.find((e) => e.reason === 'SockmeshCapacity' && (e.involvedObject as { name: string }).name === 's299'));
+    expect(ev.message).toMatch(/left out: the node's kernel map sm_services holds 65536 service keys .*oldest first/);
+  }, slow(60_000));
+
+  it('two pods the API server gives one address: the older is meshed, the newer left out with an Event', async () => {
+    const a = api.apply('pods', podObject({ name: 'first', namespace: 'shop', node: 'n1', ips: ['10.244.1.9'], istioProxy: true, created: '2026-11-20T10:00:00Z' }));
+    const b = api.apply('pods', podObject({ name: 'second', namespace: 'shop', node: 'n1', ips: ['10.244.1.9'], istioProxy: true, created: '2026-11-21T10:00:00Z' }));
+    kubeletPod(a.metadata.uid!, 5151, 'cgroupfs');
+    kubeletPod(b.metadata.uid!, 5252, 'cgroupfs');
+    start();
+    const c = await lastWith((x) => x.pods.length === 1);
+    expect(c.pods[0].name).toBe('first.shop');
+    const ev = await waitFor('an Event', () => api.events.find((e) => e.reason === 'SockmeshNotApplied'));
+    expect(ev).toMatchObject({ involvedObject: { kind: 'Pod', name: 'second' } });
+    expect(ev.message).toMatch(/10\.244\.1\.9 is also an address of pods\[0\] \(first\.shop\)/);
+  });
+
   it('a kernel-mode Service follows its EndpointSlices: endpoints come and go with them', async () => {
     api.apply('services', serviceObject({ name: 'r', namespace: 'shop', clusterIP: '10.96.0.12', ports: [9080], annotations: { 'sockmesh.io/mode': 'kernel' } }));
     api.apply('endpointslices', sliceObject({ name: 'r-1', namespace: 'shop', service: 'r', addresses: ['10.244.1.7', '10.244.2.8'], port: 9080 }));

@@ -24,6 +24,7 @@ import {
   type IstioObject, type PolicyFragment,
 } from './istio.js';
 import { candidatesUnder, locatePods, type Located } from './locate.js';
+import { admissionOrder, admitServices } from './admit.js';
 import { PodWatcher } from '../../agent/podwatch.js';
 import { join } from 'node:path';
 import {
@@ -393,9 +394,14 @@ export class KubernetesSource implements Source {
   /** The desired state from the caches (and pods found on the node). */
   build(): SourceEvent {
     const { base } = this.opts;
-    const wanted = [...this.pods.values()].map((p) => p.wanted).filter((w): w is PodWanted => w !== undefined);
+    // Pods oldest first (then by name): the order in which a node's capacity and a conflict between
+    // two pods are decided.
+    const known = [...this.pods.values()].filter((p) => p.wanted !== undefined)
+      .sort((a, b) => admissionOrder({ created: a.pod.metadata.created ?? '', name: a.wanted!.name }, { created: b.pod.metadata.created ?? '', name: b.wanted!.name }));
+    const wanted = known.map((p) => p.wanted!);
     const where = locatePods(this.opts.cgroupRoot, this.opts.procRoot ?? '/proc', wanted, this.located);
     const pods: unknown[] = [];
+    const podObjects: KPod[] = [];
     const pending: Array<{ pod: string; message: string }> = [];
     const watch: string[] = [];
     for (const w of wanted) {
@@ -412,45 +418,65 @@ export class KubernetesSource implements Source {
       if (w.sidecarUid !== undefined && w.sidecarUid !== base.sidecar.uid) pod.sidecar = { uid: w.sidecarUid };
       if (Object.keys(w.capture).length) pod.capture = w.capture;
       pods.push(pod);
+      podObjects.push(this.pods.get(w.name)!.pod);
     }
     this.pending = pending;
     this.podWatcher.watch(watch);
-    const services = this.claimed([...this.services.values()].filter((s) => s.raw && s.config)
-      .map((s) => ({ raw: s.raw!, config: s.config!, headless: s.svc.spec.clusterIP === 'None' })));
-    const raw = {
-      sidecar: base.sidecar, capture: { ...base.capture, includeInboundPorts: base.capture.includeInboundPorts === '*' ? ['*'] : base.capture.includeInboundPorts }, spliceQueueBytes: base.spliceQueueBytes, spliceHops: base.spliceHops,
-      services, pods,
-    };
-    try {
-      // A node with no meshed pod meshes nothing (never the single-pod form of a file config, which
-      // would take the whole kubepods cgroup for one pod).
-      return { kind: 'config', config: { ...validateConfig(raw, this.description, this.caches.services), podsOnly: true }, source: this.description, ...(pending.length ? { unresolved: pending } : {}) };
-    } catch (e) {
-      if (e instanceof ConfigError) return { kind: 'rejected', source: this.description, issues: e.issues, message: e.message };
-      return { kind: 'rejected', source: this.description, issues: [{ path: '', message: describe(e) }], message: describe(e) };
+    // Object by object: a conflict or a full map leaves out the object that causes it (named in a
+    // Warning Event on it), never the node's whole state (admit.ts states the order).
+    const admitted = admitServices([...this.services.values()].filter((s) => s.raw && s.config)
+      .map((s) => ({ obj: s.svc, raw: s.raw!, config: s.config!, headless: s.svc.spec.clusterIP === 'None', created: s.svc.metadata.created ?? '' })));
+    for (const r of admitted.refused) this.report({ kind: 'Service', apiVersion: 'v1', metadata: r.obj.metadata }, [{ field: r.field, message: r.message }], r.reason, 'sockmesh does not apply all of this Service');
+    const services = admitted.raws;
+    const capture = { ...base.capture, includeInboundPorts: base.capture.includeInboundPorts === '*' ? ['*'] : base.capture.includeInboundPorts };
+    // Whatever validation still refuses as a whole is traced to the objects its problems name,
+    // which are left out (Events), and the rest is validated again.
+    for (let round = 0; ; round++) {
+      try {
+        // A node with no meshed pod meshes nothing (never the single-pod form of a file config,
+        // which would take the whole kubepods cgroup for one pod).
+        const config = validateConfig({ sidecar: base.sidecar, capture, spliceQueueBytes: base.spliceQueueBytes, spliceHops: base.spliceHops, services, pods }, this.description, this.caches.services);
+        return { kind: 'config', config: { ...config, podsOnly: true }, source: this.description, ...(pending.length ? { unresolved: pending } : {}) };
+      } catch (e) {
+        const issues = e instanceof ConfigError ? e.issues : [{ path: '', message: describe(e) }];
+        const left = round < 20 ? this.leaveOut(issues, services, pods, podObjects) : false;
+        if (!left) return { kind: 'rejected', source: this.description, issues, message: e instanceof Error ? e.message : String(e) };
+      }
     }
   }
 
   /**
-   * The services' raw fragments. Cluster addresses are unique (the API server allocates them);
-   * only headless Services, whose addresses are their endpoints' pod addresses, can claim the same
-   * address:port: the first by name keeps it, the later ones lose that address.
+   * Removes from the state the objects that validation problems name (services[i], pods[i]; the
+   * newest one for a capacity problem of the whole list), each reported on its object. false when
+   * no problem names an object (the state stays rejected).
    */
-  private claimed(list: Array<{ raw: Readonly<Record<string, unknown>>; config: ServiceConfig; headless: boolean }>): Array<Readonly<Record<string, unknown>>> {
-    const headless = list.filter((s) => s.headless).sort((a, b) => (a.config.name < b.config.name ? -1 : a.config.name > b.config.name ? 1 : 0));
-    if (!headless.length) return list.map((s) => s.raw);
-    const out = list.filter((s) => !s.headless).map((s) => s.raw);
-    const claims = new Set<string>();
-    for (const { raw, config } of headless) {
-      const addresses = config.addresses.filter((a) => config.ports.every((p) => !claims.has(`${a}:${p}`)));
-      for (const a of addresses) for (const p of config.ports) claims.add(`${a}:${p}`);
-      if (addresses.length < config.addresses.length) {
-        this.opts.log.debug({ service: config.name, dropped: config.addresses.length - addresses.length }, 'endpoint addresses claimed by another headless service');
-      }
-      if (addresses.length) out.push(addresses.length === config.addresses.length ? raw : { ...raw, addresses });
+  private leaveOut(issues: Array<{ path: string; message: string }>, services: Array<Readonly<Record<string, unknown>>>, pods: unknown[], podObjects: KPod[]): boolean {
+    const drop = { services: new Map<number, string[]>(), pods: new Map<number, string[]>() };
+    for (const i of issues) {
+      const m = /^(services|pods)(?:\[(\d+)\])?/.exec(i.path);
+      if (!m) continue;
+      const list = m[1] as 'services' | 'pods';
+      const n = list === 'services' ? services.length : pods.length;
+      const at = m[2] !== undefined ? Number(m[2]) : n - 1; // the whole list: the newest goes
+      if (at < 0 || at >= n) continue;
+      drop[list].set(at, [...(drop[list].get(at) ?? []), `${i.path}: ${i.message}`]);
     }
-    return out;
+    if (!drop.services.size && !drop.pods.size) return false;
+    for (const [i, why] of [...drop.services].sort((a, b) => b[0] - a[0])) {
+      const name = String(services[i].name);
+      const known = this.services.get(name);
+      if (known) this.report({ kind: 'Service', apiVersion: 'v1', metadata: known.svc.metadata }, why.map((w) => ({ field: 'spec', message: w })), 'SockmeshNotApplied', 'sockmesh leaves this Service out of the node\'s state');
+      services.splice(i, 1);
+    }
+    for (const [i, why] of [...drop.pods].sort((a, b) => b[0] - a[0])) {
+      const obj = podObjects[i];
+      if (obj) this.report({ kind: 'Pod', apiVersion: 'v1', metadata: obj.metadata }, why.map((w) => ({ field: 'spec', message: w })), 'SockmeshNotApplied', 'sockmesh does not mesh this Pod');
+      pods.splice(i, 1);
+      podObjects.splice(i, 1);
+    }
+    return true;
   }
+
 }
 
 /** A validation failure as the problems a Warning Event lists. */

@@ -8,6 +8,7 @@ import { parseCidr } from '../../net/addr.js';
 import type { SpliceMode } from '../../config/model.js';
 import { ENDPOINTS_MAX } from '../../config/validate.js';
 import { isHttpPort, rateLimitAnnotation } from './istio.js';
+import { SERVICE_PORTS_MAX } from './admit.js';
 
 /** The fields of an object's metadata sockmesh reads (the rest is dropped on arrival). */
 export interface Meta {
@@ -15,6 +16,9 @@ export interface Meta {
   namespace?: string;
   uid?: string;
   resourceVersion?: string;
+  /** metadata.creationTimestamp as ISO text (client-node types that field as a Date): the order in
+   * which a node admits objects, oldest first. */
+  created?: string;
   annotations?: Record<string, string>;
   labels?: Record<string, string>;
 }
@@ -50,7 +54,10 @@ export interface KEndpointSlice {
 const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 
 function meta(m: Meta): Meta {
+  const created = (m as { creationTimestamp?: unknown }).creationTimestamp;
   const out: Meta = { name: m.name, namespace: m.namespace, uid: m.uid, resourceVersion: m.resourceVersion };
+  if (created instanceof Date) out.created = created.toISOString();
+  else if (typeof created === 'string') out.created = created;
   if (m.annotations) out.annotations = pick(m.annotations, (k) => k.startsWith('sockmesh.io/') || k.startsWith('traffic.sidecar.istio.io/') || k.startsWith('sidecar.istio.io/'));
   if (m.labels) out.labels = pick(m.labels, (k) => k === SERVICE_NAME_LABEL || k.startsWith('sockmesh.io/') || k === 'sidecar.istio.io/inject');
   return out;
@@ -263,6 +270,9 @@ export function translateService(s: KService, endpoints: () => string[], slices:
   if (type === 'ExternalName') return { kind: 'skip', reason: 'ExternalName: no address to capture' };
   const ports = [...new Set((s.spec.ports ?? []).filter((p) => (p.protocol ?? 'TCP') === 'TCP').map((p) => p.port))];
   if (!ports.length) return { kind: 'skip', reason: 'no TCP ports' };
+  if (ports.length > SERVICE_PORTS_MAX) {
+    return { kind: 'invalid', problems: [{ field: 'spec.ports', message: `has ${ports.length} TCP ports; sockmesh captures Services with at most ${SERVICE_PORTS_MAX} (one Service must not fill the node's service map)` }] };
+  }
   const headless = s.spec.clusterIP === 'None';
   // A headless Service has no virtual address: its clients connect to the endpoints themselves.
   // Dual-stack Services: every cluster address (IPv4 and IPv6).
