@@ -169,7 +169,8 @@ export class NodeAgent {
       await this.control.start();
       this.http = new HttpServer(listen, {
         metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.text() }),
-        ready: () => this.ready,
+        ready: () => (!this.ready ? { ready: false, why: 'no desired state applied yet' }
+          : this.sourceState.stale ? { ready: false, why: `the config source is stale (${this.sourceState.message ?? 'unknown'}); the last good state stays applied` } : { ready: true }),
       });
       await this.http.start().catch((e: NodeJS.ErrnoException) => {
         if (e.code === 'EADDRINUSE' || e.code === 'EADDRNOTAVAIL' || e.code === 'EACCES') {

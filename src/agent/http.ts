@@ -1,12 +1,14 @@
 // The agent's HTTP endpoints: /metrics (Prometheus text), /healthz (the process serves),
-// /readyz (ready once the first desired state reached the kernel; it stays ready while the
-// source is stale, since the last good state keeps working).
+// /readyz (ready once the first desired state reached the kernel, and while the agent follows its
+// source: a stale source (an API server that does not answer, a deleted or invalid file) is 503
+// with the reason; the last good state keeps working meanwhile).
 import { createServer, type Server } from 'node:http';
 import { Codes, UserError } from '../errors.js';
 
 export interface HttpHandlers {
   metrics(): Promise<{ contentType: string; body: string }>;
-  ready(): boolean;
+  /** Whether the agent is ready, and why not. */
+  ready(): { ready: boolean; why?: string };
 }
 
 /** host:port, with the host an IPv4 address or localhost. */
@@ -39,8 +41,8 @@ export class HttpServer {
       } else if (path === '/healthz') {
         res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       } else if (path === '/readyz') {
-        const ready = this.h.ready();
-        res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ready\n' : 'not ready: no desired state applied yet\n');
+        const r = this.h.ready();
+        res.writeHead(r.ready ? 200 : 503, { 'content-type': 'text/plain' }).end(r.ready ? 'ready\n' : `not ready: ${r.why ?? 'no desired state applied yet'}\n`);
       } else {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: /metrics, /healthz, /readyz\n');
       }

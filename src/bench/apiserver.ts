@@ -13,7 +13,8 @@
 //   the group's discovery document; off (no CRDs), they and the group answer 404, as a cluster
 //   without Istio does.
 // Faults for tests: drop every open watch mid-stream, go down (connections refused) and come back on
-// the same port, compact the history. Optionally HTTPS with a bearer token, as a real cluster
+// the same port, hang (connections stay open, nothing is answered or sent: a stopped process), have
+// Istio's group answer an error, compact the history. Optionally HTTPS with a bearer token, as a real cluster
 // (a request without the token gets 401 Unauthorized).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
@@ -89,6 +90,10 @@ export class FakeApiServer {
   private istio: boolean;
   /** Requests for the networking.istio.io discovery document. */
   istioDiscoveries = 0;
+  /** An HTTP status Istio's group and resources answer with instead (see setIstioError). */
+  private istioError: number | undefined;
+  /** While hung: requests held unanswered, watches sent nothing. */
+  private hung: Array<() => void> | undefined;
 
   constructor(private readonly opts: { bookmarkMs?: number; maxPage?: number; tls?: { key: string; cert: string }; token?: string; istio?: boolean } = {}) {
     this.istio = opts.istio ?? false;
@@ -108,6 +113,23 @@ export class FakeApiServer {
       this.watchers.delete(w);
       w.res.end();
     }
+  }
+
+  /** Istio's discovery and lists answer `code` (a broken aggregated API: 500, 503) until undefined. */
+  setIstioError(code: number | undefined): void {
+    this.istioError = code;
+  }
+
+  /** Stops answering without closing anything, as a stopped process: requests wait, watches go quiet. */
+  hang(): void {
+    this.hung ??= [];
+  }
+
+  /** Answers what waited and goes on. */
+  resume(): void {
+    const held = this.hung ?? [];
+    this.hung = undefined;
+    for (const h of held) h();
   }
 
   get url(): string {
@@ -218,11 +240,13 @@ export class FakeApiServer {
   }
 
   private send(w: Watcher, c: Change): void {
+    if (this.hung) return;
     if (w.node !== undefined && c.object.spec?.nodeName !== w.node) return;
     w.res.write(`${JSON.stringify({ type: c.type, object: c.object })}\n`);
   }
 
   private bookmark(): void {
+    if (this.hung) return;
     for (const w of this.watchers) {
       if (!w.bookmarks) continue;
       const k = KINDS[w.resource];
@@ -232,6 +256,10 @@ export class FakeApiServer {
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
+    if (this.hung) {
+      this.hung.push(() => this.handle(req, res));
+      return;
+    }
     const url = new URL(req.url ?? '/', 'http://x');
     if (this.opts.token !== undefined && req.headers.authorization !== `Bearer ${this.opts.token}`) {
       this.unauthorized++;
@@ -247,6 +275,10 @@ export class FakeApiServer {
         this.events.push(ev);
         json(res, 201, ev);
       });
+      return;
+    }
+    if (this.istioError !== undefined && url.pathname.startsWith('/apis/networking.istio.io')) {
+      json(res, this.istioError, status(this.istioError, 'InternalError', 'an error on the server ("the aggregated API is unavailable") has prevented the request from succeeding'));
       return;
     }
     if (req.method === 'GET' && url.pathname === '/apis/networking.istio.io' && this.istio) {

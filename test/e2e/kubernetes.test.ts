@@ -143,17 +143,20 @@ privileged('agent --kubernetes', () => {
     expect(await askFromPod(node, 'a', '10.96.0.20')).toMatchObject({ server: 'sidecar-a' });
   });
 
-  it('an API-server outage: stays ready, says the source is stale, keeps capturing; resumes after', async () => {
+  it('an API-server outage: not ready (it cannot follow the cluster), says the source is stale, keeps capturing; resumes after', async () => {
     await api.down();
     await nextLog((l) => l.msg === 'Kubernetes watch failed; the last good state stays applied');
     await agent!.waitFor((l) => /cannot be reached/.test(String(l.msg)), slow(15_000));
-    expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
+    const notReady = await fetch(`http://127.0.0.1:${port}/readyz`);
+    expect(notReady.status).toBe(503);
+    expect(await notReady.text()).toMatch(/not ready: the config source is stale .*the last good state stays applied/);
     expect(await metric('sockmesh_config_source_stale')).toBe(1);
     expect(await askFromPod(node, 'a', '10.96.0.20')).toMatchObject({ server: 'sidecar-a' });
     const fresh = nextLog((l) => l.msg === 'source reachable again; what is applied is current');
     await api.start();
     await fresh;
     expect(await metric('sockmesh_config_source_stale')).toBe(0);
+    expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
   });
 
   it('a restart while the API server is down: the last applied state stays and keeps capturing; the cluster\'s state follows', async () => {
@@ -164,7 +167,7 @@ privileged('agent --kubernetes', () => {
     const ready = await startAgent(); // waits 10 s for a first list, then goes on with the record's state
     expect(Number(ready.sinceSourceStartMs)).toBeGreaterThanOrEqual(10_000);
     expect(agent!.lines.some((l) => /no complete list from the API server/.test(String(l.msg)))).toBe(true);
-    expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(503);
     expect(await metric('sockmesh_config_source_stale')).toBe(1);
     expect(await askFromPod(node, 'b', '10.96.0.21')).toMatchObject({ server: 'sidecar-b' });
     const applied = nextLog((l) => l.msg === 'reconciled');

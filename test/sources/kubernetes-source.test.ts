@@ -55,7 +55,7 @@ describe('Kubernetes source', () => {
     source = new KubernetesSource({
       kc: loadKubeConfig(join(dir, 'kubeconfig')), node, cgroupRoot: join(dir, 'cgroup'), procRoot: join(dir, 'proc'),
       base: validateConfig({ services: [] }, 'test'), log: rec.log, onEvent: (e) => events.push(e),
-      backoffMs: { initial: 50, max: 400 }, retryMs: 100, istioRecheckMs: 100,
+      backoffMs: { initial: 50, max: 400 }, retryMs: 100, istioRecheckMs: 100, probeMs: 200, probeTimeoutMs: 300,
     });
     source.start();
     return source;
@@ -262,6 +262,50 @@ describe('Kubernetes source', () => {
     const ev = await waitFor('an Event', () => api.events.find((e) => e.reason === 'SockmeshNotApplied'));
     expect(ev).toMatchObject({ involvedObject: { kind: 'Pod', name: 'second' } });
     expect(ev.message).toMatch(/10\.244\.1\.9 is also an address of pods\[0\] \(first\.shop\)/);
+  });
+
+  it('an API server that hangs (connections open, nothing answered): stale within a probe, the change made meanwhile applied once it answers', async () => {
+    api.apply('services', serviceObject({ name: 'a', namespace: 'shop', clusterIP: '10.96.0.50', ports: [80] }));
+    start();
+    await lastWith((c) => c.services.length === 1);
+    api.hang();
+    await waitFor('stale', () => events.at(-1)?.kind === 'stale', 5000);
+    expect((events.at(-1) as { message: string }).message).toMatch(/did not answer|no answer from the API server/);
+    api.apply('services', serviceObject({ name: 'a', namespace: 'shop', clusterIP: '10.96.0.50', ports: [80], annotations: { 'sockmesh.io/redirect': 'false' } }));
+    await new Promise((r) => setTimeout(r, 500));
+    api.resume();
+    await lastWith((c) => c.services[0]?.redirect === false);
+    await waitFor('fresh', () => events.findLast((e) => e.kind === 'fresh' || e.kind === 'stale')?.kind === 'fresh');
+  });
+
+  it('Istio\'s API group answering 500 at the first start: the state comes without Istio policies, never stale, and they apply once it answers', async () => {
+    const withIstio = new FakeApiServer({ istio: true, bookmarkMs: 200 });
+    await withIstio.start();
+    try {
+      withIstio.setIstioError(500);
+      writeFileSync(join(dir, 'kubeconfig'), kubeconfigYaml(withIstio.url));
+      withIstio.apply('services', serviceObject({ name: 'r', namespace: 'shop', clusterIP: '10.96.0.51', ports: [80] }));
+      withIstio.apply('destinationrules', destinationRuleObject({ name: 'r', namespace: 'shop', host: 'r', trafficPolicy: { loadBalancer: { simple: 'LEAST_REQUEST' } } }));
+      start();
+      const first = await lastWith((c) => c.services.length === 1);
+      expect(first.services[0].policy).toBeUndefined();
+      expect(events.some((e) => e.kind === 'stale' || e.kind === 'rejected')).toBe(false);
+      withIstio.setIstioError(undefined);
+      await lastWith((c) => c.services[0]?.policy?.loadBalancer === 'LEAST_REQUEST');
+    } finally {
+      source?.stop();
+      source = undefined;
+      await withIstio.close();
+    }
+  });
+
+  it('a kubeconfig whose server is http:// on the loopback (kubectl proxy) works; elsewhere it is refused at once, saying what to change', async () => {
+    writeFileSync(join(dir, 'kubeconfig'), kubeconfigYaml(api.url).replace(/, insecure-skip-tls-verify: true/, ''));
+    api.apply('services', serviceObject({ name: 'p', namespace: 'shop', clusterIP: '10.96.0.52', ports: [80] }));
+    start();
+    await lastWith((c) => c.services.length === 1);
+    writeFileSync(join(dir, 'kubeconfig-remote'), kubeconfigYaml('http://192.0.2.10:8080').replace(/, insecure-skip-tls-verify: true/, ''));
+    expect(() => loadKubeConfig(join(dir, 'kubeconfig-remote'))).toThrow(/http:\/\/192\.0\.2\.10:8080: plain HTTP would send the credentials unencrypted.*use the cluster's https:\/\/ address/);
   });
 
   it('a kernel-mode Service follows its EndpointSlices: endpoints come and go with them', async () => {

@@ -50,10 +50,13 @@ export interface KubernetesSourceOptions {
   backoffMs?: { initial: number; max: number };
   /** How often a cluster without Istio's CRDs is asked again whether it has them. */
   istioRecheckMs?: number;
+  /** How often the API server is asked whether it answers, and how long it may take. */
+  probeMs?: number;
+  probeTimeoutMs?: number;
 }
 
 type IstioKind = 'destinationrules' | 'virtualservices';
-type Kind = 'pods' | 'services' | 'endpointslices' | IstioKind;
+type Kind = 'pods' | 'services' | 'endpointslices' | IstioKind | 'apiserver';
 const ISTIO_KINDS: readonly IstioKind[] = ['destinationrules', 'virtualservices'];
 /** Every collection the state waits for (Istio's count once found absent). */
 const ALL_KINDS = 5;
@@ -63,16 +66,18 @@ interface RuleEntry { obj: IstioObject; hosts: string[]; policy: Record<string, 
 
 export class KubernetesSource implements Source {
   readonly description: string;
-  private readonly informers: Array<{ start(): void; stop(): void }> = [];
+  private readonly informers: Array<{ start(): void; stop(): void; restart(why: Error): void }> = [];
   /** Istio: the informers while its CRDs are served, the rules by kind, and the re-check timer. */
   private readonly istio = {
-    informers: [] as Array<{ start(): void; stop(): void }>,
+    informers: [] as Array<{ start(): void; stop(): void; restart(why: Error): void }>,
     rules: { destinationrules: new Map<string, RuleEntry>(), virtualservices: new Map<string, RuleEntry>() } as Record<IstioKind, Map<string, RuleEntry>>,
     timer: undefined as NodeJS.Timeout | undefined,
     /** The API version read (discovery's preferred one). */
     version: 'v1' as string,
     /** Why it has none (logged once per reason). */
     absent: '',
+    /** Discoveries in a row that failed (the next one waits longer). */
+    failures: 0,
   };
   private readonly listed = new Set<Kind>();
   private readonly failing = new Map<Kind, string>();
@@ -89,6 +94,8 @@ export class KubernetesSource implements Source {
   private pending: Array<{ pod: string; message: string }> = [];
   /** Watches where those pods' cgroups will appear; looks again as they do (and every retryMs). */
   private readonly podWatcher: PodWatcher;
+  private probe: NodeJS.Timeout | undefined;
+  private probing = false;
   private stopped = false;
   private stale = false;
   /** The last state emitted, to tell a retry that found nothing new from a change. */
@@ -120,6 +127,31 @@ export class KubernetesSource implements Source {
     add<KEndpointSlice>('endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', {}, trimSlice, (s, deleted) => this.onSlice(s, deleted));
     for (const i of this.informers) i.start();
     void this.discoverIstio();
+    this.probe = setInterval(() => void this.checkServer(), this.opts.probeMs ?? 10_000);
+    this.probe.unref();
+  }
+
+  /**
+   * Asks the API server something small now and then: a server that hangs with its connections
+   * open (stopped, wedged) sends nothing and closes nothing, and TCP keepalives still get their
+   * answer from its kernel, so a watch alone would wait for it forever, the source never stale and
+   * changes made meanwhile never seen. No answer in probeTimeoutMs: stale, and every list and
+   * watch is dropped and started again (a relist, once the server answers).
+   */
+  private async checkServer(): Promise<void> {
+    if (this.probing || this.stopped) return;
+    this.probing = true;
+    try {
+      await apiRequest(this.opts.kc, '/version', { timeoutMs: this.opts.probeTimeoutMs ?? 5000 });
+      this.connected('apiserver');
+    } catch (err) {
+      if (this.stopped) return;
+      this.failed('apiserver', err, 0);
+      const why = new Error(`the API server did not answer: ${describe(err)}`);
+      for (const i of [...this.informers, ...this.istio.informers]) i.restart(why);
+    } finally {
+      this.probing = false;
+    }
   }
 
   /**
@@ -143,10 +175,14 @@ export class KubernetesSource implements Source {
       version = preferred && (ISTIO_VERSIONS as readonly string[]).includes(preferred) ? preferred : ISTIO_VERSIONS.find((v) => served.includes(v));
     } catch (err) {
       if (this.stopped) return;
-      for (const kind of ISTIO_KINDS) this.failed(kind, err, 1000);
-      recheck(1000);
+      // Istio's objects are optional: a group that answers 500 (or not at all) must not keep the
+      // node from its state. Until it answers, the state has no Istio policy, and it is asked again.
+      this.istioAbsent(`the cluster's ${ISTIO_GROUP} API does not answer (${describe(err)}); looked for again`);
+      this.istio.failures++;
+      recheck(Math.min(this.opts.istioRecheckMs ?? 60_000, 1000 * 2 ** Math.min(this.istio.failures, 6)));
       return;
     }
+    this.istio.failures = 0;
     if (this.stopped) return;
     for (const kind of ISTIO_KINDS) this.connected(kind);
     if (!version) {
@@ -170,6 +206,11 @@ export class KubernetesSource implements Source {
           if (code === 404 || code === 403) {
             this.istioAbsent(code === 404 ? `${ISTIO_GROUP} ${kind} are no longer served` : `not allowed to list ${ISTIO_GROUP} ${kind} (grant get/list/watch, see deploy/rbac.yaml)`);
             recheck(this.opts.istioRecheckMs ?? 60_000);
+          } else if (!this.listed.has(kind)) {
+            // Never listed yet: the state goes on without this kind's policies (it retries).
+            this.opts.log.warn({ resource: kind, error: describe(err), retryInMs: ms }, 'cannot list Istio objects yet; the state applies without their policies until they are');
+            this.listed.add(kind);
+            this.changed();
           } else this.failed(kind, err, ms);
         },
         connected: () => this.connected(kind),
@@ -242,6 +283,7 @@ export class KubernetesSource implements Source {
 
   stop(): void {
     this.stopped = true;
+    clearInterval(this.probe);
     this.podWatcher.stop();
     clearTimeout(this.timer);
     for (const i of this.informers) i.stop();
