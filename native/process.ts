@@ -27,3 +27,20 @@ export function execve(path: string, argv: string[], env: NodeJS.ProcessEnv): ne
   execveFn(path, [...argv, null], [...envp, null]);
   throw new SyscallError('execve', koffi.errno(), path);
 }
+
+const F_SETPIPE_SZ = 1031;
+const O_CLOEXEC = 0o2000000;
+const pipe2Fn = libc.func('int pipe2(_Out_ int *fds, int flags)');
+
+/** A pipe (close-on-exec both ends): [read end, write end]. Node's own child stdio pipes are
+ * socket pairs, whose buffer F_SETPIPE_SZ cannot grow. */
+export function pipe(): [number, number] {
+  const fds = [0, 0];
+  if (pipe2Fn(fds, O_CLOEXEC) !== 0) throw new SyscallError('pipe2', koffi.errno(), 'pipe');
+  return [fds[0], fds[1]];
+}
+
+/** Grows a pipe's buffer (Linux F_SETPIPE_SZ); returns the size the kernel gave, or -1. */
+export function setPipeSize(fd: number, bytes: number): number {
+  return fcntlFn(fd, F_SETPIPE_SZ, 'int', bytes) as number;
+}

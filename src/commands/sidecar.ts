@@ -28,7 +28,9 @@ export function register(program: Command): void {
         const { checkInstanceName } = await import('../agent/instance.js');
         const agentSocket = opts.instance === undefined ? undefined : socketPath(checkInstanceName(opts.instance));
         const sidecar = new GovernanceSidecar({ configPath: opts.config, runDir: opts.runDir ?? `${STATE_DIR}/sidecar-${process.pid}`, metricsListen: opts.metricsListen, emit, accessLog,
-          agentSocket, sidecarId: opts.id ?? `pid-${process.pid}` });
+          agentSocket, sidecarId: opts.id ?? `pid-${process.pid}`,
+          // HAProxy that keeps dying: exit non-zero, so the pod's restart policy takes over.
+          onFatal: () => { void sidecar.stop().finally(() => process.exit(1)); } });
         const stop = async () => {
           await sidecar.stop();
           process.exit(0);

@@ -4,7 +4,7 @@
 // (requests by status, durations as a histogram), served by the sidecar beside the agent's. This
 // runs for every request: tab-separated fields, metric children cached per label set.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { ACCESS_LOG_FIELDS } from './haproxy.js';
+import { ACCESS_LOG_FIELDS, ESCAPED_FIELDS } from './haproxy.js';
 
 export interface AccessRecord {
   time: string;
@@ -24,10 +24,21 @@ export interface AccessRecord {
 
 const dash = (v: unknown) => (v === undefined || v === '-' || v === '' ? null : String(v));
 
+/** A field HAProxy JSON-escaped (json(utf8s), no quotes around it), as the client sent it. */
+function unescape(v: string): string {
+  if (!v.includes('\\')) return v;
+  try {
+    return JSON.parse(`"${v}"`) as string;
+  } catch {
+    return v; // not what HAProxy writes: kept as it came
+  }
+}
+
 /** One HAProxy log line as an access record; undefined for anything that is not one of ours. */
 export function parseAccessLine(line: string): AccessRecord | undefined {
   const f = line.split('\t');
   if (f.length !== ACCESS_LOG_FIELDS.length || (f[1] !== 'outbound' && f[1] !== 'inbound')) return undefined;
+  for (let i = 0; i < f.length; i++) if (ESCAPED_FIELDS.has(ACCESS_LOG_FIELDS[i])) f[i] = unescape(f[i]);
   const raw = Object.fromEntries(ACCESS_LOG_FIELDS.map((k, i) => [k, f[i]])) as Record<(typeof ACCESS_LOG_FIELDS)[number], string>;
   const backend = raw.service;
   const service = /^(?:out|in)_(.+)$/.exec(backend)?.[1] ?? '-';
@@ -70,6 +81,13 @@ export class SidecarMetrics {
     registers: [this.registry],
   });
   readonly version = new Gauge({ name: 'sockmesh_sidecar_policy_version', help: 'The policy version the sidecar runs.', registers: [this.registry] });
+  /** 1 while HAProxy runs and serves (0 while the sidecar restarts it). */
+  readonly up = new Gauge({ name: 'sockmesh_sidecar_haproxy_up', help: '1 while the sidecar\'s HAProxy runs, 0 while it is being restarted.', registers: [this.registry] });
+  readonly restarts = new Counter({ name: 'sockmesh_sidecar_haproxy_restarts_total', help: 'Times HAProxy exited unasked and the sidecar started it again.', registers: [this.registry] });
+  /** HAProxy's own count of log lines it could not write (its DroppedLogs, summed over its workers). */
+  readonly droppedLines = new Counter({ name: 'sockmesh_sidecar_access_log_dropped_total', help: 'Access lines HAProxy could not hand to the sidecar (its log pipe was full): requests missing from the access log and these metrics.', registers: [this.registry] });
+  /** Lines from HAProxy that are not access lines of ours (never silently dropped). */
+  readonly unparsedLines = new Counter({ name: 'sockmesh_sidecar_access_log_unparsed_total', help: 'Lines HAProxy logged that are not access lines the sidecar can read.', registers: [this.registry] });
 
   private readonly children = new Map<string, { requests: Counter.Internal; errors: Counter.Internal; durations: Histogram.Internal<string> }>();
 

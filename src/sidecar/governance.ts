@@ -7,7 +7,7 @@
 // seamlessly (SIGUSR2: new workers take over the listening sockets, old ones finish their
 // connections).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, renameSync, unwatchFile, watchFile, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, readFileSync, renameSync, unwatchFile, watchFile, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -17,7 +17,9 @@ import { Codes, SockmeshError } from '../errors.js';
 import { execTool } from '../util/exec.js';
 import { SidecarMetrics, parseAccessLine } from './accesslog.js';
 import { renderHaproxy } from './haproxy.js';
-import { adminCommand, afterCommands, renderedServers, runtimePlan, type RuntimeServers } from './runtime.js';
+import { adminCommand, adminQuery, afterCommands, renderedServers, runtimePlan, type RuntimeServers } from './runtime.js';
+import { pipe, setPipeSize } from '../../native/process.js';
+import { Socket } from 'node:net';
 
 export interface GovernanceOptions {
   /** The policy file (the first version, and every version while no agent serves one). */
@@ -35,7 +37,14 @@ export interface GovernanceOptions {
   accessLog: (lines: string) => void;
   /** How often the config file is looked at (ms). */
   pollMs?: number;
+  /** On SIGTERM, how long in-flight requests get to finish before HAProxy is stopped hard. */
+  stopGraceMs?: number;
+  /** HAProxy keeps exiting (more than 5 times in a minute): the caller should exit (the pod's restart policy acts). */
+  onFatal?: (why: string) => void;
 }
+
+/** Unasked HAProxy exits within a minute after which the sidecar gives up (and exits). */
+const RESTARTS_MAX = 5;
 
 export class GovernanceSidecar {
   private haproxy: ChildProcess | undefined;
@@ -56,6 +65,11 @@ export class GovernanceSidecar {
   private agentVersion = 0;
   /** The agent's version this sidecar refused (0: none), so its long poll waits for a newer one. */
   private refusedAgent = 0;
+  /** When HAProxy exited unasked (the last minute's). */
+  private exits: number[] = [];
+  /** HAProxy's DroppedLogs as last read, by worker pid (it counts per worker). */
+  private dropped = { pid: '', count: 0 };
+  private droppedTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: GovernanceOptions) {
     this.cfgFile = join(opts.runDir, 'haproxy.cfg');
@@ -89,8 +103,38 @@ export class GovernanceSidecar {
     this.running = cfg;
     this.servers = renderedServers(cfg);
     this.metrics.version.set(1);
-    const hp = spawn('haproxy', ['-W', '-db', '-f', this.cfgFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    await this.launch();
+    if (this.opts.metricsListen) await this.serveMetrics();
+    watchFile(this.opts.configPath, { interval: this.opts.pollMs ?? 200 }, () => {
+      // While an agent serves the policy, its versions win over the file's.
+      if (this.agentVersion) return;
+      this.applying = this.applying.then(() => this.fromFile());
+    });
+    this.opts.emit({ event: 'ready', version: this.version, haproxyPid: this.haproxy?.pid, config: this.cfgFile });
+    if (this.opts.agentSocket) void this.followAgent(this.opts.agentSocket);
+    this.droppedTimer = setInterval(() => void this.readDropped(), 1000);
+    this.droppedTimer.unref();
+  }
+
+  /**
+   * Starts HAProxy (master-worker mode) on the current configuration and resolves once it has
+   * loaded it. Its log lines become access records; an exit nobody asked for is supervised
+   * (restartAfterExit).
+   */
+  private launch(): Promise<void> {
+    // HAProxy's log goes into a pipe of 1 MiB: while the sidecar is slow to read (paused, busy),
+    // HAProxy drops the lines it cannot write (it counts them: readDropped). Node's own stdio pipe
+    // (a socket pair of ~200 KiB) held ~350 lines; this one ~6,000.
+    const [readEnd, writeEnd] = pipe();
+    setPipeSize(writeEnd, 1 << 20);
+    let hp: ChildProcess;
+    try {
+      hp = spawn('haproxy', ['-W', '-db', '-f', this.cfgFile], { stdio: ['ignore', writeEnd, 'pipe'] });
+    } finally {
+      closeSync(writeEnd);
+    }
     this.haproxy = hp;
+    const logs = new Socket({ fd: readEnd, readable: true, writable: false });
     // One access record per request: written in batches (one write per turn of the event loop).
     let batch: string[] = [];
     const flush = () => {
@@ -98,16 +142,22 @@ export class GovernanceSidecar {
       batch = [];
       this.opts.accessLog(lines);
     };
-    createInterface({ input: hp.stdout! }).on('line', (line) => {
+    createInterface({ input: logs }).on('line', (line) => {
       const r = parseAccessLine(line);
-      if (!r) return;
+      if (!r) {
+        if (line.trim()) this.metrics.unparsedLines.inc();
+        return;
+      }
       this.metrics.observe(r);
       if (!batch.length) setImmediate(flush);
       batch.push(`${JSON.stringify({ event: 'access', ...r })}\n`);
     });
-    const started = new Promise<void>((resolve, reject) => {
+    return new Promise<void>((resolve, reject) => {
+      let loaded = false;
       createInterface({ input: hp.stderr! }).on('line', (line) => {
         if (/Loading success/.test(line)) {
+          loaded = true;
+          this.metrics.up.set(1);
           resolve();
           if (this.pending !== undefined) this.opts.emit({ event: 'policy-applied', version: this.pending });
           this.pending = undefined;
@@ -115,19 +165,55 @@ export class GovernanceSidecar {
         if (/\[(ALERT|WARNING)\]/.test(line)) this.opts.emit({ event: 'haproxy', line });
       });
       hp.once('exit', (code, signal) => {
-        reject(new SockmeshError(Codes.INTERNAL, `haproxy exited (${code ?? signal}) before it was ready`));
-        if (!this.stopped) this.opts.emit({ event: 'error', message: `haproxy exited (${code ?? signal})` });
+        this.metrics.up.set(0);
+        if (!loaded) reject(new SockmeshError(Codes.INTERNAL, `haproxy exited (${code ?? signal}) before it was ready`));
+        if (this.stopped || hp !== this.haproxy) return;
+        this.restartAfterExit(code, signal);
       });
     });
-    await started;
-    if (this.opts.metricsListen) await this.serveMetrics();
-    watchFile(this.opts.configPath, { interval: this.opts.pollMs ?? 200 }, () => {
-      // While an agent serves the policy, its versions win over the file's.
-      if (this.agentVersion) return;
-      this.applying = this.applying.then(() => this.fromFile());
-    });
-    this.opts.emit({ event: 'ready', version: this.version, haproxyPid: hp.pid, config: this.cfgFile });
-    if (this.opts.agentSocket) void this.followAgent(this.opts.agentSocket);
+  }
+
+  /**
+   * HAProxy exited unasked (its worker was killed: the master follows it): captured requests would
+   * fail while /metrics answered. It is started again at once on the running version, backing off;
+   * after RESTARTS_MAX exits in a minute the sidecar gives up, so the pod's restart policy acts.
+   */
+  private restartAfterExit(code: number | null, signal: NodeJS.Signals | null): void {
+    const now = Date.now();
+    this.exits = [...this.exits.filter((t) => now - t < 60_000), now];
+    if (this.exits.length > RESTARTS_MAX) {
+      const why = `haproxy exited ${this.exits.length} times within a minute (last: ${code ?? signal}); the sidecar stops so that the pod is restarted`;
+      this.opts.emit({ event: 'error', message: why });
+      this.opts.onFatal?.(why);
+      return;
+    }
+    const delay = 50 * 2 ** (this.exits.length - 1);
+    this.opts.emit({ event: 'haproxy-exited', code, signal, restartInMs: delay });
+    setTimeout(() => {
+      if (this.stopped) return;
+      this.servers = this.running ? renderedServers(this.running) : new Map();
+      this.dropped = { pid: '', count: 0 };
+      this.launch().then(() => {
+        this.metrics.restarts.inc();
+        this.opts.emit({ event: 'haproxy-restarted', version: this.version, haproxyPid: this.haproxy?.pid });
+      }, (err: Error) => this.opts.emit({ event: 'error', message: `haproxy did not start again: ${err.message}` }));
+    }, delay);
+  }
+
+  /** HAProxy's DroppedLogs (per worker, since its start), as the dropped-lines counter's increase. */
+  private async readDropped(): Promise<void> {
+    if (this.stopped) return;
+    let info: string;
+    try {
+      info = await adminQuery(join(this.opts.runDir, 'admin.sock'), 'show info');
+    } catch {
+      return; // reloading or restarting: read at the next tick
+    }
+    const pid = /^Pid: (\d+)/m.exec(info)?.[1] ?? '';
+    const count = Number(/^DroppedLogs: (\d+)/m.exec(info)?.[1] ?? 0);
+    const before = pid === this.dropped.pid ? this.dropped.count : 0;
+    if (count > before) this.metrics.droppedLines.inc(count - before);
+    this.dropped = { pid, count };
   }
 
   /** A new version of the policy file (read once it has stopped changing). */
@@ -234,16 +320,26 @@ export class GovernanceSidecar {
   }
 
 
+  /**
+   * Stops gracefully: HAProxy's soft stop (SIGUSR1 to the master) closes the listeners and lets the
+   * requests in flight finish, within stopGraceMs; what is still running then is stopped hard.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
+    clearInterval(this.droppedTimer);
     unwatchFile(this.opts.configPath);
-    this.metricsServer?.close();
     const hp = this.haproxy;
-    if (hp && hp.exitCode === null) {
+    if (hp && hp.exitCode === null && hp.signalCode === null) {
       const gone = new Promise((r) => hp.once('exit', r));
-      hp.kill('SIGTERM');
+      hp.kill('SIGUSR1');
+      const grace = setTimeout(() => hp.kill('SIGTERM'), this.opts.stopGraceMs ?? 10_000);
+      const last = setTimeout(() => hp.kill('SIGKILL'), (this.opts.stopGraceMs ?? 10_000) + 3000);
       await gone;
+      clearTimeout(grace);
+      clearTimeout(last);
     }
+    await this.readDropped().catch(() => undefined);
+    this.metricsServer?.close();
   }
 }
 

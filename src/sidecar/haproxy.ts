@@ -38,8 +38,15 @@ const RETRY_ON: Record<string, string[]> = {
  * log's JSON record and its metrics (src/sidecar/accesslog.ts).
  */
 export const ACCESS_LOG_FIELDS = ['time', 'listener', 'service', 'method', 'path', 'status', 'duration_ms', 'upstream', 'bytes', 'trace_id', 'termination'] as const;
-export const ACCESS_LOG_FORMAT = ['%t', '%f', '%b', '%[var(txn.method)]', '%[var(txn.path)]', '%[var(txn.status)]', '%Tt', '%si:%sp', '%B',
-  '%[var(txn.trace_id)]', '%ts'].join('\t');
+// Fields a client chooses (method, path, a header) are JSON-escaped by HAProxy (json(utf8s): a tab
+// becomes \t, a quote \", anything outside ASCII \uXXXX): a tab in a header used to split the line
+// into too many fields, and that request was missing from the log and the metrics.
+export const ACCESS_LOG_FORMAT = ['%t', '%f', '%b', '%[var(txn.method),json(utf8s)]', '%[var(txn.path),json(utf8s)]', '%[var(txn.status)]', '%Tt', '%si:%sp', '%B',
+  '%[var(txn.trace_id),json(utf8s)]', '%ts'].join('\t');
+/** The fields of ACCESS_LOG_FIELDS that HAProxy JSON-escapes (see ACCESS_LOG_FORMAT). */
+export const ESCAPED_FIELDS: ReadonlySet<(typeof ACCESS_LOG_FIELDS)[number]> = new Set(['method', 'path', 'trace_id']);
+/** HAProxy's longest log line (its default, 1024 bytes, cut long paths off: such lines were lost). */
+export const LOG_LINE_MAX = 16384;
 
 /** What an HTTP backend records for the access log (see ACCESS_LOG_FORMAT). */
 const HTTP_VARS = [
@@ -140,21 +147,34 @@ export function governed(cfg: MeshConfig): ServiceConfig[] {
   return cfg.services.filter((s) => s.mode !== 'kernel' && (s.endpoints?.length || s.policy || s.protocol === 'http'));
 }
 
+/** Rules that name an address first, the others after, each group in its own order. */
+function specificFirst(rules: Array<{ specific: boolean; line: string }>): string[] {
+  return [...rules.filter((r) => r.specific), ...rules.filter((r) => !r.specific)].map((r) => r.line);
+}
+
 export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
   const sc = o.sidecar;
   const services = governed(cfg);
   const inbound = services.filter((s) => s.protocol === 'http');
-  const route = (s: ServiceConfig) => {
-    const conds = (s.addresses.length ? s.addresses : [undefined]).flatMap((a) => s.ports.map((p) => `{ dst_port ${p} }${a ? ` { dst ${a} }` : ''}`));
-    return conds.map((c) => `  use_backend ${backendName('out', s.name)} if ${c}`);
-  };
+  // First match wins in HAProxy: the rules naming an address come before any-address ones, as
+  // connect4 looks a service up (its exact address:port first, then the any-address entry), so a
+  // service listed first with no address cannot take another's traffic.
+  const outboundRules = specificFirst(services.flatMap((s) => (s.addresses.length ? s.addresses : [undefined]).flatMap((a) => s.ports.map((p) => ({
+    specific: a !== undefined, line: `  use_backend ${backendName('out', s.name)} if { dst_port ${p} }${a ? ` { dst ${a} }` : ''}`,
+  })))));
+  // Inbound: a service whose endpoints are listed owns their addresses at its ports; one without
+  // owns the port on any address.
+  const inboundRules = specificFirst(inbound.flatMap((s) => {
+    const addrs = [...new Set((s.endpoints ?? []).map((e) => e.address))];
+    return targetPorts(s).map((p) => ({ specific: addrs.length > 0, line: `  use_backend ${backendName('in', s.name)} if { dst_port ${p} }${addrs.length ? ` { dst ${addrs.join(' ')} }` : ''}` }));
+  }));
   const lines = [
     `# sockmesh governance sidecar, policy version ${o.version} (rendered; do not edit)`,
     'global',
     '  nbthread 1',
     '  maxconn 4000',
     ...(o.dropPrivileges ? [`  uid ${sc.uid}`, `  gid ${sc.gid}`] : []),
-    '  log stdout format raw local0 info',
+    `  log stdout len ${LOG_LINE_MAX} format raw local0 info`,
     `  stats socket ${o.runDir}/admin.sock mode 600 level admin expose-fd listeners`,
     '  hard-stop-after 30s',
 
@@ -169,13 +189,13 @@ export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
     `  bind ${sc.address}:${sc.outboundPort}`,
     '  mode tcp',
     `  log-format '${ACCESS_LOG_FORMAT}'`,
-    ...services.flatMap(route),
+    ...outboundRules,
     '  default_backend passthrough',
     'frontend inbound',
     `  bind 0.0.0.0:${sc.inboundPort}`,
     '  mode tcp',
     `  log-format '${ACCESS_LOG_FORMAT}'`,
-    ...inbound.flatMap((s) => targetPorts(s).map((p) => `  use_backend ${backendName('in', s.name)} if { dst_port ${p} }`)),
+    ...inboundRules,
     '  default_backend inbound_app',
     'backend passthrough',
     '  mode tcp',

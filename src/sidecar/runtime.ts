@@ -64,6 +64,19 @@ export function afterCommands(present: RuntimeServers, cmds: string[]): RuntimeS
   return out;
 }
 
+/** Asks HAProxy's runtime API something (`show info`); its answer as text. */
+export function adminQuery(socket: string, cmd: string, timeoutMs = 2000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect(socket);
+    let out = '';
+    const timer = setTimeout(() => { s.destroy(); reject(new SockmeshError(Codes.SYSCALL, `HAProxy runtime API (${socket}): no answer to "${cmd}" in ${timeoutMs} ms`)); }, timeoutMs);
+    s.on('data', (d: Buffer) => { out += d.toString(); });
+    s.on('error', (err) => { clearTimeout(timer); reject(new SockmeshError(Codes.SYSCALL, `HAProxy runtime API (${socket}): ${err.message}`)); });
+    s.on('end', () => { clearTimeout(timer); resolve(out); });
+    s.end(`${cmd}\n`);
+  });
+}
+
 /** Runs one command on HAProxy's runtime API (its admin socket); throws on an error answer. */
 export function adminCommand(socket: string, cmd: string): Promise<string> {
   return new Promise((resolve, reject) => {

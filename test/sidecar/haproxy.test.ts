@@ -54,8 +54,24 @@ describe('HAProxy configuration from the policy', () => {
     expect(db).toMatch(/^backend out_db\n {2}mode tcp\n {2}balance roundrobin\n {2}timeout server 2000ms\n {2}server ep-10\.0\.0\.21-0 10\.0\.0\.21 weight 1\n/);
   });
 
+  it('puts the rules that name an address before any-address ones, outbound and inbound (first match wins in HAProxy)', () => {
+    const c = parseConfigText(`
+services:
+  - { name: anyport, ports: [9080], protocol: http, endpoints: [10.0.0.41:9080] }
+  - { name: specific, addresses: [10.96.0.60], ports: [9080], protocol: http, endpoints: [10.0.0.42:9080] }
+`, 't');
+    const t = renderHaproxy(c, { sidecar: c.sidecar, runDir: '/run/x', version: '1', dropPrivileges: false });
+    const rules = t.split('\n').filter((l) => l.includes('use_backend'));
+    expect(rules).toEqual([
+      '  use_backend out_specific if { dst_port 9080 } { dst 10.96.0.60 }',
+      '  use_backend out_anyport if { dst_port 9080 }',
+      '  use_backend in_anyport if { dst_port 9080 } { dst 10.0.0.41 }',
+      '  use_backend in_specific if { dst_port 9080 } { dst 10.0.0.42 }',
+    ]);
+  });
+
   it('rate-limits HTTP services on the inbound listener and passes on from 127.0.0.6', () => {
-    expect(text).toContain('  use_backend in_ratings if { dst_port 9080 }');
+    expect(text).toContain('  use_backend in_ratings if { dst_port 9080 } { dst 10.0.0.11 10.0.0.12 }');
     const inb = text.slice(text.indexOf('\nbackend in_ratings'));
     expect(inb).toContain('  http-request deny deny_status 429 if { sc_gpc0_rate(0) ge 120 }');
     expect(inb).toContain('  http-request sc-inc-gpc0(0)');

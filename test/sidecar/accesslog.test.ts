@@ -1,0 +1,38 @@
+// HAProxy's log lines as access records: one line per request, tab-separated, the fields a client
+// chooses JSON-escaped by HAProxy (a tab inside a traceparent header used to split the line, and
+// that request went missing from the log and the metrics).
+import { describe, expect, it } from 'vitest';
+import { parseAccessLine, SidecarMetrics } from '../../src/sidecar/accesslog.js';
+
+const line = (fields: string[]) => fields.join('\t');
+
+describe('access lines', () => {
+  it('reads a request line, numbers as numbers, "-" as null', () => {
+    const r = parseAccessLine(line(['03/Dec/2026:10:00:00.123', 'outbound', 'out_ratings', 'GET', '/r?x=1', '200', '12', '10.0.0.11:9080', '345', '4bf92f3577b34da6a3ce929d0e0e4736', '--']));
+    expect(r).toEqual({
+      time: '03/Dec/2026:10:00:00.123', direction: 'outbound', service: 'ratings', method: 'GET', path: '/r?x=1', status: 200,
+      duration_ms: 12, upstream: '10.0.0.11:9080', bytes: 345, trace_id: '4bf92f3577b34da6a3ce929d0e0e4736', termination: '--',
+    });
+    expect(parseAccessLine(line(['t', 'inbound', 'inbound_app', '-', '-', '-', '5', '127.0.0.1:9080', '10', '-', 'cD']))).toMatchObject({ service: '-', method: null, status: null, trace_id: null });
+  });
+
+  it('takes back what HAProxy escaped (json(utf8s)): a tab, a quote, a backslash, non-ASCII', () => {
+    const r = parseAccessLine(line(['t', 'outbound', 'out_a', 'GET', '/caf\\u00e9', '200', '1', '1.2.3.4:80', '1', '00-ab\\tcd\\"e\\\\f-01', '--']));
+    expect(r?.trace_id).toBe('00-ab\tcd"e\\f-01');
+    expect(r?.path).toBe('/café');
+  });
+
+  it('is not fooled by a line that is not one of ours', () => {
+    expect(parseAccessLine('[WARNING] (12) : Server out_a/ep is DOWN')).toBeUndefined();
+    expect(parseAccessLine(line(['t', 'sideways', 'b', 'GET', '/', '200', '1', 'u', '1', '-', '--']))).toBeUndefined();
+  });
+
+  it('counts requests, errors and durations per service, endpoint and status', async () => {
+    const m = new SidecarMetrics();
+    m.observe(parseAccessLine(line(['t', 'outbound', 'out_a', 'GET', '/', '503', '7', '10.0.0.1:80', '1', '-', 'SC']))!);
+    m.observe(parseAccessLine(line(['t', 'outbound', 'out_a', 'GET', '/', '200', '3', '10.0.0.1:80', '1', '-', '--']))!);
+    const text = await m.registry.metrics();
+    expect(text).toMatch(/sockmesh_sidecar_requests_total\{direction="outbound",service="a",endpoint="10\.0\.0\.1:80",code="503"\} 1/);
+    expect(text).toMatch(/sockmesh_sidecar_request_errors_total\{direction="outbound",service="a",endpoint="10\.0\.0\.1:80"\} 1/);
+  });
+});
