@@ -12,6 +12,7 @@ import { register as registerService } from './commands/service.js';
 import { register as registerSidecar } from './commands/sidecar.js';
 import { register as registerStatus } from './commands/status.js';
 import { register as registerUp } from './commands/up.js';
+import { register as registerValidate } from './commands/validate.js';
 import { register as registerWait } from './commands/wait.js';
 import { VERSION } from './version.js';
 
@@ -26,7 +27,7 @@ export function buildProgram(argv: string[] = process.argv): Command {
     const json = argv.includes('--json');
     return { json, print: (t) => process.stdout.write(`${t}\n`) };
   };
-  for (const reg of [registerUp, registerAgent, registerDown, registerStatus, registerService, registerExplain, registerProbe, registerSidecar, registerWait, registerDemo, registerBench]) reg(program, out);
+  for (const reg of [registerUp, registerAgent, registerDown, registerStatus, registerService, registerExplain, registerProbe, registerSidecar, registerValidate, registerWait, registerDemo, registerBench]) reg(program, out);
   return program;
 }
 

@@ -179,20 +179,20 @@ struct {
 	__type(value, __u64);
 } sm_listeners SM_MAP;
 
-/* Per-pod counters (index pod_id * SM_STAT_MAX + stat); pod 0 counts what belongs to no pod. */
+/* Per-pod counters, one block per pod id; pod 0 counts what belongs to no pod. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, (SM_MAX_PODS + 1) * SM_STAT_MAX);
+	__uint(max_entries, SM_MAX_PODS + 1);
 	__type(key, __u32); /* array keys must be plain ints for BTF */
-	__type(value, __u64);
+	__type(value, struct sm_pod_counters);
 } sm_stats SM_MAP;
 
-/* Per-service counters (index service_id * SM_SVC_STAT_MAX + stat). */
+/* Per-service counters, one block per service id. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, SM_MAX_SERVICES * SM_SVC_STAT_MAX);
+	__uint(max_entries, SM_MAX_SERVICES);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct sm_svc_counters);
 } sm_svc_stats SM_MAP;
 
 #endif

@@ -231,7 +231,8 @@ struct sm_peer {
 	__u32 flags; /* SM_PEER_* */
 };
 
-/* Per-pod counters: index pod_id * SM_STAT_MAX + stat of the per-CPU sm_stats array. */
+/* Per-pod counters: the per-CPU sm_stats array holds one block (struct sm_pod_counters) per pod id,
+ * indexed by stat. */
 enum sm_stat {
 	SM_STAT_CONNECT_REWRITE = 0,  /* connect4 sent a connection to the sidecar */
 	SM_STAT_CONNECT_SIDECAR = 1,  /* connect4 skipped the sidecar's own connection */
@@ -260,7 +261,8 @@ enum sm_stat {
 	SM_STAT_MAX = 24,
 };
 
-/* Per-service counters: index service_id * SM_SVC_STAT_MAX + stat of the per-CPU sm_svc_stats. */
+/* Per-service counters: the per-CPU sm_svc_stats array holds one block (struct sm_svc_counters)
+ * per service id, indexed by stat. */
 enum sm_svc_stat {
 	SM_SVC_STAT_CAPTURED = 0, /* connections sent to the sidecar */
 	SM_SVC_STAT_DISABLED = 1, /* connections left alone because the switch is off */
@@ -268,6 +270,17 @@ enum sm_svc_stat {
 	SM_SVC_STAT_KERNEL = 3,   /* connections sent straight to an endpoint (kernel mode) */
 	SM_SVC_STAT_REFUSED = 4,  /* connections refused: no endpoint (kernel mode) */
 	SM_SVC_STAT_MAX = 5,
+};
+
+/* One pod's counters (one sm_stats element) and one service's (one sm_svc_stats element): a block
+ * per id, so user space reads a node's counters in a few thousand elements, not ~100,000 (each
+ * element of a batch lookup costs the kernel ~0.3 us: a /metrics scrape cost ~30 ms of it). */
+struct sm_pod_counters {
+	__u64 c[SM_STAT_MAX];
+};
+
+struct sm_svc_counters {
+	__u64 c[SM_SVC_STAT_MAX];
 };
 
 _Static_assert(sizeof(struct sm_config) == 20, "sm_config layout");
@@ -285,5 +298,7 @@ _Static_assert(sizeof(struct sm_endpoint_key) == 12, "sm_endpoint_key layout");
 _Static_assert(sizeof(struct sm_udp_key) == 16, "sm_udp_key layout");
 _Static_assert(sizeof(struct sm_addr_key) == 16, "sm_addr_key layout");
 _Static_assert(sizeof(struct sm_local_pod) == 16, "sm_local_pod layout");
+_Static_assert(sizeof(struct sm_pod_counters) == 8 * SM_STAT_MAX, "sm_pod_counters layout");
+_Static_assert(sizeof(struct sm_svc_counters) == 8 * SM_SVC_STAT_MAX, "sm_svc_counters layout");
 
 #endif

@@ -21,7 +21,7 @@ import { MemoryReleaser } from '../util/memory.js';
 import { nameTable } from '../util/names.js';
 import { VERSION } from '../version.js';
 import { ControlServer, socketPath, type ControlRequest } from './control.js';
-import { configEntry, type ResolvedPod, type ServiceIds } from './desired.js';
+import { configEntry, entryCounts, type ResolvedPod, type ServiceIds } from './desired.js';
 import { ServiceReconciler } from './incremental.js';
 import { reconcileMaps } from './reconcile.js';
 import { HttpServer, parseListen } from './http.js';
@@ -115,6 +115,8 @@ export class NodeAgent {
     this.opts.log.debug({ ms: Math.round(ms), rssMiB: mib(m.rss), heapMiB: mib(m.heapTotal), heapUsedMiB: mib(m.heapUsed), externalMiB: mib(m.external) }, 'released memory');
   });
 
+  /** Entries of each config-driven map as last applied (for /metrics). */
+  private entries: Record<string, number> | undefined;
   /** The pods the kernel holds: those of the last successful apply. */
   private applied: ResolvedPod[] = [];
   /** `sockmesh wait` callers, woken after each apply. */
@@ -137,10 +139,8 @@ export class NodeAgent {
     this.forbidden = forbiddenNamespaces(opts.kubernetes?.procRoot ?? '/proc');
     this.metrics = new AgentMetrics(VERSION, {
       maps: () => this.maps,
-      names: () => ({
-        pods: new Map((this.pods?.pods ?? []).map((p) => [p.podId, p.name])),
-        services: new Map(Object.entries(this.serviceIds).map(([n, id]) => [id, n])),
-      }),
+      names: () => this.names(),
+      entries: () => this.entries,
     });
   }
 
@@ -317,6 +317,7 @@ export class NodeAgent {
     this.maps = new InstanceMaps(pinLayout(rec.pinRoot ?? pinRoot(instance)));
     this.pods = { key: podKey(this.lastGood), ...(await resolvePods(this.lastGood, rec.cgroup!, { netns: rec.netns }, this.podIds, this.forbidden)) };
     this.applied = this.pods.pods;
+    this.entries = entryCounts(rec.config, this.pods.pods);
     this.notePodProblems();
     // The programs read the applied state. The other slot gets it too, right after the start (off
     // the path to ready: ~125 ms with 10,000 services), and from then on an edit writes only what
@@ -471,6 +472,7 @@ export class NodeAgent {
       }
       // The kernel has the new state now (the slot flipped); the record follows.
       this.applied = this.pods.pods;
+      this.entries = entryCounts(config, this.pods.pods);
       this.wakeWaiters();
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
       this.record = {
@@ -508,6 +510,20 @@ export class NodeAgent {
     this.opts.log.info({ reason, changes, ms: Math.round(ms * 100) / 100 }, 'reconciled');
     this.publishPolicy(config);
     return changes;
+  }
+
+  /** Names by id for /metrics, made again only when the ids or pods changed (10,000 services:
+   * rebuilding the map on every scrape was a third of its cost). */
+  private namesCache: { ids: ServiceIds; pods: ResolvedPod[] | undefined; names: { pods: Map<number, string>; services: Map<number, string> } } | undefined;
+
+  private names(): { pods: Map<number, string>; services: Map<number, string> } {
+    const pods = this.pods?.pods;
+    if (this.namesCache?.ids !== this.serviceIds || this.namesCache.pods !== pods) {
+      const services = new Map<number, string>();
+      for (const n in this.serviceIds) services.set(this.serviceIds[n], n);
+      this.namesCache = { ids: this.serviceIds, pods, names: { pods: new Map((pods ?? []).map((p) => [p.podId, p.name])), services } };
+    }
+    return this.namesCache.names;
   }
 
   /** Logs and counts the listed pods not meshed, and watches where the missing ones will appear. */

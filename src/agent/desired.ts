@@ -10,6 +10,7 @@ import { parseCidr } from '../net/addr.js';
 import type { Codec } from '../bpf/codec.js';
 import type { CaptureConfig, MeshConfig, ServiceConfig, SidecarConfig } from '../config/model.js';
 import { maglevTable } from './maglev.js';
+import { CAPACITY } from '../config/capacity.js';
 import { endpointName } from '../config/validate.js';
 import { hasName, nameTable } from '../util/names.js';
 
@@ -237,4 +238,19 @@ export function compileDesired(cfg: MeshConfig, ids: ServiceIds, svcStateSize: n
   }
   const sm_svc_state = [...states].sort((a, b) => a[0] - b[0]).map(([id, flags]) => stateEntry(id, flags, svcStateSize));
   return { ...compilePods(pods), sm_services: services, sm_svc_state, sm_backends: backends };
+}
+
+/**
+ * How many entries each config-driven map of a slot holds for this state (by the names the slot's
+ * maps have in InstanceMaps), without compiling the services' entries: what /metrics reports.
+ */
+export function entryCounts(cfg: MeshConfig, pods: ResolvedPod[]): Record<string, number> {
+  const small = compilePods(pods);
+  let services = 0;
+  let backends = 0;
+  for (const s of cfg.services) {
+    services += serviceKeyCount(s);
+    if (s.mode === 'kernel' && s.endpoints?.length) backends += CAPACITY.maglevSlots;
+  }
+  return { pods: small.sm_pods.length, services, ports: small.sm_ports.length, cidrs: small.sm_cidrs.length, backends, localAddrs: small.sm_local_addrs.length };
 }

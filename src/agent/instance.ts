@@ -9,7 +9,7 @@ import * as bpf from '../../native/libbpf.js';
 import { ensureBpffs, pinRoot } from '../bpf/bpffs.js';
 import { registerListeners, syncInboundLinks } from '../bpf/inbound.js';
 import { cgroup2Mount, checkAttachCgroup } from '../bpf/cgroup.js';
-import { AUTO_NAGLE_CLIENTS, COUNTER_NAMES, STATS, backendCodec, endpointKeyCodec, SVC_COUNTER_NAMES, SVC_STATS } from '../bpf/codecs.js';
+import { AUTO_NAGLE_CLIENTS, COUNTER_NAMES, backendCodec, SVC_COUNTER_NAMES } from '../bpf/codecs.js';
 import {
   attachAll, detach, detachAllFrom, findAttachedCgroups, isFullyPinned, loadAndPin, mapPath, missingPins, pinLayout, programStatus, recoverInterruptedUpgrade,
   sockmeshAttachments, unpin, upgradePrograms, type UpgradeResult,
@@ -30,6 +30,7 @@ import { readSource } from '../sources/file.js';
 import { withInstanceLock } from './lock.js';
 import { netnsPath, resolvePods, type PodProblem } from './pods.js';
 import { hasName, nameTable } from '../util/names.js';
+import { endpointCounters, readAllCounters } from './counters.js';
 import { namespacesOfCgroup, removedEndpoints, terminateConnections } from './terminate.js';
 import { reconcile, reconcileMaps, type ReconcileReport } from './reconcile.js';
 import { readRecord, RecordDamagedError, recordPath, removeRecord, writeRecord, type InstanceRecord, type Mode, type PodRecord } from './state.js';
@@ -548,44 +549,10 @@ export async function closeRemovedEndpoints(maps: InstanceMaps, before: MeshConf
   return terminateConnections(removed, [...new Set(namespaces)], (cookie) => maps.cookieSvc.get(cookie as unknown as number)?.serviceId);
 }
 
-/** Connections per endpoint of kernel-mode services, by "serviceId address:port" (since the instance started). */
-export function endpointCounters(maps: InstanceMaps): Map<string, number> {
-  return new Map(maps.endpointSums().map(({ key, sum }) => {
-    const k = endpointKeyCodec.decode(key);
-    return [`${k.serviceId} ${endpointName({ address: k.ip4, port: k.port })}`, Number(sum)] as const;
-  }));
-}
-
 /** What splice: auto has learned about a service's Nagle-at-connect clients. */
 export function autoMemory(maps: InstanceMaps, id: number): NonNullable<ServiceStatus['auto']> {
   const a = maps.svcAuto.get(id) ?? { nagleClients: 0, bulk: 0, observed: 0 };
   return { nagleClients: AUTO_NAGLE_CLIENTS[a.nagleClients] ?? 'unknown', bulk: a.bulk !== 0, observed: a.observed };
-}
-
-/** Counter sums over CPUs of one block (a pod's, a service's) of a per-CPU counter array. */
-function block(sums: bigint[], base: number, names: Record<string, string>, index: Record<string, number>): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [cName, name] of Object.entries(names)) out[name] = Number(sums[base + index[cName]] ?? 0n);
-  return out;
-}
-
-/** Every counter: node totals, per pod id and per service id. */
-export function readAllCounters(maps: InstanceMaps): { total: Record<string, number>; pods: Map<number, Record<string, number>>; services: Map<number, Record<string, number>> } {
-  const sums = maps.stats.sums();
-  const pods = new Map<number, Record<string, number>>();
-  const total: Record<string, number> = Object.fromEntries(Object.values(COUNTER_NAMES).map((n) => [n, 0]));
-  for (let pod = 0; pod * STATS.SM_STAT_MAX < sums.length; pod++) {
-    const c = block(sums, pod * STATS.SM_STAT_MAX, COUNTER_NAMES, STATS);
-    if (Object.values(c).some((v) => v > 0)) pods.set(pod, c);
-    for (const [k, v] of Object.entries(c)) total[k] += v;
-  }
-  const svcSums = maps.svcStats.sums();
-  const services = new Map<number, Record<string, number>>();
-  for (let id = 0; id * SVC_STATS.SM_SVC_STAT_MAX < svcSums.length; id++) {
-    const c = block(svcSums, id * SVC_STATS.SM_SVC_STAT_MAX, SVC_COUNTER_NAMES, SVC_STATS);
-    if (Object.values(c).some((v) => v > 0)) services.set(id, c);
-  }
-  return { total, pods, services };
 }
 
 /** Counter sums over CPUs and pods, by their status names. */
@@ -623,11 +590,11 @@ export async function status(instanceName: string): Promise<InstanceStatus> {
   try {
     const all = readAllCounters(maps);
     const zeros = (names: Record<string, string>) => Object.fromEntries(Object.values(names).map((n) => [n, 0]));
-    const perEndpoint = endpointCounters(maps);
+    const perEndpoint = new Map(endpointCounters(maps).map((e) => [`${e.serviceId}\u0000${endpointName(e)}`, e.connections]));
     for (const s of common.services) {
       if (s.id < 0) continue;
       s.counters = all.services.get(s.id) ?? zeros(SVC_COUNTER_NAMES);
-      if (s.mode === 'kernel') for (const e of s.endpoints ?? []) e.connections = perEndpoint.get(`${s.id} ${endpointName(e)}`) ?? 0;
+      if (s.mode === 'kernel') for (const e of s.endpoints ?? []) e.connections = perEndpoint.get(`${s.id}\u0000${endpointName(e)}`) ?? 0;
       else if (s.splice === 'auto') s.auto = autoMemory(maps, s.id);
     }
     return {

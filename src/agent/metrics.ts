@@ -1,10 +1,14 @@
-// The agent's Prometheus metrics (prom-client). Kernel counters are read from the maps at scrape
-// time, per pod and per service; the agent's own work (reconciles, rejections) is counted as it
-// happens.
+// The agent's Prometheus metrics. Its own work (reconciles, rejections, the source) is counted as it
+// happens, in prom-client. The kernel's counters (per pod, per service, per endpoint) are read from
+// the per-CPU maps at scrape time and written out as exposition text directly: tens of thousands of
+// label sets through prom-client's label hashing, and the counters summed as BigInts, made one
+// scrape cost ~200 ms of CPU and stalled /healthz (`sockmesh bench --agent` measures it).
 import { createRequire } from 'node:module';
 import type * as Prom from 'prom-client';
 import type { InstanceMaps } from '../bpf/maps.js';
-import { endpointCounters, readAllCounters } from './instance.js';
+import { STATS, SVC_STATS } from '../bpf/codecs.js';
+import { endpointName } from '../config/validate.js';
+import { endpointCounters, POD_COUNTERS, SERVICE_COUNTERS } from './counters.js';
 
 // prom-client's index also loads its Pushgateway (https, url and their dependencies: ~3 MiB of a
 // process the agent keeps small); the agent needs only these four, from the same package.
@@ -22,6 +26,23 @@ export interface KernelView {
   maps(): InstanceMaps | undefined;
   /** Pod names by pod id and service names by service id, as last applied. */
   names(): { pods: Map<number, string>; services: Map<number, string> };
+  /** Entries the agent wrote into each config-driven map of the active slot, as last applied. */
+  entries(): Record<string, number> | undefined;
+}
+
+/** A label value as the exposition format writes it. */
+function esc(v: string): string {
+  return /[\\"\n]/.test(v) ? v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n') : v;
+}
+
+function maxKey(m: Map<number, unknown>): number {
+  let max = 0;
+  for (const k of m.keys()) if (k > max) max = k;
+  return max;
+}
+
+function header(name: string, type: 'counter' | 'gauge', help: string): string {
+  return `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n`;
 }
 
 export class AgentMetrics {
@@ -34,7 +55,7 @@ export class AgentMetrics {
   readonly podProblems: Gauge;
   readonly predating: Gauge;
 
-  constructor(version: string, kernel: KernelView) {
+  constructor(version: string, private readonly kernel: KernelView) {
     const registers = [this.registry];
     new Gauge({ name: 'sockmesh_build_info', help: 'sockmesh version and Node.js version', labelNames: ['version', 'node'], registers })
       .set({ version, node: process.versions.node }, 1);
@@ -46,81 +67,62 @@ export class AgentMetrics {
     this.rejections = new Counter({ name: 'sockmesh_config_rejections_total', help: 'Config versions rejected by validation', registers });
     this.sourceStale = new Gauge({ name: 'sockmesh_config_source_stale', help: '1 while the config source is missing or invalid and the last good state is applied', registers });
     this.lastApplied = new Gauge({ name: 'sockmesh_config_last_applied_timestamp_seconds', help: 'When the last desired state reached the kernel', registers });
-    this.podProblems = new Gauge({ name: 'sockmesh_pods_unresolved', help: 'Listed pods whose cgroup or network namespace was not found', registers });
+    this.podProblems = new Gauge({ name: 'sockmesh_pods_unresolved', help: 'Meshed pods (listed, or the cluster\'s on this node) whose cgroup or network namespace was not found, or that conflict with another pod', registers });
     this.predating = new Gauge({
       name: 'sockmesh_connections_predating_capture', labelNames: ['pod'], registers,
       help: 'TCP connections a pod had open when capture first started: never captured nor spliced; they go direct until they reconnect',
     });
-
-    const read = () => {
-      const maps = kernel.maps();
-      return maps ? { maps, counters: readAllCounters(maps) } : undefined;
-    };
-    new Counter({
-      name: 'sockmesh_pod_events_total', help: 'Kernel data-path events per pod (BPF per-CPU counters, summed)', labelNames: ['pod', 'event'], registers,
-      collect() {
-        this.reset();
-        const r = read();
-        if (!r) return;
-        const { pods } = kernel.names();
-        for (const [podId, c] of r.counters.pods) {
-          const pod = pods.get(podId) ?? (podId === 0 ? '(none)' : `(id ${podId})`);
-          for (const [event, v] of Object.entries(c)) if (v) this.inc({ pod, event }, v);
-        }
-      },
-    });
-    new Counter({
-      name: 'sockmesh_service_connections_total', help: 'Connections per service by outcome (captured, disabledSkips, spliced)', labelNames: ['service', 'outcome'], registers,
-      collect() {
-        this.reset();
-        const r = read();
-        if (!r) return;
-        const { services } = kernel.names();
-        for (const [id, c] of r.counters.services) {
-          const service = services.get(id);
-          if (!service) continue;
-          for (const [outcome, v] of Object.entries(c)) if (v) this.inc({ service, outcome }, v);
-        }
-      },
-    });
-    new Counter({
-      name: 'sockmesh_endpoint_connections_total', help: 'Connections (UDP: sockets) kernel mode gave each endpoint of a service', labelNames: ['service', 'endpoint'], registers,
-      collect() {
-        this.reset();
-        const maps = kernel.maps();
-        if (!maps) return;
-        const { services } = kernel.names();
-        for (const [k, v] of endpointCounters(maps)) {
-          const [id, endpoint] = k.split(' ');
-          const service = services.get(Number(id));
-          if (service && v) this.inc({ service, endpoint }, v);
-        }
-      },
-    });
-    new Gauge({
-      name: 'sockmesh_map_entries', help: 'Entries in each kernel map (the active slot for config maps)', labelNames: ['map'], registers,
-      collect() {
-        this.reset();
-        const maps = kernel.maps();
-        if (!maps) return;
-        const slot = maps.active();
-        for (const [name, m] of Object.entries(slot)) if (name !== 'svcState') this.set({ map: name }, m.rawEntries().length);
-        this.set({ map: 'sockhash' }, maps.sockhash.rawEntries().length);
-      },
-    });
-    new Gauge({
-      name: 'sockmesh_map_capacity', help: 'max_entries of each kernel map', labelNames: ['map'], registers,
-      collect() {
-        this.reset();
-        const maps = kernel.maps();
-        if (!maps) return;
-        for (const [name, m] of Object.entries(maps.active())) this.set({ map: name }, m.info.maxEntries);
-        this.set({ map: 'sockhash' }, maps.sockhash.info.maxEntries);
-      },
-    });
   }
 
-  text(): Promise<string> {
-    return this.registry.metrics();
+  /** The whole exposition: the agent's own metrics, then the kernel's read now. */
+  async text(): Promise<string> {
+    return `${await this.registry.metrics()}${this.kernelText()}`;
+  }
+
+  private kernelText(): string {
+    const maps = this.kernel.maps();
+    if (!maps) return '';
+    const { pods, services } = this.kernel.names();
+    const out: string[] = [];
+    out.push(header('sockmesh_pod_events_total', 'counter', 'Kernel data-path events per pod (BPF per-CPU counters, summed)'));
+    // The ids in use, and 0 (what belongs to no pod): a node uses a few of the 16,384 service ids.
+    const podSums = maps.stats.sums(maxKey(pods) + 1);
+    for (let id = 0, base = 0; base < podSums.length; id++, base += STATS.SM_STAT_MAX) {
+      let pod: string | undefined;
+      for (const c of POD_COUNTERS) {
+        const v = podSums[base + c.index];
+        if (!v) continue;
+        pod ??= esc(pods.get(id) ?? (id === 0 ? '(none)' : `(id ${id})`));
+        out.push(`sockmesh_pod_events_total{pod="${pod}",event="${c.name}"} ${v}\n`);
+      }
+    }
+    out.push(header('sockmesh_service_connections_total', 'counter', 'Connections per service by outcome (captured, disabledSkips, spliced)'));
+    const svcSums = maps.svcStats.sums(services.size ? maxKey(services) + 1 : 0);
+    for (let id = 0, base = 0; base < svcSums.length; id++, base += SVC_STATS.SM_SVC_STAT_MAX) {
+      let service: string | undefined;
+      for (const c of SERVICE_COUNTERS) {
+        const v = svcSums[base + c.index];
+        if (!v) continue;
+        const name = services.get(id);
+        if (name === undefined) break;
+        service ??= esc(name);
+        out.push(`sockmesh_service_connections_total{service="${service}",outcome="${c.name}"} ${v}\n`);
+      }
+    }
+    out.push(header('sockmesh_endpoint_connections_total', 'counter', 'Connections (UDP: sockets) kernel mode gave each endpoint of a service'));
+    for (const e of endpointCounters(maps)) {
+      const service = services.get(e.serviceId);
+      if (service !== undefined && e.connections) out.push(`sockmesh_endpoint_connections_total{service="${esc(service)}",endpoint="${endpointName(e)}"} ${e.connections}\n`);
+    }
+    // Entry counts: what the agent wrote (it is the maps' one writer), not a read of every map:
+    // sm_backends alone holds a million slots. The sockhash is counted by its keys.
+    const entries = this.kernel.entries();
+    out.push(header('sockmesh_map_entries', 'gauge', 'Entries in each kernel map (the active slot for config maps)'));
+    for (const [map, n] of Object.entries(entries ?? {})) out.push(`sockmesh_map_entries{map="${map}"} ${n}\n`);
+    out.push(`sockmesh_map_entries{map="sockhash"} ${maps.sockhash.countKeys()}\n`);
+    out.push(header('sockmesh_map_capacity', 'gauge', 'max_entries of each kernel map'));
+    for (const [map, m] of Object.entries(maps.active())) out.push(`sockmesh_map_capacity{map="${map}"} ${m.info.maxEntries}\n`);
+    out.push(`sockmesh_map_capacity{map="sockhash"} ${maps.sockhash.info.maxEntries}\n`);
+    return out.join('');
   }
 }

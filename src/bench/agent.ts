@@ -31,10 +31,14 @@ export interface AgentBenchOptions {
   switches: number;
   /** Seconds the agent is watched for CPU while nothing changes. */
   idleSeconds: number;
+  /** /metrics scrapes made back to back (the agent's CPU per scrape). */
+  scrapes: number;
+  /** Seconds /healthz is timed while /metrics is scraped every second. */
+  healthSeconds: number;
 }
 
-export const AGENT_BENCH_DEFAULTS: AgentBenchOptions = { services: 10_000, pods: 100, switches: 100, idleSeconds: 10 };
-export const AGENT_BENCH_QUICK: AgentBenchOptions = { services: 1000, pods: 10, switches: 10, idleSeconds: 2 };
+export const AGENT_BENCH_DEFAULTS: AgentBenchOptions = { services: 10_000, pods: 100, switches: 100, idleSeconds: 10, scrapes: 50, healthSeconds: 10 };
+export const AGENT_BENCH_QUICK: AgentBenchOptions = { services: 1000, pods: 10, switches: 10, idleSeconds: 2, scrapes: 10, healthSeconds: 2 };
 
 export interface AgentBenchResult {
   options: AgentBenchOptions;
@@ -54,6 +58,11 @@ export interface AgentBenchResult {
   /** VmHWM: the peak resident size, reached while parsing and applying at start. */
   peakRssMiB: number;
   idleCpuPercent: number;
+  /** The agent's CPU per /metrics scrape (ms), and the size of one. */
+  scrapeCpuMs: number;
+  scrapeBytes: number;
+  /** /healthz round trips while /metrics is scraped every second (ms). */
+  healthzMs: Percentiles;
   targets: Target[];
 }
 
@@ -130,7 +139,8 @@ export async function runAgentBench(o: AgentBenchOptions, progress: (m: string) 
     progress('starting the agent');
     agent = new Proc('agent', process.execPath, [join(packageRoot(), 'bin/sockmesh.js'), 'agent', '--config', cfgPath, '--cgroup', node.parent,
       '--instance', instance, '--listen', '127.0.0.1:0']);
-    await agent.waitFor((l) => l.msg === 'agent ready', 120_000);
+    const ready = await agent.waitFor((l) => l.msg === 'agent ready', 120_000);
+    const listen = `http://${String(ready.listen)}`;
     await sleep(SETTLE_MS);
     const idle0 = procStat(agent.pid);
     progress(`watching the idle agent for ${o.idleSeconds} s`);
@@ -158,6 +168,26 @@ export async function runAgentBench(o: AgentBenchOptions, progress: (m: string) 
     }
     await sleep(SETTLE_MS);
     const settled = procStat(agent.pid);
+    // /metrics: the agent's CPU per scrape (scrapes back to back), then /healthz timed while a
+    // scrape comes every second (Prometheus' own interval is 15-60 s: this is the harsh case).
+    progress(`${o.scrapes} /metrics scrapes`);
+    let scrapeBytes = 0;
+    await fetch(`${listen}/metrics`).then((r) => r.text());
+    const s0 = procStat(agent.pid);
+    for (let i = 0; i < o.scrapes; i++) scrapeBytes = (await (await fetch(`${listen}/metrics`)).text()).length;
+    const scrapeCpuMs = ((procStat(agent.pid).cpuTicks - s0.cpuTicks) * 10) / o.scrapes;
+    progress(`/healthz for ${o.healthSeconds} s while /metrics is scraped every second`);
+    const health: number[] = [];
+    const end = Date.now() + o.healthSeconds * 1000;
+    const scraper = (async () => { while (Date.now() < end) { await fetch(`${listen}/metrics`).then((r) => r.text()); await sleep(1000); } })();
+    while (Date.now() < end) {
+      const t = performance.now();
+      await (await fetch(`${listen}/healthz`)).text();
+      health.push(performance.now() - t);
+      await sleep(10);
+    }
+    await scraper;
+    const healthzMs = percentiles(health.sort((a, b) => a - b));
     const rssSamplesMiB = { afterStart: idle0.rssKiB / 1024, afterIdle: idle1.rssKiB / 1024, afterSwitches: settled.rssKiB / 1024 };
     const rssMiB = Math.max(...Object.values(rssSamplesMiB));
     const peakRssMiB = settled.hwmKiB / 1024;
@@ -171,10 +201,12 @@ export async function runAgentBench(o: AgentBenchOptions, progress: (m: string) 
       { what: `one-service switch in the file -> kernel, p99 of ${switchMs.n}`, target: '< 100 ms', measured: fmt(switchMs.p99, 'ms'), met: switchMs.p99 < 100 },
       { what: `agent RSS with ${o.services} services and ${o.pods} pods`, target: '< 80 MiB', measured: fmt(rssMiB, 'MiB'), met: rssMiB < 80 },
       { what: `agent CPU while nothing changes (${o.idleSeconds} s)`, target: '~0 %', measured: fmt(idleCpuPercent, '%'), met: idleCpuPercent < 1 },
+      { what: `agent CPU per /metrics scrape (${o.pods} pods, ${o.services} services)`, target: '< 20 ms', measured: fmt(scrapeCpuMs, 'ms'), met: scrapeCpuMs < 20 },
+      { what: '/healthz p99 while /metrics is scraped every second', target: '< 10 ms', measured: fmt(healthzMs.p99, 'ms'), met: healthzMs.p99 < 10 },
     ];
     return {
       options: o, kernel: (await execTool('uname', ['-r'])).stdout.trim(), applyMs, resolvePodsMs: spread(resolve), parseMs: spread(parse),
-      switchMs, agentApplyMs, rssMiB, rssSamplesMiB, peakRssMiB, idleCpuPercent, targets,
+      switchMs, agentApplyMs, rssMiB, rssSamplesMiB, peakRssMiB, idleCpuPercent, scrapeCpuMs, scrapeBytes, healthzMs, targets,
     };
   } finally {
     progress('cleaning up');
@@ -195,6 +227,8 @@ kernel ${r.kernel}; ${r.options.services} services × 2 ports, ${r.options.pods}
 parse+validate ${ms(r.parseMs)}, find pods ${ms(r.resolvePodsMs)}, apply ${ms(r.applyMs)}
 agent RSS settled after start ${r.rssSamplesMiB.afterStart.toFixed(1)} MiB, after idle ${r.rssSamplesMiB.afterIdle.toFixed(1)} MiB, \
 after switches ${r.rssSamplesMiB.afterSwitches.toFixed(1)} MiB; peak while starting ${r.peakRssMiB.toFixed(1)} MiB
+/metrics: ${r.scrapeCpuMs.toFixed(1)} ms of agent CPU per scrape (${r.options.scrapes} scrapes of ${(r.scrapeBytes / 1024).toFixed(0)} KiB); /healthz while scraping every second: \
+p50 ${r.healthzMs.p50.toFixed(2)} ms, p99 ${r.healthzMs.p99.toFixed(2)} ms, max ${r.healthzMs.max.toFixed(2)} ms (n=${r.healthzMs.n})
 switch p50 ${r.switchMs.p50.toFixed(1)} ms, p90 ${r.switchMs.p90.toFixed(1)} ms, p99 ${r.switchMs.p99.toFixed(1)} ms, max ${r.switchMs.max.toFixed(1)} ms (n=${r.switchMs.n})${
   r.agentApplyMs ? `\nagent's own reconcile per switch: p50 ${r.agentApplyMs.p50.toFixed(1)} ms, p99 ${r.agentApplyMs.p99.toFixed(1)} ms, max ${r.agentApplyMs.max.toFixed(1)} ms` : ''}`;
 }

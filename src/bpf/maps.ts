@@ -6,7 +6,7 @@ import { BpfMap, PerCpuCounters, perCpuHashSums } from './map.js';
 import type { Codec } from './codec.js';
 import {
   addrKeyCodec, backendCodec, backendKeyCodec, configCodec, localPodCodec, lpmKeyCodec, origDstCodec, podCodec, portKeyCodec, svcAutoCodec, svcKeyCodec, svcStateCodec, svcValCodec, tupleCodec,
-  udpKeyCodec, u32Codec, u64Codec, u8Codec,
+  udpKeyCodec, u32Codec, u64Codec, u8Codec, STATS, SVC_STATS,
 } from './codecs.js';
 import { mapPath, type PinLayout } from './datapath.js';
 import type { MapName } from './programs.js';
@@ -42,9 +42,9 @@ export class InstanceMaps {
   readonly sockhash;
   /** Each pod's sidecar inbound listener: pod id -> socket cookie (write: a socket fd). */
   readonly listeners;
-  /** Per-pod counters: index pod_id * SM_STAT_MAX + stat. */
+  /** Per-pod counters: one block of SM_STAT_MAX per pod id. */
   readonly stats: PerCpuCounters;
-  /** Per-service counters: index service_id * SM_SVC_STAT_MAX + stat. */
+  /** Per-service counters: one block of SM_SVC_STAT_MAX per service id. */
   readonly svcStats: PerCpuCounters;
 
   constructor(readonly layout: PinLayout) {
@@ -58,8 +58,8 @@ export class InstanceMaps {
       this.udpPick = this.open('sm_udp_pick', udpKeyCodec, backendCodec);
       this.sockhash = this.open('sm_sockhash', tupleCodec, u64Codec);
       this.listeners = this.open('sm_listeners', u32Codec, u64Codec);
-      this.stats = this.counters('sm_stats');
-      this.svcStats = this.counters('sm_svc_stats');
+      this.stats = this.counters('sm_stats', STATS.SM_STAT_MAX);
+      this.svcStats = this.counters('sm_svc_stats', SVC_STATS.SM_SVC_STAT_MAX);
     } catch (err) {
       this.close();
       throw err;
@@ -67,7 +67,7 @@ export class InstanceMaps {
   }
 
   /** Connections per endpoint of kernel-mode services (sm_endpoint_stats, summed over CPUs). */
-  endpointSums(): Array<{ key: Buffer; sum: bigint }> {
+  endpointSums(): Array<{ key: Buffer; sum: number }> {
     return perCpuHashSums(mapPath(this.layout, 'sm_endpoint_stats'));
   }
 
@@ -81,8 +81,8 @@ export class InstanceMaps {
     return this.slots[this.activeSlot()];
   }
 
-  private counters(name: MapName): PerCpuCounters {
-    const c = new PerCpuCounters(mapPath(this.layout, name));
+  private counters(name: MapName, stride: number): PerCpuCounters {
+    const c = new PerCpuCounters(mapPath(this.layout, name), stride);
     this.opened.push(c);
     return c;
   }

@@ -45,11 +45,13 @@ privileged('the agent\'s benches (--quick)', () => {
     for (const t of res.targets) expect(t.measured).toMatch(/^\d+(\.\d+)? (ms|MiB)$/);
   });
 
-  it('bench --agent: apply, file switches, RSS, idle CPU', async () => {
+  it('bench --agent: apply, file switches, RSS, idle CPU, /metrics cost and /healthz while scraping', async () => {
     const res = await quick<AgentBenchResult>('--agent', 'bench-agent.json');
     expect(res.switchMs.n).toBe(res.options.switches);
     expect(res.applyMs.n).toBe(3);
-    expect(res.targets).toHaveLength(4);
+    expect(res.targets).toHaveLength(6);
+    expect(res.scrapeBytes).toBeGreaterThan(1000);
+    expect(res.healthzMs.n).toBeGreaterThan(10);
     for (const t of res.targets) expect(t.measured).toMatch(/^\d+(\.\d+)? (ms|MiB|%)$/);
   });
 }, ['bpftool', 'ip']);

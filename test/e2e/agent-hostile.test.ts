@@ -198,6 +198,47 @@ ${extra}`;
   });
 }, ['bpftool', 'ip', 'mkfifo']);
 
+privileged('node agent: inbound listeners across an edit that replaces a pod', () => {
+  // pod-x never had an inbound listener; one edit replaces it with pod-y, whose sidecar listened
+  // before (the agent registers it). pod-y takes pod-x's freed id: removing pod-x's listener slot,
+  // which is empty, used to fail (EINVAL) and abort the inbound sync, so pod-y's inbound
+  // connections were refused until some unrelated later edit.
+  let t: AgentNode;
+  const X = '10.201.0.42';
+  const Y = '10.201.0.43';
+  const config = (second: 'x' | 'y') => `services: []
+pods:
+  - { name: pod-a, cgroup: a, netns: ${t.netns('a')} }
+  - { name: pod-${second}, cgroup: ${second}, netns: ${t.netns(second)} }
+`;
+
+  beforeAll(async () => {
+    t = await AgentNode.create(uniqueName('ai'), [['a', '10.201.0.41'], ['x', X], ['y', Y], ['out', '10.201.0.44']], { sidecars: ['a', 'x'] });
+    const procs = [
+      t.node.spawnNode('y', CLI, ['sidecar', '--uid', '1337', '--log-connections'], 'real sidecar y'),
+      t.node.spawnNode('y', PEER, ['serve', '--host', '0.0.0.0', '--port', '9080', '--name', 'app-y'], 'app y'),
+    ];
+    await Promise.all(procs.map((p) => p.waitFor((l) => l.event === 'ready', slow(30_000))));
+    t.save(config('x'));
+    await t.startAgent();
+  });
+
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('hands pod-y\'s inbound connections to its sidecar right after the edit, and logs nothing as failed', async () => {
+    const applied = t.nextLog((l) => l.msg === 'reconciled');
+    t.save(config('y'));
+    await applied;
+    await new Promise((r) => setTimeout(r, 300));
+    expect(t.agent!.lines.filter((l) => /inbound capture of a pod failed/.test(String(l.msg)))).toEqual([]);
+    const r = await t.ask('out', Y, 9080);
+    expect(r).toMatchObject({ server: 'app-y', local: `${Y}:9080` });
+    expect(String(r.peer)).toMatch(/^127\.0\.0\.6:/); // through pod-y's sidecar
+  });
+}, ['bpftool', 'ip']);
+
 privileged('node agent: the agent\'s own network namespace is never a pod\'s', () => {
   // The agent runs in a namespace of this test's (nsenter keeps the host's mounts), so what the old
   // code did there (attach sk_lookup to the agent's own namespace, which then refuses every

@@ -6,7 +6,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { endpointCounters, status as instanceStatus } from '../../src/agent/instance.js';
+import { endpointCounters } from '../../src/agent/counters.js';
+import { status as instanceStatus } from '../../src/agent/instance.js';
 import { MAGLEV_M, maglevTable } from '../../src/agent/maglev.js';
 import { pinLayout } from '../../src/bpf/datapath.js';
 import { pinRoot } from '../../src/bpf/bpffs.js';
@@ -207,14 +208,15 @@ ${PODS.map((p) => `  - { name: ${p}, cgroup: ${p}, netns: ${node.pod(p).netns} }
     const out: Record<string, string[]> = {};
     const maps = new InstanceMaps(pinLayout(pinRoot(instance)));
     try {
+      const counts = () => new Map(endpointCounters(maps).map((e) => [e.address, e.connections]));
       for (const pod of PODS) {
-        const before = endpointCounters(maps);
+        const before = counts();
         for (let i = 0; i < 5; i++) {
           const p = node.spawn(pod, 'bash', ['-c', `exec 3<>/dev/tcp/${VIP}/9080`], `connect ${pod}`);
           await p.exited; // refused: no server in the pod's namespace
         }
-        const after = endpointCounters(maps);
-        out[pod] = [...after].filter(([k, n]) => n !== (before.get(k) ?? 0)).map(([k, n]) => `${k.split(' ')[1].split(':')[0]}x${n - (before.get(k) ?? 0)}`);
+        const after = counts();
+        out[pod] = [...after].filter(([a, n]) => n !== (before.get(a) ?? 0)).map(([a, n]) => `${a}x${n - (before.get(a) ?? 0)}`);
       }
     } finally {
       maps.close();

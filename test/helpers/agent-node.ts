@@ -24,11 +24,13 @@ export class AgentNode {
 
   private constructor(readonly instance: string, readonly node: NodeTopology) {}
 
-  /** Pods by name, or [name, address] for a pod on the node's bridge; a stand-in sidecar in each. */
-  static async create(instance: string, pods: Array<string | [string, string]>): Promise<AgentNode> {
+  /** Pods by name, or [name, address] for a pod on the node's bridge; a stand-in sidecar in each
+   * (or in the pods `sidecars` names). */
+  static async create(instance: string, pods: Array<string | [string, string]>, opts: { sidecars?: string[] } = {}): Promise<AgentNode> {
     const t = new AgentNode(instance, await NodeTopology.create(instance, pods));
     try {
-      await Promise.all(pods.map((p) => t.sidecar(typeof p === 'string' ? p : p[0])));
+      const names = pods.map((p) => (typeof p === 'string' ? p : p[0]));
+      await Promise.all((opts.sidecars ?? names).map((p) => t.sidecar(p)));
     } catch (e) {
       await t.close();
       throw e;
