@@ -152,7 +152,7 @@ ${extra}`;
     await t.node.addPod('e');
     const r = await new Promise<{ code: number; out: string }>((resolve) => {
       const p = t.node.spawn('e', process.execPath, [CLI, 'wait', '--instance', t.instance, '--timeout', '1s', '--', 'sh', '-c', 'echo RAN'], 'wait e');
-      void p.exited.then((code) => resolve({ code, out: p.stdout + p.stderr }));
+      void p.exited.then((code) => resolve({ code, out: `${p.lines.map((l) => JSON.stringify(l)).join('\n')}\n${p.stderr}` }));
     });
     expect(r.code).toBe(1);
     expect(r.out).toMatch(/not meshed after 1s: no meshed pod of instance .* has the caller's cgroup and network namespace/);

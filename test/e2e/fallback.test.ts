@@ -77,6 +77,12 @@ pods:
     expect(e).toMatchObject({ mode: 'iptables', verdict: 'sidecar-outbound', rules: { netns: node.pod('b').netns, inPlace: true } });
   });
 
+  it('`sockmesh wait` in a pod answers once its rules are in its namespace', async () => {
+    const w = node.spawn('a', process.execPath, ['bin/sockmesh.js', 'wait', '--instance', instance, '--timeout', '10s'], 'wait a');
+    expect(await w.exited, w.stderr).toBe(0);
+    expect(w.lines.map((l) => l.text)).toEqual([`meshed: pod pod-a (instance ${instance})`]);
+  });
+
   it('applies edits and service switches to every pod\'s rules', async () => {
     const seen = agent!.lines.length;
     save(config(false));

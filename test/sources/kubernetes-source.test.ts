@@ -308,6 +308,18 @@ describe('Kubernetes source', () => {
     expect(() => loadKubeConfig(join(dir, 'kubeconfig-remote'))).toThrow(/http:\/\/192\.0\.2\.10:8080: plain HTTP would send the credentials unencrypted.*use the cluster's https:\/\/ address/);
   });
 
+  it('says which meshed pods it could not find on the node yet, and finds one the moment its cgroup is populated', async () => {
+    const p = api.apply('pods', podObject({ name: 'late', namespace: 'shop', node: 'n1', ips: ['10.244.1.8'], istioProxy: true }));
+    start();
+    const first = await waitFor('a state', () => events.find((e): e is Extract<SourceEvent, { kind: 'config' }> => e.kind === 'config'));
+    expect(first.config.pods).toEqual([]);
+    expect(first.unresolved).toEqual([{ pod: 'late.shop', message: expect.stringMatching(/^no cgroup at /) }]);
+    kubeletPod(p.metadata.uid!, 4545, 'cgroupfs');
+    const found = await lastWith((c) => c.pods.length === 1);
+    expect(found.pods[0].name).toBe('late.shop');
+    expect((events.findLast((e) => e.kind === 'config') as { unresolved?: unknown }).unresolved).toBeUndefined();
+  });
+
   it('a kernel-mode Service follows its EndpointSlices: endpoints come and go with them', async () => {
     api.apply('services', serviceObject({ name: 'r', namespace: 'shop', clusterIP: '10.96.0.12', ports: [9080], annotations: { 'sockmesh.io/mode': 'kernel' } }));
     api.apply('endpointslices', sliceObject({ name: 'r-1', namespace: 'shop', service: 'r', addresses: ['10.244.1.7', '10.244.2.8'], port: 9080 }));

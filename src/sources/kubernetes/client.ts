@@ -194,8 +194,17 @@ export class ResilientInformer<T extends KubernetesObject> {
     this.events.failed(err, delay);
     clearTimeout(this.retry);
     this.retry = setTimeout(() => {
+      this.retry = undefined;
       if (!this.stopped) void this.lw.start();
     }, delay);
+  }
+
+  /** A restart waiting for its backoff happens now (the server answers again). */
+  retryNow(): void {
+    if (this.stopped || !this.retry) return;
+    clearTimeout(this.retry);
+    this.retry = undefined;
+    void this.lw.start();
   }
 
   start(): void {
@@ -203,9 +212,10 @@ export class ResilientInformer<T extends KubernetesObject> {
     void this.lw.start();
   }
 
-  /** Drops the list or watch in progress (the server stopped answering) and starts again after the backoff. */
+  /** Drops the list or watch in progress (the server stopped answering) and starts again after the
+   * backoff; nothing when a restart is already waiting. */
   restart(why: Error): void {
-    if (this.stopped) return;
+    if (this.stopped || this.retry) return;
     void this.lw.stop();
     this.onError(why);
   }

@@ -66,10 +66,10 @@ interface RuleEntry { obj: IstioObject; hosts: string[]; policy: Record<string, 
 
 export class KubernetesSource implements Source {
   readonly description: string;
-  private readonly informers: Array<{ start(): void; stop(): void; restart(why: Error): void }> = [];
+  private readonly informers: Array<{ start(): void; stop(): void; restart(why: Error): void; retryNow(): void }> = [];
   /** Istio: the informers while its CRDs are served, the rules by kind, and the re-check timer. */
   private readonly istio = {
-    informers: [] as Array<{ start(): void; stop(): void; restart(why: Error): void }>,
+    informers: [] as Array<{ start(): void; stop(): void; restart(why: Error): void; retryNow(): void }>,
     rules: { destinationrules: new Map<string, RuleEntry>(), virtualservices: new Map<string, RuleEntry>() } as Record<IstioKind, Map<string, RuleEntry>>,
     timer: undefined as NodeJS.Timeout | undefined,
     /** The API version read (discovery's preferred one). */
@@ -141,14 +141,20 @@ export class KubernetesSource implements Source {
   private async checkServer(): Promise<void> {
     if (this.probing || this.stopped) return;
     this.probing = true;
+    const informers = () => [...this.informers, ...this.istio.informers];
     try {
       await apiRequest(this.opts.kc, '/version', { timeoutMs: this.opts.probeTimeoutMs ?? 5000 });
+      if (this.failing.has('apiserver')) for (const i of informers()) i.retryNow(); // back: no need to wait out the backoff
       this.connected('apiserver');
     } catch (err) {
       if (this.stopped) return;
       this.failed('apiserver', err, 0);
-      const why = new Error(`the API server did not answer: ${describe(err)}`);
-      for (const i of [...this.informers, ...this.istio.informers]) i.restart(why);
+      // Silence (no answer in time) leaves watches open and waiting: they are dropped and started
+      // again. A refused connection the informers see themselves.
+      if (err instanceof ApiError && err.statusCode === 0) {
+        const why = new Error(`the API server did not answer: ${describe(err)}`);
+        for (const i of informers()) i.restart(why);
+      }
     } finally {
       this.probing = false;
     }
