@@ -7,7 +7,7 @@
 // state -> reconcile (atomic slot flip) -> kernel. A rejected or missing source never changes what
 // is applied; the last good state stays.
 import { existsSync } from 'node:fs';
-import { pinLayout } from '../bpf/datapath.js';
+import { pinLayout } from '../bpf/pins.js';
 import { pinRoot, requireNodeBpffs } from '../bpf/bpffs.js';
 import { InstanceMaps } from '../bpf/maps.js';
 import type { MeshConfig } from '../config/model.js';
@@ -21,9 +21,9 @@ import { MemoryReleaser } from '../util/memory.js';
 import { nameTable } from '../util/names.js';
 import { VERSION } from '../version.js';
 import { ControlServer, socketPath, type ControlRequest } from './control.js';
-import { configEntry, entryCounts, type ResolvedPod, type ServiceIds } from './desired.js';
-import { ServiceReconciler } from './incremental.js';
-import { reconcileMaps } from './reconcile.js';
+import { configEntry, entryCounts, type ResolvedPod, type ServiceIds } from '../plan/desired.js';
+import { ServiceReconciler } from '../plan/incremental.js';
+import { reconcileMaps } from '../plan/reconcile.js';
 import { HttpServer, parseListen } from './http.js';
 import { applyConfig, closeRemovedEndpoints, down, syncInbound, podSummary, requireRoot, status, upLocked } from './instance.js';
 import { acquireInstanceLock, type InstanceLock } from './lock.js';

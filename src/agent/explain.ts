@@ -6,11 +6,11 @@
 // decide alike (the parity matrix checks it), and differ in what they can do beyond the decision.
 import { POD_INCLUDE_ANY, POD_OUTBOUND_ALL, RULE_EXCLUDE, RULE_INCLUDE, RULE_LOCAL, SVC_AUTO, SVC_KERNEL, SVC_REDIRECT, SVC_SPLICE, lpmKeyCodec, podCodec, portKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, u64Codec, type SmPod } from '../bpf/codecs.js';
 import { InstanceMaps, type SlotMaps } from '../bpf/maps.js';
-import { pinLayout } from '../bpf/datapath.js';
+import { pinLayout } from '../bpf/pins.js';
 import type { MeshConfig } from '../config/model.js';
 import { Codes, UserError } from '../errors.js';
 import { ipToBytes, isIp } from '../net/addr.js';
-import { assignServiceIds, compileDesired, type Entry, type ResolvedPod, type ServiceIds } from './desired.js';
+import { assignServiceIds, compileDesired, type Entry, type ResolvedPod, type ServiceIds } from '../plan/desired.js';
 import { compareRules } from '../iptables/apply.js';
 import { podConfig } from './podrules.js';
 import { readRecord, type Mode } from './state.js';

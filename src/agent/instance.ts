@@ -10,19 +10,18 @@ import { ensureBpffs, pinRoot } from '../bpf/bpffs.js';
 import { registerListeners, syncInboundLinks } from '../bpf/inbound.js';
 import { cgroup2Mount, checkAttachCgroup } from '../bpf/cgroup.js';
 import { AUTO_NAGLE_CLIENTS, COUNTER_NAMES, backendCodec, SVC_COUNTER_NAMES } from '../bpf/codecs.js';
-import {
-  attachAll, detach, detachAllFrom, findAttachedCgroups, isFullyPinned, loadAndPin, mapPath, missingPins, pinLayout, programStatus, recoverInterruptedUpgrade,
-  sockmeshAttachments, unpin, upgradePrograms, type UpgradeResult,
-  type PinLayout, type ProgramStatus,
-} from '../bpf/datapath.js';
+import { attachAll, detach, detachAllFrom, findAttachedCgroups, programStatus, sockmeshAttachments, type ProgramStatus } from '../bpf/attach.js';
+import { isFullyPinned, mapPath, missingPins, pinLayout, unpin, type PinLayout } from '../bpf/pins.js';
+import { loadAndPin } from '../bpf/load.js';
+import { recoverInterruptedUpgrade, upgradePrograms, type UpgradeResult } from '../bpf/upgrade.js';
 import { InstanceMaps } from '../bpf/maps.js';
 import { defaultObjectPath } from '../bpf/programs.js';
 import type { MeshConfig } from '../config/model.js';
 import { checkMode, endpointName } from '../config/validate.js';
 import { Codes, SockmeshError, UserError } from '../errors.js';
 import { applyRules, drainNote, redirectCounts, removeRules, type RemoveNotes } from '../iptables/apply.js';
-import { assignServiceIds, compileDesired, configEntry, type ResolvedPod, type ServiceIds } from './desired.js';
-import type { ServiceReconciler } from './incremental.js';
+import { assignServiceIds, compileDesired, configEntry, type ResolvedPod, type ServiceIds } from '../plan/desired.js';
+import type { ServiceReconciler } from '../plan/incremental.js';
 import { isLive, socketPath } from './control.js';
 import { OverrideStore } from './overrides.js';
 import { podConfig } from './podrules.js';
@@ -32,7 +31,7 @@ import { netnsPath, resolvePods, type PodProblem } from './pods.js';
 import { hasName, nameTable } from '../util/names.js';
 import { endpointCounters, readAllCounters } from './counters.js';
 import { namespacesOfCgroup, removedEndpoints, terminateConnections } from './terminate.js';
-import { reconcile, reconcileMaps, type ReconcileReport } from './reconcile.js';
+import { reconcile, reconcileMaps, type ReconcileReport } from '../plan/reconcile.js';
 import { readRecord, RecordDamagedError, recordPath, removeRecord, writeRecord, type InstanceRecord, type Mode, type PodRecord } from './state.js';
 
 export const INSTANCE_RE = /^[a-z0-9][a-z0-9_-]{0,39}$/;

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { netnsCookie, netnsCookieOfFd } from '../../native/netns.js';
 import { closeFd, peerCred, peerPidfd, pidfdCgroupId, pidfdNetns } from '../../native/peer.js';
 import { cgroup2Mount } from '../bpf/cgroup.js';
-import type { ResolvedPod } from './desired.js';
+import type { ResolvedPod } from '../plan/desired.js';
 
 export interface Caller {
   uid: number;

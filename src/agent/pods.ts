@@ -10,7 +10,7 @@ import type { MeshConfig, PodConfig } from '../config/model.js';
 import { Codes, SockmeshError, UserError } from '../errors.js';
 import { localAddresses } from '../util/netns.js';
 import { execTool } from '../util/exec.js';
-import { assignServiceIds, type ResolvedPod, type ServiceIds } from './desired.js';
+import { assignServiceIds, type ResolvedPod, type ServiceIds } from '../plan/desired.js';
 import { hasName } from '../util/names.js';
 
 /** A pod that could not be found, by its config path. */

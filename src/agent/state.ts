@@ -3,7 +3,7 @@
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import type { MeshConfig } from '../config/model.js';
 import { Codes, UserError } from '../errors.js';
-import type { ServiceIds } from './desired.js';
+import type { ServiceIds } from '../plan/desired.js';
 import { nameTable } from '../util/names.js';
 
 export type Mode = 'ebpf' | 'iptables';

@@ -11,7 +11,7 @@ import type { MeshConfig } from '../config/model.js';
 import { endpointName } from '../config/validate.js';
 import { Codes, SockmeshError } from '../errors.js';
 import { execTool } from '../util/exec.js';
-import type { ServiceIds } from './desired.js';
+import type { ServiceIds } from '../plan/desired.js';
 
 export interface RemovedEndpoint {
   service: string;

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { readRecord } from '../agent/state.js';
 import { pinRoot } from '../bpf/bpffs.js';
 import { SVC_REDIRECT } from '../bpf/codecs.js';
-import { pinLayout } from '../bpf/datapath.js';
+import { pinLayout } from '../bpf/pins.js';
 import { InstanceMaps } from '../bpf/maps.js';
 import { execTool } from '../util/exec.js';
 import { checkInterrupted } from '../util/interrupt.js';

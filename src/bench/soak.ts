@@ -10,7 +10,7 @@ import { mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pinRoot } from '../bpf/bpffs.js';
-import { mapPath, pinLayout } from '../bpf/datapath.js';
+import { mapPath, pinLayout } from '../bpf/pins.js';
 import type { MapName } from '../bpf/programs.js';
 import { execTool } from '../util/exec.js';
 import { checkInterrupted } from '../util/interrupt.js';

@@ -7,12 +7,22 @@ import { closeSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import * as bpf from '../../native/libbpf.js';
 import { openNetns } from '../../native/netns.js';
 import { copyFd } from '../../native/pidfd.js';
-import type { ResolvedPod } from '../agent/desired.js';
 import { NotSupportedError } from '../errors.js';
 import { execTool } from '../util/exec.js';
 import type { BpfMap } from './map.js';
-import { progPath, type PinLayout } from './datapath.js';
+import { progPath, type PinLayout } from './pins.js';
 import { PROGRAMS } from './programs.js';
+
+/** What attaching sk_lookup to a pod's namespace and registering its listener need of the pod. */
+export interface InboundPod {
+  name: string;
+  podId: number;
+  /** 0n: any namespace (no sk_lookup of its own). */
+  netnsCookie: bigint;
+  netnsPath?: string;
+  sidecar: { inboundPort: number };
+  capture: { includeInboundPorts: '*' | readonly number[] };
+}
 
 const PREFIX = 'inbound-';
 export const INBOUND_PROGRAM = PROGRAMS.find((p) => p.target === 'netns')!;
@@ -32,7 +42,7 @@ export function inboundLinks(layout: PinLayout): string[] {
  * no longer meshed. Returns the namespaces attached and detached (by pod name / link pin), and the
  * pods it could not attach to (each tried; one pod's namespace going away stops no other).
  */
-export function syncInboundLinks(layout: PinLayout, pods: readonly ResolvedPod[]): { attached: string[]; detached: string[]; failed: Array<{ pod: string; error: Error }> } {
+export function syncInboundLinks(layout: PinLayout, pods: readonly InboundPod[]): { attached: string[]; detached: string[]; failed: Array<{ pod: string; error: Error }> } {
   const want = new Map(pods.filter((p) => p.netnsCookie && p.netnsPath).map((p) => [inboundLinkPath(layout, p.netnsCookie), p]));
   const detached: string[] = [];
   for (const path of inboundLinks(layout)) {
@@ -56,7 +66,7 @@ export function syncInboundLinks(layout: PinLayout, pods: readonly ResolvedPod[]
 }
 
 /** One pod's link: sm_inbound on its namespace, pinned at `path` (closing the fd without a pin would detach it). */
-function attachInbound(layout: PinLayout, p: ResolvedPod, path: string): void {
+function attachInbound(layout: PinLayout, p: InboundPod, path: string): void {
   const prog = bpf.objGet(progPath(layout, INBOUND_PROGRAM));
   try {
     const ns = openNetns(p.netnsPath!);
@@ -116,7 +126,7 @@ async function listenerIn(netnsPath: string, port: number): Promise<{ pid: numbe
  * pod is looked at once (`seen`, by netns cookie, kept by the agent across applies): a sidecar
  * that starts listening later is registered by sockops as it listens.
  */
-export async function registerListeners(listeners: BpfMap<number, number>, pods: readonly ResolvedPod[], seen = new Set<bigint>(),
+export async function registerListeners(listeners: BpfMap<number, number>, pods: readonly InboundPod[], seen = new Set<bigint>(),
   onError: (pod: string, error: Error) => void = (_pod, error) => { throw error; }): Promise<string[]> {
   const done: string[] = [];
   for (const p of pods) {

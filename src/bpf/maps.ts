@@ -8,7 +8,7 @@ import {
   addrKeyCodec, backendCodec, backendKeyCodec, configCodec, localPodCodec, lpmKeyCodec, origDstCodec, podCodec, portKeyCodec, svcAutoCodec, svcKeyCodec, svcStateCodec, svcValCodec, tupleCodec,
   udpKeyCodec, u32Codec, u64Codec, u8Codec, STATS, SVC_STATS,
 } from './codecs.js';
-import { mapPath, type PinLayout } from './datapath.js';
+import { mapPath, type PinLayout } from './pins.js';
 import type { MapName } from './programs.js';
 
 function openSlot(open: <K, V>(name: MapName, key: Codec<K>, value: Codec<V>) => BpfMap<K, V>, suffix: 'a' | 'b') {

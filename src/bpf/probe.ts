@@ -5,7 +5,9 @@ import * as bpf from '../../native/libbpf.js';
 import { NotSupportedError } from '../errors.js';
 import { BPFFS, ensureBpffs } from './bpffs.js';
 import { cgroup2Mount } from './cgroup.js';
-import { attachAll, detach, loadAndPin, pinLayout, unpin } from './datapath.js';
+import { attachAll, detach } from './attach.js';
+import { loadAndPin } from './load.js';
+import { pinLayout, unpin } from './pins.js';
 import { MAP_TYPES } from './map.js';
 import { defaultObjectPath } from './programs.js';
 

@@ -1,7 +1,7 @@
 // Names users choose are keys of null-prototype tables: `constructor` is a valid service name, and
 // with any override present it used to find Object.prototype.constructor and lose capture.
 import { describe, expect, it } from 'vitest';
-import { assignServiceIds } from '../../src/agent/desired.js';
+import { assignServiceIds } from '../../src/plan/desired.js';
 import { applyOverrides, OverrideStore } from '../../src/agent/overrides.js';
 import { validateConfig } from '../../src/config/validate.js';
 import { mkdtempSync, rmSync } from 'node:fs';

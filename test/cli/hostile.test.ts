@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { recordPath } from '../../src/agent/state.js';
-import { pinLayout } from '../../src/bpf/datapath.js';
+import { pinLayout } from '../../src/bpf/pins.js';
 import { InstanceMaps } from '../../src/bpf/maps.js';
 import { pinRoot } from '../../src/bpf/bpffs.js';
 import { CAPACITY } from '../../src/config/capacity.js';

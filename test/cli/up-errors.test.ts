@@ -7,7 +7,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { up } from '../../src/agent/instance.js';
 import { readRecord, recordPath } from '../../src/agent/state.js';
 import { cgroup2Mount } from '../../src/bpf/cgroup.js';
-import { featureFromLoadLog } from '../../src/bpf/datapath.js';
+import { featureFromLoadLog } from '../../src/bpf/load.js';
 import { PROGRAMS } from '../../src/bpf/programs.js';
 import { loadConfig } from '../../src/config/load.js';
 import { NotSupportedError, SockmeshError } from '../../src/errors.js';

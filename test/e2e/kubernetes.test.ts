@@ -17,7 +17,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { netnsCookie } from '../../native/netns.js';
 import { FakeApiServer, kubeconfigYaml } from '../../src/bench/apiserver.js';
 import { podObject, serviceObject } from '../../src/bench/k8s-objects.js';
-import { pinLayout } from '../../src/bpf/datapath.js';
+import { pinLayout } from '../../src/bpf/pins.js';
 import { ensureBpffs, pinRoot } from '../../src/bpf/bpffs.js';
 import { InstanceMaps } from '../../src/bpf/maps.js';
 import { NodeTopology } from '../../src/topology/node.js';

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { pinLayout } from '../../src/bpf/datapath.js';
+import { pinLayout } from '../../src/bpf/pins.js';
 import { InstanceMaps } from '../../src/bpf/maps.js';
 import { pinRoot } from '../../src/bpf/bpffs.js';
 import { NodeTopology } from '../../src/topology/node.js';

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { status } from '../../src/agent/instance.js';
-import { pinLayout } from '../../src/bpf/datapath.js';
+import { pinLayout } from '../../src/bpf/pins.js';
 import { pinRoot } from '../../src/bpf/bpffs.js';
 import { InstanceMaps } from '../../src/bpf/maps.js';
 import { NodeTopology } from '../../src/topology/node.js';

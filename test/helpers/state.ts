@@ -1,7 +1,7 @@
 // Kernel state of an instance, for byte-for-byte before/after comparisons: its config-driven maps,
 // what is attached to a cgroup, the sockmesh rules of a namespace.
 import { execFileSync } from 'node:child_process';
-import { pinLayout } from '../../src/bpf/datapath.js';
+import { pinLayout } from '../../src/bpf/pins.js';
 import { InstanceMaps } from '../../src/bpf/maps.js';
 import { pinRoot } from '../../src/bpf/bpffs.js';
 

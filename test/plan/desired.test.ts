@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { assignServiceIds, compileDesired, configEntry, type ResolvedPod } from '../../src/agent/desired.js';
-import { diffEntries } from '../../src/agent/reconcile.js';
+import { assignServiceIds, compileDesired, configEntry, type ResolvedPod } from '../../src/plan/desired.js';
+import { diffEntries } from '../../src/plan/reconcile.js';
 import {
   configCodec, lpmKeyCodec, podCodec, portKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, SVC_AUTO, SVC_REDIRECT, SVC_SPLICE, CFG_ENABLED,
   POD_INCLUDE_ANY, POD_OUTBOUND_ALL, RULE_EXCLUDE, RULE_INCLUDE, RULE_LOCAL, POD_INBOUND, POD_INBOUND_ALL, RULE_IN_EXCLUDE, RULE_IN_INCLUDE, addrKeyCodec, localPodCodec,

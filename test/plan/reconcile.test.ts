@@ -3,9 +3,9 @@
 // states end with the active slot equal to the desired state, and at every single write the
 // programs read one whole state, the old or the new.
 import { describe, expect, it } from 'vitest';
-import { assignServiceIds, compileDesired, configEntry, type DesiredMaps, type Entry, type ResolvedPod } from '../../src/agent/desired.js';
-import { ServiceReconciler } from '../../src/agent/incremental.js';
-import { CapacityError, reconcile, type ReconcileMaps } from '../../src/agent/reconcile.js';
+import { assignServiceIds, compileDesired, configEntry, type DesiredMaps, type Entry, type ResolvedPod } from '../../src/plan/desired.js';
+import { ServiceReconciler } from '../../src/plan/incremental.js';
+import { CapacityError, reconcile, type ReconcileMaps } from '../../src/plan/reconcile.js';
 import type { MeshConfig } from '../../src/config/model.js';
 import { CAPACITY } from '../../src/config/capacity.js';
 import { newParseCaches, parseConfigText } from '../../src/config/load.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MAGLEV_M, maglevTable, type WeightedEndpoint } from '../../src/agent/maglev.js';
+import { MAGLEV_M, maglevTable, type WeightedEndpoint } from '../../src/plan/maglev.js';
 
 const eps = (n: number, weight = 1): WeightedEndpoint[] => Array.from({ length: n }, (_, i) => ({ key: `10.0.0.${i + 1}:9080`, weight }));
 const shares = (table: Int32Array, n: number) => {
