@@ -9,7 +9,7 @@ import { connect, createServer, type Server } from 'node:net';
 import { dirname } from 'node:path';
 import { Codes, SockmeshError, UserError, describe, type Code } from '../errors.js';
 import { STATE_DIR } from './state.js';
-import { NAME_MAX, NAME_RE } from '../config/validate.js';
+import { NAME_MAX, NAME_RE } from '../config/constants.js';
 import { socketFd } from '../util/fd.js';
 import { identifyCaller, type Caller } from './peer.js';
 

@@ -13,7 +13,7 @@ import { InstanceMaps } from '../bpf/maps.js';
 import type { MeshConfig } from '../config/model.js';
 import { Codes, SockmeshError, UserError, describe } from '../errors.js';
 import { newParseCaches } from '../config/load.js';
-import { validateConfig } from '../config/validate.js';
+import { validateConfig } from '../config/validate/index.js';
 import { FileSource, readSource, type SourceEvent } from '../sources/file.js';
 import type { Source } from '../sources/source.js';
 import type { Logger } from '../util/log.js';

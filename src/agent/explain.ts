@@ -15,7 +15,7 @@ import { compareRules } from '../iptables/apply.js';
 import { podConfig } from './podrules.js';
 import { readRecord, type Mode } from './state.js';
 import { autoMemory } from './instance.js';
-import { endpointName } from '../config/validate.js';
+import { endpointName } from '../config/constants.js';
 import { OverrideStore, type Overrides } from './overrides.js';
 import { hasName } from '../util/names.js';
 

@@ -17,7 +17,8 @@ import { recoverInterruptedUpgrade, upgradePrograms, type UpgradeResult } from '
 import { InstanceMaps } from '../bpf/maps.js';
 import { defaultObjectPath } from '../bpf/programs.js';
 import type { MeshConfig } from '../config/model.js';
-import { checkMode, endpointName } from '../config/validate.js';
+import { endpointName } from '../config/constants.js';
+import { checkMode } from '../config/validate/index.js';
 import { Codes, SockmeshError, UserError } from '../errors.js';
 import { applyRules, drainNote, redirectCounts, removeRules, type RemoveNotes } from '../iptables/apply.js';
 import { assignServiceIds, compileDesired, configEntry, type ResolvedPod, type ServiceIds } from '../plan/desired.js';

@@ -3,7 +3,7 @@
 // settings. Each namespace's rules are replaced in one iptables-restore transaction, and only where
 // the pod's part of the config changed; rules of pods that left the config are removed.
 import type { MeshConfig, PodConfig } from '../config/model.js';
-import { modeIssues } from '../config/validate.js';
+import { modeIssues } from '../config/validate/index.js';
 import { SockmeshError } from '../errors.js';
 import { applyRules, drainNote, removeRules, type RemoveNotes } from '../iptables/apply.js';
 import type { PodProblem } from './pods.js';

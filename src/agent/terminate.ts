@@ -8,7 +8,7 @@
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { MeshConfig } from '../config/model.js';
-import { endpointName } from '../config/validate.js';
+import { endpointName } from '../config/constants.js';
 import { Codes, SockmeshError } from '../errors.js';
 import { execTool } from '../util/exec.js';
 import type { ServiceIds } from '../plan/desired.js';

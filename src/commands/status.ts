@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { isLive, request, socketPath } from '../agent/control.js';
 import { checkInstanceName, status, type InstanceStatus } from '../agent/instance.js';
 import type { Overrides } from '../agent/overrides.js';
-import { endpointName } from '../config/validate.js';
+import { endpointName } from '../config/constants.js';
 import { emit, table, type Out } from './output.js';
 
 export function register(program: Command, out: () => Out): void {

@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
 import { up } from '../agent/instance.js';
 import { loadConfig } from '../config/load.js';
-import { checkMode } from '../config/validate.js';
+import { checkMode } from '../config/validate/index.js';
 import { natSave } from '../iptables/apply.js';
 import { upRestore } from '../iptables/rules.js';
 import { Codes, UserError } from '../errors.js';

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { parseConfigText, readConfigFile } from '../config/load.js';
-import { checkMode } from '../config/validate.js';
+import { checkMode } from '../config/validate/index.js';
 import { ConfigError, Codes, UserError, describe } from '../errors.js';
 import { emit, type Out } from './output.js';
 

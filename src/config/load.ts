@@ -5,7 +5,7 @@ import { Codes, ConfigError, UserError } from '../errors.js';
 import { DEFAULT_CONFIG_YAML } from './default.js';
 import type { MeshConfig } from './model.js';
 import { IncrementalYaml } from './incremental.js';
-import { validateConfig, type ServiceCache } from './validate.js';
+import { validateConfig, type ServiceCache } from './validate/index.js';
 
 /** What a long-lived reader (the agent's file source) keeps between versions of one file. */
 export interface ParseCaches {

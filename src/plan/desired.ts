@@ -11,7 +11,7 @@ import type { Codec } from '../bpf/codec.js';
 import type { CaptureConfig, MeshConfig, ServiceConfig, SidecarConfig } from '../config/model.js';
 import { maglevTable } from './maglev.js';
 import { CAPACITY } from '../config/capacity.js';
-import { endpointName } from '../config/validate.js';
+import { endpointName } from '../config/constants.js';
 import { hasName, nameTable } from '../util/names.js';
 
 export interface Entry {

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { assignServiceIds } from '../../src/plan/desired.js';
 import { applyOverrides, OverrideStore } from '../../src/agent/overrides.js';
-import { validateConfig } from '../../src/config/validate.js';
+import { validateConfig } from '../../src/config/validate/index.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

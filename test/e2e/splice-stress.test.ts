@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { status } from '../../src/agent/instance.js';
-import { SPLICE_QUEUE_DEFAULT } from '../../src/config/validate.js';
+import { SPLICE_QUEUE_DEFAULT } from '../../src/config/constants.js';
 import { Topology } from '../../src/topology/topology.js';
 import type { Proc } from '../../src/topology/proc.js';
 import { runCli } from '../helpers/cli.js';

@@ -3,7 +3,7 @@
 // annotation). Pure functions; the watch side is in kubernetes-source.test.ts.
 import { describe, expect, it } from 'vitest';
 import { destinationRuleObject, serviceObject, sliceObject, virtualServiceObject } from '../../src/bench/k8s-objects.js';
-import { validateService } from '../../src/config/validate.js';
+import { validateService } from '../../src/config/validate/index.js';
 import {
   destinationRulePolicy, hostService, hostsOf, isHttpPort, istioDuration, pickFor, rateLimitAnnotation, trimIstio, virtualServicePolicy,
   type KDestinationRule, type KVirtualService,

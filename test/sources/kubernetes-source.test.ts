@@ -11,7 +11,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FakeApiServer, kubeconfigYaml } from '../../src/bench/apiserver.js';
 import { destinationRuleObject, podObject, serviceObject, sliceObject, virtualServiceObject } from '../../src/bench/k8s-objects.js';
 import type { MeshConfig } from '../../src/config/model.js';
-import { validateConfig } from '../../src/config/validate.js';
+import { validateConfig } from '../../src/config/validate/index.js';
 import { loadKubeConfig } from '../../src/sources/kubernetes/client.js';
 import { KubernetesSource } from '../../src/sources/kubernetes/source.js';
 import type { SourceEvent } from '../../src/sources/source.js';

@@ -2,7 +2,7 @@
 // cgroup paths for both drivers, Services and their annotations. Pure functions.
 import { describe, expect, it } from 'vitest';
 import { podObject, serviceObject, sliceObject } from '../../src/bench/k8s-objects.js';
-import { validateService } from '../../src/config/validate.js';
+import { validateService } from '../../src/config/validate/index.js';
 import { candidatesUnder } from '../../src/sources/kubernetes/locate.js';
 import {
   meshReason, podCgroupCandidates, sliceAddresses, translatePod, translateService, trimPod, trimService, trimSlice,

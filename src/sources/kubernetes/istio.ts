@@ -9,7 +9,7 @@
 // the first it sees and warns). What sockmesh does not enforce (subsets, TLS settings, matches,
 // traffic shifting, fault injection, …) is listed so the agent can say so on the object.
 import { hasName } from '../../util/names.js';
-import { RETRY_ON } from '../../config/validate.js';
+import { RETRY_ON } from '../../config/constants.js';
 import type { Meta, Problem } from './translate.js';
 
 export const ISTIO_GROUP = 'networking.istio.io';

@@ -14,7 +14,7 @@
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import { newParseCaches } from '../../config/load.js';
 import type { MeshConfig, ServiceConfig } from '../../config/model.js';
-import { validateConfig, validateService } from '../../config/validate.js';
+import { validateConfig, validateService } from '../../config/validate/index.js';
 import { ConfigError, describe } from '../../errors.js';
 import type { Logger } from '../../util/log.js';
 import type { Source, SourceEvent } from '../source.js';

@@ -6,7 +6,7 @@
 import { isIP, isIPv4 } from 'node:net';
 import { parseCidr } from '../../net/addr.js';
 import type { SpliceMode } from '../../config/model.js';
-import { ENDPOINTS_MAX } from '../../config/validate.js';
+import { ENDPOINTS_MAX } from '../../config/constants.js';
 import { isHttpPort, rateLimitAnnotation } from './istio.js';
 import { SERVICE_PORTS_MAX } from './admit.js';
 
