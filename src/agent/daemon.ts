@@ -20,22 +20,23 @@ import type { Logger } from '../util/log.js';
 import { MemoryReleaser } from '../util/memory.js';
 import { nameTable } from '../util/names.js';
 import { VERSION } from '../version.js';
-import { ControlServer, socketPath, type ControlRequest } from './control.js';
+import { ControlServer } from '../control/server.js';
+import { socketPath, type ControlRequest } from '../control/protocol.js';
 import { configEntry, entryCounts, type ResolvedPod, type ServiceIds } from '../plan/desired.js';
 import { ServiceReconciler } from '../plan/incremental.js';
 import { reconcileMaps } from '../plan/reconcile.js';
 import { HttpServer, parseListen } from './http.js';
 import { applyConfig, closeRemovedEndpoints, down, syncInbound, podSummary, requireRoot, status, upLocked } from './instance.js';
-import { acquireInstanceLock, type InstanceLock } from './lock.js';
+import { acquireInstanceLock, type InstanceLock } from '../instance/lock.js';
 import { AgentMetrics } from './metrics.js';
-import { applyOverrides, OverrideStore } from './overrides.js';
-import { establishedIn, forbiddenNamespaces, netnsPath, podCgroup as podCgroupPath, resolvePods, type PodProblem } from './pods.js';
-import { identifyCaller, podOfCaller, type Caller } from './peer.js';
-import { PodWatcher } from './podwatch.js';
+import { applyOverrides, OverrideStore } from '../instance/overrides.js';
+import { establishedIn, forbiddenNamespaces, netnsPath, podCgroup as podCgroupPath, resolvePods, type PodProblem } from '../instance/pods.js';
+import { identifyCaller, podOfCaller, type Caller } from '../control/peer.js';
+import { PathWatcher } from '../util/path-watcher.js';
 import { netnsCookie } from '../../native/netns.js';
 import { dirname } from 'node:path';
-import { readRecord, recordPath, writeRecord, type InstanceRecord, type Mode } from './state.js';
-import { PodRules } from './podrules.js';
+import { readRecord, recordPath, writeRecord, type InstanceRecord, type Mode } from '../instance/record.js';
+import { PodRules } from '../instance/pod-rules.js';
 import { missingFeature } from '../bpf/probe.js';
 
 /** Where the agent's desired state comes from, besides the config file. */
@@ -128,7 +129,7 @@ export class NodeAgent {
   /** iptables mode: the pods whose rules could not be applied. */
   private podProblemsIptables: PodProblem[] | undefined;
   private stopping = false;
-  private readonly podWatcher = new PodWatcher(() => this.lookForPods('a missing pod\'s cgroup or namespace appeared'));
+  private readonly podWatcher = new PathWatcher(() => this.lookForPods('a missing pod\'s cgroup or namespace appeared'));
   /** Whether this start loaded the data path (rather than adopting it). */
   private createdNow = false;
   /** Namespaces no pod may name: the agent's own and the host's. */

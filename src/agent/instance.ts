@@ -23,17 +23,18 @@ import { Codes, SockmeshError, UserError } from '../errors.js';
 import { applyRules, drainNote, redirectCounts, removeRules, type RemoveNotes } from '../iptables/apply.js';
 import { assignServiceIds, compileDesired, configEntry, type ResolvedPod, type ServiceIds } from '../plan/desired.js';
 import type { ServiceReconciler } from '../plan/incremental.js';
-import { isLive, socketPath } from './control.js';
-import { OverrideStore } from './overrides.js';
-import { podConfig } from './podrules.js';
+import { isLive } from '../control/client.js';
+import { socketPath } from '../control/protocol.js';
+import { OverrideStore } from '../instance/overrides.js';
+import { podConfig } from '../instance/pod-rules.js';
 import { readSource } from '../sources/file.js';
-import { withInstanceLock } from './lock.js';
-import { netnsPath, resolvePods, type PodProblem } from './pods.js';
+import { withInstanceLock } from '../instance/lock.js';
+import { netnsPath, resolvePods, type PodProblem } from '../instance/pods.js';
 import { hasName, nameTable } from '../util/names.js';
-import { endpointCounters, readAllCounters } from './counters.js';
-import { namespacesOfCgroup, removedEndpoints, terminateConnections } from './terminate.js';
+import { endpointCounters, readAllCounters } from '../instance/counters.js';
+import { namespacesOfCgroup, removedEndpoints, terminateConnections } from '../instance/terminate.js';
 import { reconcile, reconcileMaps, type ReconcileReport } from '../plan/reconcile.js';
-import { readRecord, RecordDamagedError, recordPath, removeRecord, writeRecord, type InstanceRecord, type Mode, type PodRecord } from './state.js';
+import { readRecord, RecordDamagedError, recordPath, removeRecord, writeRecord, type InstanceRecord, type Mode, type PodRecord } from '../instance/record.js';
 
 export const INSTANCE_RE = /^[a-z0-9][a-z0-9_-]{0,39}$/;
 

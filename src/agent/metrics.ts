@@ -8,7 +8,7 @@ import type * as Prom from 'prom-client';
 import type { InstanceMaps } from '../bpf/maps.js';
 import { STATS, SVC_STATS } from '../bpf/codecs.js';
 import { endpointName } from '../config/constants.js';
-import { endpointCounters, POD_COUNTERS, SERVICE_COUNTERS } from './counters.js';
+import { endpointCounters, POD_COUNTERS, SERVICE_COUNTERS } from '../instance/counters.js';
 
 // prom-client's index also loads its Pushgateway (https, url and their dependencies: ~3 MiB of a
 // process the agent keeps small); the agent needs only these four, from the same package.

@@ -12,7 +12,7 @@ import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { applyConfig } from '../agent/instance.js';
-import { resolvePods } from '../agent/pods.js';
+import { resolvePods } from '../instance/pods.js';
 import { ensureBpffs, pinRoot } from '../bpf/bpffs.js';
 import { loadAndPin } from '../bpf/load.js';
 import { pinLayout, unpin } from '../bpf/pins.js';

@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readRecord } from '../agent/state.js';
+import { readRecord } from '../instance/record.js';
 import { pinRoot } from '../bpf/bpffs.js';
 import { SVC_REDIRECT } from '../bpf/codecs.js';
 import { pinLayout } from '../bpf/pins.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { explain } from '../agent/explain.js';
+import { explain } from '../instance/explain.js';
 import { checkInstanceName, requireRoot } from '../agent/instance.js';
 import { Codes, UserError } from '../errors.js';
 import { emit, type Out } from './output.js';

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { isLive, request, socketPath } from '../agent/control.js';
+import { isLive, request } from '../control/client.js';
+import { socketPath } from '../control/protocol.js';
 import { checkInstanceName, resetServiceOverride, setServiceRedirect } from '../agent/instance.js';
 import { emit, type Out } from './output.js';
 

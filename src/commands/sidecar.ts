@@ -19,12 +19,12 @@ export function register(program: Command): void {
     .action(async (opts: { address: string; outboundPort: string; inboundPort: string; uid?: string; gid?: string; logConnections?: boolean; config?: string; runDir?: string; metricsListen: string; accessLog?: string; instance?: string; id?: string }) => {
       if (opts.config !== undefined) {
         const { GovernanceSidecar } = await import('../sidecar/governance.js');
-        const { STATE_DIR } = await import('../agent/state.js');
+        const { STATE_DIR } = await import('../instance/record.js');
         const emit = (ev: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(ev)}\n`);
         const { createWriteStream } = await import('node:fs');
         const file = opts.accessLog === undefined ? undefined : createWriteStream(opts.accessLog, { flags: 'a' });
         const accessLog = file ? (lines: string) => { file.write(lines); } : (lines: string) => { process.stdout.write(lines); };
-        const { socketPath } = await import('../agent/control.js');
+        const { socketPath } = await import('../control/protocol.js');
         const { checkInstanceName } = await import('../agent/instance.js');
         const agentSocket = opts.instance === undefined ? undefined : socketPath(checkInstanceName(opts.instance));
         const sidecar = new GovernanceSidecar({ configPath: opts.config, runDir: opts.runDir ?? `${STATE_DIR}/sidecar-${process.pid}`, metricsListen: opts.metricsListen, emit, accessLog,

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import type { Command } from 'commander';
-import { request, socketPath } from '../agent/control.js';
+import { request } from '../control/client.js';
+import { socketPath } from '../control/protocol.js';
 import { checkInstanceName } from '../agent/instance.js';
 import { Codes, SockmeshError, UserError } from '../errors.js';
 import { emit, type Out } from './output.js';

@@ -237,7 +237,7 @@ export class GovernanceSidecar {
    * agent is away the last good version keeps serving; the sidecar tries again every second.
    */
   private async followAgent(socket: string): Promise<void> {
-    const { request } = await import('../agent/control.js');
+    const { request } = await import('../control/client.js');
     let away = false;
     while (!this.stopped) {
       try {

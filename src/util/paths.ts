@@ -16,3 +16,6 @@ export function packageRoot(): string {
   cached = dir;
   return dir;
 }
+
+/** Where sockmesh keeps what must not outlive a reboot: records, locks, the control socket. */
+export const STATE_DIR = process.env.SOCKMESH_STATE_DIR ?? '/run/sockmesh';

@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
-import { STATE_DIR } from '../../src/agent/state.js';
+import { STATE_DIR } from '../../src/instance/record.js';
 import type { AgentBenchResult } from '../../src/bench/agent.js';
 import type { KubeBenchResult } from '../../src/bench/kubernetes.js';
 import { runCli } from '../helpers/cli.js';

@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { STATE_DIR } from '../../src/agent/state.js';
+import { STATE_DIR } from '../../src/instance/record.js';
 import { MODES } from '../../src/bench/env.js';
 import { bestEbpf, type BenchResult } from '../../src/bench/run.js';
 import { formatTable } from '../../src/bench/report.js';

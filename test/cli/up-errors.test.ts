@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { up } from '../../src/agent/instance.js';
-import { readRecord, recordPath } from '../../src/agent/state.js';
+import { readRecord, recordPath } from '../../src/instance/record.js';
 import { cgroup2Mount } from '../../src/bpf/cgroup.js';
 import { featureFromLoadLog } from '../../src/bpf/load.js';
 import { PROGRAMS } from '../../src/bpf/programs.js';

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { OverrideStore } from '../../src/agent/overrides.js';
+import { OverrideStore } from '../../src/instance/overrides.js';
 import { pinRoot } from '../../src/bpf/bpffs.js';
 import { NodeTopology } from '../../src/topology/node.js';
 import type { Line, Proc } from '../../src/topology/proc.js';

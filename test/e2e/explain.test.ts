@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Explanation } from '../../src/agent/explain.js';
+import type { Explanation } from '../../src/instance/explain.js';
 import { NodeTopology } from '../../src/topology/node.js';
 import { cliJson, runCli } from '../helpers/cli.js';
 import { PEER } from '../helpers/mesh.js';

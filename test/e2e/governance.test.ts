@@ -262,7 +262,7 @@ capture: { includeInboundPorts: [] }
   });
 
   it('a sidecar that refused the agent\'s version is not sent it again: its poll waits for the next one', async () => {
-    const { request, socketPath } = await import('../../src/agent/control.js');
+    const [{ request }, { socketPath }] = await Promise.all([import('../../src/control/client.js'), import('../../src/control/protocol.js')]);
     const ask = (refused: number) => request(socketPath(instance), { op: 'policy', have: 1, sidecar: { id: 'probe', version: 1, refused } }, 40_000) as Promise<{ version: number; config?: unknown }>;
     const answer = ask(2);
     let answered = false;

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { endpointCounters } from '../../src/agent/counters.js';
+import { endpointCounters } from '../../src/instance/counters.js';
 import { status as instanceStatus } from '../../src/agent/instance.js';
 import { MAGLEV_M, maglevTable } from '../../src/plan/maglev.js';
 import { pinLayout } from '../../src/bpf/pins.js';

@@ -1,7 +1,7 @@
 // What a test run may have left behind: pin dirs, cgroups, namespaces named by the test helpers.
 import { existsSync, readdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { STATE_DIR } from '../../src/agent/state.js';
+import { STATE_DIR } from '../../src/instance/record.js';
 import { cgroup2Mount } from '../../src/bpf/cgroup.js';
 
 /** Leftovers whose name contains `marker` (e.g. `t<pid>` of one test process, or `t` for all). */

@@ -25,7 +25,7 @@ import {
 } from './istio.js';
 import { candidatesUnder, locatePods, type Located } from './locate.js';
 import { admissionOrder, admitServices } from './admit.js';
-import { PodWatcher } from '../../agent/podwatch.js';
+import { PathWatcher } from '../../util/path-watcher.js';
 import { join } from 'node:path';
 import {
   objectName, sliceAddresses, sliceService, translatePod, translateService, trimPod, trimService, trimSlice,
@@ -93,7 +93,7 @@ export class KubernetesSource implements Source {
   /** Meshed pods not found on the node yet, as of the last state built. */
   private pending: Array<{ pod: string; message: string }> = [];
   /** Watches where those pods' cgroups will appear; looks again as they do (and every retryMs). */
-  private readonly podWatcher: PodWatcher;
+  private readonly podWatcher: PathWatcher;
   private probe: NodeJS.Timeout | undefined;
   private probing = false;
   private stopped = false;
@@ -106,7 +106,7 @@ export class KubernetesSource implements Source {
 
   constructor(private readonly opts: KubernetesSourceOptions) {
     this.description = `kubernetes ${opts.kc.getCurrentCluster()?.server ?? ''} (node ${opts.node})`;
-    this.podWatcher = new PodWatcher(() => this.emit(), { retryMs: opts.retryMs });
+    this.podWatcher = new PathWatcher(() => this.emit(), { retryMs: opts.retryMs });
   }
 
   start(): void {

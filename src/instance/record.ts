@@ -51,7 +51,8 @@ export interface InstanceRecord {
   updatedAt: string;
 }
 
-export const STATE_DIR = process.env.SOCKMESH_STATE_DIR ?? '/run/sockmesh';
+export { STATE_DIR } from '../util/paths.js';
+import { STATE_DIR } from '../util/paths.js';
 
 export function recordPath(instance: string, dir = STATE_DIR): string {
   return `${dir}/${instance}.json`;

@@ -4,7 +4,7 @@
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { MeshConfig } from '../config/model.js';
-import { STATE_DIR } from './state.js';
+import { STATE_DIR } from './record.js';
 import { hasName, nameTable } from '../util/names.js';
 
 /** Overrides by service name: a null-prototype table (src/util/names.ts). */

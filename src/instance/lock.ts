@@ -4,7 +4,7 @@
 import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tryLockExclusive, unlock } from '../../native/flock.js';
 import { Codes, SockmeshError } from '../errors.js';
-import { STATE_DIR } from './state.js';
+import { STATE_DIR } from './record.js';
 
 export interface LockOptions {
   /** Give up after this long (default 60 s). */

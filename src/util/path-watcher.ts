@@ -1,15 +1,15 @@
-// Looking for pods that are not there yet: the agent knows a pod from its config (or the cluster)
+// Waiting for paths to appear or change: the agent knows a pod from its config (or the cluster)
 // before its cgroup and namespace exist, and the pod's app may connect the moment they do. This
 // watches where they will appear (the directories above a missing cgroup, /var/run/netns, a pod
-// cgroup's cgroup.events, whose `populated` changes when its first process joins) and calls back
-// at once, with a timer behind it in case an event is missed; it stops when nothing is missing.
+// cgroup, whose cgroup.events changes when its first process joins) and calls back at once, with
+// a timer behind it in case an event is missed; given no paths, it stops.
 import { existsSync, watch, type FSWatcher } from 'node:fs';
 import { dirname } from 'node:path';
 
 /** When looks follow an event (ms after it). */
 const BURST_MS = [20, 60, 150, 300];
 
-export class PodWatcher {
+export class PathWatcher {
   private readonly watchers = new Map<string, FSWatcher>();
   private timer: NodeJS.Timeout | undefined;
   private retry: NodeJS.Timeout | undefined;

@@ -2,7 +2,7 @@
 // with any override present it used to find Object.prototype.constructor and lose capture.
 import { describe, expect, it } from 'vitest';
 import { assignServiceIds } from '../../src/plan/desired.js';
-import { applyOverrides, OverrideStore } from '../../src/agent/overrides.js';
+import { applyOverrides, OverrideStore } from '../../src/instance/overrides.js';
 import { validateConfig } from '../../src/config/validate/index.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
