@@ -5,10 +5,11 @@ import { describe, expect, it } from 'vitest';
 import { destinationRuleObject, serviceObject, sliceObject, virtualServiceObject } from '../../src/bench/k8s-objects.js';
 import { validateService } from '../../src/config/validate/index.js';
 import {
-  destinationRulePolicy, hostService, hostsOf, isHttpPort, istioDuration, pickFor, rateLimitAnnotation, trimIstio, virtualServicePolicy,
+  destinationRulePolicy, hostService, hostsOf, istioDuration, pickFor, trimIstio, virtualServicePolicy,
   type KDestinationRule, type KVirtualService,
 } from '../../src/sources/kubernetes/istio.js';
-import { translateService, trimService, trimSlice, type KEndpointSlice, type KService } from '../../src/sources/kubernetes/translate.js';
+import { rateLimitAnnotation } from '../../src/sources/kubernetes/annotations.js';
+import { isHttpPort, translateService, trimService, trimSlice, type KEndpointSlice, type KService } from '../../src/sources/kubernetes/translate.js';
 
 const dr = (o: Parameters<typeof destinationRuleObject>[0]) => trimIstio(destinationRuleObject(o) as unknown as KDestinationRule);
 const vs = (o: Parameters<typeof virtualServiceObject>[0]) => trimIstio(virtualServiceObject(o) as unknown as KVirtualService);

@@ -10,7 +10,7 @@
 // traffic shifting, fault injection, …) is listed so the agent can say so on the object.
 import { hasName } from '../../util/names.js';
 import { RETRY_ON } from '../../config/constants.js';
-import type { Meta, Problem } from './translate.js';
+import type { Meta } from './objects.js';
 
 export const ISTIO_GROUP = 'networking.istio.io';
 /** The API versions sockmesh reads (the fields it uses are the same in all three), newest first. */
@@ -180,19 +180,3 @@ export function virtualServicePolicy(vs: KVirtualService): PolicyFragment {
   return { policy, ignored };
 }
 
-/**
- * Istio's protocol selection for a Service port: appProtocol, else the port name (`http` or
- * `http-…`). sockmesh's governance speaks HTTP/1.1: http2/grpc ports stay TCP.
- */
-export function isHttpPort(p: { name?: string; appProtocol?: string }): boolean {
-  if (p.appProtocol) return p.appProtocol.toLowerCase() === 'http';
-  const n = (p.name ?? '').toLowerCase();
-  return n === 'http' || n.startsWith('http-');
-}
-
-/** `sockmesh.io/rate-limit: "100"` or `"100,burst=20"` -> rateLimit, or a problem. */
-export function rateLimitAnnotation(v: string): { value: Record<string, unknown> } | { problem: Problem } {
-  const m = /^\s*(\d+)\s*(?:,\s*burst\s*=\s*(\d+)\s*)?$/.exec(v);
-  if (!m) return { problem: { field: 'sockmesh.io/rate-limit', message: `must be "<requests per second>" or "<requests per second>,burst=<n>", got ${JSON.stringify(v.slice(0, 40))}` } };
-  return { value: { requestsPerSecond: Number(m[1]), burst: m[2] === undefined ? 0 : Number(m[2]) } };
-}

@@ -4,179 +4,38 @@
 // Names: a Service or Pod `name` in namespace `ns` is `name.ns` in sockmesh (status, metrics,
 // `sockmesh service disable reviews.bookinfo`).
 import { isIP, isIPv4 } from 'node:net';
-import { parseCidr } from '../../net/addr.js';
 import type { SpliceMode } from '../../config/model.js';
 import { ENDPOINTS_MAX } from '../../config/constants.js';
-import { isHttpPort, rateLimitAnnotation } from './istio.js';
 import { SERVICE_PORTS_MAX } from './admit.js';
+import {
+  boolAnnotation, cidrList, ISTIO_INJECT, ISTIO_STATUS, MESH_LABEL, oneOfAnnotation, POD_ANNOTATIONS, portList, rateLimitAnnotation, SERVICE_ANNOTATIONS as A,
+  type Problem,
+} from './annotations.js';
+import { objectName, type KEndpointSlice, type KPod, type KService, type KServicePort, type Translation } from './objects.js';
 
-/** The fields of an object's metadata sockmesh reads (the rest is dropped on arrival). */
-export interface Meta {
-  name: string;
-  namespace?: string;
-  uid?: string;
-  resourceVersion?: string;
-  /** metadata.creationTimestamp as ISO text (client-node types that field as a Date): the order in
-   * which a node admits objects, oldest first. */
-  created?: string;
-  annotations?: Record<string, string>;
-  labels?: Record<string, string>;
-}
-
-export interface KPod {
-  metadata: Meta;
-  spec: {
-    nodeName?: string;
-    hostNetwork?: boolean;
-    containers: Array<{ name: string; securityContext?: { runAsUser?: number } }>;
-    initContainers?: Array<{ name: string; securityContext?: { runAsUser?: number } }>;
-  };
-  status: { phase?: string; qosClass?: string; podIPs?: Array<{ ip: string }>; podIP?: string };
-}
-
-export interface KService {
-  metadata: Meta;
-  spec: {
-    type?: string; clusterIP?: string; clusterIPs?: string[]; sessionAffinity?: string;
-    ports?: KServicePort[];
-  };
-}
-
-export interface KServicePort { port: number; protocol?: string; name?: string; appProtocol?: string; targetPort?: number | string }
-
-export interface KEndpointSlice {
-  metadata: Meta;
-  addressType: string;
-  endpoints: Array<{ addresses: string[]; conditions?: { ready?: boolean | null } }>;
-  ports?: Array<{ port?: number | null; protocol?: string; name?: string | null }> | null;
-}
-
-const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
-
-function meta(m: Meta): Meta {
-  const created = (m as { creationTimestamp?: unknown }).creationTimestamp;
-  const out: Meta = { name: m.name, namespace: m.namespace, uid: m.uid, resourceVersion: m.resourceVersion };
-  if (created instanceof Date) out.created = created.toISOString();
-  else if (typeof created === 'string') out.created = created;
-  if (m.annotations) out.annotations = pick(m.annotations, (k) => k.startsWith('sockmesh.io/') || k.startsWith('traffic.sidecar.istio.io/') || k.startsWith('sidecar.istio.io/'));
-  if (m.labels) out.labels = pick(m.labels, (k) => k === SERVICE_NAME_LABEL || k.startsWith('sockmesh.io/') || k === 'sidecar.istio.io/inject');
-  return out;
-}
-
-function pick(o: Record<string, string>, keep: (k: string) => boolean): Record<string, string> | undefined {
-  const entries = Object.entries(o).filter(([k]) => keep(k));
-  return entries.length ? Object.fromEntries(entries) : undefined;
-}
-
-type Container = { name: string; securityContext?: { runAsUser?: number } };
-const container = (c: Container): Container =>
-  (c.securityContext?.runAsUser !== undefined ? { name: c.name, securityContext: { runAsUser: c.securityContext.runAsUser } } : { name: c.name });
-
-/**
- * Keeps only what sockmesh reads: a Service list of 10,000 items with managedFields and
- * last-applied annotations is tens of megabytes the informer cache would otherwise hold.
- */
-export function trimPod(o: KPod): KPod {
-  const s = o.spec ?? { containers: [] };
-  return {
-    metadata: meta(o.metadata),
-    spec: { nodeName: s.nodeName, hostNetwork: s.hostNetwork, containers: (s.containers ?? []).map(container), initContainers: s.initContainers?.map(container) },
-    status: { phase: o.status?.phase, qosClass: o.status?.qosClass, podIPs: o.status?.podIPs?.map((p) => ({ ip: p.ip })), podIP: o.status?.podIP },
-  };
-}
-
-export function trimService(o: KService): KService {
-  const s = o.spec ?? {};
-  return {
-    metadata: meta(o.metadata),
-    spec: {
-      type: s.type, clusterIP: s.clusterIP, clusterIPs: s.clusterIPs, sessionAffinity: s.sessionAffinity,
-      ports: (s.ports ?? []).map((p) => ({ port: p.port, protocol: p.protocol, name: p.name, appProtocol: p.appProtocol, targetPort: p.targetPort })),
-    },
-  };
-}
-
-export function trimSlice(o: KEndpointSlice): KEndpointSlice {
-  return {
-    metadata: meta(o.metadata),
-    addressType: o.addressType,
-    endpoints: (o.endpoints ?? []).map((e) => ({ addresses: e.addresses, conditions: { ready: e.conditions?.ready ?? null } })),
-    ports: o.ports?.map((p) => ({ port: p.port ?? null, protocol: p.protocol, name: p.name ?? null })) ?? null,
-  };
-}
-
-/** The sockmesh name of a namespaced object: name.namespace. */
-export function objectName(m: Meta): string {
-  return `${m.name}.${m.namespace ?? 'default'}`;
-}
-
-/** The Service an EndpointSlice belongs to (name.namespace), from its kubernetes.io/service-name label. */
-export function sliceService(s: KEndpointSlice): string | undefined {
-  const svc = s.metadata.labels?.[SERVICE_NAME_LABEL];
-  return svc ? `${svc}.${s.metadata.namespace ?? 'default'}` : undefined;
-}
-
-/** A malformed annotation or field, reported as an Event on its object. */
-export interface Problem {
-  field: string;
-  message: string;
-}
-
-export type Translation<T> = { kind: 'ok'; value: T } | { kind: 'skip'; reason: string } | { kind: 'invalid'; problems: Problem[] };
-
-function portList(field: string, text: string, problems: Problem[], allowStar: boolean): number[] | '*' | undefined {
-  const items = text.split(',').map((x) => x.trim()).filter((x) => x !== '');
-  if (allowStar && items.length === 1 && items[0] === '*') return '*';
-  const out: number[] = [];
-  for (const item of items) {
-    const n = /^\d{1,5}$/.test(item) ? Number(item) : NaN;
-    if (!(n >= 1 && n <= 65535)) {
-      problems.push({ field, message: `${JSON.stringify(item.slice(0, 40))} is not a port (1-65535)${allowStar ? ' or *' : ''}` });
-      return undefined;
-    }
-    if (!out.includes(n)) out.push(n);
-  }
-  return out;
-}
-
-function cidrList(field: string, text: string, problems: Problem[], allowStar: boolean): string[] | undefined {
-  const items = text.split(',').map((x) => x.trim()).filter((x) => x !== '');
-  if (allowStar && items.length === 1 && items[0] === '*') return ['*'];
-  const out: string[] = [];
-  for (const item of items) {
-    try {
-      const c = parseCidr(item);
-      if (c.text.includes(':')) continue; // IPv6 ranges: sockmesh captures IPv4 only for now
-      out.push(c.text);
-    } catch {
-      problems.push({ field, message: `${JSON.stringify(item.slice(0, 60))} is not a CIDR${allowStar ? ' or *' : ''}` });
-      return undefined;
-    }
-  }
-  return out;
-}
-
-const ISTIO = 'traffic.sidecar.istio.io/';
-/** Istio's per-pod capture annotations and the capture field each sets. */
-const POD_ANNOTATIONS = [
-  ['includeInboundPorts', 'includeInboundPorts', 'ports*'],
-  ['excludeInboundPorts', 'excludeInboundPorts', 'ports'],
-  ['includeOutboundPorts', 'includeOutboundPorts', 'ports'],
-  ['excludeOutboundPorts', 'excludeOutboundPorts', 'ports'],
-  ['includeOutboundIPRanges', 'includeOutboundCIDRs', 'cidrs*'],
-  ['excludeOutboundIPRanges', 'excludeOutboundCIDRs', 'cidrs'],
-] as const;
+export { objectName, sliceService, trimPod, trimService, trimSlice } from './objects.js';
+export type { KEndpointSlice, KPod, KService, KServicePort, Meta, Problem, Translation } from './objects.js';
 
 /** Whether a pod is meshed: an Istio sidecar (injected container or status annotation) or the
  * sockmesh.io/mesh label; sidecar.istio.io/inject "false" opts out. */
 export function meshReason(p: KPod): string | undefined {
   const a = p.metadata.annotations ?? {};
   const l = p.metadata.labels ?? {};
-  if (a['sidecar.istio.io/inject'] === 'false' || l['sidecar.istio.io/inject'] === 'false') return undefined;
-  if (l['sockmesh.io/mesh'] === 'enabled') return 'label sockmesh.io/mesh';
+  if (a[ISTIO_INJECT] === 'false' || l[ISTIO_INJECT] === 'false') return undefined;
+  if (l[MESH_LABEL] === 'enabled') return `label ${MESH_LABEL}`;
   if (p.spec.containers.some((c) => c.name === 'istio-proxy') || p.spec.initContainers?.some((c) => c.name === 'istio-proxy')) return 'istio-proxy container';
-  if (a['sidecar.istio.io/status'] !== undefined) return 'annotation sidecar.istio.io/status';
+  if (a[ISTIO_STATUS] !== undefined) return `annotation ${ISTIO_STATUS}`;
   return undefined;
+}
+
+/**
+ * Istio's protocol selection for a Service port: appProtocol, else the port name (`http` or
+ * `http-…`). sockmesh's governance speaks HTTP/1.1: http2/grpc ports stay TCP.
+ */
+export function isHttpPort(p: { name?: string; appProtocol?: string }): boolean {
+  if (p.appProtocol) return p.appProtocol.toLowerCase() === 'http';
+  const n = (p.name ?? '').toLowerCase();
+  return n === 'http' || n.startsWith('http-');
 }
 
 /** What the source knows of a meshed pod before finding it on the node. */
@@ -201,11 +60,10 @@ export function translatePod(p: KPod, node: string): Translation<PodWanted> {
   const problems: Problem[] = [];
   const a = p.metadata.annotations ?? {};
   const capture: Record<string, unknown> = {};
-  for (const [annotation, field, kind] of POD_ANNOTATIONS) {
-    const text = a[ISTIO + annotation];
+  for (const { annotation, field, kind, star } of POD_ANNOTATIONS) {
+    const text = a[annotation];
     if (text === undefined) continue;
-    const star = kind.endsWith('*');
-    const v = kind.startsWith('ports') ? portList(ISTIO + annotation, text, problems, star) : cidrList(ISTIO + annotation, text, problems, star);
+    const v = kind === 'ports' ? portList(annotation, text, problems, star) : cidrList(annotation, text, problems, star);
     if (v !== undefined) capture[field] = v;
   }
   const proxy = p.spec.containers.find((c) => c.name === 'istio-proxy') ?? p.spec.initContainers?.find((c) => c.name === 'istio-proxy');
@@ -241,31 +99,15 @@ export function podCgroupCandidates(uid: string, qos: string): string[] {
 export function translateService(s: KService, endpoints: () => string[], slices: () => Iterable<KEndpointSlice> = () => [], policy: () => Record<string, unknown> | undefined = () => undefined): Translation<Record<string, unknown>> {
   const a = s.metadata.annotations ?? {};
   const problems: Problem[] = [];
-  let redirect = true;
-  const r = a['sockmesh.io/redirect'];
-  if (r !== undefined) {
-    if (r === 'true' || r === 'false') redirect = r === 'true';
-    else problems.push({ field: 'sockmesh.io/redirect', message: `must be "true" or "false", got ${JSON.stringify(r.slice(0, 40))}` });
-  }
-  let splice: SpliceMode = 'auto';
-  const sp = a['sockmesh.io/splice'];
-  if (sp !== undefined) {
-    if (sp === 'auto' || sp === 'always' || sp === 'never') splice = sp;
-    else problems.push({ field: 'sockmesh.io/splice', message: `must be auto, always or never, got ${JSON.stringify(sp.slice(0, 40))}` });
-  }
-  const mode = a['sockmesh.io/mode'];
-  if (mode !== undefined && mode !== 'kernel' && mode !== 'sidecar') {
-    problems.push({ field: 'sockmesh.io/mode', message: `must be sidecar or kernel, got ${JSON.stringify(mode.slice(0, 40))}` });
-  }
-  const term = a['sockmesh.io/terminate-on-remove'];
-  if (term !== undefined && term !== 'true' && term !== 'false') {
-    problems.push({ field: 'sockmesh.io/terminate-on-remove', message: `must be "true" or "false", got ${JSON.stringify(term.slice(0, 40))}` });
-  }
-  const rl = a['sockmesh.io/rate-limit'] === undefined ? undefined : rateLimitAnnotation(a['sockmesh.io/rate-limit']);
+  const redirect = a[A.redirect] === undefined ? true : boolAnnotation(A.redirect, a[A.redirect], problems) ?? true;
+  const splice: SpliceMode = a[A.splice] === undefined ? 'auto' : oneOfAnnotation(A.splice, a[A.splice], ['auto', 'always', 'never'], 'auto, always or never', problems) ?? 'auto';
+  const mode = a[A.mode] === undefined ? undefined : oneOfAnnotation(A.mode, a[A.mode], ['sidecar', 'kernel'], 'sidecar or kernel', problems);
+  const term = a[A.terminateOnRemove] === undefined ? undefined : boolAnnotation(A.terminateOnRemove, a[A.terminateOnRemove], problems);
+  const rl = a[A.rateLimit] === undefined ? undefined : rateLimitAnnotation(a[A.rateLimit]);
   if (rl && 'problem' in rl) problems.push(rl.problem);
-  else if (rl && mode === 'kernel') problems.push({ field: 'sockmesh.io/rate-limit', message: 'needs the sidecar: a kernel-mode Service has no L7 policy' });
+  else if (rl && mode === 'kernel') problems.push({ field: A.rateLimit, message: 'needs the sidecar: a kernel-mode Service has no L7 policy' });
   if (problems.length) return { kind: 'invalid', problems };
-  if (mode === 'kernel') return kernelService(s, redirect, term === 'true', slices);
+  if (mode === 'kernel') return kernelService(s, redirect, term === true, slices);
   const type = s.spec.type ?? 'ClusterIP';
   if (type === 'ExternalName') return { kind: 'skip', reason: 'ExternalName: no address to capture' };
   const ports = [...new Set((s.spec.ports ?? []).filter((p) => (p.protocol ?? 'TCP') === 'TCP').map((p) => p.port))];
@@ -315,7 +157,7 @@ function targetEndpoints(ports: KServicePort[], list: KEndpointSlice[]): { endpo
  * client pod on its endpoint. TCP ports, or the UDP ports of a UDP-only Service.
  */
 function kernelService(s: KService, redirect: boolean, terminateOnRemove: boolean, slices: () => Iterable<KEndpointSlice>): Translation<Record<string, unknown>> {
-  const fail = (message: string): Translation<Record<string, unknown>> => ({ kind: 'invalid', problems: [{ field: 'sockmesh.io/mode', message }] });
+  const fail = (message: string): Translation<Record<string, unknown>> => ({ kind: 'invalid', problems: [{ field: A.mode, message }] });
   if ((s.spec.type ?? 'ClusterIP') === 'ExternalName') return fail('kernel mode needs a cluster address; an ExternalName Service has none');
   if (s.spec.clusterIP === 'None') return fail('kernel mode needs a cluster address; a headless Service has none (its clients connect to the endpoints already)');
   const addresses = (s.spec.clusterIPs ?? (s.spec.clusterIP ? [s.spec.clusterIP] : [])).filter((ip) => isIPv4(ip));
