@@ -289,7 +289,7 @@ describe('Kubernetes source', () => {
       start();
       const first = await lastWith((c) => c.services.length === 1);
       expect(first.services[0].policy).toBeUndefined();
-      expect(events.some((e) => e.kind === 'stale' || e.kind === 'rejected')).toBe(false);
+      expect(events.filter((e) => e.kind === 'stale' || e.kind === 'rejected'), JSON.stringify(events)).toEqual([]);
       withIstio.setIstioError(undefined);
       await lastWith((c) => c.services[0]?.policy?.loadBalancer === 'LEAST_REQUEST');
     } finally {

@@ -81,3 +81,24 @@ export function validateConfig(raw: unknown, source: string, cache?: ServiceCach
   if (c.issues.length) throw new ConfigError(source, c.issues);
   return { sidecar: sc, services, exclude: { outboundPorts, outboundCIDRs }, capture, spliceQueueBytes, spliceHops, pods };
 }
+
+/**
+ * A node's state from parts already validated one by one (the Kubernetes source validates each
+ * Service as it changes): the node-wide settings of `base`, these services, and the pods as a
+ * config file would list them. Only what concerns the whole is checked here (two services or pods
+ * that collide, the kernel maps' capacity) and the pods themselves; problems are named
+ * services[i] / pods[i] in the order given.
+ */
+export function validateState(base: MeshConfig, services: ServiceConfig[], rawPods: unknown[], source: string): MeshConfig {
+  const c = new Checker();
+  serviceConflicts(c, services);
+  const pods: PodConfig[] = [];
+  rawPods.forEach((p, i) => {
+    const v = pod(c, `pods[${i}]`, p, { sidecar: base.sidecar, capture: base.capture });
+    if (v) pods.push(v);
+  });
+  podConflicts(c, pods);
+  checkCapacity(c, services, base.capture, pods);
+  if (c.issues.length) throw new ConfigError(source, c.issues);
+  return { ...base, services, pods };
+}

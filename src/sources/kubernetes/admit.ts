@@ -18,7 +18,6 @@ export const SERVICE_PORTS_MAX = 256;
 export interface Candidate<O> {
   /** The Kubernetes object, for the Event. */
   obj: O;
-  raw: Readonly<Record<string, unknown>>;
   config: ServiceConfig;
   headless: boolean;
   /** metadata.creationTimestamp (ISO), '' when unknown. */
@@ -41,12 +40,13 @@ function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-/** Admits Services in the stated order (see the file's header); returns their raw fragments. */
-export function admitServices<O>(list: Array<Candidate<O>>): { raws: Array<Readonly<Record<string, unknown>>>; refused: Array<Refusal<O>> } {
+/** Admits Services in the stated order (see the file's header): the services that go into the
+ * state (a headless one may lose addresses another Service had first), and a refusal for each left out. */
+export function admitServices<O>(list: Array<Candidate<O>>): { services: ServiceConfig[]; refused: Array<Refusal<O>> } {
   const sorted = [...list].sort((a, b) => admissionOrder({ ...a, name: a.config.name }, { ...b, name: b.config.name }));
   const claims = new Map<string, string>();
   const budget = { services: CAPACITY.services, keys: CAPACITY.serviceKeys, slots: CAPACITY.backendSlots };
-  const raws: Array<Readonly<Record<string, unknown>>> = [];
+  const services: ServiceConfig[] = [];
   const refused: Array<Refusal<O>> = [];
   for (const c of sorted) {
     const { config } = c;
@@ -76,7 +76,7 @@ export function admitServices<O>(list: Array<Candidate<O>>): { raws: Array<Reado
     budget.keys -= keys;
     budget.slots -= slots;
     for (const k of keysOf(addresses)) claims.set(k, config.name);
-    raws.push(addresses === config.addresses ? c.raw : Object.freeze({ ...c.raw, addresses }));
+    services.push(addresses === config.addresses ? config : { ...config, addresses });
   }
-  return { raws, refused };
+  return { services, refused };
 }
