@@ -1,6 +1,8 @@
 // `sockmesh demo`: a private namespace + cgroup with a client, a sidecar and a server; shows one
 // captured connection with its original destination and the counters, then removes everything.
-import { down, requireRoot, status, up } from './agent/instance.js';
+import { down, up } from './instance/lifecycle.js';
+import { requireRoot } from './util/root.js';
+import { status } from './instance/status.js';
 import { loadConfig } from './config/load.js';
 import { Topology } from './topology/topology.js';
 import { checkInterrupted } from './util/interrupt.js';

@@ -20,11 +20,22 @@ export function parseListen(listen: string): { host: string; port: number } {
 }
 
 export class HttpServer {
+  readonly name = 'http endpoints';
   private server: Server | undefined;
   /** The port actually bound (useful with port 0). */
   port = 0;
 
-  constructor(private readonly listen: { host: string; port: number }, private readonly h: HttpHandlers) {}
+  /** listen: as the operator wrote it (--listen), for the errors. */
+  constructor(private readonly listenText: string, private readonly h: HttpHandlers) {
+    this.listen = parseListen(listenText);
+  }
+
+  private readonly listen: { host: string; port: number };
+
+  /** Where it listens, with the port bound. */
+  get address(): string {
+    return `${this.listen.host}:${this.port}`;
+  }
 
   async start(): Promise<void> {
     this.server = createServer((req, res) => {
@@ -50,6 +61,12 @@ export class HttpServer {
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
       this.server!.listen(this.listen.port, this.listen.host, () => resolve());
+    }).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'EADDRINUSE' || e.code === 'EADDRNOTAVAIL' || e.code === 'EACCES') {
+        const why = e.code === 'EADDRINUSE' ? 'the address is in use (another agent or program listens there)' : e.code === 'EACCES' ? 'not allowed to listen there' : 'no such address on this host';
+        throw new UserError(Codes.USAGE, `--listen ${this.listenText}: ${why}; pick another with --listen HOST:PORT (port 0: any free one)`, { cause: e });
+      }
+      throw e;
     });
     const addr = this.server.address();
     this.port = typeof addr === 'object' && addr ? addr.port : this.listen.port;

@@ -5,7 +5,7 @@
 // scrape cost ~200 ms of CPU and stalled /healthz (`sockmesh bench --agent` measures it).
 import { createRequire } from 'node:module';
 import type * as Prom from 'prom-client';
-import type { InstanceMaps } from '../bpf/maps.js';
+import type { KernelView } from '../instance/capture.js';
 import { STATS, SVC_STATS } from '../bpf/codecs.js';
 import { endpointName } from '../config/constants.js';
 import { endpointCounters, POD_COUNTERS, SERVICE_COUNTERS } from '../instance/counters.js';
@@ -20,15 +20,6 @@ const Histogram: typeof Prom.Histogram = require('prom-client/lib/histogram');
 type Counter = Prom.Counter;
 type Gauge = Prom.Gauge;
 type Histogram = Prom.Histogram;
-
-export interface KernelView {
-  /** The open maps, or undefined before the data path is up. */
-  maps(): InstanceMaps | undefined;
-  /** Pod names by pod id and service names by service id, as last applied. */
-  names(): { pods: Map<number, string>; services: Map<number, string> };
-  /** Entries the agent wrote into each config-driven map of the active slot, as last applied. */
-  entries(): Record<string, number> | undefined;
-}
 
 /** A label value as the exposition format writes it. */
 function esc(v: string): string {

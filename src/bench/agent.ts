@@ -11,12 +11,9 @@
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { applyConfig } from '../agent/instance.js';
-import { resolvePods } from '../instance/pods.js';
+import { EbpfInstance } from '../instance/ebpf.js';
 import { ensureBpffs, pinRoot } from '../bpf/bpffs.js';
-import { loadAndPin } from '../bpf/load.js';
 import { pinLayout, unpin } from '../bpf/pins.js';
-import { InstanceMaps } from '../bpf/maps.js';
 import { defaultObjectPath } from '../bpf/programs.js';
 import { parseConfigText } from '../config/load.js';
 import { execTool } from '../util/exec.js';
@@ -122,17 +119,13 @@ export async function runAgentBench(o: AgentBenchOptions, progress: (m: string) 
       const cfg = parseConfigText(readFileSync(cfgPath, 'utf8'), cfgPath);
       parse.push(performance.now() - t);
       const layout = pinLayout(pinRoot(`${tag}a${r}`));
-      await loadAndPin(layout, defaultObjectPath());
-      const maps = new InstanceMaps(layout);
+      const inst = await EbpfInstance.open({ instance: `${tag}a${r}`, layout, cgroup: node.parent, objectPath: defaultObjectPath(), prev: undefined, detached: true });
       try {
-        t = performance.now();
-        const found = await resolvePods(cfg, node.parent, {}, {});
-        resolve.push(performance.now() - t);
-        t = performance.now();
-        applyConfig(maps, cfg, {}, found.pods);
-        apply.push(performance.now() - t);
+        const { timings } = await inst.write(cfg);
+        resolve.push(timings.resolvePodsMs);
+        apply.push(timings.writeMs);
       } finally {
-        maps.close();
+        inst.close();
         unpin(layout);
       }
     }

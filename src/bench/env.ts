@@ -5,7 +5,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { down, up } from '../agent/instance.js';
+import { down, up } from '../instance/lifecycle.js';
 import { parseConfigText } from '../config/load.js';
 import type { MeshConfig, SpliceMode } from '../config/model.js';
 import { Codes, SockmeshError } from '../errors.js';

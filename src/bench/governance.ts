@@ -5,7 +5,8 @@
 // at most 1.5x what plain forwarding adds; requests/s at least 0.7x.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { down, requireRoot, up } from '../agent/instance.js';
+import { down, up } from '../instance/lifecycle.js';
+import { requireRoot } from '../util/root.js';
 import { parseConfigText } from '../config/load.js';
 import { checkInterrupted } from '../util/interrupt.js';
 import { BenchEnv, ENDPOINT_IP, SERVICE_IP, type Sample } from './env.js';

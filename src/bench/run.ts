@@ -1,6 +1,6 @@
 // `sockmesh bench`: every mode on the same processes, interleaved repeats, one table of medians
 // with min–max spread and ratios against iptables and direct, all measured in this one run.
-import { requireRoot } from '../agent/instance.js';
+import { requireRoot } from '../util/root.js';
 import { checkInterrupted } from '../util/interrupt.js';
 import { BenchEnv, MODES, type BenchMode, type BenchTopology } from './env.js';
 import { SameNodeEnv } from './samenode.js';

@@ -19,10 +19,33 @@ export const SVC_KERNEL = 1 << 3;
 export const SVC_AFFINITY = 1 << 4;
 export const SVC_UDP = 1 << 5;
 export const OD_SPLICED = 1 << 0;
-/** sm_svc_auto.nagle_clients */
+/** sm_svc_auto.nagle_clients, by its value (SM_AUTO_*). */
 export const AUTO_NAGLE_CLIENTS = ['unknown', 'turn-nodelay', 'stay-nagle'] as const;
 /** The config-driven maps exist once per slot; sm_gen names the active one. */
 export const SLOTS = 2;
+/** sm_config.hop_splice, by spliceHops. */
+export const HOPS = { auto: 0, never: 1, always: 2 } as const;
+/** The sidecar's inbound passthrough source (Istio's 127.0.0.6): the programs never capture it. */
+export const PASSTHROUGH_SRC = '127.0.0.6';
+/** HBONE (Istio's ambient tunnel port): never captured inbound. */
+export const HBONE_PORT = 15008;
+
+/**
+ * Each constant above by its name in sockmesh.h: test/bpf/codecs.test.ts compiles the header and
+ * compares every value, so a constant changed on one side only fails there.
+ */
+export const HEADER_CONSTANTS: Readonly<Record<string, number>> = {
+  SM_CFG_ENABLED: CFG_ENABLED,
+  SM_POD_OUTBOUND_ALL: POD_OUTBOUND_ALL, SM_POD_INCLUDE_ANY: POD_INCLUDE_ANY, SM_POD_INBOUND: POD_INBOUND, SM_POD_INBOUND_ALL: POD_INBOUND_ALL,
+  SM_RULE_EXCLUDE: RULE_EXCLUDE, SM_RULE_INCLUDE: RULE_INCLUDE, SM_RULE_LOCAL: RULE_LOCAL, SM_RULE_IN_EXCLUDE: RULE_IN_EXCLUDE, SM_RULE_IN_INCLUDE: RULE_IN_INCLUDE,
+  SM_SVC_REDIRECT: SVC_REDIRECT, SM_SVC_SPLICE: SVC_SPLICE, SM_SVC_AUTO: SVC_AUTO, SM_SVC_KERNEL: SVC_KERNEL, SM_SVC_AFFINITY: SVC_AFFINITY, SM_SVC_UDP: SVC_UDP,
+  SM_OD_SPLICED: OD_SPLICED,
+  SM_AUTO_UNKNOWN: AUTO_NAGLE_CLIENTS.indexOf('unknown'), SM_AUTO_TURNS_NODELAY: AUTO_NAGLE_CLIENTS.indexOf('turn-nodelay'), SM_AUTO_STAYS_NAGLE: AUTO_NAGLE_CLIENTS.indexOf('stay-nagle'),
+  SM_SLOTS: SLOTS,
+  SM_HOPS_AUTO: HOPS.auto, SM_HOPS_NEVER: HOPS.never, SM_HOPS_ALWAYS: HOPS.always,
+  SM_PASSTHROUGH_SRC: PASSTHROUGH_SRC.split('.').reduce((a, o) => a * 256 + Number(o), 0),
+  SM_HBONE_PORT: HBONE_PORT,
+};
 
 export interface SmConfig {
   flags: number;
@@ -30,9 +53,6 @@ export interface SmConfig {
   hopSplice: number;
   spliceQueueBytes: number;
 }
-
-/** sm_config.hop_splice, by spliceHops. */
-export const HOPS = { auto: 0, never: 1, always: 2 } as const;
 
 export const configCodec = struct<SmConfig>('sm_config', [
   ['flags', 'u32', 'flags'],

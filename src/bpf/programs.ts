@@ -1,4 +1,6 @@
 // The programs and maps in bpf/sockmesh.bpf.o and where each program attaches.
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AttachType } from '../../native/libbpf.js';
 import { packageRoot } from '../util/paths.js';
@@ -53,4 +55,9 @@ export type MapName = (typeof MAP_NAMES)[number];
 /** The committed, prebuilt object. */
 export function defaultObjectPath(): string {
   return join(packageRoot(), 'bpf', 'sockmesh.bpf.o');
+}
+
+/** The BPF object's content hash (tens of kilobytes: cheap next to loading it to compare). */
+export function objectSha256(path: string): string {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
 }

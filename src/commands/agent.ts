@@ -1,9 +1,10 @@
 import { Option, type Command } from 'commander';
-import { NodeAgent, type KubernetesOptions } from '../agent/daemon.js';
+import { NodeAgent } from '../agent/daemon.js';
+import type { KubernetesOptions } from '../agent/options.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { cgroup2Mounts } from '../bpf/cgroup.js';
-import { checkInstanceName } from '../agent/instance.js';
+import { checkInstanceName } from '../instance/name.js';
 import { Codes, UserError, describe } from '../errors.js';
 import { createLogger } from '../util/log.js';
 import type { Out } from './output.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { down } from '../agent/instance.js';
+import { down } from '../instance/lifecycle.js';
 import { emit, type Out } from './output.js';
 
 export function register(program: Command, out: () => Out): void {

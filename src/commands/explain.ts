@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { explain } from '../instance/explain.js';
-import { checkInstanceName, requireRoot } from '../agent/instance.js';
+import { checkInstanceName } from '../instance/name.js';
+import { requireRoot } from '../util/root.js';
 import { Codes, UserError } from '../errors.js';
 import { emit, type Out } from './output.js';
 
@@ -19,6 +20,7 @@ export function register(program: Command, out: () => Out): void {
     .option('--pod <name>', 'the pod making the connection (needed when the instance meshes several)')
     .option('--uid <uid>', 'the connecting process\'s uid (the sidecar\'s uid shows what the sidecar\'s own connections do)', '0')
     .option('--gid <gid>', 'its gid (default: the uid)')
+    .option('--source <addr>', 'the address the connecting socket is bound to (127.0.0.6 or ::6: the sidecar\'s inbound passthrough)')
     .option('--json', 'print the result as JSON')
     .addHelpText('after', `
 Goes through the same checks as the kernel, in its order: excluded ports, the sidecar's identity,
@@ -27,10 +29,11 @@ for a captured connection, whether its socket pair would be spliced. Also says w
 would do. Reads only; an agent may run.
 
   sockmesh explain --pod reviews-7d9 10.96.0.20:9080
-  sockmesh explain --pod reviews-7d9 --uid 1337 10.96.0.20:9080 --json`)
-    .action(async (destination: string, opts: { instance: string; pod?: string; uid: string; gid?: string }) => {
+  sockmesh explain --pod reviews-7d9 --uid 1337 10.96.0.20:9080 --json
+  sockmesh explain --pod reviews-7d9 --uid 1337 --source 127.0.0.6 10.244.1.7:9080`)
+    .action(async (destination: string, opts: { instance: string; pod?: string; uid: string; gid?: string; source?: string }) => {
       requireRoot();
-      const res = await explain({ instance: checkInstanceName(opts.instance), pod: opts.pod, destination, uid: id('--uid', opts.uid)!, gid: id('--gid', opts.gid) });
+      const res = await explain({ instance: checkInstanceName(opts.instance), pod: opts.pod, destination, uid: id('--uid', opts.uid)!, gid: id('--gid', opts.gid), source: opts.source });
       emit(out(), res, () => [
         `${res.destination} from pod ${res.pod} (uid ${res.uid}), ${res.mode} mode${res.slot !== undefined ? `, slot ${res.slot}` : ''}:`,
         `  ${res.verdict === 'direct' ? 'NOT captured' : `captured (${res.verdict === 'sidecar-inbound' ? 'inbound' : 'outbound'})`}: ${res.rule}`,

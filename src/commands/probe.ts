@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { requireRoot } from '../agent/instance.js';
+import { requireRoot } from '../util/root.js';
 import { emit, table, type Out } from './output.js';
 
 export function register(program: Command, out: () => Out): void {

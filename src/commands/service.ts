@@ -1,8 +1,17 @@
 import type { Command } from 'commander';
 import { isLive, request } from '../control/client.js';
 import { socketPath } from '../control/protocol.js';
-import { checkInstanceName, resetServiceOverride, setServiceRedirect } from '../agent/instance.js';
+import { checkInstanceName } from '../instance/name.js';
+import { resetServiceOverride, setServiceRedirect } from '../instance/service-switch.js';
 import { emit, type Out } from './output.js';
+import type { MeshConfig } from '../config/model.js';
+import { readSource } from '../sources/file.js';
+
+/** The agent's config file as it reads now (undefined: not a file, or not readable). */
+function configOfFile(configSource: string): MeshConfig | undefined {
+  const file = configSource.startsWith('/') ? readSource(configSource) : undefined;
+  return file?.kind === 'config' ? file.config : undefined;
+}
 
 export function register(program: Command, out: () => Out): void {
   const service = program
@@ -40,7 +49,7 @@ it. On an instance made by sockmesh up it changes the recorded config directly.`
     .option('--json', 'print the result as JSON')
     .action(async (name: string, opts: { instance: string; json?: boolean }) => {
       const sock = socketPath(checkInstanceName(opts.instance));
-      const res = await isLive(sock) ? await request(sock, { op: 'reset', name }) as { hadOverride: boolean; note?: string } : await resetServiceOverride(opts.instance, name);
+      const res = await isLive(sock) ? await request(sock, { op: 'reset', name }) as { hadOverride: boolean; note?: string } : await resetServiceOverride(opts.instance, name, configOfFile);
       emit(out(), { instance: opts.instance, ...res }, () =>
         (res.hadOverride ? `service "${name}": override removed, the config file decides` : `service "${name}" had no override`) + (res.note ? `\n${res.note}` : ''));
     });

@@ -25,7 +25,7 @@ export function register(program: Command): void {
         const file = opts.accessLog === undefined ? undefined : createWriteStream(opts.accessLog, { flags: 'a' });
         const accessLog = file ? (lines: string) => { file.write(lines); } : (lines: string) => { process.stdout.write(lines); };
         const { socketPath } = await import('../control/protocol.js');
-        const { checkInstanceName } = await import('../agent/instance.js');
+        const { checkInstanceName } = await import('../instance/name.js');
         const agentSocket = opts.instance === undefined ? undefined : socketPath(checkInstanceName(opts.instance));
         const sidecar = new GovernanceSidecar({ configPath: opts.config, runDir: opts.runDir ?? `${STATE_DIR}/sidecar-${process.pid}`, metricsListen: opts.metricsListen, emit, accessLog,
           agentSocket, sidecarId: opts.id ?? `pid-${process.pid}`,

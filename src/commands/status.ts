@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { isLive, request } from '../control/client.js';
 import { socketPath } from '../control/protocol.js';
-import { checkInstanceName, status, type InstanceStatus } from '../agent/instance.js';
+import { checkInstanceName } from '../instance/name.js';
+import { status, type InstanceStatus } from '../instance/status.js';
 import type { Overrides } from '../instance/overrides.js';
 import { endpointName } from '../config/constants.js';
 import { emit, table, type Out } from './output.js';

@@ -1,5 +1,5 @@
 import { Option, type Command } from 'commander';
-import { up } from '../agent/instance.js';
+import { up } from '../instance/lifecycle.js';
 import { loadConfig } from '../config/load.js';
 import { checkMode } from '../config/validate/index.js';
 import { natSave } from '../iptables/apply.js';

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import type { Command } from 'commander';
 import { request } from '../control/client.js';
 import { socketPath } from '../control/protocol.js';
-import { checkInstanceName } from '../agent/instance.js';
+import { checkInstanceName } from '../instance/name.js';
 import { Codes, SockmeshError, UserError } from '../errors.js';
 import { emit, type Out } from './output.js';
 

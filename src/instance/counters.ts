@@ -1,7 +1,7 @@
 // The kernel's per-CPU counters as numbers: per pod id (sm_stats: pod_id * SM_STAT_MAX + stat),
 // per service id (sm_svc_stats) and per kernel-mode endpoint (sm_endpoint_stats), summed over CPUs.
 // Read by status, explain and the agent's /metrics; decoded here once.
-import { COUNTER_NAMES, endpointKeyCodec, STATS, SVC_COUNTER_NAMES, SVC_STATS } from '../bpf/codecs.js';
+import { AUTO_NAGLE_CLIENTS, COUNTER_NAMES, endpointKeyCodec, STATS, SVC_COUNTER_NAMES, SVC_STATS } from '../bpf/codecs.js';
 import type { InstanceMaps } from '../bpf/maps.js';
 
 /** Counter names by their index in a pod's (or a service's) block. */
@@ -55,4 +55,14 @@ export function endpointCounters(maps: InstanceMaps): EndpointCount[] {
     const k = endpointKeyCodec.decode(key);
     return { serviceId: k.serviceId, address: k.ip4, port: k.port, connections: sum };
   });
+}
+
+/** splice: auto in eBPF mode, learned at each close: what the service's clients that connect
+ * with Nagle on do later, and whether its last connection was a bulk stream. */
+export interface AutoMemory { nagleClients: (typeof AUTO_NAGLE_CLIENTS)[number]; bulk: boolean; observed: number }
+
+/** What splice: auto has learned about a service's Nagle-at-connect clients. */
+export function autoMemory(maps: InstanceMaps, id: number): AutoMemory {
+  const a = maps.svcAuto.get(id) ?? { nagleClients: 0, bulk: 0, observed: 0 };
+  return { nagleClients: AUTO_NAGLE_CLIENTS[a.nagleClients] ?? 'unknown', bulk: a.bulk !== 0, observed: a.observed };
 }

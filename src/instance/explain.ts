@@ -4,26 +4,25 @@
 // bpf/include/policy.h); for an iptables instance from the tables its config compiles to, which
 // its rules were generated from. The other mode's answer comes from the same tables: the two modes
 // decide alike (the parity matrix checks it), and differ in what they can do beyond the decision.
-import { POD_INCLUDE_ANY, POD_OUTBOUND_ALL, RULE_EXCLUDE, RULE_INCLUDE, RULE_LOCAL, SVC_AUTO, SVC_KERNEL, SVC_REDIRECT, SVC_SPLICE, lpmKeyCodec, podCodec, portKeyCodec, svcKeyCodec, svcStateCodec, svcValCodec, u64Codec, type SmPod } from '../bpf/codecs.js';
+import { SVC_AUTO, SVC_REDIRECT, SVC_SPLICE, type SmPod } from '../bpf/codecs.js';
 import { InstanceMaps, type SlotMaps } from '../bpf/maps.js';
 import { pinLayout } from '../bpf/pins.js';
 import type { MeshConfig } from '../config/model.js';
 import { Codes, UserError } from '../errors.js';
-import { ipToBytes, isIp } from '../net/addr.js';
-import { assignServiceIds, compileDesired, type Entry, type ResolvedPod, type ServiceIds } from '../plan/desired.js';
+import { isIp } from '../net/addr.js';
+import { decide, desiredTables, type Tables, type Verdict } from '../plan/decide.js';
+import { assignServiceIds, compileDesired, type ResolvedPod, type ServiceIds } from '../plan/desired.js';
+
+export type { Verdict } from '../plan/decide.js';
 import { compareRules } from '../iptables/apply.js';
 import { podConfig } from './pod-rules.js';
 import { readRecord, type Mode } from './record.js';
-import { autoMemory } from '../agent/instance.js';
+import { autoMemory } from './counters.js';
 import { endpointName } from '../config/constants.js';
 import { OverrideStore, type Overrides } from './overrides.js';
 import { hasName } from '../util/names.js';
+import { localAddresses } from '../util/netns.js';
 
-/** 127.0.0.6: the sidecar's inbound passthrough source; 15008: HBONE. As in sockmesh.h. */
-const PASSTHROUGH_SRC = '127.0.0.6';
-const HBONE_PORT = 15008;
-
-export type Verdict = 'sidecar-outbound' | 'sidecar-inbound' | 'kernel' | 'direct';
 
 export interface ExplainedService {
   name: string;
@@ -59,15 +58,6 @@ export interface Explanation {
   rules?: { netns: string | null; rules: number; inPlace: boolean; missing: string[]; extra: string[] };
 }
 
-/** Lookups the decision needs: the kernel maps of a slot, or the same tables compiled in memory. */
-interface Tables {
-  pod(cookie: bigint): SmPod | undefined;
-  port(podId: number, kind: number, port: number): boolean;
-  cidr(podId: number, kind: number, addr: string): boolean;
-  service(addr: string, port: number): number | undefined;
-  flags(serviceId: number): number;
-}
-
 function liveTables(slot: SlotMaps): Tables {
   return {
     pod: (cookie) => slot.pods.get(cookie as unknown as number) ?? slot.pods.get(0),
@@ -79,86 +69,14 @@ function liveTables(slot: SlotMaps): Tables {
   };
 }
 
-function desiredTables(entries: ReturnType<typeof compileDesired>): Tables {
-  const hex = (b: Buffer) => b.toString('hex');
-  const index = (list: Entry[]) => new Map(list.map((e) => [hex(e.key), e.value]));
-  const pods = index(entries.sm_pods);
-  const ports = index(entries.sm_ports);
-  const services = index(entries.sm_services);
-  const states = new Map(entries.sm_svc_state.map((e) => [e.key.readUInt32LE(0), svcStateCodec.decode(e.value).flags]));
-  const cidrs = entries.sm_cidrs.map((e) => lpmKeyCodec.decode(e.key));
-  const inPrefix = (addr: string, c: { prefixlen: number; addr: string | null }) => {
-    const a = ipToBytes(addr);
-    const b = c.addr === null ? Buffer.alloc(16) : ipToBytes(c.addr);
-    const bits = c.prefixlen - 64;
-    for (let i = 0; i < bits; i++) if (((a[i >> 3] ^ b[i >> 3]) >> (7 - (i & 7))) & 1) return false;
-    return true;
-  };
-  return {
-    pod: (cookie) => {
-      const v = pods.get(hex(u64Codec.encode(cookie as unknown as number))) ?? pods.get(hex(u64Codec.encode(0)));
-      return v ? podCodec.decode(v) : undefined;
-    },
-    port: (podId, kind, port) => ports.has(hex(portKeyCodec.encode({ podId, port, kind }))),
-    cidr: (podId, kind, addr) => cidrs.some((c) => c.podId === podId && c.kind === kind && inPrefix(addr, c)),
-    service: (addr, port) => {
-      const v = services.get(hex(svcKeyCodec.encode({ addr, port }))) ?? services.get(hex(svcKeyCodec.encode({ addr: null, port })));
-      return v ? svcValCodec.decode(v).serviceId : undefined;
-    },
-    flags: (id) => states.get(id) ?? 0,
-  };
-}
-
-interface Decision {
-  verdict: Verdict;
-  rule: string;
-  checks: string[];
-  serviceId?: number;
-}
-
-/** sm_decide, step by step (bpf/include/policy.h). */
-function decide(t: Tables, pod: SmPod, uid: number, gid: number, addr: string, port: number, kernelMode: boolean, src?: string): Decision {
-  const checks: string[] = [];
-  const done = (verdict: Verdict, rule: string, serviceId?: number): Decision => ({ verdict, rule, checks, serviceId });
-  const sidecar = uid === pod.sidecarUid || gid === pod.sidecarGid;
-  const loopback = addr.startsWith('127.') || addr === '::1' || t.cidr(pod.podId, RULE_LOCAL, addr);
-  checks.push(`caller: uid ${uid}${sidecar ? ` = the sidecar (uid ${pod.sidecarUid}, gid ${pod.sidecarGid})` : ` (the sidecar is uid ${pod.sidecarUid})`}`);
-  checks.push(`destination ${addr} is ${loopback ? 'local to the pod (loopback or its own address)' : 'not local to the pod'}`);
-  if (t.port(pod.podId, RULE_EXCLUDE, port)) return done('direct', `port ${port} is excluded (excludeOutboundPorts)`);
-  checks.push(`port ${port} is not excluded`);
-  if ((src === PASSTHROUGH_SRC || src === '::6') && loopback) return done('direct', `inbound passthrough from ${src} to the pod itself`);
-  if (sidecar) {
-    if (loopback && addr !== '127.0.0.1' && addr !== '::1' && port !== HBONE_PORT) return done('sidecar-inbound', 'the sidecar calling its own pod: inbound traffic');
-    return done('direct', 'the sidecar\'s own connections are never captured');
-  }
-  if (loopback) return done('direct', 'traffic inside the pod is never captured');
-  if (t.cidr(pod.podId, RULE_EXCLUDE, addr)) return done('direct', `${addr} is in an excluded CIDR (excludeOutboundCIDRs)`);
-  checks.push(`${addr} is not in an excluded CIDR`);
-  const svc = t.service(addr, port);
-  if (svc !== undefined) {
-    const flags = t.flags(svc);
-    checks.push(`${addr}:${port} belongs to service id ${svc}, switch ${flags & SVC_REDIRECT ? 'on' : 'off'}`);
-    if (!(flags & SVC_REDIRECT)) return done('direct', 'its service is switched off (redirect: false)', svc);
-    if (flags & SVC_KERNEL && kernelMode) return done('kernel', 'a kernel-mode service (mode: kernel): connect4 connects to an endpoint', svc);
-  } else {
-    checks.push(`${addr}:${port} is no listed service`);
-  }
-  if (t.port(pod.podId, RULE_INCLUDE, port)) return done('sidecar-outbound', `port ${port} is included (includeOutboundPorts)`, svc);
-  if (pod.flags & POD_OUTBOUND_ALL) {
-    if (pod.flags & POD_INCLUDE_ANY) return done('sidecar-outbound', 'capture.outbound: all, includeOutboundCIDRs: *', svc);
-    return t.cidr(pod.podId, RULE_INCLUDE, addr)
-      ? done('sidecar-outbound', `capture.outbound: all, ${addr} in includeOutboundCIDRs`, svc)
-      : done('direct', `capture.outbound: all, but ${addr} is in no includeOutboundCIDRs`, svc);
-  }
-  return svc !== undefined ? done('sidecar-outbound', 'a listed service with its switch on', svc) : done('direct', 'not a listed service (capture.outbound: services)');
-}
-
 export interface ExplainRequest {
   instance: string;
   pod?: string;
   destination: string;
   uid: number;
   gid?: number;
+  /** The address the connecting socket is bound to (the sidecar's passthrough source, 127.0.0.6 or ::6). */
+  source?: string;
 }
 
 /** Parses IPV4:PORT or [IPV6]:PORT (an IPv4-mapped IPv6 address is the IPv4 one, as connect6 sees it). */
@@ -170,6 +88,14 @@ export function parseDestination(s: string): { addr: string; port: number } {
   }
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(m[1]);
   return { addr: mapped ? mapped[1] : m[1].toLowerCase(), port };
+}
+
+/** A source address as the kernel sees it (an IPv4-mapped IPv6 address is the IPv4 one). */
+function parseSource(s: string): string {
+  const a = s.replace(/^\[|\]$/g, '');
+  if (!isIp(a)) throw new UserError(Codes.USAGE, `--source must be an IPv4 or IPv6 address, got ${JSON.stringify(s.slice(0, 60))}`);
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(a);
+  return mapped ? mapped[1] : a.toLowerCase();
 }
 
 /**
@@ -229,6 +155,7 @@ export async function explain(req: ExplainRequest): Promise<Explanation> {
   const { addr, port } = parseDestination(req.destination);
   const cfg = rec.config;
   const gid = req.gid ?? req.uid;
+  const source = req.source === undefined ? undefined : parseSource(req.source);
   // eBPF instances record their pods; the agent's iptables mode, each pod's namespace.
   const pods = (rec.pods ?? rec.podNetns ?? []).map((p) => p.name);
   const podName = req.pod ?? (pods.length <= 1 ? pods[0] ?? 'pod' : undefined);
@@ -252,7 +179,7 @@ export async function explain(req: ExplainRequest): Promise<Explanation> {
       if (podRec && pod.podId !== podRec.podId) {
         throw new UserError(Codes.INSTANCE_MISSING, `pod "${podName}"'s namespace entry in sm_pods (slot ${slot}) is pod id ${pod.podId}'s, not its own (${podRec.podId}): not meshed as itself`);
       }
-      const d = decide(t, pod, req.uid, gid, addr, port, true);
+      const d = decide(t, pod, req.uid, gid, addr, port, true, source);
       const service = serviceName(cfg, rec.serviceIds, d.serviceId, overridesOf(rec.instance), d.serviceId === undefined ? undefined : (t.flags(d.serviceId) & SVC_REDIRECT) !== 0);
       const splice = d.verdict === 'sidecar-outbound' && d.serviceId !== undefined
         ? spliceChoice(t.flags(d.serviceId), autoMemory(maps, d.serviceId))
@@ -269,18 +196,20 @@ export async function explain(req: ExplainRequest): Promise<Explanation> {
     }
   }
   // iptables: the tables its config compiles to (its rules were generated from the same config).
+  // What is local there is what the kernel routes through lo: every address of the namespace.
+  const ns = rec.podNetns ? rec.podNetns.find((p) => p.name === podName)?.netns : rec.netns;
+  const localAddrs = await localAddresses(ns ?? '/proc/self/ns/net').catch(() => []);
   const one: ResolvedPod = {
-    name: podName, netnsCookie: 0n, cgroupId: 0n, cgroupLevel: 0, podId: 1, localAddrs: [], sidecar: cfg.sidecar, capture: cfg.capture,
+    name: podName, netnsCookie: 0n, cgroupId: 0n, cgroupLevel: 0, podId: 1, localAddrs, sidecar: cfg.sidecar, capture: cfg.capture,
   };
   // iptables instances keep no service ids: number the services here, as eBPF mode would.
   const size = cfg.services.length + 1;
   const ids = assignServiceIds(cfg.services.map((s) => s.name), rec.serviceIds, size);
   const t = desiredTables(compileDesired(cfg, ids, size, [one]));
   const pod = t.pod(0n)!;
-  const d = decide(t, pod, req.uid, gid, addr, port, false);
+  const d = decide(t, pod, req.uid, gid, addr, port, false, source);
   const service = serviceName(cfg, ids, d.serviceId, overridesOf(rec.instance));
   // The live rules of the pod's namespace against the ones this config generates.
-  const ns = rec.podNetns ? rec.podNetns.find((p) => p.name === podName)?.netns : rec.netns;
   const podCfg = rec.podNetns ? cfg.pods.find((p) => p.name === podName) : undefined;
   const live = await compareRules(ns, podCfg ? podConfig(cfg, podCfg) : cfg, rec.instance);
   return {

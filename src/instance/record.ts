@@ -3,7 +3,7 @@
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import type { MeshConfig } from '../config/model.js';
 import { Codes, UserError } from '../errors.js';
-import type { ServiceIds } from '../plan/desired.js';
+import type { ResolvedPod, ServiceIds } from '../plan/desired.js';
 import { nameTable } from '../util/names.js';
 
 export type Mode = 'ebpf' | 'iptables';
@@ -16,6 +16,11 @@ export interface PodRecord {
   netnsCookie: string;
   cgroupId: string;
   localAddrs: string[];
+}
+
+/** What the record keeps of a resolved pod (for status, metrics and explain). */
+export function podSummary(p: ResolvedPod): PodRecord {
+  return { name: p.name, podId: p.podId, netnsCookie: p.netnsCookie.toString(), cgroupId: p.cgroupId.toString(), localAddrs: p.localAddrs };
 }
 
 export interface InstanceRecord {

@@ -9,32 +9,13 @@ import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { MeshConfig } from '../config/model.js';
 import { endpointName } from '../config/constants.js';
+import { backendCodec } from '../bpf/codecs.js';
+import type { InstanceMaps } from '../bpf/maps.js';
+import { removedEndpoints, type RemovedEndpoint } from '../plan/removed.js';
+import { netnsPath } from './pods.js';
 import { Codes, SockmeshError } from '../errors.js';
 import { execTool } from '../util/exec.js';
 import type { ServiceIds } from '../plan/desired.js';
-
-export interface RemovedEndpoint {
-  service: string;
-  serviceId: number;
-  address: string;
-  /** 0: any port (an endpoint that keeps the connection's port). */
-  port: number;
-}
-
-/** Endpoints that services with terminateOnRemove had before and no longer have. */
-export function removedEndpoints(before: MeshConfig | undefined, after: MeshConfig, ids: ServiceIds): RemovedEndpoint[] {
-  const watched = after.services.filter((s) => s.mode === 'kernel' && s.terminateOnRemove);
-  if (!before || !watched.length) return [];
-  const previous = new Map(before.services.map((b) => [b.name, b]));
-  const out: RemovedEndpoint[] = [];
-  for (const s of watched) {
-    const was = previous.get(s.name);
-    if (was?.mode !== 'kernel') continue;
-    const now = new Set((s.endpoints ?? []).map(endpointName));
-    for (const e of was.endpoints ?? []) if (!now.has(endpointName(e))) out.push({ service: s.name, serviceId: ids[s.name], address: e.address, port: e.port });
-  }
-  return out;
-}
 
 /**
  * The network namespaces of the processes in a cgroup tree (the single-pod form without --netns
@@ -93,4 +74,25 @@ export async function terminateConnections(removed: RemovedEndpoint[], namespace
     }
   }
   return closed;
+}
+
+/**
+ * terminateOnRemove: closes the connections that endpoints removed by this apply still carry, in
+ * every pod's namespace (the single-pod form: its --netns, else those of the processes in its
+ * cgroup). Run after the flip.
+ */
+export async function closeRemovedEndpoints(maps: InstanceMaps, before: MeshConfig | undefined, after: MeshConfig, ids: ServiceIds,
+  where: { cgroup: string; netns?: string }): Promise<number> {
+  const removed = removedEndpoints(before, after, ids);
+  if (!removed.length) return 0;
+  // UDP has no connection to close: a socket's next datagram picks again.
+  const udp = new Set(after.services.filter((s) => s.protocol === 'udp').map((s) => s.name));
+  const gone = new Set(removed.filter((r) => udp.has(r.service)).map((r) => endpointName({ address: r.address, port: r.port })));
+  for (const { key, value } of gone.size ? maps.udpPick.rawEntries() : []) {
+    const to = backendCodec.decode(value);
+    if (gone.has(endpointName({ address: to.ip4, port: to.port }))) maps.udpPick.deleteRaw(key);
+  }
+  const namespaces = after.pods.length ? after.pods.flatMap((p) => (p.netns ? [netnsPath(p.netns)] : []))
+    : where.netns ? [netnsPath(where.netns)] : namespacesOfCgroup(where.cgroup);
+  return terminateConnections(removed, [...new Set(namespaces)], (cookie) => maps.cookieSvc.get(cookie as unknown as number)?.serviceId);
 }

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { LIMITS, STATS, STRUCT_CODECS, SVC_STATS } from '../../src/bpf/codecs.js';
+import { HEADER_CONSTANTS, LIMITS, STATS, STRUCT_CODECS, SVC_STATS } from '../../src/bpf/codecs.js';
 import { defaultObjectPath } from '../../src/bpf/programs.js';
 import { packageRoot } from '../../src/util/paths.js';
 import { missingTools, requirementsOrSkip } from '../helpers/privileged.js';
@@ -45,14 +45,14 @@ describe.skipIf(requirementsOrSkip(reason))('codec layouts equal the BTF of bpf/
     });
   }
 
-  it('enum sm_stat, enum sm_svc_stat and the capacities (compiled against bpf/include/sockmesh.h)', () => {
+  it('enum sm_stat, enum sm_svc_stat, the capacities, flags and addresses (compiled against bpf/include/sockmesh.h)', () => {
     // Array map keys cannot carry an enum in BTF, so the header itself is compiled: a name the
     // TypeScript side has and C lacks fails to compile, a value that differs fails the compare,
     // and SM_STAT_MAX catches counters added in C only.
     const dir = mkdtempSync(join(tmpdir(), 'sockmesh-enum-'));
     try {
-      const names = { ...STATS, ...SVC_STATS, ...LIMITS };
-      const src = `#include <stdio.h>\n#include "sockmesh.h"\nint main(void) {\n${Object.keys(names).map((k) => `  printf("${k} %d\\n", ${k});`).join('\n')}\n  return 0;\n}\n`;
+      const names = { ...STATS, ...SVC_STATS, ...LIMITS, ...HEADER_CONSTANTS };
+      const src = `#include <stdio.h>\n#include "sockmesh.h"\nint main(void) {\n${Object.keys(names).map((k) => `  printf("${k} %llu\\n", (unsigned long long)(${k}));`).join('\n')}\n  return 0;\n}\n`;
       writeFileSync(join(dir, 'enum.c'), src);
       execFileSync('cc', ['-I', join(packageRoot(), 'bpf', 'include'), '-o', join(dir, 'enum'), join(dir, 'enum.c')]);
       const out = execFileSync(join(dir, 'enum'), { encoding: 'utf8' });

@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { up } from '../../src/agent/instance.js';
+import { up } from '../../src/instance/lifecycle.js';
 import { readRecord, recordPath } from '../../src/instance/record.js';
 import { cgroup2Mount } from '../../src/bpf/cgroup.js';
 import { featureFromLoadLog } from '../../src/bpf/load.js';

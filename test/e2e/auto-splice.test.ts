@@ -6,7 +6,7 @@
 // stay explicit overrides.
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { status as instanceStatus } from '../../src/agent/instance.js';
+import { status as instanceStatus } from '../../src/instance/status.js';
 import { packageRoot } from '../../src/util/paths.js';
 import { runCli } from '../helpers/cli.js';
 import { Mesh, PEER } from '../helpers/mesh.js';

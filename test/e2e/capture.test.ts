@@ -3,7 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { status as instanceStatus, type InstanceStatus } from '../../src/agent/instance.js';
+import { status as instanceStatus, type InstanceStatus } from '../../src/instance/status.js';
 import { pinLayout } from '../../src/bpf/pins.js';
 import { InstanceMaps } from '../../src/bpf/maps.js';
 import { cliJson, runCli } from '../helpers/cli.js';

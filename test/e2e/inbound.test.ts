@@ -8,7 +8,7 @@ import { rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { status } from '../../src/agent/instance.js';
+import { status } from '../../src/instance/status.js';
 import { pinRoot } from '../../src/bpf/bpffs.js';
 import { pinLayout } from '../../src/bpf/pins.js';
 import { InstanceMaps } from '../../src/bpf/maps.js';

@@ -4,7 +4,7 @@
 // traffic keys its tuple like its IPv4 peer does). The capture decisions themselves, for both
 // families and both modes, are the parity matrix's (parity.test.ts).
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { status } from '../../src/agent/instance.js';
+import { status } from '../../src/instance/status.js';
 import { runCli } from '../helpers/cli.js';
 import { Mesh } from '../helpers/mesh.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { endpointCounters } from '../../src/instance/counters.js';
-import { status as instanceStatus } from '../../src/agent/instance.js';
+import { status as instanceStatus } from '../../src/instance/status.js';
 import { MAGLEV_M, maglevTable } from '../../src/plan/maglev.js';
 import { pinLayout } from '../../src/bpf/pins.js';
 import { pinRoot } from '../../src/bpf/bpffs.js';

@@ -3,9 +3,12 @@
 // destination) and what SO_ORIGINAL_DST says. Expected outcomes are written from istio-iptables'
 // documented behaviour (ip6tables for IPv6: ::1 and ::6 where IPv4 has 127.0.0.1 and 127.0.0.6),
 // and both modes must give them, for IPv4 and for IPv6, inbound included. A dual-stack client (an
-// IPv6 socket to an IPv4-mapped address, Java's default) is captured like an IPv4 one.
+// IPv6 socket to an IPv4-mapped address, Java's default) is captured like an IPv4 one. `sockmesh
+// explain`'s own decision (a mirror of sm_decide, and of the rules) is checked against the same
+// real connections: each pod-side case's verdict names where the connection landed.
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { explain, type Verdict } from '../../src/instance/explain.js';
 import { POD_IP, POD_IP6 } from '../../src/topology/topology.js';
 import { runCli } from '../helpers/cli.js';
 import { Mesh } from '../helpers/mesh.js';
@@ -126,6 +129,17 @@ for (const fam of [V4, V6]) {
         });
         const want = CASES.map((c) => ({ name: c.name, lands: c.lands, ...(c.origDst ? { origDst: c.origDst } : {}) }));
         expect(got).toEqual(want);
+        // explain, for every connection the pod makes, against where the real one landed.
+        const landed = (v: Verdict) => (v === 'sidecar-outbound' ? 'outbound' : v === 'sidecar-inbound' ? 'inbound' : 'direct');
+        const fromPod = CASES.flatMap((c, i) => (c.from === 'peer' ? [] : [{ c, from: c.from, lands: got[i].lands }]));
+        const explained = await Promise.all(fromPod.map(async ({ c, from }) => {
+          const dst = c.host.includes(':') && !c.host.startsWith('::ffff:') ? `[${c.host}]:${c.port}` : `${c.host.replace(/^::ffff:/, '')}:${c.port}`;
+          const e = await explain({ instance, destination: dst, uid: from.uid, gid: from.gid, source: from.bind });
+          return { name: c.name, lands: landed(e.verdict), rule: e.rule };
+        }));
+        expect(explained.map(({ name, lands }) => ({ name, lands })))
+          .toEqual(fromPod.map(({ c, lands }) => ({ name: c.name, lands: lands === 'outbound' || lands === 'inbound' ? lands : 'direct' })));
+        expect(explained.length).toBe(CASES.length - 3);
       });
     }
 

@@ -6,7 +6,7 @@ import { writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { status } from '../../src/agent/instance.js';
+import { status } from '../../src/instance/status.js';
 import { pinLayout } from '../../src/bpf/pins.js';
 import { pinRoot } from '../../src/bpf/bpffs.js';
 import { InstanceMaps } from '../../src/bpf/maps.js';

@@ -3,7 +3,7 @@
 // the sockhash and the stack (order), also with the CPUs saturated by another process.
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { status } from '../../src/agent/instance.js';
+import { status } from '../../src/instance/status.js';
 import { SPLICE_QUEUE_DEFAULT } from '../../src/config/constants.js';
 import { Topology } from '../../src/topology/topology.js';
 import type { Proc } from '../../src/topology/proc.js';
