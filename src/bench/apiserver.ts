@@ -20,42 +20,9 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createTlsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
+import { ISTIO, json, KINDS, perResource, RESOURCES, status, type Change, type Obj, type Resource, type Watcher } from './apiserver-kinds.js';
 
-export type Resource = 'pods' | 'services' | 'endpointslices' | 'destinationrules' | 'virtualservices';
-const ISTIO: readonly Resource[] = ['destinationrules', 'virtualservices'];
-
-interface Obj {
-  apiVersion?: string;
-  kind?: string;
-  metadata: { name: string; namespace?: string; uid?: string; resourceVersion?: string; [k: string]: unknown };
-  spec?: { nodeName?: string; [k: string]: unknown };
-  [k: string]: unknown;
-}
-
-const KINDS: Record<Resource, { kind: string; apiVersion: string; path: RegExp }> = {
-  pods: { kind: 'Pod', apiVersion: 'v1', path: /^\/api\/v1\/pods$/ },
-  services: { kind: 'Service', apiVersion: 'v1', path: /^\/api\/v1\/services$/ },
-  endpointslices: { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', path: /^\/apis\/discovery\.k8s\.io\/v1\/endpointslices$/ },
-  destinationrules: { kind: 'DestinationRule', apiVersion: 'networking.istio.io/v1', path: /^\/apis\/networking\.istio\.io\/v1\/destinationrules$/ },
-  virtualservices: { kind: 'VirtualService', apiVersion: 'networking.istio.io/v1', path: /^\/apis\/networking\.istio\.io\/v1\/virtualservices$/ },
-};
-const RESOURCES = Object.keys(KINDS) as Resource[];
-const perResource = <T>(make: () => T): Record<Resource, T> => Object.fromEntries(RESOURCES.map((r) => [r, make()])) as Record<Resource, T>;
-
-interface Change {
-  rv: number;
-  type: 'ADDED' | 'MODIFIED' | 'DELETED';
-  resource: Resource;
-  object: Obj;
-}
-
-interface Watcher {
-  resource: Resource;
-  res: ServerResponse;
-  node?: string;
-  bookmarks: boolean;
-  timer?: NodeJS.Timeout;
-}
+export { kubeconfigYaml, type Resource } from './apiserver-kinds.js';
 
 export interface ApiStats {
   lists: Record<Resource, number>;
@@ -358,32 +325,4 @@ export class FakeApiServer {
       this.watchers.delete(w);
     });
   }
-}
-
-function status(code: number, reason: string, message: string): Record<string, unknown> {
-  return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code };
-}
-
-function json(res: ServerResponse, code: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(code, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
-  res.end(text);
-}
-
-/** A kubeconfig for the fake server: plain HTTP, or HTTPS trusting `ca` (PEM); a bearer token. */
-export function kubeconfigYaml(url: string, auth: { ca?: string; token?: string } = {}): string {
-  const cluster = auth.ca ? `certificate-authority-data: ${Buffer.from(auth.ca).toString('base64')}` : 'insecure-skip-tls-verify: true';
-  return `apiVersion: v1
-kind: Config
-clusters:
-  - name: fake
-    cluster: { server: "${url}", ${cluster} }
-users:
-  - name: fake
-    user: ${auth.token ? `{ token: "${auth.token}" }` : '{}'}
-contexts:
-  - name: fake
-    context: { cluster: fake, user: fake }
-current-context: fake
-`;
 }

@@ -5,15 +5,11 @@
 // found, the desired state is written into the maps (an atomic slot flip, src/plan/reconcile.ts),
 // the caller records it, connections to removed endpoints are closed, the programs are attached
 // (the first apply) and each pod's inbound pieces follow.
-import { existsSync } from 'node:fs';
-import { ensureBpffs } from '../bpf/bpffs.js';
-import { attachAll, detach, detachAllFrom, findAttachedCgroups, programStatus, sockmeshAttachments } from '../bpf/attach.js';
-import { cgroup2Mount } from '../bpf/cgroup.js';
-import { loadAndPin } from '../bpf/load.js';
+import { attachAll, detach } from '../bpf/attach.js';
 import { InstanceMaps } from '../bpf/maps.js';
-import { isFullyPinned, missingPins, unpin, type PinLayout } from '../bpf/pins.js';
+import { unpin, type PinLayout } from '../bpf/pins.js';
 import { objectSha256 } from '../bpf/programs.js';
-import { recoverInterruptedUpgrade, upgradePrograms, type UpgradeResult } from '../bpf/upgrade.js';
+import type { UpgradeResult } from '../bpf/upgrade.js';
 import type { MeshConfig } from '../config/model.js';
 import { podOfCaller, type Caller } from '../control/peer.js';
 import { Codes, SockmeshError, UserError } from '../errors.js';
@@ -23,10 +19,11 @@ import { reconcile, reconcileMaps } from '../plan/reconcile.js';
 import { hasName, nameTable } from '../util/names.js';
 import { emptyReport, type ApplyReport, type CaptureInstance, type KernelView } from './capture.js';
 import { syncInbound } from './ebpf-inbound.js';
+import { loadOrAdopt } from './ebpf-pins.js';
 import { resolvePods, type PodProblem } from './pods.js';
 import { podSummary, type InstanceRecord, type PodRecord } from './record.js';
 import { closeRemovedEndpoints } from './terminate.js';
-import { currentMntnsId, requireSameMounts, viewOf } from './view.js';
+import { currentMntnsId, viewOf } from './view.js';
 
 export interface EbpfOpenOptions {
   instance: string;
@@ -48,15 +45,6 @@ export interface EbpfOpenOptions {
 }
 
 interface Pods { key: string; pods: ResolvedPod[]; podIds: ServiceIds; problems: PodProblem[] }
-
-/** Refuses to attach a second set of programs to a cgroup that already has sockmesh's. */
-async function refuseStacking(layout: PinLayout, cgroup: string, instance: string): Promise<void> {
-  const ours = new Set(programStatus(layout, undefined).map((p) => p.id));
-  const foreign = (await sockmeshAttachments(cgroup)).filter((a) => !ours.has(a.id));
-  if (foreign.length) {
-    throw new UserError(Codes.STACKED, `${cgroup} already has sockmesh programs attached that instance "${instance}" does not hold (${foreign.map((a) => `${a.name} id ${a.id}`).join(', ')}): another instance, or pins that were removed. Run sockmesh down for the instance that attached them (down finds them through the cgroup); sockmesh never stacks a second set`);
-  }
-}
 
 /** What decides the pods' resolution: their part of the config. */
 function podKey(cfg: MeshConfig): string {
@@ -120,47 +108,15 @@ export class EbpfInstance implements CaptureInstance {
    * config, its pods are found (and, unless skipped, refused) before anything is loaded.
    */
   static async open(o: EbpfOpenOptions, config?: MeshConfig): Promise<EbpfInstance> {
-    const { layout, cgroup, instance, prev } = o;
+    const { prev } = o;
     const pods = config && await findPods(o, config, prev?.podIds ?? nameTable());
-    requireSameMounts(prev, 'attach BPF programs');
-    await ensureBpffs();
-    if (existsSync(layout.root)) recoverInterruptedUpgrade(layout);
-    const created = !isFullyPinned(layout);
-    // Pins of an older version that is still running (its programs attached): that version's object
-    // lacks maps or programs this one needs, and an in-place upgrade cannot add them. Removing the
-    // pins would detach everything and drop the spliced sockets' queued data: refused instead.
-    if (created && prev?.mode === 'ebpf' && existsSync(layout.root) && programStatus(layout, cgroup).some((p) => p.attached)) {
-      throw new SockmeshError(Codes.INSTANCE_CONFLICT, `instance "${instance}" runs an older sockmesh whose BPF object lacks ${missingPins(layout).join(', ')}: `
-        + `an in-place upgrade cannot add them. Keep the running version, or run sockmesh down --instance ${instance} and up again (capture stops in between).`);
+    const pinned = await loadOrAdopt(o);
+    const inst = new EbpfInstance(o, pinned.maps, pinned.created, pinned.upgraded, pinned.maps.activeSlot(), objectSha256(o.objectPath));
+    if (pods) {
+      inst.pods = pods;
+      inst.podIds = pods.podIds;
     }
-    if (created) {
-      if (existsSync(layout.root)) unpin(layout); // a partial pin dir from an interrupted run
-      await loadAndPin(layout, o.objectPath);
-    }
-    let maps: InstanceMaps | undefined;
-    try {
-      if (!o.detached) await refuseStacking(layout, cgroup, instance);
-      // A live instance whose programs differ from this object's: replaced in place first. Only
-      // checked (a full load of the object) when the object is not the one the record names.
-      const current = existsSync(o.objectPath) && prev?.objectSha256 === objectSha256(o.objectPath);
-      const upgraded = created || current ? [] : (await upgradePrograms(layout, cgroup, o.objectPath)).replaced;
-      maps = new InstanceMaps(layout);
-      // splice: auto's per-service memory is the replaced programs' format: the new ones learn afresh.
-      if (upgraded.length) for (const id of Object.values(prev?.serviceIds ?? nameTable<number>())) maps.svcAuto.set(id, { nagleClients: 0, bulk: 0, observed: 0 });
-      const inst = new EbpfInstance(o, maps, created, upgraded, maps.activeSlot(), objectSha256(o.objectPath));
-      if (pods) {
-        inst.pods = pods;
-        inst.podIds = pods.podIds;
-      }
-      return inst;
-    } catch (err) {
-      maps?.close();
-      if (created) {
-        await detach(layout, cgroup);
-        unpin(layout);
-      }
-      throw err;
-    }
+    return inst;
   }
 
   /**
@@ -172,28 +128,6 @@ export class EbpfInstance implements CaptureInstance {
     const inst = new EbpfInstance(o, maps, false, [], maps.activeSlot(), o.prev?.objectSha256);
     inst.attached = true;
     return inst;
-  }
-
-  /**
-   * Removes an eBPF instance from what the kernel shows: every sockmesh program on its cgroups is
-   * detached (found by name, so this works without pins), the sk_msg program through the pins when
-   * they exist, then the pins. Throws when something stays attached.
-   */
-  static async remove(layout: PinLayout, cgroup: string | undefined, instance: string): Promise<{ detached: string[]; pinsRemoved: boolean }> {
-    const pinned = existsSync(layout.root);
-    const mount = cgroup2Mount();
-    // Without a record, find where the pinned programs are attached.
-    const cgroups = cgroup ? [cgroup] : pinned && mount ? await findAttachedCgroups(layout, mount) : [];
-    const detached: string[] = [];
-    for (const cg of cgroups) detached.push(...(await detachAllFrom(cg, instance)));
-    if (pinned) {
-      const errors = await detach(layout, undefined);
-      if (errors.length) {
-        throw new SockmeshError(Codes.ATTACH, `could not detach every program of "${instance}"; the pins are kept so you can retry`, { cause: errors[0] });
-      }
-      unpin(layout);
-    }
-    return { detached, pinsRemoved: pinned };
   }
 
   private get open(): InstanceMaps {

@@ -19,6 +19,7 @@ import type { ReconcileReport } from '../plan/reconcile.js';
 import { requireRoot } from '../util/root.js';
 import type { ApplyReport, CaptureInstance } from './capture.js';
 import { EbpfInstance } from './ebpf.js';
+import { removeInstance } from './ebpf-pins.js';
 import { IptablesInstance } from './iptables.js';
 import { withInstanceLock } from './lock.js';
 import { checkInstanceName } from './name.js';
@@ -154,7 +155,7 @@ export async function openLocked(instance: string, opts: UpOptions): Promise<{ c
   }
   if (prev && prev.mode !== mode) {
     // The new mode captures already; now remove the old one.
-    if (prev.mode === 'ebpf') await EbpfInstance.remove(layout, prev.cgroup, instance);
+    if (prev.mode === 'ebpf') await removeInstance(layout, prev.cgroup, instance);
     else {
       const notes: string[] = [];
       await IptablesInstance.remove(prev, notes);
@@ -198,7 +199,7 @@ export async function down(instanceName: string): Promise<DownResult> {
     }
     const layout = pinLayout(rec?.pinRoot ?? pinRoot(instance));
     if (rec?.mode !== 'iptables' || rec.cgroup) requireSameMounts(rec, 'remove an eBPF instance');
-    const eb = await EbpfInstance.remove(layout, rec?.cgroup, instance);
+    const eb = await removeInstance(layout, rec?.cgroup, instance);
     if (rec?.mode === 'ebpf' && rec.netns) {
       // Switched from iptables mode: the drain chain its rules left goes once its connections closed.
       const drain: RemoveNotes = { draining: [] };

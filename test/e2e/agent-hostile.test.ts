@@ -5,9 +5,9 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { pinRoot } from '../../src/bpf/bpffs.js';
-import { AgentNode } from '../helpers/agent-node.js';
+import { MeshedNode } from '../helpers/meshed-node.js';
 import { cliJson, runCli } from '../helpers/cli.js';
 import { CLI, PEER } from '../helpers/mesh.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
@@ -27,7 +27,7 @@ const captured = (pod: string, addr: string) => ({ server: `sidecar-${pod}`, ori
 const unreachable = /ENETUNREACH|EHOSTUNREACH/;
 
 privileged('node agent: hostile config and careless operators', () => {
-  let t: AgentNode;
+  let t: MeshedNode;
   const pods = (extra = '') => `pods:
   - { name: pod-a, cgroup: a, netns: ${t.netns('a')} }
   - { name: pod-b, cgroup: b, netns: ${t.netns('b')} }
@@ -35,7 +35,7 @@ ${extra}`;
   const status = () => cliJson<AgentStatus>(['status', '--instance', t.instance]);
 
   beforeAll(async () => {
-    t = await AgentNode.create(uniqueName('ah'), ['a', 'b']);
+    t = await MeshedNode.create(uniqueName('ah'), ['a', 'b']);
     t.save(SERVICES + pods());
     await t.startAgent();
   });
@@ -203,7 +203,7 @@ privileged('node agent: inbound listeners across an edit that replaces a pod', (
   // before (the agent registers it). pod-y takes pod-x's freed id: removing pod-x's listener slot,
   // which is empty, used to fail (EINVAL) and abort the inbound sync, so pod-y's inbound
   // connections were refused until some unrelated later edit.
-  let t: AgentNode;
+  let t: MeshedNode;
   const X = '10.201.0.42';
   const Y = '10.201.0.43';
   const config = (second: 'x' | 'y') => `services: []
@@ -213,7 +213,7 @@ pods:
 `;
 
   beforeAll(async () => {
-    t = await AgentNode.create(uniqueName('ai'), [['a', '10.201.0.41'], ['x', X], ['y', Y], ['out', '10.201.0.44']], { sidecars: ['a', 'x'] });
+    t = await MeshedNode.create(uniqueName('ai'), [['a', '10.201.0.41'], ['x', X], ['y', Y], ['out', '10.201.0.44']], { sidecars: ['a', 'x'] });
     const procs = [
       t.node.spawnNode('y', CLI, ['sidecar', '--uid', '1337', '--log-connections'], 'real sidecar y'),
       t.node.spawnNode('y', PEER, ['serve', '--host', '0.0.0.0', '--port', '9080', '--name', 'app-y'], 'app y'),
@@ -243,12 +243,12 @@ privileged('node agent: the agent\'s own network namespace is never a pod\'s', (
   // The agent runs in a namespace of this test's (nsenter keeps the host's mounts), so what the old
   // code did there (attach sk_lookup to the agent's own namespace, which then refuses every
   // connection it would hand to a sidecar) cannot reach the host.
-  let t: AgentNode;
+  let t: MeshedNode;
   const own = `sm-${uniqueName('own')}`;
   let ownCgroup = '';
 
   beforeAll(async () => {
-    t = await AgentNode.create(uniqueName('ao'), ['a']);
+    t = await MeshedNode.create(uniqueName('ao'), ['a']);
     execFileSync('ip', ['netns', 'add', own]);
     execFileSync('ip', ['-n', own, 'link', 'set', 'lo', 'up']);
     ownCgroup = join(t.node.parent, 'own');

@@ -3,30 +3,25 @@
 // service switches over its control socket as overrides kept across restarts, serves /metrics
 // (parsed with a Prometheus text-format parser) and leaves the data path running when stopped.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { OverrideStore } from '../../src/instance/overrides.js';
 import { pinRoot } from '../../src/bpf/bpffs.js';
-import { NodeTopology } from '../../src/topology/node.js';
+import type { NodeTopology } from '../../src/topology/node.js';
 import type { Line, Proc } from '../../src/topology/proc.js';
 import { cliJson, runCli } from '../helpers/cli.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
-import { askFromPod } from '../helpers/pods.js';
+import { MeshedNode } from '../helpers/meshed-node.js';
 import { slow } from '../helpers/slow.js';
-import { Proc as P } from '../../src/topology/proc.js';
-
-const PEER = 'dist/src/topology/peer.js';
 
 interface Family { name: string; type: string; metrics: Array<{ labels?: Record<string, string>; value?: string; buckets?: Record<string, string> }> }
 
 privileged('node agent', () => {
   const instance = uniqueName('g');
-  const dir = mkdtempSync(join(tmpdir(), 'sockmesh-test-'));
-  const cfgPath = join(dir, 'mesh.yaml');
+  let t: MeshedNode;
   let node: NodeTopology;
+  let cfgPath: string;
   let agent: Proc | undefined;
   let port = 0;
 
@@ -41,17 +36,11 @@ pods:
 ${extra}`;
 
   /** Writes the config the way editors save: a new file renamed onto the path. */
-  const save = (text: string) => {
-    const tmp = join(dir, `.mesh.yaml.${Date.now()}.swp`);
-    writeFileSync(tmp, text);
-    renameSync(tmp, cfgPath);
-  };
+  const save = (text: string) => t.save(text);
 
   async function startAgent(extra: string[] = []): Promise<Proc> {
-    const p = new P('agent', process.execPath, ['bin/sockmesh.js', 'agent', '--config', cfgPath, '--cgroup', node.parent,
-      '--instance', instance, '--listen', '127.0.0.1:0', ...extra]);
-    const ready = await p.waitFor((l) => l.msg === 'agent ready', slow(30_000));
-    port = Number(String(ready.listen).split(':')[1]);
+    const p = await t.startAgent(extra);
+    port = t.port;
     return p;
   }
 
@@ -60,7 +49,7 @@ ${extra}`;
     return p.waitForFrom(p.lines.length, pred, slow(10_000));
   }
 
-  const ask = (pod: string, host: string) => askFromPod(node, pod, host);
+  const ask = (pod: string, host: string) => t.ask(pod, host);
 
   async function metrics(): Promise<Family[]> {
     const res = await fetch(`http://127.0.0.1:${port}/metrics`);
@@ -75,20 +64,13 @@ ${extra}`;
   };
 
   beforeAll(async () => {
-    node = await NodeTopology.create(instance, ['a', 'b']);
-    const sidecars = ['a', 'b'].map((pod) => node.spawnNode(pod, PEER,
-      ['serve', '--host', '127.0.0.1', '--port', '15001', '--name', `sidecar-${pod}`, '--mode', 'origdst'], `sidecar ${pod}`));
-    await Promise.all(sidecars.map((s) => s.waitFor((l) => l.event === 'ready', slow(30_000))));
+    t = await MeshedNode.create(instance, ['a', 'b']);
+    ({ node, cfgPath } = t);
     save(config(true));
     agent = await startAgent();
   });
 
-  afterAll(async () => {
-    await agent?.kill();
-    await runCli(['down', '--instance', instance]);
-    await node?.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  afterAll(() => t?.close());
 
   it('meshes every pod of the file and is ready', async () => {
     expect(await ask('a', '10.96.0.20')).toMatchObject({ server: 'sidecar-a', origDst: { address: '10.96.0.20', port: 9080 } });

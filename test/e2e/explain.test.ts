@@ -1,23 +1,21 @@
 // `sockmesh explain` against the live kernel: for each case, the rule it names and the outcome of
 // a real connection from the pod agree.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Explanation } from '../../src/instance/explain.js';
-import { NodeTopology } from '../../src/topology/node.js';
 import { cliJson, runCli } from '../helpers/cli.js';
-import { PEER } from '../helpers/mesh.js';
+import { MeshedNode } from '../helpers/meshed-node.js';
 import { askFromPod } from '../helpers/pods.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
-import { slow } from '../helpers/slow.js';
 
 privileged('sockmesh explain', () => {
   const instance = uniqueName('x');
-  const dir = mkdtempSync(join(tmpdir(), 'sockmesh-test-'));
-  const cfgPath = join(dir, 'mesh.yaml');
-  let node: NodeTopology;
+  let t: MeshedNode;
+  let node: MeshedNode['node'];
+  let dir: string;
+  let cfgPath: string;
   const config = (onRedirect: boolean) => `services:
   - { name: on, addresses: [10.96.0.20], ports: [9080, 9999], splice: always${onRedirect ? '' : ', redirect: false'} }
   - { name: off, addresses: [10.96.0.21], ports: [9080], redirect: false }
@@ -31,19 +29,14 @@ pods:
   const explain = (dst: string, ...extra: string[]) => cliJson<Explanation>(['explain', '--instance', instance, '--pod', 'pod-a', dst, ...extra]);
 
   beforeAll(async () => {
-    node = await NodeTopology.create(instance, ['a', 'b']);
-    const sidecar = node.spawnNode('a', PEER, ['serve', '--host', '127.0.0.1', '--port', '15001', '--name', 'sidecar', '--mode', 'origdst'], 'sidecar');
-    await sidecar.waitFor((l) => l.event === 'ready', slow(30_000));
+    t = await MeshedNode.create(instance, ['a', 'b'], { sidecars: ['a'] });
+    ({ node, dir, cfgPath } = t);
     writeFileSync(cfgPath, config(true));
     const up = await runCli(['up', '--cgroup', node.parent, '--config', cfgPath, '--instance', instance]);
     expect(up.code, up.stderr).toBe(0);
   });
 
-  afterAll(async () => {
-    await runCli(['down', '--instance', instance]);
-    await node?.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  afterAll(() => t?.close());
 
   it('a listed service, switch on: to the sidecar, spliced as configured — and a real connection agrees', async () => {
     const e = await explain('10.96.0.20:9080');
@@ -51,7 +44,7 @@ pods:
     expect(e.splice).toMatch(/^spliced \(splice: always\)/);
     expect(e.goesTo).toMatch(/^127\.0\.0\.1:15001 /);
     expect(e.other).toMatchObject({ mode: 'iptables', verdict: 'sidecar-outbound' });
-    expect(await askFromPod(node, 'a', '10.96.0.20')).toMatchObject({ server: 'sidecar', origDst: { address: '10.96.0.20', port: 9080 } });
+    expect(await askFromPod(node, 'a', '10.96.0.20')).toMatchObject({ server: 'sidecar-a', origDst: { address: '10.96.0.20', port: 9080 } });
   });
 
   it('a service switched off: not captured — and a real connection goes direct', async () => {

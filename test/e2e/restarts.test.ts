@@ -3,15 +3,10 @@
 // (two spliced, one not) carry sequence-numbered lines through the pod's sidecar. Nothing may
 // reset or reorder, every start must capture new connections, and the last start must converge
 // on the whole config (its last service reaches the sidecar).
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { NodeTopology } from '../../src/topology/node.js';
-import { Proc, type Line } from '../../src/topology/proc.js';
-import { runCli } from '../helpers/cli.js';
+import type { Line, Proc } from '../../src/topology/proc.js';
+import { MeshedNode } from '../helpers/meshed-node.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
-import { askFromPod } from '../helpers/pods.js';
 import { slow } from '../helpers/slow.js';
 
 const PEER = 'dist/src/topology/peer.js';
@@ -20,9 +15,7 @@ const fillerAddr = (i: number) => `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i &
 
 privileged('agent restarts under streaming traffic', () => {
   const instance = uniqueName('r');
-  const dir = mkdtempSync(join(tmpdir(), 'sockmesh-test-'));
-  const cfgPath = join(dir, 'mesh.yaml');
-  let node: NodeTopology;
+  let t: MeshedNode;
   let agent: Proc | undefined;
 
   const config = (filler: number) => {
@@ -33,32 +26,19 @@ privileged('agent restarts under streaming traffic', () => {
       '  - { name: probe, addresses: [10.96.0.32], ports: [9080] }',
     ];
     for (let i = 0; i < filler; i++) lines.push(`  - { name: s${i}, addresses: [${fillerAddr(i)}], ports: [8080] }`);
-    lines.push('pods:', `  - { name: pod-a, cgroup: a, netns: ${node.pod('a').netns} }`);
+    lines.push('pods:', `  - { name: pod-a, cgroup: a, netns: ${t.netns('a')} }`);
     return `${lines.join('\n')}\n`;
   };
-  const save = (text: string) => {
-    const tmp = join(dir, '.mesh.yaml.tmp');
-    writeFileSync(tmp, text);
-    renameSync(tmp, cfgPath);
-  };
-  const spawnAgent = () => new Proc('agent', process.execPath, ['bin/sockmesh.js', 'agent', '--config', cfgPath, '--cgroup', node.parent,
-    '--instance', instance, '--listen', '127.0.0.1:0']);
-
-  const ask = (host: string, port = 9080) => askFromPod(node, 'a', host, port);
+  const save = (text: string) => t.save(text);
+  const spawnAgent = () => t.spawnAgent();
+  const ask = (host: string, port = 9080) => t.ask('a', host, port);
 
   beforeAll(async () => {
-    node = await NodeTopology.create(instance, ['a']);
-    const sidecar = node.spawnNode('a', PEER, ['serve', '--host', '127.0.0.1', '--port', '15001', '--name', 'sidecar', '--mode', 'origdst'], 'sidecar');
-    await sidecar.waitFor((l) => l.event === 'ready', slow(30_000));
+    t = await MeshedNode.create(instance, ['a']);
     save(config(0));
   });
 
-  afterAll(async () => {
-    await agent?.kill();
-    await runCli(['down', '--instance', instance]);
-    await node?.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  afterAll(() => t?.close());
 
   it('20 restarts (SIGTERM, kill -9, some mid-apply of 10,000 services): no reset, every line in order, capture after each start, converged', async () => {
     // How long a start with 10,000 services takes here, to kill later starts part-way through.
@@ -74,7 +54,7 @@ privileged('agent restarts under streaming traffic', () => {
 
     // Three long-lived connections through the sidecar: two spliced, one through the stack.
     const hosts = ['10.96.0.30', '10.96.0.30', '10.96.0.31'];
-    const streams = hosts.map((h, i) => node.spawnNode('a', PEER, ['ask', '--host', h, '--port', '9080'], `stream ${i}`));
+    const streams = hosts.map((h, i) => t.node.spawnNode('a', PEER, ['ask', '--host', h, '--port', '9080'], `stream ${i}`));
     await Promise.all(streams.map((s) => s.waitFor((l) => l.event === 'connected', slow(10_000))));
     const sent: string[][] = hosts.map(() => []);
     let seq = 0;
@@ -112,7 +92,7 @@ privileged('agent restarts under streaming traffic', () => {
         }
         await agent.waitFor((l: Line) => l.msg === 'agent ready', slow(60_000));
         const reply = await ask('10.96.0.32');
-        expect(reply, `start ${r}`).toMatchObject({ server: 'sidecar', origDst: { address: '10.96.0.32', port: 9080 } });
+        expect(reply, `start ${r}`).toMatchObject({ server: 'sidecar-a', origDst: { address: '10.96.0.32', port: 9080 } });
         outcomes.push(`start ${r}: captured`);
       }
     } finally {
@@ -125,7 +105,7 @@ privileged('agent restarts under streaming traffic', () => {
       expect(s.lines.filter((l) => l.event === 'error'), `stream ${i}`).toEqual([]);
       const replies = s.lines.filter((l) => l.event === 'reply').map((l) => l.reply as { server: string; line: string; origDst: { address: string } });
       expect(replies.map((x) => x.line), `stream ${i}`).toEqual(sent[i]);
-      expect(new Set(replies.map((x) => `${x.server} ${x.origDst.address}`)), `stream ${i}`).toEqual(new Set([`sidecar ${hosts[i]}`]));
+      expect(new Set(replies.map((x) => `${x.server} ${x.origDst.address}`)), `stream ${i}`).toEqual(new Set([`sidecar-a ${hosts[i]}`]));
     });
     expect(seq).toBeGreaterThan(100);
     for (const s of streams) s.child.stdin!.end();
@@ -135,7 +115,7 @@ privileged('agent restarts under streaming traffic', () => {
     save(config(FILLER));
     const applied = await agent.waitForFrom(seen, (l) => l.msg === 'reconciled', slow(30_000));
     expect(applied.changes).toMatchObject({ sm_services: { put: FILLER, del: 0 } });
-    expect(await ask(fillerAddr(FILLER - 1), 8080)).toMatchObject({ server: 'sidecar', origDst: { address: fillerAddr(FILLER - 1), port: 8080 } });
+    expect(await ask(fillerAddr(FILLER - 1), 8080)).toMatchObject({ server: 'sidecar-a', origDst: { address: fillerAddr(FILLER - 1), port: 8080 } });
     expect(outcomes.filter((o) => o.endsWith('captured'))).toHaveLength(20);
   });
 });

@@ -264,7 +264,7 @@ describe('ServiceReconciler (the agent\'s incremental apply)', () => {
     let caughtUp = 0;
     for (let v = 1; v < 20; v++) {
       const n = 25 + Math.floor(r() * 10);
-      cfg = parseConfigText(text(n, (i) => (r() < 0.1 ? ', redirect: false' : '')), `v${v}`, caches);
+      cfg = parseConfigText(text(n, () => (r() < 0.1 ? ', redirect: false' : '')), `v${v}`, caches);
       ids = assignServiceIds(cfg.services.map((s) => s.name), ids, SVC_STATE);
       const p = pods(cfg, 1 + (v % 3)); // pods come and go
       inc.apply(cfg, ids, p, (slot) => configEntry(cfg, slot));

@@ -1,4 +1,4 @@
-// One meshed node for end-to-end tests of the node agent: a NodeTopology of pods (namespaces and
+// One meshed node for end-to-end tests (the shared fixture): a NodeTopology of pods (namespaces and
 // cgroups this test makes), a stand-in sidecar in each pod (answers with the SO_ORIGINAL_DST it
 // read), the agent's config file, and the agent itself started as `sockmesh agent` does. close()
 // stops what it started (by pid), runs `down`, and removes everything, also after a failure.
@@ -15,7 +15,7 @@ import { slow } from './slow.js';
 
 interface Family { name: string; metrics: Array<{ labels?: Record<string, string>; value?: string }> }
 
-export class AgentNode {
+export class MeshedNode {
   readonly dir = mkdtempSync(join(tmpdir(), 'sockmesh-test-'));
   readonly cfgPath = join(this.dir, 'mesh.yaml');
   agent: Proc | undefined;
@@ -26,8 +26,8 @@ export class AgentNode {
 
   /** Pods by name, or [name, address] for a pod on the node's bridge; a stand-in sidecar in each
    * (or in the pods `sidecars` names). */
-  static async create(instance: string, pods: Array<string | [string, string]>, opts: { sidecars?: string[] } = {}): Promise<AgentNode> {
-    const t = new AgentNode(instance, await NodeTopology.create(instance, pods));
+  static async create(instance: string, pods: Array<string | [string, string]>, opts: { sidecars?: string[] } = {}): Promise<MeshedNode> {
+    const t = new MeshedNode(instance, await NodeTopology.create(instance, pods));
     try {
       const names = pods.map((p) => (typeof p === 'string' ? p : p[0]));
       await Promise.all((opts.sidecars ?? names).map((p) => t.sidecar(p)));
