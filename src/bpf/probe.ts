@@ -10,11 +10,14 @@ import { loadAndPin } from './load.js';
 import { pinLayout, unpin } from './pins.js';
 import { MAP_TYPES } from './map.js';
 import { defaultObjectPath } from './programs.js';
+import { sinceOf } from './requirements.js';
 
 export interface ProbeCheck {
   feature: string;
   ok: boolean;
   detail: string;
+  /** The Linux release that added the feature (src/bpf/requirements.ts). */
+  since?: string;
 }
 
 const MAP_CHECKS: Array<[string, number, number, number, number]> = [
@@ -37,14 +40,19 @@ function forcedOff(feature: string): void {
   if (off && feature.includes(off)) throw new NotSupportedError(feature, `turned off by SOCKMESH_PROBE_FAIL=${off}`);
 }
 
+function withSince(c: ProbeCheck): ProbeCheck {
+  const since = sinceOf(c.feature);
+  return since ? { ...c, since } : c;
+}
+
 async function step(checks: ProbeCheck[], feature: string, fn: () => Promise<string> | string): Promise<boolean> {
   try {
     forcedOff(feature);
-    checks.push({ feature, ok: true, detail: await fn() });
+    checks.push(withSince({ feature, ok: true, detail: await fn() }));
     return true;
   } catch (e) {
     const err = e as Error;
-    checks.push({ feature: err instanceof NotSupportedError ? err.feature : feature, ok: false, detail: err.message });
+    checks.push(withSince({ feature: err instanceof NotSupportedError ? err.feature : feature, ok: false, detail: err.message }));
     return false;
   }
 }
