@@ -3,6 +3,7 @@
 // arrival order. A failed apply is logged and counted and the last good state stays; a rejected
 // or missing source never changes what is applied.
 import type { MeshConfig } from '../config/model.js';
+import type { LocalWorkload } from '../config/workload.js';
 import { formChange } from '../config/form-change.js';
 import { Codes, SockmeshError, UserError, describe } from '../errors.js';
 import type { ApplyReport, CaptureInstance } from '../instance/capture.js';
@@ -15,6 +16,7 @@ import type { Logger } from '../util/log.js';
 import { MemoryReleaser } from '../util/memory.js';
 import { nameTable } from '../util/names.js';
 import type { Cell } from './cell.js';
+import type { PodIdentities } from './identities.js';
 import type { AgentMetrics } from './metrics.js';
 import { chooseMode } from './mode.js';
 import type { AgentOptions } from './options.js';
@@ -27,6 +29,7 @@ export interface ApplierParts {
   source: AgentSource;
   overrides: OverrideStore;
   policy: PolicyFeed;
+  identities: PodIdentities;
   records: RecordWriter;
   pods: PodWatch;
   metrics: AgentMetrics;
@@ -125,7 +128,7 @@ export class Applier implements Cell {
       mode === 'iptables' ? 'iptables rules in every pod\'s namespace' : r.created ? 'data path loaded and attached' : 'adopted the pinned data path');
     if (r.created) await this.countPredating(config);
     // The first policy version for the governance sidecars is the state just applied.
-    this.parts.policy.publish(config);
+    this.published(config);
     source.follow((e) => { void this.serialize(() => this.onSource(e)).catch(() => undefined); });
     this.memory.work(100); // the start's parse and apply are over
   }
@@ -203,8 +206,23 @@ export class Applier implements Cell {
     metrics.lastApplied.setToCurrentTime();
     this.lastApply = { at: new Date().toISOString(), changes: report.changes, ms };
     log.info({ reason, changes: report.changes, slot: report.slot, ms: Math.round(ms * 100) / 100 }, 'reconciled');
-    this.parts.policy.publish(config);
+    this.published(config);
     return report.changes;
+  }
+
+  /** The applied state for the sidecars: the policy version, the pods' identities. */
+  private published(config: MeshConfig): void {
+    this.parts.identities.configure(config);
+    this.parts.policy.publish(config, this.localWorkloads(config));
+  }
+
+  /** The listed pods meshed now, with their addresses and identity (what policies select). */
+  localWorkloads(config: MeshConfig): LocalWorkload[] {
+    const listed = new Map(config.pods.map((p) => [p.name, p]));
+    return (this.capture?.meshedPods() ?? []).flatMap((m) => {
+      const p = listed.get(m.name);
+      return p ? [{ name: m.name, addresses: m.addresses, namespace: p.namespace, serviceAccount: p.serviceAccount, labels: p.labels }] : [];
+    });
   }
 
   /** What an apply reports that the operator should see; the pod waiters look again. */

@@ -8,11 +8,13 @@
 // can fail without touching the kernel starts first: the lock, the control socket and the listen
 // address are taken before any program is loaded or attached.
 import { existsSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { newParseCaches } from '../config/load.js';
 import { identifyCaller } from '../control/peer.js';
 import { socketPath } from '../control/protocol.js';
 import { ControlServer } from '../control/server.js';
 import { Codes, SockmeshError, UserError, describe } from '../errors.js';
+import { FileCaStore } from '../identity/file-store.js';
 import { down } from '../instance/lifecycle.js';
 import { acquireInstanceLock, type InstanceLock } from '../instance/lock.js';
 import { OverrideStore } from '../instance/overrides.js';
@@ -23,6 +25,7 @@ import { Applier } from './applier.js';
 import { Cells, type Cell } from './cell.js';
 import { controlHandler } from './control.js';
 import { HttpServer } from './http.js';
+import { PodIdentities } from './identities.js';
 import { AgentMetrics } from './metrics.js';
 import type { AgentOptions } from './options.js';
 import { PodWatch } from './pod-watch.js';
@@ -75,15 +78,17 @@ export class NodeAgent {
       names: () => this.applier.instance?.kernel.names() ?? { pods: new Map(), services: new Map() },
       entries: () => this.applier.instance?.kernel.entries(),
     });
+    const identities = new PodIdentities(log, this.metrics, opts.kubernetes?.node ?? hostname(), (identity) => new FileCaStore(identity.caDir,
+      (dir) => log.warn({ dir }, 'no mesh CA there: made a self-signed root (root-cert.pem, ca-key.pem readable by root only)')));
     this.source = new AgentSource(opts, log, this.metrics, newParseCaches());
     const pods = new PodWatch(instance, opts.cgroup, opts.kubernetes !== undefined, {
       meshedPodOf: (caller) => this.applier.instance?.meshedPodOf(caller),
       problems: () => this.applier.unresolved(),
       lookForPods: (reason) => this.applier.lookForPods(reason),
     });
-    this.applier = new Applier(opts, log, { source: this.source, overrides, policy, records, pods, metrics: this.metrics });
+    this.applier = new Applier(opts, log, { source: this.source, overrides, policy, identities, records, pods, metrics: this.metrics });
     const control = new ControlServer(socketPath(instance),
-      controlHandler({ instance, applier: this.applier, source: this.source, overrides, policy, pods, records }),
+      controlHandler({ instance, applier: this.applier, source: this.source, overrides, policy, identities, pods, records }),
       (fd) => identifyCaller(fd, opts.kubernetes?.procRoot));
     this.http = new HttpServer(opts.listen, {
       metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.text() }),
@@ -96,6 +101,7 @@ export class NodeAgent {
       { name: 'control socket', start: () => control.start(), stop: () => control.stop() },
       this.http,
       policy,
+      identities,
       pods,
       this.source,
       this.applier,

@@ -45,6 +45,9 @@ export class AgentMetrics {
   readonly lastApplied: Gauge;
   readonly podProblems: Gauge;
   readonly predating: Gauge;
+  readonly podCertificateExpiry: Gauge;
+  readonly caRootExpiry: Gauge;
+  readonly certificatesIssued: Counter;
 
   constructor(version: string, private readonly kernel: KernelView) {
     const registers = [this.registry];
@@ -63,6 +66,12 @@ export class AgentMetrics {
       name: 'sockmesh_connections_predating_capture', labelNames: ['pod'], registers,
       help: 'TCP connections a pod had open when capture first started: never captured nor spliced; they go direct until they reconnect',
     });
+    this.podCertificateExpiry = new Gauge({
+      name: 'sockmesh_pod_certificate_expiry_timestamp_seconds', labelNames: ['pod'], registers,
+      help: 'When each meshed pod\'s current certificate expires (Unix time; renewed at half of its life)',
+    });
+    this.caRootExpiry = new Gauge({ name: 'sockmesh_ca_root_expiry_timestamp_seconds', labelNames: ['root'], registers, help: 'When each root of the mesh CA\'s trust bundle expires (Unix time; root 0 is the first of the bundle)' });
+    this.certificatesIssued = new Counter({ name: 'sockmesh_pod_certificates_issued_total', help: 'Pod certificates the agent issued (first ones and renewals)', registers });
   }
 
   /** The whole exposition: the agent's own metrics, then the kernel's read now. */

@@ -1,8 +1,12 @@
 // The policy the node's governance sidecars follow: a version per applied change of the services
 // (or of the sidecar identity), handed out by long poll over the control socket. A sidecar asks
 // with the version it runs (and the one it refused, if HAProxy would not take it); it is answered
-// at once when there is a newer one, else when the next one comes, or after 30 s with none.
+// at once when there is a newer one, else when the next one comes, or after 30 s with none. A
+// sidecar in a meshed pod also gets its workload's security policy (its identity, inbound mTLS
+// modes, authorization, and the meshed workloads it may call with mTLS): computed for the pod the
+// caller is in, so a version also changes when the mesh's security or its pods do.
 import type { MeshConfig } from '../config/model.js';
+import { workloadPolicy, type LocalWorkload, type WorkloadPolicy } from '../config/workload.js';
 import type { ControlRequest } from '../control/protocol.js';
 import type { Logger } from '../util/log.js';
 import type { Cell } from './cell.js';
@@ -16,7 +20,7 @@ const FORGET_MS = 120_000;
 
 export class PolicyFeed implements Cell {
   readonly name = 'policy feed';
-  private policy: { version: number; key: string; config?: MeshConfig } = { version: 0, key: '' };
+  private policy: { version: number; key: string; config?: MeshConfig; local: LocalWorkload[] } = { version: 0, key: '', local: [] };
   private waiters: Array<() => void> = [];
   private readonly sidecars = new Map<string, SidecarSeen>();
   private stopped = false;
@@ -27,17 +31,17 @@ export class PolicyFeed implements Cell {
     return this.policy.version;
   }
 
-  /** A new version when the services (or the sidecar identity) changed. */
-  publish(config: MeshConfig): void {
-    const key = JSON.stringify([config.sidecar, config.services]);
+  /** A new version when the services, the sidecar identity, the mesh's security or its meshed pods changed. */
+  publish(config: MeshConfig, local: LocalWorkload[] = []): void {
+    const key = JSON.stringify([config.sidecar, config.services, config.identity, config.peerAuthentications, config.authorizationPolicies, config.peers, local]);
     if (key === this.policy.key) return;
-    this.policy = { version: this.policy.version + 1, key, config: { ...config, pods: [] } };
+    this.policy = { version: this.policy.version + 1, key, config: { ...config, pods: [] }, local };
     this.log.info({ version: this.policy.version }, 'policy version for the governance sidecars');
     this.wakeAll();
   }
 
-  /** A sidecar's long poll. */
-  async poll(req: Extract<ControlRequest, { op: 'policy' }>): Promise<{ version: number; config?: MeshConfig }> {
+  /** A sidecar's long poll (`podOf`: the meshed pod it runs in, if any, looked up when answering: the pods may be meshed while it waits). */
+  async poll(req: Extract<ControlRequest, { op: 'policy' }>, podOf: () => string | undefined = () => undefined): Promise<{ version: number; config?: MeshConfig; workload?: WorkloadPolicy }> {
     const { refused } = req.sidecar;
     this.sidecars.set(req.sidecar.id, { id: req.sidecar.id, version: req.sidecar.version, agentVersion: req.have, ...(refused !== undefined ? { refused } : {}), seenAt: new Date().toISOString() });
     // It has this version, or refused it (HAProxy would not take it): it waits for the next one.
@@ -52,7 +56,11 @@ export class PolicyFeed implements Cell {
         this.waiters.push(wake);
       });
     }
-    return !current() && this.policy.config ? { version: this.policy.version, config: this.policy.config } : { version: this.policy.version };
+    const { config, local, version } = this.policy;
+    if (current() || !config) return { version };
+    const pod = podOf();
+    const me = pod === undefined ? undefined : local.find((w) => w.name === pod);
+    return { version, config, ...(me ? { workload: workloadPolicy(config, local, me) } : {}) };
   }
 
   /** The sidecars heard from lately. */

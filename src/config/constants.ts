@@ -1,6 +1,6 @@
 // The model's constants: defaults, limits and the values each field may take. Validation, the
 // Kubernetes translation and the renderers read them here.
-import type { LoadBalancer, SidecarConfig, SpliceMode } from './model.js';
+import type { IdentityConfig, LoadBalancer, MtlsMode, SidecarConfig, SpliceMode } from './model.js';
 
 /** Ports Istio never captures inbound (HBONE, Prometheus, health, agent). */
 export const ISTIO_INBOUND_EXCLUDED = [15008, 15090, 15021, 15020];
@@ -30,3 +30,19 @@ export const ENDPOINTS_MAX = 64;
 export function endpointName(e: { address: string; port: number }): string {
   return e.port ? `${e.address}:${e.port}` : e.address;
 }
+
+export const MTLS_MODES: readonly MtlsMode[] = ['STRICT', 'PERMISSIVE', 'DISABLE'];
+
+/** The identity settings when the config names none (Istio's defaults: its trust domain and root namespace). */
+export const IDENTITY_DEFAULTS: IdentityConfig = {
+  trustDomain: 'cluster.local', certTtlMs: 24 * 3600_000, caDir: '/var/lib/sockmesh/ca', rootNamespace: 'istio-system',
+};
+
+/** A Kubernetes namespace (a DNS label) and a service account (a DNS subdomain). */
+export const NAMESPACE_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+export const SERVICE_ACCOUNT_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+/** A SPIFFE trust domain: lower-case letters, digits, '.', '-', '_' (at most 255). */
+export const TRUST_DOMAIN_RE = /^[a-z0-9._-]{1,255}$/;
+
+/** The ALPN protocol mesh mTLS carries, so an app's own TLS on the same port is told apart. */
+export const MESH_ALPN = 'sockmesh';

@@ -1,6 +1,6 @@
 // Reading a config: a YAML file, or the embedded default.
 import { closeSync, fstatSync, openSync, readSync, constants as fsc } from 'node:fs';
-import { CORE_SCHEMA, load } from 'js-yaml';
+import { CORE_SCHEMA, load, loadAll } from 'js-yaml';
 import { Codes, ConfigError, UserError } from '../errors.js';
 import { DEFAULT_CONFIG_YAML } from './default.js';
 import type { MeshConfig } from './model.js';
@@ -17,17 +17,42 @@ export function newParseCaches(): ParseCaches {
   return { yaml: new IncrementalYaml(), services: new WeakMap() };
 }
 
+/**
+ * A config file is the sockmesh config, optionally followed by Istio documents (`---` between
+ * them): the first document's text, and the text of the others. A `---` line at column 0 always
+ * starts a document in YAML (a block scalar's content is indented), so cutting there is exact.
+ */
+export function splitDocuments(text: string): { config: string; rest: string } {
+  const re = /^---[ \t]*(?:#.*)?$/gm;
+  let m: RegExpExecArray | null;
+  let start = 0;
+  while ((m = re.exec(text)) !== null) {
+    // A marker before any content starts the config document itself.
+    if (!text.slice(start, m.index).split('\n').some((l) => l.trim() !== '' && !l.trim().startsWith('#'))) {
+      start = m.index + m[0].length;
+      continue;
+    }
+    // The rest keeps its line numbers (js-yaml's errors name the file's lines).
+    const before = text.slice(0, m.index).split('\n').length - 1;
+    return { config: text.slice(start, m.index), rest: `${'\n'.repeat(before)}${text.slice(m.index)}` };
+  }
+  return { config: text.slice(start), rest: '' };
+}
+
 export function parseConfigText(text: string, source: string, caches?: ParseCaches): MeshConfig {
   let doc: unknown;
+  let more: unknown[] = [];
   try {
+    const { config, rest } = splitDocuments(text);
     // js-yaml: YAML 1.2 core schema, duplicate keys are errors; ~10x faster than `yaml` on the
     // 10,000-service files the agent reloads on every edit (incrementally, with caches).
-    doc = caches ? caches.yaml.parse(text, source) : load(text, { schema: CORE_SCHEMA, filename: source });
+    doc = caches ? caches.yaml.parse(config, source) : load(config, { schema: CORE_SCHEMA, filename: source });
+    if (rest) more = loadAll(rest, undefined, { schema: CORE_SCHEMA, filename: source });
   } catch (e) {
     const first = (e as Error).message.split('\n')[0];
     throw new ConfigError(source, [{ path: '', message: `not valid YAML: ${first.length > 200 ? `${first.slice(0, 200)}…` : first}` }]);
   }
-  return validateConfig(doc, source, caches?.services);
+  return validateConfig(doc, source, caches?.services, more);
 }
 
 /** A config larger than this is refused unread (10,000 services are about 1 MiB of YAML). */

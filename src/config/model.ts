@@ -100,6 +100,79 @@ export interface PodConfig {
   addresses?: string[];
   sidecar: SidecarConfig;
   capture: CaptureConfig;
+  /** Its workload identity's parts (Kubernetes: the pod's namespace and service account). */
+  namespace: string;
+  serviceAccount: string;
+  /** Its labels (what Istio's selectors match). */
+  labels: Record<string, string>;
+}
+
+/** Istio's mutual TLS modes (PeerAuthentication). */
+export type MtlsMode = 'STRICT' | 'PERMISSIVE' | 'DISABLE';
+
+/** The mesh's identities: SPIFFE IDs spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>. */
+export interface IdentityConfig {
+  trustDomain: string;
+  /** Lifetime of a pod certificate (renewed at half of it). */
+  certTtlMs: number;
+  /** File source: the CA's directory (Istio's plug-in CA files: root-cert.pem, ca-cert.pem,
+   * ca-key.pem, cert-chain.pem); a self-signed root is made there when it holds none. */
+  caDir: string;
+  /** Istio's root namespace: its policies without a selector apply to the whole mesh. */
+  rootNamespace: string;
+}
+
+/** Istio PeerAuthentication: which mTLS mode a workload's inbound traffic takes. */
+export interface PeerAuthentication {
+  name: string;
+  namespace: string;
+  /** matchLabels; undefined: every workload of the namespace (the root namespace: the mesh). */
+  selector?: Record<string, string>;
+  /** undefined: UNSET (the parent's mode). */
+  mode?: MtlsMode;
+  /** Per port (only with a selector, as in Istio). */
+  portLevel: Array<{ port: number; mode: MtlsMode }>;
+}
+
+/** Istio AuthorizationPolicy (ALLOW / DENY), enforced by the server's sidecar. */
+export interface AuthorizationPolicy {
+  name: string;
+  namespace: string;
+  selector?: Record<string, string>;
+  action: 'ALLOW' | 'DENY';
+  /** No rule: matches nothing (an ALLOW policy without rules denies everything). */
+  rules: AuthorizationRule[];
+}
+
+/** A rule matches when one of `from` and one of `to` match (an empty list matches anything). */
+export interface AuthorizationRule {
+  from: AuthorizationSource[];
+  to: AuthorizationOperation[];
+}
+
+/** Values are Istio's: exact, `prefix*`, `*suffix` or `*`; principals without spiffe://. */
+export interface AuthorizationSource {
+  principals?: string[];
+  notPrincipals?: string[];
+  namespaces?: string[];
+  notNamespaces?: string[];
+}
+
+export interface AuthorizationOperation {
+  ports?: number[];
+  notPorts?: number[];
+  methods?: string[];
+  notMethods?: string[];
+  paths?: string[];
+  notPaths?: string[];
+}
+
+/** A meshed workload elsewhere (another node's pod): where it is, who it is, what selects it. */
+export interface PeerWorkload {
+  addresses: string[];
+  namespace: string;
+  serviceAccount: string;
+  labels: Record<string, string>;
 }
 
 export interface MeshConfig {
@@ -119,4 +192,11 @@ export interface MeshConfig {
   /** Only the listed pods are meshed, none when none is listed (a cluster node: set by the
    * Kubernetes source, never read from a file). */
   podsOnly?: boolean;
+  identity: IdentityConfig;
+  peerAuthentications: PeerAuthentication[];
+  authorizationPolicies: AuthorizationPolicy[];
+  /** Meshed workloads not on this node (the Kubernetes source: the cluster's meshed pods). */
+  peers: PeerWorkload[];
+  /** What the source took but does not enforce (fields of Istio documents), to be logged. */
+  notices?: string[];
 }

@@ -14,9 +14,12 @@ export type ControlRequest =
   | { op: 'policy'; have: number; sidecar: { id: string; version: number; refused?: number } }
   /** The caller's own pod: answered once it is meshed (its state in the kernel), or after
    * `timeoutMs` (at most 30 s) with meshed: false and why. */
-  | { op: 'wait'; timeoutMs: number };
+  | { op: 'wait'; timeoutMs: number }
+  /** The caller's own pod's certificate and key (its sidecar, or root in the pod): answered at
+   * once when it lacks the current one (`have`: the serial it holds), else when it is renewed. */
+  | { op: 'identity'; have: string };
 
-/** Which requests need root (uid 0); the others are answered about the caller itself. */
+/** Which requests need root (uid 0); the others (wait, identity) are answered about the caller's own pod. */
 export const ROOT_OPS: ReadonlySet<ControlRequest['op']> = new Set(['status', 'service', 'reset', 'policy']);
 
 export type ControlResponse = { ok: true; result: unknown } | { ok: false; error: { code: Code; message: string } };
@@ -74,8 +77,14 @@ export function parseRequest(line: string): ControlRequest {
       if (!Number.isInteger(t) || (t as number) < 0 || (t as number) > 30_000) throw new UserError(Codes.USAGE, 'timeoutMs must be an integer from 0 to 30000');
       return { op: 'wait', timeoutMs: t as number };
     }
+    case 'identity': {
+      only(['op', 'have']);
+      const have = o.have ?? '';
+      if (typeof have !== 'string' || !/^[0-9A-Fa-f]{0,64}$/.test(have)) throw new UserError(Codes.USAGE, 'have must be the serial number (hex) of the certificate the caller holds, or ""');
+      return { op: 'identity', have };
+    }
     default:
-      throw new UserError(Codes.USAGE, `unknown op ${JSON.stringify(typeof o.op === 'string' ? o.op.slice(0, 40) : o.op)} (status, service, reset, policy, wait)`);
+      throw new UserError(Codes.USAGE, `unknown op ${JSON.stringify(typeof o.op === 'string' ? o.op.slice(0, 40) : o.op)} (status, service, reset, policy, wait, identity)`);
   }
 }
 

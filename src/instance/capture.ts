@@ -57,6 +57,8 @@ export interface CaptureInstance {
   problems(): PodProblem[];
   /** The meshed pod a control-socket caller belongs to, as last applied. */
   meshedPodOf(caller: Caller): { name: string; podId: number } | undefined;
+  /** The meshed pods and their own addresses, as last applied (what the mesh's policies select). */
+  meshedPods(): Array<{ name: string; addresses: string[] }>;
   /** The mode's part of the instance record, as last applied. */
   recordFields(): Partial<InstanceRecord> & { mode: Mode; serviceIds: ServiceIds };
   /** The kernel's counters and names for /metrics (iptables mode: no maps). */

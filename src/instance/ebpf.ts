@@ -223,6 +223,10 @@ export class EbpfInstance implements CaptureInstance {
     return podOfCaller(caller, this.applied);
   }
 
+  meshedPods(): Array<{ name: string; addresses: string[] }> {
+    return this.applied.map((p) => ({ name: p.name, addresses: p.localAddrs.map((c) => c.replace(/\/(32|128)$/, '')) }));
+  }
+
   /** The mode's part of the record: the pods as last written (the first apply records them
    * before it attaches). */
   recordFields() {

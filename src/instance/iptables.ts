@@ -104,6 +104,15 @@ export class IptablesInstance implements CaptureInstance {
     return this.podProblems;
   }
 
+  /** The pods whose rules are applied, with their configured addresses (iptables mode does not
+   * look them up in the namespace). */
+  meshedPods(): Array<{ name: string; addresses: string[] }> {
+    if (!this.podRules) return [];
+    const applied = new Set(this.podRules.list().map((p) => p.name));
+    return (this.config?.pods ?? []).filter((p) => applied.has(p.name) && !this.podProblems.some((x) => x.pod === p.name))
+      .map((p) => ({ name: p.name, addresses: p.addresses ?? [] }));
+  }
+
   /** By the caller's network namespace: a pod whose rules are applied in it. */
   meshedPodOf(caller: Caller): { name: string; podId: number } | undefined {
     if (!this.podRules) return undefined;

@@ -84,7 +84,7 @@ function hostCidr(a: string): string {
 /** The pods of a config: the listed ones, or the one implicit pod of the single-pod form. */
 export function podsOf(cfg: MeshConfig, single: { cgroup: string; netns?: string }): PodConfig[] {
   if (cfg.pods.length || cfg.podsOnly) return cfg.pods;
-  return [{ name: SINGLE_POD, cgroup: single.cgroup, netns: single.netns, sidecar: cfg.sidecar, capture: cfg.capture }];
+  return [{ name: SINGLE_POD, cgroup: single.cgroup, netns: single.netns, sidecar: cfg.sidecar, capture: cfg.capture, namespace: 'default', serviceAccount: 'default', labels: {} }];
 }
 
 /**

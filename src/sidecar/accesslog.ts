@@ -20,6 +20,12 @@ export interface AccessRecord {
   bytes: number;
   trace_id: string | null;
   termination: string;
+  /** The peer's principal (inbound mTLS: <trust domain>/ns/<ns>/sa/<sa>), null when it has none. */
+  peer: string | null;
+  /** Whether the hop was mesh mTLS (inbound: the client's; outbound: the upstream's). */
+  tls: boolean;
+  /** The authorization decision (inbound): allow[:policy] or deny:policy; null where none ran. */
+  authz: string | null;
 }
 
 const dash = (v: unknown) => (v === undefined || v === '-' || v === '' ? null : String(v));
@@ -37,7 +43,7 @@ function unescape(v: string): string {
 /** One HAProxy log line as an access record; undefined for anything that is not one of ours. */
 export function parseAccessLine(line: string): AccessRecord | undefined {
   const f = line.split('\t');
-  if (f.length !== ACCESS_LOG_FIELDS.length || (f[1] !== 'outbound' && f[1] !== 'inbound')) return undefined;
+  if (f.length !== ACCESS_LOG_FIELDS.length || (f[1] !== 'outbound' && f[1] !== 'inbound' && f[1] !== 'inbound_mtls')) return undefined;
   for (let i = 0; i < f.length; i++) if (ESCAPED_FIELDS.has(ACCESS_LOG_FIELDS[i])) f[i] = unescape(f[i]);
   const raw = Object.fromEntries(ACCESS_LOG_FIELDS.map((k, i) => [k, f[i]])) as Record<(typeof ACCESS_LOG_FIELDS)[number], string>;
   const backend = raw.service;
@@ -45,7 +51,7 @@ export function parseAccessLine(line: string): AccessRecord | undefined {
   const status = Number(raw.status);
   return {
     time: String(raw.time),
-    direction: raw.listener === 'inbound' ? 'inbound' : 'outbound',
+    direction: raw.listener === 'outbound' ? 'outbound' : 'inbound',
     service,
     method: dash(raw.method),
     path: dash(raw.path),
@@ -55,7 +61,19 @@ export function parseAccessLine(line: string): AccessRecord | undefined {
     bytes: Number(raw.bytes) || 0,
     trace_id: dash(raw.trace_id),
     termination: String(raw.termination ?? '--'),
+    peer: dash(raw.peer),
+    tls: raw.tls === 'mtls',
+    authz: dash(raw.authz),
   };
+}
+
+/**
+ * A TLS handshake HAProxy could not complete on the mTLS listener, from its own log line
+ * (`<client> [<date>] inbound_mtls/<bind>: <reason>`), e.g. "SSL client certificate not trusted".
+ */
+export function parseHandshakeFailure(line: string): { reason: string } | undefined {
+  const m = /^\S+ \[[^\]]+\] inbound_mtls\/\S+: (.+)$/.exec(line);
+  return m ? { reason: m[1].trim() } : undefined;
 }
 
 /** The sidecar's metrics, fed by access records. */
@@ -89,6 +107,15 @@ export class SidecarMetrics {
   /** Lines from HAProxy that are not access lines of ours (never silently dropped). */
   readonly unparsedLines = new Counter({ name: 'sockmesh_sidecar_access_log_unparsed_total', help: 'Lines HAProxy logged that are not access lines the sidecar can read.', registers: [this.registry] });
 
+  readonly handshakeFailures = new Counter({
+    name: 'sockmesh_sidecar_tls_handshake_failures_total', labelNames: ['reason'] as const, registers: [this.registry],
+    help: 'Inbound mTLS handshakes that failed, by HAProxy\'s reason (e.g. "SSL client certificate not trusted", "SSL handshake failure").',
+  });
+  private readonly denials = new Counter({
+    name: 'sockmesh_sidecar_authz_denials_total', labelNames: ['policy'] as const, registers: [this.registry],
+    help: 'Inbound requests (HTTP) and connections (TCP) refused by authorization, by the deciding policy (no-allow-match: ALLOW policies exist and none matched).',
+  });
+
   private readonly children = new Map<string, { requests: Counter.Internal; errors: Counter.Internal; durations: Histogram.Internal<string> }>();
 
   observe(r: AccessRecord): void {
@@ -105,5 +132,6 @@ export class SidecarMetrics {
     c.requests.inc();
     if (r.status === null ? r.method !== null : r.status >= 500) c.errors.inc();
     c.durations.observe(r.duration_ms / 1000);
+    if (r.authz?.startsWith('deny:')) this.denials.inc({ policy: r.authz.slice(5) });
   }
 }

@@ -6,18 +6,23 @@
 // first (a bad one is refused and the last good version keeps serving), then the master reloads
 // seamlessly. HAProxy's process is haproxy-process.ts; where versions come from (the agent, the
 // file), policy-follow.ts.
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { loadConfig } from '../config/load.js';
 import type { MeshConfig } from '../config/model.js';
-import { Codes, SockmeshError } from '../errors.js';
+import type { WorkloadPolicy } from '../config/workload.js';
+import { Codes, SockmeshError, describe } from '../errors.js';
 import { execTool } from '../util/exec.js';
 import { SidecarMetrics } from './accesslog.js';
 import { renderHaproxy } from './haproxy.js';
 import { HaproxyProcess } from './haproxy-process.js';
+import { IdentityFollower, type PodIdentity } from './identity-follow.js';
+import { needsIdentity, renderLua, type SidecarSecurity } from './security.js';
 import { PolicyFollower } from './policy-follow.js';
-import { adminCommand, afterCommands, renderedServers, runtimePlan, type RuntimeServers } from './runtime.js';
+import { adminCommand, adminQuery, afterCommands, renderedServers, runtimePlan, type RuntimeServers } from './runtime.js';
+import { endpointTls } from './security.js';
 
 export interface GovernanceOptions {
   /** The policy file (the first version, and every version while no agent serves one). */
@@ -50,8 +55,12 @@ export class GovernanceSidecar {
   /** The config the running HAProxy serves, and the servers it has (for runtime-API updates). */
   private running: MeshConfig | undefined;
   private servers: RuntimeServers = new Map();
+  /** The pod's workload security HAProxy runs with (from the agent), if any. */
+  private workload: WorkloadPolicy | undefined;
+  private readonly identity: IdentityFollower | undefined;
   readonly metrics = new SidecarMetrics();
   private readonly cfgFile: string;
+  private readonly root = process.getuid?.() === 0;
 
   constructor(private readonly opts: GovernanceOptions) {
     this.cfgFile = join(opts.runDir, 'haproxy.cfg');
@@ -61,12 +70,63 @@ export class GovernanceSidecar {
       version: () => this.version,
     });
     this.follower = new PolicyFollower(opts, {
-      apply: (cfg, text, from) => this.apply(cfg, text, from), version: () => this.version, lastGood: () => this.lastGood,
+      apply: (cfg, text, from, workload) => this.apply(cfg, text, from, workload), version: () => this.version, lastGood: () => this.lastGood,
     });
+    if (opts.agentSocket) this.identity = new IdentityFollower({ agentSocket: opts.agentSocket, runDir: opts.runDir, emit: opts.emit });
   }
 
-  private render(cfg: MeshConfig, version: number): string {
-    return renderHaproxy(cfg, { sidecar: cfg.sidecar, runDir: this.opts.runDir, version: String(version), dropPrivileges: process.getuid?.() === 0 });
+  private render(cfg: MeshConfig, version: number, workload: WorkloadPolicy | undefined): string {
+    return renderHaproxy(cfg, { sidecar: cfg.sidecar, runDir: this.opts.runDir, version: String(version), dropPrivileges: this.root, security: this.security(cfg, workload) });
+  }
+
+  /** Where HAProxy finds the pod's identity and the Lua of its policy (a file per content, so a refused version never touches the running one's). */
+  private security(cfg: MeshConfig, workload: WorkloadPolicy | undefined): SidecarSecurity | undefined {
+    if (!workload) return undefined;
+    if (this.root) reachableBy(this.opts.runDir, cfg.sidecar.uid);
+    const mtlsDir = join(this.opts.runDir, 'mtls');
+    mkdirSync(mtlsDir, { recursive: true, mode: 0o700 });
+    if (this.root) chownSync(mtlsDir, cfg.sidecar.uid, cfg.sidecar.gid);
+    const sec: SidecarSecurity = {
+      workload, rootsFile: this.identity?.rootsFile ?? '', luaFile: '', mtlsSocket: join(mtlsDir, 'in.sock'),
+      ...(this.identity?.current ? { certFile: this.identity.certFile } : {}), ...(this.root ? { uid: cfg.sidecar.uid } : {}),
+    };
+    const lua = renderLua(sec);
+    sec.luaFile = join(this.opts.runDir, `policy-${createHash('sha256').update(lua).digest('hex').slice(0, 12)}.lua`);
+    if (!existsSync(sec.luaFile)) writeFileSync(sec.luaFile, lua, { mode: 0o644 });
+    return sec;
+  }
+
+  /** The pod's identity, before a workload that needs one is rendered (without one, no port takes mTLS and STRICT ones refuse everything). */
+  private async ensureIdentity(cfg: MeshConfig, workload: WorkloadPolicy | undefined): Promise<void> {
+    if (!workload || !this.identity || this.identity.current || !needsIdentity(workload)) return;
+    try {
+      const id = await this.identity.first();
+      this.opts.emit({ event: 'identity', spiffeId: id.spiffeId, serial: id.serial, notAfter: id.notAfter });
+    } catch (err) {
+      this.opts.emit({ event: 'identity-error', error: describe(err) });
+      return;
+    }
+    if (this.root) {
+      for (const f of [this.identity.certFile, this.identity.rootsFile]) chownSync(f, cfg.sidecar.uid, cfg.sidecar.gid);
+    }
+    this.identity.follow((id, rootsChanged) => this.renewed(id, rootsChanged));
+  }
+
+  /** A renewed certificate into the running HAProxy (new handshakes use it; no reload); a new trust bundle reloads. */
+  private async renewed(id: PodIdentity, rootsChanged: boolean): Promise<void> {
+    if (this.root && this.running) {
+      for (const f of [this.identity!.certFile, this.identity!.rootsFile]) chownSync(f, this.running.sidecar.uid, this.running.sidecar.gid);
+    }
+    if (rootsChanged) {
+      this.haproxy.reload(this.version);
+      return;
+    }
+    const sock = join(this.opts.runDir, 'admin.sock');
+    const file = this.identity!.certFile;
+    const set = await adminQuery(sock, `set ssl cert ${file} <<\n${id.certChain}${id.key}`);
+    if (!/Transaction (created|updated)/.test(set)) throw new SockmeshError(Codes.INTERNAL, `HAProxy refused the renewed certificate: ${set.trim().slice(0, 200)}`);
+    const commit = await adminQuery(sock, `commit ssl cert ${file}`);
+    if (!/Success!/.test(commit)) throw new SockmeshError(Codes.INTERNAL, `HAProxy could not commit the renewed certificate: ${commit.trim().slice(0, 200)}`);
   }
 
   /** Checks a rendered configuration with HAProxy itself; throws with HAProxy's complaint. */
@@ -84,9 +144,11 @@ export class GovernanceSidecar {
   }
 
   async start(): Promise<void> {
-    mkdirSync(this.opts.runDir, { recursive: true, mode: 0o700 });
+    // HAProxy's workers (the sidecar uid) pass through it to the mTLS socket (mtls/, theirs); every file in it is 0600 but the rendered config.
+    mkdirSync(this.opts.runDir, { recursive: true, mode: 0o711 });
+    chmodSync(this.opts.runDir, 0o711);
     const cfg = loadConfig(this.opts.configPath);
-    const text = this.render(cfg, 1);
+    const text = this.render(cfg, 1, undefined);
     await this.check(text);
     this.version = 1;
     this.lastGood = readFileSync(this.opts.configPath, 'utf8');
@@ -101,20 +163,23 @@ export class GovernanceSidecar {
 
   /** A new policy version: checked, then applied through the runtime API (endpoints only) or a
    * seamless reload; a bad one is refused and the running version stays. Returns whether it runs. */
-  private async apply(cfg: MeshConfig, text: string, from: 'file' | 'agent'): Promise<boolean> {
+  private async apply(cfg: MeshConfig, text: string, from: 'file' | 'agent', workload?: WorkloadPolicy): Promise<boolean> {
+    await this.ensureIdentity(cfg, workload);
     try {
-      await this.check(this.render(cfg, this.version + 1));
+      await this.check(this.render(cfg, this.version + 1, workload));
     } catch (err) {
       this.opts.emit({ event: 'policy-refused', version: this.version, from, error: (err as Error).message });
       return false;
     }
     const version = this.version + 1;
-    const plan = this.running ? runtimePlan(this.running, cfg, this.servers) : undefined;
+    const sameSecurity = JSON.stringify(workload ?? null) === JSON.stringify(this.workload ?? null);
+    const sec = this.security(cfg, workload);
+    const plan = this.running && sameSecurity ? runtimePlan(this.running, cfg, this.servers, (e, s) => endpointTls(sec, e, s)) : undefined;
     if (plan) {
       try {
         for (const cmd of plan) await adminCommand(join(this.opts.runDir, 'admin.sock'), cmd);
         this.servers = afterCommands(this.servers, plan);
-        this.applied(text, cfg, version);
+        this.applied(text, cfg, version, workload);
         this.opts.emit({ event: 'policy', version, from, via: 'runtime', commands: plan.length });
         this.opts.emit({ event: 'policy-applied', version });
         return true;
@@ -123,15 +188,16 @@ export class GovernanceSidecar {
         this.opts.emit({ event: 'haproxy', line: `runtime update failed, reloading instead: ${(err as Error).message}` });
       }
     }
-    this.applied(text, cfg, version);
+    this.applied(text, cfg, version, workload);
     this.servers = renderedServers(cfg);
     this.haproxy.reload(version);
     this.opts.emit({ event: 'policy', version, from, via: 'reload' });
     return true;
   }
 
-  private applied(text: string, cfg: MeshConfig, version: number): void {
+  private applied(text: string, cfg: MeshConfig, version: number, workload: WorkloadPolicy | undefined): void {
     this.version = version;
+    this.workload = workload;
     this.lastGood = text;
     this.running = cfg;
     this.metrics.version.set(version);
@@ -161,7 +227,19 @@ export class GovernanceSidecar {
    */
   async stop(): Promise<void> {
     this.follower.stop();
+    this.identity?.stop();
     await this.haproxy.stop(this.opts.stopGraceMs ?? 10_000);
     this.metricsServer?.close();
+  }
+}
+
+/** HAProxy's workers (uid) connect to the mTLS socket in the run directory: every directory above it must let them pass. */
+function reachableBy(dir: string, uid: number): void {
+  for (let d = resolve(dir); ; d = dirname(d)) {
+    const st = statSync(d);
+    if (st.uid !== uid && !(st.mode & 0o001)) {
+      throw new SockmeshError(Codes.CONFIG_INVALID, `--run-dir ${dir}: HAProxy's workers (uid ${uid}) cannot reach the mTLS socket in it: ${d} is mode ${(st.mode & 0o777).toString(8)} (chmod o+x it, or use a run directory under /run/sockmesh)`);
+    }
+    if (d === dirname(d)) return;
   }
 }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Codes, SockmeshError } from '../errors.js';
 import { pipe, setPipeSize } from '../../native/process.js';
-import { parseAccessLine, type SidecarMetrics } from './accesslog.js';
+import { parseAccessLine, parseHandshakeFailure, type SidecarMetrics } from './accesslog.js';
 import { adminQuery } from './runtime.js';
 
 /** Unasked HAProxy exits within a minute after which the sidecar gives up (and exits). */
@@ -88,7 +88,11 @@ export class HaproxyProcess {
     createInterface({ input: logs }).on('line', (line) => {
       const r = parseAccessLine(line);
       if (!r) {
-        if (line.trim()) this.opts.metrics.unparsedLines.inc();
+        const failed = parseHandshakeFailure(line);
+        if (failed) {
+          this.opts.metrics.handshakeFailures.inc({ reason: failed.reason });
+          this.opts.emit({ event: 'tls-handshake-failed', reason: failed.reason, client: line.split(' ')[0] });
+        } else if (line.trim()) this.opts.metrics.unparsedLines.inc();
         return;
       }
       this.opts.metrics.observe(r);

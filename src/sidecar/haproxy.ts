@@ -6,6 +6,7 @@
 // on to the app from 127.0.0.6. HTTP services get per-request policy, other TCP services
 // per-connection balancing and timeouts.
 import type { Endpoint, LoadBalancer, MeshConfig, ServiceConfig, SidecarConfig } from '../config/model.js';
+import { endpointTls, httpAuthzLines, inboundSecurityLines, mtlsListener, peerRoutes, type SidecarSecurity } from './security.js';
 
 export interface RenderOptions {
   sidecar: SidecarConfig;
@@ -15,6 +16,8 @@ export interface RenderOptions {
   version: string;
   /** Drop to the sidecar uid/gid (when started as root). */
   dropPrivileges: boolean;
+  /** The pod's workload security (mTLS, authorization), when the agent serves one. */
+  security?: SidecarSecurity;
 }
 
 const BALANCE: Record<LoadBalancer, string> = { ROUND_ROBIN: 'roundrobin', LEAST_REQUEST: 'leastconn', RANDOM: 'random' };
@@ -37,12 +40,16 @@ const RETRY_ON: Record<string, string[]> = {
  * (HTTP_VARS), "-" where there is no HTTP transaction. The sidecar turns each line into the access
  * log's JSON record and its metrics (src/sidecar/accesslog.ts).
  */
-export const ACCESS_LOG_FIELDS = ['time', 'listener', 'service', 'method', 'path', 'status', 'duration_ms', 'upstream', 'bytes', 'trace_id', 'termination'] as const;
+export const ACCESS_LOG_FIELDS = ['time', 'listener', 'service', 'method', 'path', 'status', 'duration_ms', 'upstream', 'bytes', 'trace_id', 'termination', 'peer', 'tls', 'authz'] as const;
 // Fields a client chooses (method, path, a header) are JSON-escaped by HAProxy (json(utf8s): a tab
 // becomes \t, a quote \", anything outside ASCII \uXXXX): a tab in a header used to split the line
 // into too many fields, and that request was missing from the log and the metrics.
-export const ACCESS_LOG_FORMAT = ['%t', '%f', '%b', '%[var(txn.method),json(utf8s)]', '%[var(txn.path),json(utf8s)]', '%[var(txn.status)]', '%Tt', '%si:%sp', '%B',
-  '%[var(txn.trace_id),json(utf8s)]', '%ts'].join('\t');
+// The last three: the peer's principal (inbound mTLS), whether the hop was mTLS (inbound: the
+// listener's variable; outbound: the server connection's), and the authorization decision.
+const COMMON_FORMAT = ['%t', '%f', '%b', '%[var(txn.method),json(utf8s)]', '%[var(txn.path),json(utf8s)]', '%[var(txn.status)]', '%Tt', '%si:%sp', '%B',
+  '%[var(txn.trace_id),json(utf8s)]', '%ts'];
+export const ACCESS_LOG_FORMAT = [...COMMON_FORMAT, '%[var(sess.sm_peer)]', '%[var(sess.sm_tls)]', '%[var(txn.sm_authz)]'].join('\t');
+const OUTBOUND_LOG_FORMAT = [...COMMON_FORMAT, '-', '%[ssl_bc,iif(mtls,-)]', '-'].join('\t');
 /** The fields of ACCESS_LOG_FIELDS that HAProxy JSON-escapes (see ACCESS_LOG_FORMAT). */
 export const ESCAPED_FIELDS: ReadonlySet<(typeof ACCESS_LOG_FIELDS)[number]> = new Set(['method', 'path', 'trace_id']);
 /** HAProxy's longest log line (its default, 1024 bytes, cut long paths off: such lines were lost). */
@@ -89,12 +96,12 @@ export function serverAddr(e: Endpoint): string {
   return `${e.address}${e.port ? `:${e.port}` : ''}`;
 }
 
-function serverLine(e: Endpoint, s: ServiceConfig): string {
-  return `  server ${serverName(e)} ${serverAddr(e)} ${serverOptions(e, s).join(' ')}`;
+function serverLine(e: Endpoint, s: ServiceConfig, sec: SidecarSecurity | undefined): string {
+  return `  server ${serverName(e)} ${serverAddr(e)} ${[...serverOptions(e, s), ...endpointTls(sec, e, s)].join(' ')}`;
 }
 
 /** The outbound backend of a service with endpoints or HTTP policy. */
-function outboundBackend(s: ServiceConfig): string[] {
+function outboundBackend(s: ServiceConfig, sec: SidecarSecurity | undefined): string[] {
   const p = s.policy;
   const http = s.protocol === 'http';
   const lines = [`backend ${backendName('out', s.name)}`, `  mode ${http ? 'http' : 'tcp'}`, `  balance ${BALANCE[p?.loadBalancer ?? 'ROUND_ROBIN']}`];
@@ -116,13 +123,13 @@ function outboundBackend(s: ServiceConfig): string[] {
     );
   }
   const eps = s.endpoints ?? [];
-  if (eps.length) eps.forEach((e) => lines.push(serverLine(e, s)));
+  if (eps.length) eps.forEach((e) => lines.push(serverLine(e, s, sec)));
   else lines.push(`  server orig 0.0.0.0:0${p?.connectionPool ? ` maxconn ${p.connectionPool.tcp.maxConnections}` : ''}`);
   return lines;
 }
 
 /** The inbound backend of an HTTP service with server-side policy: rate limit, access log. */
-function inboundBackend(s: ServiceConfig): string[] {
+function inboundBackend(s: ServiceConfig, sec: SidecarSecurity | undefined): string[] {
   const rl = s.policy?.rateLimit;
   const lines = [`backend ${backendName('in', s.name)}`, '  mode http'];
   if (rl) {
@@ -132,7 +139,7 @@ function inboundBackend(s: ServiceConfig): string[] {
     lines.push('  stick-table type integer size 1 expire 10s store gpc0,gpc0_rate(1s)', '  http-request track-sc0 int(0)',
       `  http-request deny deny_status 429 if { sc_gpc0_rate(0) ge ${rl.requestsPerSecond + rl.burst} }`, '  http-request sc-inc-gpc0(0)');
   }
-  lines.push(...HTTP_VARS, '  server app 0.0.0.0:0 source 127.0.0.6');
+  lines.push(...HTTP_VARS, ...httpAuthzLines(sec), '  server app 0.0.0.0:0 source 127.0.0.6');
   return lines;
 }
 
@@ -168,14 +175,18 @@ export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
     const addrs = [...new Set((s.endpoints ?? []).map((e) => e.address))];
     return targetPorts(s).map((p) => ({ specific: addrs.length > 0, line: `  use_backend ${backendName('in', s.name)} if { dst_port ${p} }${addrs.length ? ` { dst ${addrs.join(' ')} }` : ''}` }));
   }));
+  const sec = o.security;
+  const httpPorts = [...new Set(inbound.flatMap(targetPorts))];
+  const peers = peerRoutes(sec);
   const lines = [
-    `# sockmesh governance sidecar, policy version ${o.version} (rendered; do not edit)`,
+    `# sockmesh governance sidecar, policy version ${o.version} (rendered; do not edit)${sec ? `, workload ${sec.workload.spiffeId}` : ''}`,
     'global',
     '  nbthread 1',
     '  maxconn 4000',
     ...(o.dropPrivileges ? [`  uid ${sc.uid}`, `  gid ${sc.gid}`] : []),
     `  log stdout len ${LOG_LINE_MAX} format raw local0 info`,
     `  stats socket ${o.runDir}/admin.sock mode 600 level admin expose-fd listeners`,
+    ...(sec ? [`  lua-load ${sec.luaFile}`] : []),
     '  hard-stop-after 30s',
 
     'defaults',
@@ -188,15 +199,18 @@ export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
     'frontend outbound',
     `  bind ${sc.address}:${sc.outboundPort}`,
     '  mode tcp',
-    `  log-format '${ACCESS_LOG_FORMAT}'`,
+    `  log-format '${OUTBOUND_LOG_FORMAT}'`,
     ...outboundRules,
+    ...peers.rules,
     '  default_backend passthrough',
     'frontend inbound',
     `  bind 0.0.0.0:${sc.inboundPort}`,
     '  mode tcp',
     `  log-format '${ACCESS_LOG_FORMAT}'`,
+    ...(sec ? inboundSecurityLines(sec, httpPorts) : []),
     ...inboundRules,
     '  default_backend inbound_app',
+    ...(sec ? mtlsListener(sec, ACCESS_LOG_FORMAT, inboundRules, httpPorts) : []),
     'backend passthrough',
     '  mode tcp',
     '  # 0.0.0.0:0 = the connection\'s original destination (SO_ORIGINAL_DST)',
@@ -204,8 +218,9 @@ export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
     'backend inbound_app',
     '  mode tcp',
     '  server app 0.0.0.0:0 source 127.0.0.6',
-    ...services.flatMap(outboundBackend),
-    ...inbound.flatMap(inboundBackend),
+    ...services.flatMap((s) => outboundBackend(s, sec)),
+    ...peers.backends,
+    ...inbound.flatMap((s) => inboundBackend(s, sec)),
   ];
   return `${lines.join('\n')}\n`;
 }

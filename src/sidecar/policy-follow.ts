@@ -5,6 +5,7 @@
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { loadConfig } from '../config/load.js';
 import type { MeshConfig } from '../config/model.js';
+import type { WorkloadPolicy } from '../config/workload.js';
 
 export interface PolicyFollowOptions {
   configPath: string;
@@ -15,8 +16,9 @@ export interface PolicyFollowOptions {
 }
 
 export interface PolicyTarget {
-  /** Applies a version (checked first); false when it was refused and the running one stays. */
-  apply(cfg: MeshConfig, text: string, from: 'file' | 'agent'): Promise<boolean>;
+  /** Applies a version (checked first); false when it was refused and the running one stays.
+   * `workload`: the pod's security policy, from an agent that knows the sidecar's pod. */
+  apply(cfg: MeshConfig, text: string, from: 'file' | 'agent', workload?: WorkloadPolicy): Promise<boolean>;
   /** The version running now, and the policy file's text it came from ('' after an agent's). */
   version(): number;
   lastGood(): string;
@@ -74,11 +76,11 @@ export class PolicyFollower {
       try {
         const sidecar = { id: this.opts.sidecarId ?? String(process.pid), version: this.target.version(), ...(this.refusedAgent ? { refused: this.refusedAgent } : {}) };
         const r = await request(socket, { op: 'policy', have: this.agentVersion, sidecar }, 40_000) as
-          { version: number; config?: MeshConfig };
+          { version: number; config?: MeshConfig; workload?: WorkloadPolicy };
         if (away) this.opts.emit({ event: 'agent', reachable: true });
         away = false;
         if (r.config && r.version !== this.agentVersion && r.version !== this.refusedAgent) {
-          const run = this.applying.then(() => this.target.apply(r.config!, `agent version ${r.version}`, 'agent'));
+          const run = this.applying.then(() => this.target.apply(r.config!, `agent version ${r.version}`, 'agent', r.workload));
           this.applying = run;
           const ok = await run;
           // A refused version is not asked for again (the agent answers with the next one).

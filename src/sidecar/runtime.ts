@@ -3,7 +3,7 @@
 // A removed endpoint is put in maintenance (drained: its open connections finish); one that comes
 // back is made ready again; a new one is added as a dynamic server. Anything else is a reload.
 import { connect } from 'node:net';
-import type { MeshConfig, ServiceConfig } from '../config/model.js';
+import type { Endpoint, MeshConfig, ServiceConfig } from '../config/model.js';
 import { Codes, SockmeshError } from '../errors.js';
 import { backendName, governed, serverAddr, serverName, serverOptions, targetPorts } from './haproxy.js';
 
@@ -24,7 +24,8 @@ function withoutEndpoints(cfg: MeshConfig): string {
  * change needs a reload (anything but endpoints, a service gaining or losing all its endpoints, or
  * inbound ports that follow endpoint ports).
  */
-export function runtimePlan(before: MeshConfig, after: MeshConfig, present: RuntimeServers): string[] | undefined {
+export function runtimePlan(before: MeshConfig, after: MeshConfig, present: RuntimeServers,
+  tls: (e: Endpoint, s: ServiceConfig) => string[] = () => []): string[] | undefined {
   if (withoutEndpoints(before) !== withoutEndpoints(after)) return undefined;
   const cmds: string[] = [];
   const byName = new Map(before.services.map((s) => [s.name, s]));
@@ -41,7 +42,7 @@ export function runtimePlan(before: MeshConfig, after: MeshConfig, present: Runt
       const o = old.get(name);
       const server = `${backend}/${name}`;
       if (!have.has(name)) {
-        cmds.push(`add server ${server} ${serverAddr(e)} ${serverOptions(e, s).join(' ')}`, `enable server ${server}`);
+        cmds.push(`add server ${server} ${serverAddr(e)} ${[...serverOptions(e, s), ...tls(e, s)].join(' ')}`, `enable server ${server}`);
         if (s.policy?.outlierDetection) cmds.push(`enable health ${server}`);
       } else if (!o) {
         cmds.push(`set server ${server} weight ${e.weight}`, `set server ${server} state ready`);

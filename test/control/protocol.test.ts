@@ -23,13 +23,15 @@ describe('control requests', () => {
     expect(parseRequest('{"op":"policy","have":3,"sidecar":{"id":"s","version":2,"refused":4}}')).toEqual({ op: 'policy', have: 3, sidecar: { id: 's', version: 2, refused: 4 } });
     expect(parseRequest('{"op":"wait"}')).toEqual({ op: 'wait', timeoutMs: 30_000 });
     expect(parseRequest('{"op":"wait","timeoutMs":0}')).toEqual({ op: 'wait', timeoutMs: 0 });
+    expect(parseRequest('{"op":"identity"}')).toEqual({ op: 'identity', have: '' });
+    expect(parseRequest('{"op":"identity","have":"7C71A0"}')).toEqual({ op: 'identity', have: '7C71A0' });
   });
 
   it.each([
     ['not JSON', 'status', /not JSON/],
     ['an array', '[{"op":"status"}]', /JSON object/],
     ['null', 'null', /JSON object/],
-    ['an unknown op', '{"op":"shutdown"}', /unknown op "shutdown" \(status, service, reset, policy, wait\)/],
+    ['an unknown op', '{"op":"shutdown"}', /unknown op "shutdown" \(status, service, reset, policy, wait, identity\)/],
     ['no op', '{}', /unknown op undefined/],
     ['an extra field', '{"op":"status","as":"root"}', /unknown field "as" for op status/],
     ['a service name that is no DNS name', '{"op":"service","name":"../x","redirect":true}', /name must be a service name/],
@@ -40,13 +42,16 @@ describe('control requests', () => {
     ['a fractional refused version', '{"op":"policy","have":0,"sidecar":{"id":"s","version":1,"refused":1.5}}', /sidecar.refused/],
     ['a wait longer than 30 s', '{"op":"wait","timeoutMs":30001}', /timeoutMs must be an integer from 0 to 30000/],
     ['a wait of a string', '{"op":"wait","timeoutMs":"5"}', /timeoutMs/],
+    ['an identity request naming a pod', '{"op":"identity","pod":"other"}', /unknown field "pod" for op identity/],
+    ['an identity serial that is no hex', '{"op":"identity","have":"../../x"}', /have must be the serial number/],
   ])('refuses %s', (_what, line, message) => {
     expect(refused(line)).toMatch(message);
   });
 
-  it('needs root for everything but a pod\'s own wait', () => {
+  it('needs root for everything but what a pod asks about itself (wait, identity)', () => {
     expect([...ROOT_OPS].sort()).toEqual(['policy', 'reset', 'service', 'status']);
     expect(ROOT_OPS.has('wait')).toBe(false);
+    expect(ROOT_OPS.has('identity')).toBe(false);
   });
 
   it('puts each instance\'s socket in the state directory', () => {

@@ -5,6 +5,10 @@ import type { ConfigIssue } from '../../errors.js';
 import { parseCidr } from '../../net/addr.js';
 import { NAME_MAX, NAME_RE } from '../constants.js';
 
+/** A label key: an optional DNS-subdomain prefix and a name of at most 63 characters. */
+const LABEL_KEY_RE = /^(?:[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const LABEL_VALUE_RE = /^(?:[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
+
 export class Checker {
   readonly issues: ConfigIssue[] = [];
 
@@ -77,6 +81,27 @@ export class Checker {
   }
 
   /** A non-empty string without NUL bytes, at most 4096 characters. */
+  /** A string matching `re`, described as `what` when it does not. */
+  match(path: string, v: unknown, re: RegExp, what: string): string | undefined {
+    if (typeof v !== 'string' || !re.test(v)) return this.fail(path, `must be ${what}, got ${kind(v)}`);
+    return v;
+  }
+
+  /** Kubernetes labels: [prefix/]name keys, values of at most 63 characters. */
+  labels(path: string, raw: unknown): Record<string, string> {
+    const out: Record<string, string> = Object.create(null) as Record<string, string>;
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+      this.fail(path, `must be a mapping of label keys to values, got ${kind(raw)}`);
+      return out;
+    }
+    for (const [k, v] of Object.entries(raw)) {
+      if (!LABEL_KEY_RE.test(k) || k.length > 317) this.fail(`${path}.${k}`, 'is not a Kubernetes label key ([prefix/]name)');
+      else if (typeof v !== 'string' || !LABEL_VALUE_RE.test(v)) this.fail(`${path}.${k}`, `must be a label value (at most 63 letters, digits, '-', '_', '.'), got ${kind(v)}`);
+      else out[k] = v;
+    }
+    return out;
+  }
+
   nonEmptyString(path: string, v: unknown): string | undefined {
     if (typeof v !== 'string' || !v.trim()) return this.fail(path, `must be a non-empty string, got ${kind(v)}`);
     if (v.length > 4096) return this.fail(path, `is too long (${v.length} characters)`);
@@ -85,10 +110,13 @@ export class Checker {
   }
 
   /** "1s", "300ms", "1.5s", "2m": a duration as Istio writes it, in ms (1 ms to 1 h). */
-  duration(path: string, v: unknown): number | undefined {
+  /** A duration such as 300ms, 1s, 2m or 24h, in ms, within [1 ms, max]. */
+  duration(path: string, v: unknown, maxMs = 3_600_000): number | undefined {
     const m = typeof v === 'string' ? /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v) : null;
     const ms = m ? Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'] : NaN;
-    if (!(ms >= 1 && ms <= 3_600_000) || !Number.isInteger(ms)) return this.fail(path, `must be a duration such as 300ms, 1s or 2m (1 ms to 1 h), got ${kind(v)}`);
+    if (!(ms >= 1 && ms <= maxMs) || !Number.isInteger(ms)) {
+      return this.fail(path, `must be a duration such as 300ms, 1s or 2m (1 ms to ${maxMs >= 3_600_000 ? `${maxMs / 3_600_000} h` : `${maxMs} ms`}), got ${kind(v)}`);
+    }
     return ms;
   }
 

@@ -4,12 +4,13 @@
 // mode), policy (the governance policy), pods, capacity (against the kernel maps), mode.
 import { ConfigError } from '../../errors.js';
 import { SPLICE_MODES, SPLICE_QUEUE_DEFAULT } from '../constants.js';
-import type { MeshConfig, PodConfig, ServiceConfig, SpliceMode } from '../model.js';
+import type { AuthorizationPolicy, MeshConfig, PeerAuthentication, PeerWorkload, PodConfig, ServiceConfig, SpliceMode } from '../model.js';
 import { checkCapacity } from './capacity.js';
 import { captureBlock, sidecar } from './capture.js';
 import { Checker } from './checker.js';
 import { pod, podConflicts } from './pods.js';
 import { service, serviceConflicts } from './service.js';
+import { documents, identity, kernelModeUnderStrict } from './security.js';
 
 export { checkMode, modeIssues } from './mode.js';
 export { netnsKey, normalizeCgroup } from './pods.js';
@@ -29,8 +30,11 @@ export function validateService(raw: unknown, path: string, source: string): Ser
  */
 export type ServiceCache = WeakMap<object, ServiceConfig>;
 
-/** Validates a parsed config document; throws ConfigError listing every problem. */
-export function validateConfig(raw: unknown, source: string, cache?: ServiceCache): MeshConfig {
+/**
+ * Validates a parsed config document, and the Istio documents that follow it in the file;
+ * throws ConfigError listing every problem.
+ */
+export function validateConfig(raw: unknown, source: string, cache?: ServiceCache, istioDocuments: unknown[] = []): MeshConfig {
   const c = new Checker();
   // An empty document (empty file, only comments, /dev/null) is a mistake, never "no services":
   // applied to a live instance it would switch every service off.
@@ -38,7 +42,7 @@ export function validateConfig(raw: unknown, source: string, cache?: ServiceCach
     c.fail('', 'the config is empty; to mesh no services, write `services: []`');
     throw new ConfigError(source, c.issues);
   }
-  const top = c.object('', raw, ['sidecar', 'services', 'exclude', 'capture', 'autoSplice', 'spliceQueueBytes', 'spliceHops', 'pods']) ?? {};
+  const top = c.object('', raw, ['sidecar', 'services', 'exclude', 'capture', 'autoSplice', 'spliceQueueBytes', 'spliceHops', 'pods', 'identity']) ?? {};
   const spliceHops: SpliceMode = top.spliceHops === undefined ? 'auto' : c.oneOf('spliceHops', top.spliceHops, SPLICE_MODES) ?? 'auto';
   const spliceQueueBytes = top.spliceQueueBytes === undefined ? SPLICE_QUEUE_DEFAULT
     : c.int('spliceQueueBytes', top.spliceQueueBytes, 65536, 64 * 1024 * 1024) ?? SPLICE_QUEUE_DEFAULT;
@@ -77,9 +81,16 @@ export function validateConfig(raw: unknown, source: string, cache?: ServiceCach
   });
   podConflicts(c, pods);
   checkCapacity(c, services, capture, pods);
+  const id = identity(c, top.identity);
+  const docs = documents(c, istioDocuments);
+  const security = { identity: id, peerAuthentications: docs.peerAuthentications, authorizationPolicies: docs.authorizationPolicies, peers: [] as PeerWorkload[] };
+  kernelModeUnderStrict(c, services, pods, security);
 
   if (c.issues.length) throw new ConfigError(source, c.issues);
-  return { sidecar: sc, services, exclude: { outboundPorts, outboundCIDRs }, capture, spliceQueueBytes, spliceHops, pods };
+  return {
+    sidecar: sc, services, exclude: { outboundPorts, outboundCIDRs }, capture, spliceQueueBytes, spliceHops, pods, ...security,
+    ...(docs.notices.length ? { notices: docs.notices } : {}),
+  };
 }
 
 /**
@@ -89,7 +100,8 @@ export function validateConfig(raw: unknown, source: string, cache?: ServiceCach
  * that collide, the kernel maps' capacity) and the pods themselves; problems are named
  * services[i] / pods[i] in the order given.
  */
-export function validateState(base: MeshConfig, services: ServiceConfig[], rawPods: unknown[], source: string): MeshConfig {
+export function validateState(base: MeshConfig, services: ServiceConfig[], rawPods: unknown[], source: string,
+  security: { peerAuthentications: PeerAuthentication[]; authorizationPolicies: AuthorizationPolicy[]; peers: PeerWorkload[] } = { peerAuthentications: [], authorizationPolicies: [], peers: [] }): MeshConfig {
   const c = new Checker();
   serviceConflicts(c, services);
   const pods: PodConfig[] = [];
@@ -99,6 +111,8 @@ export function validateState(base: MeshConfig, services: ServiceConfig[], rawPo
   });
   podConflicts(c, pods);
   checkCapacity(c, services, base.capture, pods);
+  const withSecurity = { ...base, ...security };
+  kernelModeUnderStrict(c, services, pods, withSecurity);
   if (c.issues.length) throw new ConfigError(source, c.issues);
-  return { ...base, services, pods };
+  return { ...withSecurity, services, pods };
 }

@@ -4,9 +4,10 @@ import { posix } from 'node:path';
 import type { CaptureConfig, PodConfig, SidecarConfig } from '../model.js';
 import { captureBlock, sidecar } from './capture.js';
 import { join, quote, type Checker } from './checker.js';
+import { NAMESPACE_RE, SERVICE_ACCOUNT_RE } from '../constants.js';
 
 export function pod(c: Checker, path: string, raw: unknown, node: { sidecar: SidecarConfig; capture: CaptureConfig }): PodConfig | undefined {
-  const o = c.object(path, raw, ['name', 'cgroup', 'netns', 'addresses', 'sidecar', 'capture']);
+  const o = c.object(path, raw, ['name', 'cgroup', 'netns', 'addresses', 'sidecar', 'capture', 'namespace', 'serviceAccount', 'labels']);
   if (!o) return undefined;
   const name = c.name(join(path, 'name'), o.name) ?? '';
   if (o.cgroup === undefined) c.fail(join(path, 'cgroup'), 'is required');
@@ -25,7 +26,10 @@ export function pod(c: Checker, path: string, raw: unknown, node: { sidecar: Sid
     .filter((a): a is string => a !== undefined);
   const sc = o.sidecar === undefined ? node.sidecar : sidecar(c, o.sidecar, join(path, 'sidecar'), node.sidecar);
   const cap = o.capture === undefined ? node.capture : captureBlock(c, o.capture, [], [], join(path, 'capture'), node.capture);
-  return { name, cgroup, netns, addresses, sidecar: sc, capture: cap };
+  const namespace = o.namespace === undefined ? 'default' : c.match(join(path, 'namespace'), o.namespace, NAMESPACE_RE, 'a Kubernetes namespace (a DNS label)') ?? 'default';
+  const serviceAccount = o.serviceAccount === undefined ? 'default' : c.match(join(path, 'serviceAccount'), o.serviceAccount, SERVICE_ACCOUNT_RE, 'a service account name (a DNS subdomain)') ?? 'default';
+  const labels = o.labels === undefined ? {} : c.labels(join(path, 'labels'), o.labels);
+  return { name, cgroup, netns, addresses, sidecar: sc, capture: cap, namespace, serviceAccount, labels };
 }
 
 /** A pod cgroup as one spelling: `./a/`, `a//b` and `a/./b/` are `a` and `a/b`. */
