@@ -48,6 +48,8 @@ export class Applier implements Cell {
   /** Pods whose problem was logged, with it (logged again only when it changes). */
   private reportedProblems = new Map<string, string>();
   ready = false;
+  /** The source's notices last logged (Istio fields sockmesh does not enforce). */
+  private notices = '[]';
   /** Whether this start made the data path (rather than adopting it). */
   createdNow = false;
   lastApply: { at: string; changes: Record<string, unknown>; ms: number } | undefined;
@@ -212,6 +214,11 @@ export class Applier implements Cell {
 
   /** The applied state for the sidecars: the policy version, the pods' identities. */
   private published(config: MeshConfig): void {
+    const notices = JSON.stringify(config.notices ?? []);
+    if (notices !== this.notices) {
+      this.notices = notices;
+      if (config.notices?.length) this.log.warn({ notices: config.notices }, 'fields of Istio documents that sockmesh does not enforce');
+    }
     this.parts.identities.configure(config);
     this.parts.policy.publish(config, this.localWorkloads(config));
   }

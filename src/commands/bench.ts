@@ -18,6 +18,7 @@ interface BenchOpts {
   topology?: string;
   agent?: boolean;
   governance?: boolean;
+  mtls?: boolean;
   kubernetes?: boolean;
   soak?: boolean;
   minutes?: string;
@@ -51,6 +52,7 @@ export function register(program: Command): void {
     .option('--workloads <list>', `comma-separated subset of ${WORKLOADS.map((w) => w.id).join(',')}`)
     .option('--topology <list>', 'single (a client pod and a remote server), same-node (two meshed pods of one node, each with its own sidecar; no kernel-mode row), or both', 'single,same-node')
     .option('--governance', 'measure the governance sidecar instead: HTTP keep-alive requests through HAProxy with a service policy beside plain TCP forwarding by the same engine, in both capture modes (targets: added p50 <= 1.5x, requests/s >= 0.7x)')
+    .option('--mtls', 'with --governance: two meshed pods, each with its governance sidecar following an agent; plaintext between the sidecars (PeerAuthentication DISABLE) beside mTLS (STRICT), HTTP keep-alive and new connections, and 1,000 pod certificates issued (targets: added p50 <= 1.3x, requests/s >= 0.8x, connections/s >= 0.5x, issuance < 2 s)')
     .option('--agent', 'measure the node agent instead: 10,000-service apply, file switch latency, RSS, idle CPU (--quick: 1,000 services)')
     .option('--kubernetes', 'measure the agent following a cluster instead: initial sync of 10,000 Services and 50,000 endpoints from a local API server, RSS, annotation change -> kernel (--quick: 1,000)')
     .option('--soak', 'a soak run of the agent instead: mixed load, service switches and agent restarts; samples RSS, descriptors and map entries, fails on growth')
@@ -77,6 +79,14 @@ shared and noisy.`)
       if (opts.kubernetes) {
         const { KUBE_BENCH_DEFAULTS, KUBE_BENCH_QUICK, formatKubeBench, runKubeBench } = await import('../bench/kubernetes.js');
         await report(opts, 'bench-kubernetes.json', (progress) => runKubeBench(opts.quick ? KUBE_BENCH_QUICK : KUBE_BENCH_DEFAULTS, progress), formatKubeBench);
+        return;
+      }
+      if (opts.mtls && !opts.governance) throw new UserError(Codes.USAGE, '--mtls measures the governance sidecar: use it with --governance');
+      if (opts.governance && opts.mtls) {
+        const { formatMtlsBench, runMtlsBench } = await import('../bench/mtls.js');
+        const repeats = positive('--repeats', opts.repeats, 50);
+        const seconds = positive('--seconds', opts.seconds, 60);
+        await report(opts, 'bench-mtls.json', (progress) => runMtlsBench({ quick: !!opts.quick, repeats, seconds }, progress, release()), formatMtlsBench);
         return;
       }
       if (opts.governance) {

@@ -88,7 +88,9 @@ export function issue(r: CertificateRequest): Buffer {
   const issuerSpki = r.issuer ? r.issuer.spkiDer : spkiDer;
   exts.push(ext(id_ce_authorityKeyIdentifier, false, new AuthorityKeyIdentifier({ keyIdentifier: new KeyIdentifier(keyId(issuerSpki)) })));
   const serial = randomBytes(16);
-  serial[0] &= 0x7f; // a positive INTEGER
+  // A positive INTEGER in minimal DER: the top bit clear, and never a leading zero byte (OpenSSL
+  // refuses the certificate: 1 in 128 serials came out so before).
+  serial[0] = (serial[0] & 0x7f) | 0x40;
   const sigAlg = new AlgorithmIdentifier({ algorithm: ECDSA_SHA256 });
   const tbs = new TBSCertificate({
     version: Version.v3,

@@ -6,7 +6,7 @@
 // on to the app from 127.0.0.6. HTTP services get per-request policy, other TCP services
 // per-connection balancing and timeouts.
 import type { Endpoint, LoadBalancer, MeshConfig, ServiceConfig, SidecarConfig } from '../config/model.js';
-import { endpointTls, httpAuthzLines, inboundSecurityLines, mtlsListener, peerRoutes, type SidecarSecurity } from './security.js';
+import { endpointTls, httpAuthzLines, inboundSecurityLines, mtlsListener, peerRoutes, tcpAuthzLines, type SidecarSecurity } from './security.js';
 
 export interface RenderOptions {
   sidecar: SidecarConfig;
@@ -176,7 +176,6 @@ export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
     return targetPorts(s).map((p) => ({ specific: addrs.length > 0, line: `  use_backend ${backendName('in', s.name)} if { dst_port ${p} }${addrs.length ? ` { dst ${addrs.join(' ')} }` : ''}` }));
   }));
   const sec = o.security;
-  const httpPorts = [...new Set(inbound.flatMap(targetPorts))];
   const peers = peerRoutes(sec);
   const lines = [
     `# sockmesh governance sidecar, policy version ${o.version} (rendered; do not edit)${sec ? `, workload ${sec.workload.spiffeId}` : ''}`,
@@ -207,16 +206,17 @@ export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
     `  bind 0.0.0.0:${sc.inboundPort}`,
     '  mode tcp',
     `  log-format '${ACCESS_LOG_FORMAT}'`,
-    ...(sec ? inboundSecurityLines(sec, httpPorts) : []),
+    ...(sec ? inboundSecurityLines(sec) : []),
     ...inboundRules,
     '  default_backend inbound_app',
-    ...(sec ? mtlsListener(sec, ACCESS_LOG_FORMAT, inboundRules, httpPorts) : []),
+    ...(sec ? mtlsListener(sec, ACCESS_LOG_FORMAT, inboundRules) : []),
     'backend passthrough',
     '  mode tcp',
     '  # 0.0.0.0:0 = the connection\'s original destination (SO_ORIGINAL_DST)',
     '  server orig 0.0.0.0:0',
     'backend inbound_app',
     '  mode tcp',
+    ...tcpAuthzLines(sec),
     '  server app 0.0.0.0:0 source 127.0.0.6',
     ...services.flatMap((s) => outboundBackend(s, sec)),
     ...peers.backends,

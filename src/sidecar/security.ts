@@ -9,8 +9,9 @@
 // fetch for a URI SAN) and then routes as the plaintext listener does. On a STRICT port anything
 // else is refused; on a PERMISSIVE port it reaches the app as it came (plaintext, or TLS the app
 // terminates itself); on a DISABLE port nothing is terminated. Authorization (Istio's
-// AuthorizationPolicy) is a second Lua action: per connection on TCP ports (a denied connection is
-// closed), per request in the HTTP services' backends (403).
+// AuthorizationPolicy) is a second Lua action, in the backends to the app: per connection in the
+// TCP one (a denied connection is closed), per request in the HTTP services' (403). Every inbound
+// connection reaches the app through one of them.
 //
 // Outbound (15001), auto mTLS: a connection to a meshed workload's address (a service's endpoint
 // or the workload itself) is TLS with the pod's certificate, verifying that the server's
@@ -56,7 +57,7 @@ export function needsIdentity(w: WorkloadPolicy): boolean {
 }
 
 /** The inbound listener's rules before it routes: mTLS detection, STRICT refusals, TCP authorization. */
-export function inboundSecurityLines(sec: SidecarSecurity, httpPorts: number[]): string[] {
+export function inboundSecurityLines(sec: SidecarSecurity): string[] {
   const m = sec.workload.mtls;
   const lines: string[] = [];
   const tlsPorts = portsWhere(m, ['STRICT', 'PERMISSIVE']);
@@ -70,20 +71,18 @@ export function inboundSecurityLines(sec: SidecarSecurity, httpPorts: number[]):
   }
   const strict = portsWhere(m, ['STRICT']);
   if (strict !== undefined) lines.push(`  tcp-request content reject if !${MTLS}${strict ? ` ${strict}` : ''}`);
-  lines.push(...tcpAuthz(sec, httpPorts, `!${MTLS}`));
   if (sec.certFile && tlsPorts !== undefined) lines.push(`  use_backend to_mtls if ${MTLS}`);
   return lines;
 }
 
-/** Authorization per connection, on the ports that are not HTTP services' (those decide per request). */
-function tcpAuthz(sec: SidecarSecurity, httpPorts: number[], when?: string): string[] {
-  if (!sec.workload.authorization.length) return [];
-  const conds = [...(when ? [when] : []), ...(httpPorts.length ? [`!${portsAcl(httpPorts)}`] : [])];
-  return [`  tcp-request content lua.sm_authz tcp${conds.length ? ` if ${conds.join(' ')}` : ''}`, `  tcp-request content reject if ${DENIED}`];
+/** Authorization per connection: in the backend to the app that every connection not going to an HTTP service's backend takes (those decide per request). */
+export function tcpAuthzLines(sec: SidecarSecurity | undefined): string[] {
+  if (!sec?.workload.authorization.length) return [];
+  return ['  tcp-request content lua.sm_authz tcp', `  tcp-request content reject if ${DENIED}`];
 }
 
 /** The listener that terminates mesh mTLS, and the backend that hands connections to it. */
-export function mtlsListener(sec: SidecarSecurity, logFormat: string, routes: string[], httpPorts: number[]): string[] {
+export function mtlsListener(sec: SidecarSecurity, logFormat: string, routes: string[]): string[] {
   if (!sec.certFile) return [];
   const owner = sec.uid !== undefined ? ` uid ${sec.uid}` : '';
   return [
@@ -95,7 +94,6 @@ export function mtlsListener(sec: SidecarSecurity, logFormat: string, routes: st
     '  no option dontlognull',
     '  tcp-request content set-var(sess.sm_tls) str(mtls)',
     '  tcp-request content lua.sm_peer',
-    ...tcpAuthz(sec, httpPorts),
     ...routes,
     '  default_backend inbound_app',
     'backend to_mtls',

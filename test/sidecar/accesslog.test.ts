@@ -2,9 +2,11 @@
 // chooses JSON-escaped by HAProxy (a tab inside a traceparent header used to split the line, and
 // that request went missing from the log and the metrics).
 import { describe, expect, it } from 'vitest';
-import { parseAccessLine, SidecarMetrics } from '../../src/sidecar/accesslog.js';
+import { parseAccessLine, parseHandshakeFailure, SidecarMetrics } from '../../src/sidecar/accesslog.js';
+import { ACCESS_LOG_FIELDS } from '../../src/sidecar/haproxy.js';
 
-const line = (fields: string[]) => fields.join('\t');
+/** A line of HAProxy's; the security fields (peer, tls, authz) "-" unless given. */
+const line = (fields: string[]) => [...fields, ...Array(ACCESS_LOG_FIELDS.length - fields.length).fill('-')].join('\t');
 
 describe('access lines', () => {
   it('reads a request line, numbers as numbers, "-" as null', () => {
@@ -12,6 +14,7 @@ describe('access lines', () => {
     expect(r).toEqual({
       time: '03/Dec/2026:10:00:00.123', direction: 'outbound', service: 'ratings', method: 'GET', path: '/r?x=1', status: 200,
       duration_ms: 12, upstream: '10.0.0.11:9080', bytes: 345, trace_id: '4bf92f3577b34da6a3ce929d0e0e4736', termination: '--',
+      peer: null, tls: false, authz: null,
     });
     expect(parseAccessLine(line(['t', 'inbound', 'inbound_app', '-', '-', '-', '5', '127.0.0.1:9080', '10', '-', 'cD']))).toMatchObject({ service: '-', method: null, status: null, trace_id: null });
   });
@@ -25,6 +28,22 @@ describe('access lines', () => {
   it('is not fooled by a line that is not one of ours', () => {
     expect(parseAccessLine('[WARNING] (12) : Server out_a/ep is DOWN')).toBeUndefined();
     expect(parseAccessLine(line(['t', 'sideways', 'b', 'GET', '/', '200', '1', 'u', '1', '-', '--']))).toBeUndefined();
+    expect(parseAccessLine(['t', 'outbound', 'b', 'GET', '/', '200', '1', 'u', '1', '-', '--'].join('\t'))).toBeUndefined();
+  });
+
+  it('reads the mTLS listener\'s lines: the peer, mTLS, the authorization decision; counts denials and failed handshakes', async () => {
+    const r = parseAccessLine(line(['t', 'inbound_mtls', 'in_ratings', 'GET', '/', '403', '1', '127.0.0.1:9080', '1', '-', 'PR', 'cluster.local/ns/shop/sa/other', 'mtls', 'deny:no-allow-match']));
+    expect(r).toMatchObject({ direction: 'inbound', service: 'ratings', status: 403, peer: 'cluster.local/ns/shop/sa/other', tls: true, authz: 'deny:no-allow-match' });
+    const out = parseAccessLine(line(['t', 'outbound', 'out_ratings', 'GET', '/', '200', '1', '10.0.0.1:9080', '1', '-', '--', '-', 'mtls', '-']));
+    expect(out).toMatchObject({ direction: 'outbound', tls: true, peer: null, authz: null });
+    const m = new SidecarMetrics();
+    m.observe(r!);
+    expect(parseHandshakeFailure('10.0.0.7:41234 [04/Dec/2026:18:48:15.822] inbound_mtls/1: SSL client certificate not trusted')).toEqual({ reason: 'SSL client certificate not trusted' });
+    expect(parseHandshakeFailure('10.0.0.7:41234 [04/Dec/2026:18:48:15.822] outbound/1: SSL handshake failure')).toBeUndefined();
+    m.handshakeFailures.inc({ reason: 'SSL handshake failure' });
+    const text = await m.registry.metrics();
+    expect(text).toMatch(/sockmesh_sidecar_authz_denials_total\{policy="no-allow-match"\} 1/);
+    expect(text).toMatch(/sockmesh_sidecar_tls_handshake_failures_total\{reason="SSL handshake failure"\} 1/);
   });
 
   it('counts requests, errors and durations per service, endpoint and status', async () => {

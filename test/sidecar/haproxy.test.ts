@@ -1,12 +1,17 @@
 // The governance sidecar's HAProxy configuration, rendered from the config: what each policy field
 // becomes, and HAProxy itself (`haproxy -c`) accepting the result.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseConfigText } from '../../src/config/load.js';
+import { workloadPolicy } from '../../src/config/workload.js';
+import { selfSignedRoot } from '../../src/identity/ca.js';
+import { issue, issuerOf, keyPem, newKeyPair, toPem } from '../../src/identity/x509.js';
 import { renderHaproxy } from '../../src/sidecar/haproxy.js';
+import { renderLua } from '../../src/sidecar/security.js';
 
 const CONFIG = `
 services:
@@ -87,6 +92,70 @@ services:
     try {
       const file = join(dir, 'haproxy.cfg');
       writeFileSync(file, renderHaproxy(cfg, { sidecar: cfg.sidecar, runDir: dir, version: '1', dropPrivileges: false }));
+      const out = execFileSync('haproxy', ['-c', '-f', file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+      expect(out).toMatch(/Configuration file is valid/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('HAProxy configuration with the workload\'s security (mTLS, authorization)', () => {
+  const mesh = parseConfigText(`${CONFIG}
+pods:
+  - { name: r1, cgroup: r1, netns: r1, namespace: shop, serviceAccount: ratings, labels: { app: ratings } }
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: ratings, namespace: shop }
+spec: { selector: { matchLabels: { app: ratings } }, mtls: { mode: STRICT }, portLevelMtls: { "5432": { mode: PERMISSIVE }, "8080": { mode: DISABLE } } }
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: ratings, namespace: shop }
+spec:
+  selector: { matchLabels: { app: ratings } }
+  rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/front*'] } }], to: [{ operation: { methods: [GET] } }] }]
+`, 't');
+  // This pod (ratings) calls the endpoint 10.0.0.11 (a meshed pod elsewhere, PERMISSIVE) with mTLS.
+  const local = [{ name: 'r1', addresses: ['10.0.0.50'], namespace: 'shop', serviceAccount: 'ratings', labels: { app: 'ratings' } }];
+  const withPeers = { ...mesh, peers: [{ addresses: ['10.0.0.11'], namespace: 'shop', serviceAccount: 'reviews', labels: {} }] };
+  const workload = workloadPolicy(withPeers, local, local[0]);
+  const render = (dir: string) => {
+    const sec = { workload, certFile: `${dir}/pod.pem`, rootsFile: `${dir}/roots.pem`, luaFile: `${dir}/policy.lua`, mtlsSocket: `${dir}/mtls/in.sock`, uid: 1337 };
+    return { sec, text: renderHaproxy(mesh, { sidecar: mesh.sidecar, runDir: dir, version: '7', dropPrivileges: true, security: sec }) };
+  };
+
+  it('renders the golden file', async () => {
+    await expect(render('/run/x').text).toMatchFileSnapshot('./testdata/haproxy-mtls.cfg');
+  });
+
+  it('STRICT ports refuse what is not mesh mTLS, PERMISSIVE and DISABLE ports do not; the endpoint that is a meshed workload gets TLS with its identity', () => {
+    const { text } = render('/run/x');
+    expect(text).toContain('  tcp-request content set-var(sess.sm_tls) str(mtls) if { req.ssl_hello_type 1 } { req.ssl_alpn -m str sockmesh } !{ dst_port 8080 }');
+    expect(text).toContain('  tcp-request content reject if !{ var(sess.sm_tls) -m str mtls } !{ dst_port 5432 8080 }');
+    expect(text).toMatch(/server ep-10\.0\.0\.11-9080 10\.0\.0\.11:9080 .* ssl crt \/run\/x\/pod\.pem ca-file \/run\/x\/roots\.pem verify required verifyhost reviews\.sa\.shop\.ns\.cluster\.local alpn sockmesh/);
+    expect(text).not.toMatch(/server ep-10\.0\.0\.12-9080 .* ssl/);
+    expect(text).toContain('  http-request deny deny_status 403 if { var(txn.sm_authz) -m beg deny }');
+  });
+
+  it('is a configuration HAProxy accepts, with its certificate and its Lua', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sockmesh-haproxy-'));
+    try {
+      const root = selfSignedRoot('cluster.local');
+      const leaf = (() => {
+        const k = newKeyPair();
+        const der = issue({ subject: {}, publicKey: k.publicKey, issuer: issuerOf(new X509Certificate(root.caCert)), signingKey: createPrivateKey(root.caKey),
+          notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 3600_000), uris: [workload.spiffeId] });
+        return `${toPem(der)}${keyPem(k.privateKey)}`;
+      })();
+      mkdirSync(join(dir, 'mtls'));
+      writeFileSync(join(dir, 'pod.pem'), leaf);
+      writeFileSync(join(dir, 'roots.pem'), root.rootCerts);
+      const { sec, text } = render(dir);
+      writeFileSync(sec.luaFile, renderLua(sec));
+      const file = join(dir, 'haproxy.cfg');
+      writeFileSync(file, text.replace(/^ {2}(uid|gid) \d+\n/gm, '').replace(' uid 1337', ''));
       const out = execFileSync('haproxy', ['-c', '-f', file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
       expect(out).toMatch(/Configuration file is valid/);
     } finally {
