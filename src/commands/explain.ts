@@ -40,6 +40,7 @@ would do. Reads only; an agent may run.
         `  goes to ${res.goesTo}`,
         ...(res.service ? [`  service ${res.service.name} (id ${res.service.id}, redirect ${res.service.redirect} ${res.service.redirectFrom === 'override' ? `by override: sockmesh service reset ${res.service.name} returns it to the config's` : 'from the config'}, splice ${res.service.splice})`] : []),
         ...(res.splice ? [`  socket pair: ${res.splice}`] : []),
+        ...(res.security ? ['  then, from the sidecar:', ...res.security.upstreams.map((u) => `    - to ${u.address}: ${u.detail}${u.authorization ? `; authorization at the server: ${u.authorization}` : ''}`)] : []),
         '  checks:',
         ...res.checks.map((c) => `    - ${c}`),
         ...(res.rules ? [`  rules in ${res.rules.netns ?? 'this namespace'}: ${res.rules.inPlace ? `in place (${res.rules.rules}, as the config generates them)` : `DIFFER from the config: ${res.rules.missing.length} missing, ${res.rules.extra.length} not from it`}`,

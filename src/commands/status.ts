@@ -27,6 +27,8 @@ export function register(program: Command, out: () => Out): void {
         ...(agent ? [
           `agent     pid ${agent.pid}, ${agent.ready ? 'ready' : 'not ready'}, source ${agent.source.stale ? `STALE (${agent.source.message ?? ''})` : 'ok'}` +
             `${agent.lastApply ? `, last apply ${agent.lastApply.at} (${agent.lastApply.ms.toFixed(1)} ms)` : ''}`,
+          ...(agent.identities?.length ? [`identities ${agent.identities.map((i) => `${i.pod}: ${i.spiffeId} (serial ${i.serial}, expires ${i.notAfter})`).join('; ')}`] : []),
+          ...(agent.ca ? [`mesh CA   ${agent.ca.store}; roots expire ${agent.ca.rootsExpire.join(', ')}${agent.ca.signerExpires ? `; this node's signer expires ${agent.ca.signerExpires}` : ''}`] : []),
           ...(agent.sidecars?.length ? [`sidecars  policy version ${agent.policyVersion}: ${agent.sidecars.map((c) => `${c.id} runs ${c.agentVersion === agent.policyVersion ? 'it' : `agent version ${c.agentVersion}`}${c.refused === agent.policyVersion ? ', refused it (see the sidecar\'s log)' : ''} (its version ${c.version}, asked ${c.seenAt})`).join('; ')}`] : []),
         ] : []),
         ...(st.pods?.length ? ['', table([['POD', 'ID', 'NETNS COOKIE', 'REWRITES', 'INBOUND', 'SPLICED SOCKETS', 'SPLICED MSGS', 'HOPS', 'AUTO STACK CONNS', 'NAGLE MSGS'],
@@ -58,4 +60,7 @@ interface AgentInfo {
   /** The policy version the governance sidecars get, and the sidecars that asked for it. */
   policyVersion?: number;
   sidecars?: Array<{ id: string; version: number; agentVersion: number; refused?: number; seenAt: string }>;
+  /** Each pod's certificate (never its key). */
+  identities?: Array<{ pod: string; spiffeId: string; serial: string; notAfter: string }>;
+  ca?: { store: string; rootsExpire: string[]; signerExpires?: string };
 }

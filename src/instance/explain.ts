@@ -22,6 +22,8 @@ import { endpointName } from '../config/constants.js';
 import { OverrideStore, type Overrides } from './overrides.js';
 import { hasName } from '../util/names.js';
 import { localAddresses } from '../util/netns.js';
+import { explainSecurity, type ExplainedSecurity } from './explain-security.js';
+import type { LocalWorkload } from '../config/workload.js';
 
 
 export interface ExplainedService {
@@ -54,6 +56,8 @@ export interface Explanation {
   /** eBPF: whether the app's socket pair would be spliced, and why. */
   splice?: string;
   other: { mode: Mode; verdict: Verdict; note: string };
+  /** Captured to the sidecar: whether it goes on with mTLS and what the server's authorization decides. */
+  security?: ExplainedSecurity;
   /** iptables: whether the namespace's live rules are the ones this config generates. */
   rules?: { netns: string | null; rules: number; inPlace: boolean; missing: string[]; extra: string[] };
 }
@@ -184,9 +188,11 @@ export async function explain(req: ExplainRequest): Promise<Explanation> {
       const splice = d.verdict === 'sidecar-outbound' && d.serviceId !== undefined
         ? spliceChoice(t.flags(d.serviceId), autoMemory(maps, d.serviceId))
         : d.verdict === 'sidecar-outbound' ? 'not spliced (no listed service)' : undefined;
+      const security = d.verdict === 'sidecar-outbound'
+        ? explainSecurity(cfg, localWorkloads(cfg, rec.pods ?? []), podName, cfg.services.find((x) => x.name === service?.name), addr, port) : undefined;
       return {
         ...base, slot, verdict: d.verdict, goesTo: d.verdict === 'kernel' ? kernelTarget(cfg, service?.name) : goesTo(d.verdict, pod, addr, port), rule: d.rule, checks: d.checks,
-        ...(service ? { service } : {}), ...(splice ? { splice } : {}),
+        ...(service ? { service } : {}), ...(splice ? { splice } : {}), ...(security ? { security } : {}),
         other: d.verdict === 'kernel'
           ? { mode: 'iptables', verdict: 'sidecar-outbound', note: 'iptables mode has no kernel mode: it captures the service to the sidecar' }
           : { mode: 'iptables', verdict: d.verdict, note: 'istio-iptables rules from the same config decide alike; iptables mode captures every process of the pod\'s namespace (not only its cgroup) and never splices' },
@@ -222,6 +228,15 @@ export async function explain(req: ExplainRequest): Promise<Explanation> {
       note: `eBPF mode decides alike in connect4${d.verdict === 'sidecar-outbound' && service ? `; its socket pair would be ${service.splice === 'always' ? 'spliced' : service.splice === 'never' ? 'not spliced' : `${AUTO_SPLICE_RULE} (splice: auto)`}` : ''}`,
     },
   };
+}
+
+/** The listed pods as meshed (their recorded addresses, else their configured ones), as the policies see them. */
+function localWorkloads(cfg: MeshConfig, recorded: Array<{ name: string; localAddrs: string[] }>): LocalWorkload[] {
+  return cfg.pods.map((p) => {
+    const r = recorded.find((x) => x.name === p.name);
+    const addresses = r ? r.localAddrs.map((c) => c.replace(/\/(32|128)$/, '')) : p.addresses ?? [];
+    return { name: p.name, addresses, namespace: p.namespace, serviceAccount: p.serviceAccount, labels: p.labels };
+  });
 }
 
 function goesTo(v: Verdict, pod: SmPod, addr: string, port: number): string {

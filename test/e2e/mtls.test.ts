@@ -200,6 +200,15 @@ ${docs}`;
     expect(access('ratings', from)[0]).toMatchObject({ direction: 'inbound', tls: true, peer: 'cluster.local/ns/shop/sa/frontend', authz: 'allow:shop/ratings-from-frontend', status: 200 });
   });
 
+  it('explain says a connection will be mTLS, whose identity is verified, and which policy allows or denies it', async () => {
+    const ex = async (pod: string, dst: string) => JSON.parse((await runCli(['explain', '--instance', instance, '--pod', pod, dst, '--json'])).stdout) as { security?: { upstreams: Array<Record<string, unknown>> } };
+    const front = await ex('front', '10.96.0.31:9081');
+    expect(front.security?.upstreams).toEqual([expect.objectContaining({ address: `${R}:9081`, mtls: true, authorization: 'allow (shop/ratings-from-frontend)' })]);
+    expect(String(front.security!.upstreams[0].detail)).toMatch(/verifying spiffe:\/\/cluster\.local\/ns\/shop\/sa\/ratings.*STRICT \(shop\/default\)/);
+    const other = await ex('other', '10.96.0.31:9081');
+    expect(String(other.security?.upstreams[0].authorization)).toMatch(/^deny \(ALLOW policies shop\/ratings-from-frontend/);
+  });
+
   it('an AuthorizationPolicy allowing only ns/shop/sa/frontend: another meshed pod gets 403 (HTTP) and a closed connection (TCP); a DENY beats the ALLOW', async () => {
     expect(await httpLoad('other', '10.96.0.30', 3)).toMatchObject({ statuses: { 403: 3 } });
     const denied = await echo('other');
@@ -261,6 +270,9 @@ request('/run/sockmesh/${instance}.sock', { op: 'identity', have: '' }, 10000).t
     }
     const ids = (JSON.parse(st.stdout) as { agent: { identities: Array<{ pod: string; spiffeId: string; notAfter: string }> } }).agent.identities;
     expect(ids.map((i) => i.pod).sort()).toEqual(['front', 'other', 'ratings']);
+    const text = (await runCli(['status', '--instance', instance])).stdout;
+    expect(text).toMatch(/identities .*ratings: spiffe:\/\/cluster\.local\/ns\/shop\/sa\/ratings \(serial [0-9A-F]+, expires /);
+    expect(text).not.toMatch(/PRIVATE KEY/);
     expect(metrics).toMatch(/sockmesh_pod_certificate_expiry_timestamp_seconds\{pod="ratings"\} \d+/);
     expect(metrics).toMatch(/sockmesh_ca_root_expiry_timestamp_seconds\{root="0"\} \d+/);
   });
