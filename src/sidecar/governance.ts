@@ -61,6 +61,8 @@ export class GovernanceSidecar {
   readonly metrics = new SidecarMetrics();
   private readonly cfgFile: string;
   private readonly root = process.getuid?.() === 0;
+  /** Whether the last rendering had the pod's certificate in it. */
+  private renderedWithCert = false;
 
   constructor(private readonly opts: GovernanceOptions) {
     this.cfgFile = join(opts.runDir, 'haproxy.cfg');
@@ -76,6 +78,7 @@ export class GovernanceSidecar {
   }
 
   private render(cfg: MeshConfig, version: number, workload: WorkloadPolicy | undefined): string {
+    this.renderedWithCert = !!workload && !!this.identity?.current;
     return renderHaproxy(cfg, { sidecar: cfg.sidecar, runDir: this.opts.runDir, version: String(version), dropPrivileges: this.root, security: this.security(cfg, workload) });
   }
 
@@ -102,20 +105,33 @@ export class GovernanceSidecar {
     try {
       const id = await this.identity.first();
       this.opts.emit({ event: 'identity', spiffeId: id.spiffeId, serial: id.serial, notAfter: id.notAfter });
+      if (this.root) for (const f of [this.identity.certFile, this.identity.rootsFile]) chownSync(f, cfg.sidecar.uid, cfg.sidecar.gid);
     } catch (err) {
+      // Rendered without one; the follower keeps asking, and the first certificate it gets is rendered in.
       this.opts.emit({ event: 'identity-error', error: describe(err) });
-      return;
-    }
-    if (this.root) {
-      for (const f of [this.identity.certFile, this.identity.rootsFile]) chownSync(f, cfg.sidecar.uid, cfg.sidecar.gid);
     }
     this.identity.follow((id, rootsChanged) => this.renewed(id, rootsChanged));
   }
 
-  /** A renewed certificate into the running HAProxy (new handshakes use it; no reload); a new trust bundle reloads. */
+  /** The running version rendered again (the pod's first certificate arrived after it), and reloaded. */
+  private async rerender(): Promise<void> {
+    const cfg = this.running!;
+    const version = this.version + 1;
+    await this.check(this.render(cfg, version, this.workload));
+    this.applied(this.lastGood, cfg, version, this.workload);
+    this.servers = renderedServers(cfg);
+    this.haproxy.reload(version);
+    this.opts.emit({ event: 'policy', version, from: 'identity', via: 'reload' });
+  }
+
+  /** A renewed certificate into the running HAProxy (new handshakes use it; no reload); a new trust bundle reloads; the first one, after a failure, is rendered in. */
   private async renewed(id: PodIdentity, rootsChanged: boolean): Promise<void> {
     if (this.root && this.running) {
       for (const f of [this.identity!.certFile, this.identity!.rootsFile]) chownSync(f, this.running.sidecar.uid, this.running.sidecar.gid);
+    }
+    if (this.running && this.workload && !this.renderedWithCert) {
+      await this.rerender();
+      return;
     }
     if (rootsChanged) {
       this.haproxy.reload(this.version);
