@@ -2,8 +2,8 @@
 // shapes it keeps, its Status errors and JSON answers, and a kubeconfig that points at it.
 import type { ServerResponse } from 'node:http';
 
-export type Resource = 'pods' | 'services' | 'endpointslices' | 'destinationrules' | 'virtualservices';
-export const ISTIO: readonly Resource[] = ['destinationrules', 'virtualservices'];
+export type Resource = 'pods' | 'services' | 'endpointslices' | 'destinationrules' | 'virtualservices' | 'peerauthentications' | 'authorizationpolicies';
+export const ISTIO: readonly Resource[] = ['destinationrules', 'virtualservices', 'peerauthentications', 'authorizationpolicies'];
 
 export interface Obj {
   apiVersion?: string;
@@ -19,6 +19,8 @@ export const KINDS: Record<Resource, { kind: string; apiVersion: string; path: R
   endpointslices: { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', path: /^\/apis\/discovery\.k8s\.io\/v1\/endpointslices$/ },
   destinationrules: { kind: 'DestinationRule', apiVersion: 'networking.istio.io/v1', path: /^\/apis\/networking\.istio\.io\/v1\/destinationrules$/ },
   virtualservices: { kind: 'VirtualService', apiVersion: 'networking.istio.io/v1', path: /^\/apis\/networking\.istio\.io\/v1\/virtualservices$/ },
+  peerauthentications: { kind: 'PeerAuthentication', apiVersion: 'security.istio.io/v1', path: /^\/apis\/security\.istio\.io\/v1\/peerauthentications$/ },
+  authorizationpolicies: { kind: 'AuthorizationPolicy', apiVersion: 'security.istio.io/v1', path: /^\/apis\/security\.istio\.io\/v1\/authorizationpolicies$/ },
 };
 export const RESOURCES = Object.keys(KINDS) as Resource[];
 export const perResource = <T>(make: () => T): Record<Resource, T> => Object.fromEntries(RESOURCES.map((r) => [r, make()])) as Record<Resource, T>;

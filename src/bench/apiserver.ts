@@ -9,7 +9,8 @@
 //   than the kept history gets an ERROR event with a 410 "Expired" Status and the stream ends (what
 //   a real server does after compaction); `timeoutSeconds` ends the stream;
 // - Event creation (POST …/events), kept for tests to read;
-// - Istio's DestinationRules and VirtualServices (networking.istio.io/v1) when `istio` is on, with
+// - Istio's DestinationRules and VirtualServices (networking.istio.io/v1), PeerAuthentications and
+//   AuthorizationPolicies (security.istio.io/v1) when `istio` is on, with
 //   the group's discovery document; off (no CRDs), they and the group answer 404, as a cluster
 //   without Istio does.
 // Faults for tests: drop every open watch mid-stream, go down (connections refused) and come back on
@@ -244,7 +245,7 @@ export class FakeApiServer {
       });
       return;
     }
-    if (this.istioError !== undefined && url.pathname.startsWith('/apis/networking.istio.io')) {
+    if (this.istioError !== undefined && (url.pathname.startsWith('/apis/networking.istio.io') || url.pathname.startsWith('/apis/security.istio.io'))) {
       json(res, this.istioError, status(this.istioError, 'InternalError', 'an error on the server ("the aggregated API is unavailable") has prevented the request from succeeding'));
       return;
     }
@@ -252,6 +253,11 @@ export class FakeApiServer {
       this.istioDiscoveries++;
       const versions = [{ groupVersion: 'networking.istio.io/v1', version: 'v1' }, { groupVersion: 'networking.istio.io/v1beta1', version: 'v1beta1' }];
       json(res, 200, { kind: 'APIGroup', apiVersion: 'v1', name: 'networking.istio.io', versions, preferredVersion: versions[0] });
+      return;
+    }
+    if (req.method === 'GET' && url.pathname === '/apis/security.istio.io' && this.istio) {
+      const versions = [{ groupVersion: 'security.istio.io/v1', version: 'v1' }, { groupVersion: 'security.istio.io/v1beta1', version: 'v1beta1' }];
+      json(res, 200, { kind: 'APIGroup', apiVersion: 'v1', name: 'security.istio.io', versions, preferredVersion: versions[0] });
       return;
     }
     if (url.pathname === '/apis/networking.istio.io') this.istioDiscoveries++;

@@ -106,3 +106,13 @@ export function destinationRuleObject(o: { name: string; namespace?: string; hos
 export function virtualServiceObject(o: { name: string; namespace?: string; hosts: string[]; http: Array<Record<string, unknown>>; created?: string }): { metadata: { name: string; namespace: string; [k: string]: unknown }; [k: string]: unknown } {
   return { metadata: istioMeta(o.name, o.namespace, o.created), spec: { hosts: o.hosts, http: o.http } };
 }
+
+/** An Istio PeerAuthentication (security.istio.io/v1). */
+export function peerAuthenticationObject(o: { name: string; namespace?: string; spec: Record<string, unknown>; created?: string }): { metadata: { name: string; namespace: string; [k: string]: unknown }; [k: string]: unknown } {
+  return { metadata: istioMeta(o.name, o.namespace, o.created), spec: o.spec };
+}
+
+/** An Istio AuthorizationPolicy (security.istio.io/v1). */
+export function authorizationPolicyObject(o: { name: string; namespace?: string; spec: Record<string, unknown>; created?: string }): { metadata: { name: string; namespace: string; [k: string]: unknown }; [k: string]: unknown } {
+  return { metadata: istioMeta(o.name, o.namespace, o.created), spec: o.spec };
+}

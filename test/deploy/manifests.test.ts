@@ -48,7 +48,7 @@ describe('deploy/ manifests', () => {
     expect(() => new DaemonSet(ds as never).validate()).toThrow(/containerPort/);
   });
 
-  it('RBAC: exactly get/list/watch on pods, services, endpointslices, Istio destinationrules/virtualservices and create on events, bound to the agent', () => {
+  it('RBAC: exactly get/list/watch on pods, services, endpointslices, Istio destinationrules/virtualservices/peerauthentications/authorizationpolicies and create on events, bound to the agent', () => {
     const rules = one('ClusterRole').rules as Array<{ apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }>;
     const grants = rules.flatMap((r) => r.apiGroups.flatMap((g) => r.resources.flatMap((res) => r.verbs.map((v) => `${g || 'core'}/${res}:${v}`)))).sort();
     expect(grants).toEqual([
@@ -58,6 +58,8 @@ describe('deploy/ manifests', () => {
       'discovery.k8s.io/endpointslices:get', 'discovery.k8s.io/endpointslices:list', 'discovery.k8s.io/endpointslices:watch',
       'networking.istio.io/destinationrules:get', 'networking.istio.io/destinationrules:list', 'networking.istio.io/destinationrules:watch',
       'networking.istio.io/virtualservices:get', 'networking.istio.io/virtualservices:list', 'networking.istio.io/virtualservices:watch',
+      'security.istio.io/peerauthentications:get', 'security.istio.io/peerauthentications:list', 'security.istio.io/peerauthentications:watch',
+      'security.istio.io/authorizationpolicies:get', 'security.istio.io/authorizationpolicies:list', 'security.istio.io/authorizationpolicies:watch',
     ].sort());
     const binding = one('ClusterRoleBinding');
     const sa = one('ServiceAccount');

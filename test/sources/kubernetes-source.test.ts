@@ -9,7 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FakeApiServer, kubeconfigYaml } from '../../src/bench/apiserver.js';
-import { destinationRuleObject, podObject, serviceObject, sliceObject, virtualServiceObject } from '../../src/bench/k8s-objects.js';
+import { authorizationPolicyObject, destinationRuleObject, peerAuthenticationObject, podObject, serviceObject, sliceObject, virtualServiceObject } from '../../src/bench/k8s-objects.js';
+import { dump } from 'js-yaml';
+import { parseConfigText } from '../../src/config/load.js';
 import type { MeshConfig } from '../../src/config/model.js';
 import { validateConfig } from '../../src/config/validate/index.js';
 import { loadKubeConfig } from '../../src/sources/kubernetes/client.js';
@@ -430,6 +432,62 @@ describe('Kubernetes source', () => {
     const ev = await waitFor('an Event', () => api.events[0]);
     expect(ev).toMatchObject({ involvedObject: { kind: 'Pod', name: 'web' }, message: expect.stringMatching(/excludeOutboundPorts: "mysql" is not a port/) });
     expect(last()!.pods[0].capture.excludeOutboundPorts).toEqual([3306]);
+  });
+
+  describe('Istio security (PeerAuthentication, AuthorizationPolicy)', () => {
+    const strict = { name: 'default', namespace: 'shop', spec: { mtls: { mode: 'STRICT' } } };
+    const allow = { name: 'ratings', namespace: 'shop', spec: { selector: { matchLabels: { app: 'ratings' } }, rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/frontend'] } }], to: [{ operation: { ports: ['9080'], methods: ['GET'] } }] }] } };
+    /** The same objects as documents of a config file, translated by the file source. */
+    const asFile = (docs: Array<[string, { name: string; namespace: string; spec: Record<string, unknown> }]>) => parseConfigText(`services: []\n${docs.map(([kind, o]) => `---\n${dump({ apiVersion: 'security.istio.io/v1', kind, metadata: { name: o.name, namespace: o.namespace }, spec: o.spec })}`).join('')}`, 'file');
+
+    it('a pod\'s identity is its namespace and service account, its labels what selectors match', async () => {
+      const pod = podObject({ name: 'ratings-1', namespace: 'shop', node: 'n1', ips: ['10.244.1.5'], istioProxy: true, labels: { version: 'v1' } });
+      (pod.spec as Record<string, unknown>).serviceAccountName = 'ratings';
+      const a = api.apply('pods', pod);
+      kubeletPod(a.metadata.uid!, 4545, 'cgroupfs');
+      start();
+      const c = await lastWith((x) => x.pods.length === 1);
+      expect(c.pods[0]).toMatchObject({ name: 'ratings-1.shop', namespace: 'shop', serviceAccount: 'ratings', labels: { app: 'ratings-1', version: 'v1' } });
+    });
+
+    it('without the CRDs: PERMISSIVE and no authorization, never stale; installed: read as the file source reads the same objects; deleted and removed: back to the defaults', async () => {
+      start();
+      const first = await waitFor('the first config', () => last());
+      expect(first.peerAuthentications).toEqual([]);
+      expect(first.authorizationPolicies).toEqual([]);
+      await waitFor('discovery asked again', () => api.istioDiscoveries >= 3);
+      expect(rec.lines.filter((l) => l.msg === 'no Istio security objects')).toHaveLength(1);
+      api.setIstio(true);
+      api.apply('peerauthentications', peerAuthenticationObject(strict));
+      api.apply('authorizationpolicies', authorizationPolicyObject(allow));
+      const withBoth = await lastWith((c) => c.peerAuthentications.length === 1 && c.authorizationPolicies.length === 1);
+      const file = asFile([['PeerAuthentication', strict], ['AuthorizationPolicy', allow]]);
+      expect(withBoth.peerAuthentications).toEqual(file.peerAuthentications);
+      expect(withBoth.authorizationPolicies).toEqual(file.authorizationPolicies);
+      api.remove('peerauthentications', 'shop', 'default');
+      await lastWith((c) => c.peerAuthentications.length === 0 && c.authorizationPolicies.length === 1);
+      api.setIstio(false);
+      await lastWith((c) => c.authorizationPolicies.length === 0);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(events.filter((e) => e.kind === 'stale')).toEqual([]);
+    });
+
+    it('a bad object: a Warning Event on it and its last good translation kept; unenforced fields: an Event naming them', async () => {
+      api.setIstio(true);
+      api.apply('peerauthentications', peerAuthenticationObject(strict));
+      start();
+      await lastWith((c) => c.peerAuthentications[0]?.mode === 'STRICT');
+      api.apply('peerauthentications', peerAuthenticationObject({ ...strict, spec: { mtls: { mode: 'SOMETIMES' } } }));
+      const ev = await waitFor('an Event', () => api.events.find((e) => e.reason === 'SockmeshInvalidPolicy'));
+      expect(ev).toMatchObject({ type: 'Warning', involvedObject: { kind: 'PeerAuthentication', apiVersion: 'security.istio.io/v1', name: 'default', namespace: 'shop' } });
+      expect(ev.message).toMatch(/spec\.mtls\.mode/);
+      expect(last()!.peerAuthentications[0].mode).toBe('STRICT');
+      api.apply('authorizationpolicies', authorizationPolicyObject({ name: 'deny-ip', namespace: 'shop', spec: { action: 'DENY', rules: [{ from: [{ source: { ipBlocks: ['1.2.3.4'] } }] }] } }));
+      await lastWith((c) => c.authorizationPolicies.length === 1);
+      const ignored = await waitFor('an Event', () => api.events.find((e) => e.reason === 'SockmeshIgnoredFields'));
+      expect(ignored).toMatchObject({ involvedObject: { kind: 'AuthorizationPolicy', name: 'deny-ip' } });
+      expect(ignored.message).toMatch(/ipBlocks/);
+    });
   });
 
   describe('Istio traffic policy', () => {

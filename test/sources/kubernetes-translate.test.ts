@@ -37,11 +37,14 @@ describe('which pods are meshed', () => {
 });
 
 describe('pods', () => {
-  it('takes the name, addresses (status.podIPs, both families), QoS class and the proxy\'s runAsUser', () => {
+  it('takes the name, addresses (status.podIPs, both families), QoS class, the proxy\'s runAsUser and the workload identity', () => {
     const p = pod({ namespace: 'shop', ips: ['10.244.1.5', 'fd00::5'], qos: 'Burstable', istioProxy: { runAsUser: 1500 } });
     expect(translatePod(p, 'n1')).toEqual({
       kind: 'ok',
-      value: { name: 'web.shop', uid: p.metadata.uid, qos: 'Burstable', addresses: ['10.244.1.5', 'fd00::5'], sidecarUid: 1500, capture: {} },
+      value: {
+        name: 'web.shop', uid: p.metadata.uid, qos: 'Burstable', addresses: ['10.244.1.5', 'fd00::5'], sidecarUid: 1500, capture: {},
+        namespace: 'shop', serviceAccount: 'default', labels: { app: 'web' },
+      },
     });
     // No runAsUser: the node's sidecar uid applies.
     expect(translatePod(pod({ istioProxy: false, labels: { 'sockmesh.io/mesh': 'enabled' } }), 'n1')).toMatchObject({ kind: 'ok', value: { sidecarUid: undefined } });

@@ -11,6 +11,7 @@ import { Checker } from './checker.js';
 import { pod, podConflicts } from './pods.js';
 import { service, serviceConflicts } from './service.js';
 import { documents, identity, kernelModeUnderStrict } from './security.js';
+import { istioSecurity, type IstioSecurity } from './istio.js';
 
 export { checkMode, modeIssues } from './mode.js';
 export { netnsKey, normalizeCgroup } from './pods.js';
@@ -115,4 +116,15 @@ export function validateState(base: MeshConfig, services: ServiceConfig[], rawPo
   kernelModeUnderStrict(c, services, pods, withSecurity);
   if (c.issues.length) throw new ConfigError(source, c.issues);
   return { ...withSecurity, services, pods };
+}
+
+/**
+ * One Istio security object as the Kubernetes source reads it (the same translation as a document
+ * of the config file); throws a ConfigError naming its fields (spec.…) when it is not valid.
+ */
+export function validateIstioSecurity(raw: unknown, source: string): IstioSecurity {
+  const c = new Checker();
+  const r = istioSecurity(c, '', raw, 'default');
+  if (c.issues.length || !r) throw new ConfigError(source, c.issues.length ? c.issues : [{ path: 'apiVersion', message: 'is not security.istio.io' }]);
+  return { ...r, ignored: r.ignored.map((f) => f.replace(/^\./, '')) };
 }

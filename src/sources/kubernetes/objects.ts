@@ -23,6 +23,8 @@ export interface KPod {
   spec: {
     nodeName?: string;
     hostNetwork?: boolean;
+    /** The pod's service account: its workload identity with its namespace. */
+    serviceAccountName?: string;
     containers: Array<{ name: string; securityContext?: { runAsUser?: number } }>;
     initContainers?: Array<{ name: string; securityContext?: { runAsUser?: number } }>;
   };
@@ -72,8 +74,12 @@ const container = (c: Container): Container =>
 export function trimPod(o: KPod): KPod {
   const s = o.spec ?? { containers: [] };
   return {
-    metadata: meta(o.metadata),
-    spec: { nodeName: s.nodeName, hostNetwork: s.hostNetwork, containers: (s.containers ?? []).map(container), initContainers: s.initContainers?.map(container) },
+    // Every label of a pod of this node: Istio's selectors may match any of them.
+    metadata: { ...meta(o.metadata), ...(o.metadata?.labels ? { labels: { ...o.metadata.labels } } : {}) },
+    spec: {
+      nodeName: s.nodeName, hostNetwork: s.hostNetwork, serviceAccountName: s.serviceAccountName,
+      containers: (s.containers ?? []).map(container), initContainers: s.initContainers?.map(container),
+    },
     status: { phase: o.status?.phase, qosClass: o.status?.qosClass, podIPs: o.status?.podIPs?.map((p) => ({ ip: p.ip })), podIP: o.status?.podIP },
   };
 }

@@ -20,6 +20,7 @@ import { SERVICE_ANNOTATIONS } from './annotations.js';
 import { ResilientInformer, type InformerEvents } from './client.js';
 import { EventReporter, problemsOf } from './events.js';
 import { SourceHealth, type Kind } from './health.js';
+import { IstioPolicies } from './istio-policies.js';
 import { IstioRules } from './istio-rules.js';
 import { candidatesUnder, locatePods, type Located } from './locate.js';
 import { nodeState } from './state.js';
@@ -57,6 +58,7 @@ export class KubernetesSource implements Source {
   private readonly health: SourceHealth;
   private readonly events: EventReporter;
   private readonly istio: IstioRules;
+  private readonly security: IstioPolicies;
   /** Last good translation per object (by name.namespace); no config = skipped on purpose. */
   private readonly services = new Map<string, { svc: KService; raw?: Readonly<Record<string, unknown>>; config?: ServiceConfig }>();
   private readonly pods = new Map<string, { pod: KPod; wanted?: PodWanted }>();
@@ -86,6 +88,10 @@ export class KubernetesSource implements Source {
       kc: opts.kc, log: opts.log, health: this.health, events: this.events, description: this.description, recheckMs: opts.istioRecheckMs,
       informer: { backoffMs: opts.backoffMs }, changed: () => this.changed(), retranslate: (names) => this.retranslate(names),
     });
+    this.security = new IstioPolicies({
+      kc: opts.kc, log: opts.log, health: this.health, events: this.events, description: this.description, recheckMs: opts.istioRecheckMs,
+      informer: { backoffMs: opts.backoffMs }, changed: () => this.changed(),
+    });
   }
 
   start(): void {
@@ -106,8 +112,9 @@ export class KubernetesSource implements Source {
     add<KEndpointSlice>('endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', {}, trimSlice, (s, deleted) => this.onSlice(s, deleted));
     for (const i of this.informers) i.start();
     this.istio.start();
+    this.security.start();
     this.probe = setInterval(() => {
-      if (!this.stopped) void this.health.probe([...this.informers, ...this.istio.informers], this.opts.probeTimeoutMs ?? 5000);
+      if (!this.stopped) void this.health.probe([...this.informers, ...this.istio.informers, ...this.security.informers], this.opts.probeTimeoutMs ?? 5000);
     }, this.opts.probeMs ?? 10_000);
     this.probe.unref();
   }
@@ -119,6 +126,7 @@ export class KubernetesSource implements Source {
     clearTimeout(this.timer);
     for (const i of this.informers) i.stop();
     this.istio.stop();
+    this.security.stop();
   }
 
   /** Looks for the meshed pods not found on the node yet, now. */
@@ -227,7 +235,7 @@ export class KubernetesSource implements Source {
       if (v === undefined) this.serviceNumbers.set(o, v = this.nextNumber++);
       return v;
     };
-    return `${c.services.map(number).join(',')}|${JSON.stringify(c.pods)}|${missing.map((p) => p.pod).join(',')}`;
+    return `${c.services.map(number).join(',')}|${JSON.stringify(c.pods)}|${missing.map((p) => p.pod).join(',')}|${JSON.stringify([c.peerAuthentications, c.authorizationPolicies])}`;
   }
 
   /** The desired state from the caches and the pods found on the node (the meshed pods oldest first). */
@@ -238,7 +246,7 @@ export class KubernetesSource implements Source {
     for (const [uid, l] of where) if (!('missing' in l)) this.located.set(uid, l);
     const candidates = [...this.services.values()].filter((s) => s.config)
       .map((s) => ({ obj: s.svc, config: s.config!, headless: s.svc.spec.clusterIP === 'None', created: s.svc.metadata.created ?? '' }));
-    const state = nodeState(this.opts.base, candidates, known.map((p) => ({ obj: p.pod, wanted: p.wanted, where: where.get(p.wanted.uid) })), this.description);
+    const state = nodeState(this.opts.base, candidates, known.map((p) => ({ obj: p.pod, wanted: p.wanted, where: where.get(p.wanted.uid) })), this.description, this.security.security());
     for (const r of state.refusals) this.events.report(r.ref, r.problems, r.reason, r.lead);
     // Where the missing pods' cgroups will appear, and (once they have) where their first process makes them populated.
     const missing = new Set(state.pending.map((p) => p.pod));

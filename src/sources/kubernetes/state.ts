@@ -4,7 +4,7 @@
 // that causes it (admit.ts states the order), and whatever validation still refuses as a whole is
 // traced to the objects its problems name, which are left out too; each one left out comes back
 // as a refusal for the source to report on the object.
-import type { MeshConfig } from '../../config/model.js';
+import type { AuthorizationPolicy, MeshConfig, PeerAuthentication } from '../../config/model.js';
 import { validateState } from '../../config/validate/index.js';
 import { ConfigError, describe } from '../../errors.js';
 import type { SourceEvent } from '../source.js';
@@ -40,7 +40,8 @@ const serviceRef = (s: KService): ObjectRef => ({ kind: 'Service', apiVersion: '
 const podRef = (p: KPod): ObjectRef => ({ kind: 'Pod', apiVersion: 'v1', metadata: p.metadata });
 
 /** The state of a node: `pods` in admission order (oldest first). */
-export function nodeState(base: MeshConfig, candidates: Array<Candidate<KService>>, pods: NodePod[], source: string): NodeState {
+export function nodeState(base: MeshConfig, candidates: Array<Candidate<KService>>, pods: NodePod[], source: string,
+  security: { peerAuthentications: PeerAuthentication[]; authorizationPolicies: AuthorizationPolicy[] } = { peerAuthentications: [], authorizationPolicies: [] }): NodeState {
   const refusals: Refusal[] = [];
   const pending: NodeState['pending'] = [];
   const admitted = admitServices(candidates);
@@ -55,7 +56,10 @@ export function nodeState(base: MeshConfig, candidates: Array<Candidate<KService
       continue;
     }
     const w = p.wanted;
-    const pod: Record<string, unknown> = { name: w.name, cgroup: l.cgroup, netns: l.netns, addresses: w.addresses.length ? w.addresses : undefined };
+    const pod: Record<string, unknown> = {
+      name: w.name, cgroup: l.cgroup, netns: l.netns, addresses: w.addresses.length ? w.addresses : undefined,
+      namespace: w.namespace, serviceAccount: w.serviceAccount, labels: w.labels,
+    };
     if (w.sidecarUid !== undefined && w.sidecarUid !== base.sidecar.uid) pod.sidecar = { uid: w.sidecarUid };
     if (Object.keys(w.capture).length) pod.capture = w.capture;
     rawPods.push(pod);
@@ -66,7 +70,7 @@ export function nodeState(base: MeshConfig, candidates: Array<Candidate<KService
     try {
       // A node with no meshed pod meshes nothing (never the single-pod form of a file config,
       // which would take the whole kubepods cgroup for one pod).
-      const config = validateState(base, services, rawPods, source);
+      const config = validateState(base, services, rawPods, source, { ...security, peers: [] });
       return { event: { kind: 'config', config: { ...config, podsOnly: true }, source, ...(pending.length ? { unresolved: pending } : {}) }, refusals, pending };
     } catch (e) {
       const issues = e instanceof ConfigError ? e.issues : [{ path: '', message: describe(e) }];

@@ -48,6 +48,10 @@ export interface PodWanted {
   sidecarUid?: number;
   /** capture overrides from annotations, in the config file's field names. */
   capture: Record<string, unknown>;
+  /** Its workload identity (namespace, service account) and the labels Istio's selectors match. */
+  namespace: string;
+  serviceAccount: string;
+  labels: Record<string, string>;
 }
 
 /** A pod of this node as sockmesh meshes it, or why not. */
@@ -73,7 +77,10 @@ export function translatePod(p: KPod, node: string): Translation<PodWanted> {
   const ips = (p.status.podIPs?.map((x) => x.ip) ?? (p.status.podIP ? [p.status.podIP] : [])).filter((ip) => isIP(ip));
   return {
     kind: 'ok',
-    value: { name: objectName(p.metadata), uid: p.metadata.uid, qos: p.status.qosClass ?? 'BestEffort', addresses: ips, sidecarUid: uid, capture },
+    value: {
+      name: objectName(p.metadata), uid: p.metadata.uid, qos: p.status.qosClass ?? 'BestEffort', addresses: ips, sidecarUid: uid, capture,
+      namespace: p.metadata.namespace ?? 'default', serviceAccount: p.spec.serviceAccountName ?? 'default', labels: p.metadata.labels ?? {},
+    },
   };
 }
 

@@ -1,0 +1,91 @@
+// Istio's PeerAuthentications and AuthorizationPolicies for the Kubernetes source: their group
+// (security.istio.io v1, v1beta1) watched as istio-group.ts does it (absent CRDs = none of them:
+// every workload PERMISSIVE, no authorization, and never stale), each object translated as a
+// document of a config file is (src/config/validate/istio.ts: the same semantics for both sources).
+// A bad object gets a Warning Event SockmeshInvalidPolicy and keeps its last good translation;
+// fields sockmesh does not enforce get a Warning Event SockmeshIgnoredFields.
+import type { AuthorizationPolicy, PeerAuthentication } from '../../config/model.js';
+import { validateIstioSecurity } from '../../config/validate/index.js';
+import { SECURITY_GROUP } from '../../config/validate/istio.js';
+import type { Logger } from '../../util/log.js';
+import type { InformerOptions, ResilientInformer } from './client.js';
+import { problemsOf, type EventReporter } from './events.js';
+import type { SourceHealth } from './health.js';
+import { IstioGroupWatch } from './istio-group.js';
+import type { IstioObject } from './istio.js';
+import { objectName } from './objects.js';
+
+type SecurityKind = 'peerauthentications' | 'authorizationpolicies';
+const KINDS: readonly SecurityKind[] = ['peerauthentications', 'authorizationpolicies'];
+const KIND_NAME: Record<SecurityKind, string> = { peerauthentications: 'PeerAuthentication', authorizationpolicies: 'AuthorizationPolicy' };
+
+interface Entry<T> { created: string; value: T }
+
+export interface IstioPoliciesOptions {
+  kc: import('@kubernetes/client-node').KubeConfig;
+  log: Logger;
+  health: SourceHealth;
+  events: EventReporter;
+  description: string;
+  changed(): void;
+  informer?: InformerOptions;
+  recheckMs?: number;
+}
+
+export class IstioPolicies {
+  private readonly peer = new Map<string, Entry<PeerAuthentication>>();
+  private readonly authz = new Map<string, Entry<AuthorizationPolicy>>();
+  private readonly watch: IstioGroupWatch<SecurityKind>;
+
+  constructor(private readonly o: IstioPoliciesOptions) {
+    this.watch = new IstioGroupWatch(o, {
+      group: SECURITY_GROUP, versions: ['v1', 'v1beta1'], kinds: KINDS, what: 'Istio security objects',
+      object: (kind, obj, deleted, apiVersion) => this.onObject(kind, obj, deleted, apiVersion),
+      none: () => { this.peer.clear(); this.authz.clear(); },
+    });
+  }
+
+  get informers(): Array<ResilientInformer<IstioObject>> {
+    return this.watch.informers;
+  }
+
+  start(): void {
+    this.watch.start();
+  }
+
+  stop(): void {
+    this.watch.stop();
+  }
+
+  /** The mesh's security objects, oldest first (of two that select one workload, Istio takes the oldest). */
+  security(): { peerAuthentications: PeerAuthentication[]; authorizationPolicies: AuthorizationPolicy[] } {
+    const ordered = <T extends { namespace: string; name: string }>(m: Map<string, Entry<T>>) => [...m.values()]
+      .sort((a, b) => (a.created < b.created ? -1 : a.created > b.created ? 1 : `${a.value.namespace}/${a.value.name}` < `${b.value.namespace}/${b.value.name}` ? -1 : 1))
+      .map((e) => e.value);
+    return { peerAuthentications: ordered(this.peer), authorizationPolicies: ordered(this.authz) };
+  }
+
+  private onObject(kind: SecurityKind, obj: IstioObject, deleted: boolean, apiVersion: string): void {
+    const key = objectName(obj.metadata);
+    const store = (kind === 'peerauthentications' ? this.peer : this.authz) as Map<string, Entry<unknown>>;
+    if (deleted) store.delete(key);
+    else {
+      const ref = { kind: KIND_NAME[kind], apiVersion, metadata: obj.metadata };
+      try {
+        const sec = validateIstioSecurity({ apiVersion, kind: KIND_NAME[kind], metadata: { name: obj.metadata.name, namespace: obj.metadata.namespace ?? 'default' }, spec: obj.spec },
+          `${this.o.description}: ${KIND_NAME[kind]} ${obj.metadata.namespace}/${obj.metadata.name}`);
+        const value = sec.peerAuthentication ?? sec.authorizationPolicy;
+        // An AUDIT or CUSTOM policy translates to none: left out, as the file source leaves it.
+        if (value) store.set(key, { created: obj.created ?? '', value });
+        else store.delete(key);
+        if (sec.ignored.length) {
+          this.o.events.report(ref, sec.ignored.map((field) => ({ field, message: 'not enforced by sockmesh (an ALLOW rule with it is left out; a DENY rule denies without it)' })),
+            'SockmeshIgnoredFields', `sockmesh applies this ${ref.kind} but not`);
+        }
+      } catch (e) {
+        this.o.events.report(ref, problemsOf(e), 'SockmeshInvalidPolicy');
+      }
+    }
+    this.o.changed();
+  }
+}
