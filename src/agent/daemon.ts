@@ -14,7 +14,6 @@ import { identifyCaller } from '../control/peer.js';
 import { socketPath } from '../control/protocol.js';
 import { ControlServer } from '../control/server.js';
 import { Codes, SockmeshError, UserError, describe } from '../errors.js';
-import { FileCaStore } from '../identity/file-store.js';
 import { down } from '../instance/lifecycle.js';
 import { acquireInstanceLock, type InstanceLock } from '../instance/lock.js';
 import { OverrideStore } from '../instance/overrides.js';
@@ -22,6 +21,7 @@ import { recordPath } from '../instance/record.js';
 import { requireRoot } from '../util/root.js';
 import { VERSION } from '../version.js';
 import { Applier } from './applier.js';
+import { caStoreFor } from './ca-store.js';
 import { Cells, type Cell } from './cell.js';
 import { controlHandler } from './control.js';
 import { HttpServer } from './http.js';
@@ -78,8 +78,7 @@ export class NodeAgent {
       names: () => this.applier.instance?.kernel.names() ?? { pods: new Map(), services: new Map() },
       entries: () => this.applier.instance?.kernel.entries(),
     });
-    const identities = new PodIdentities(log, this.metrics, opts.kubernetes?.node ?? hostname(), (identity) => new FileCaStore(identity.caDir,
-      (dir) => log.warn({ dir }, 'no mesh CA there: made a self-signed root (root-cert.pem, ca-key.pem readable by root only)')));
+    const identities = new PodIdentities(log, this.metrics, opts.kubernetes?.node ?? hostname(), (identity) => caStoreFor(identity, log, opts.kubernetes));
     this.source = new AgentSource(opts, log, this.metrics, newParseCaches());
     const pods = new PodWatch(instance, opts.cgroup, opts.kubernetes !== undefined, {
       meshedPodOf: (caller) => this.applier.instance?.meshedPodOf(caller),

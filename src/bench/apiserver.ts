@@ -223,6 +223,35 @@ export class FakeApiServer {
     }
   }
 
+  /** Secrets by namespace/name: get, and create (409 AlreadyExists when it is there), as a real server answers. */
+  readonly secrets = new Map<string, Obj>();
+
+  private secretRequest(req: IncomingMessage, res: ServerResponse, ns: string, name: string | undefined): void {
+    if (req.method === 'GET' && name) {
+      const s = this.secrets.get(`${ns}/${name}`);
+      if (s) json(res, 200, s);
+      else json(res, 404, status(404, 'NotFound', `secrets "${name}" not found`));
+      return;
+    }
+    if (req.method !== 'POST' || name) {
+      json(res, 405, status(405, 'MethodNotAllowed', `${req.method} is not supported here`));
+      return;
+    }
+    let body = '';
+    req.on('data', (d) => { body += d; });
+    req.on('end', () => {
+      const o = JSON.parse(body) as Obj;
+      const key = `${ns}/${o.metadata.name}`;
+      if (this.secrets.has(key)) {
+        json(res, 409, status(409, 'AlreadyExists', `secrets "${o.metadata.name}" already exists`));
+        return;
+      }
+      const made = { ...o, metadata: { ...o.metadata, namespace: ns, uid: randomUUID(), resourceVersion: String(++this.rv) } };
+      this.secrets.set(key, made);
+      json(res, 201, made);
+    });
+  }
+
   private handle(req: IncomingMessage, res: ServerResponse): void {
     if (this.hung) {
       this.hung.push(() => this.handle(req, res));
@@ -232,6 +261,11 @@ export class FakeApiServer {
     if (this.opts.token !== undefined && req.headers.authorization !== `Bearer ${this.opts.token}`) {
       this.unauthorized++;
       json(res, 401, status(401, 'Unauthorized', 'Unauthorized'));
+      return;
+    }
+    const secret = /^\/api\/v1\/namespaces\/([^/]+)\/secrets(?:\/([^/]+))?$/.exec(url.pathname);
+    if (secret) {
+      this.secretRequest(req, res, secret[1], secret[2]);
       return;
     }
     if (req.method === 'POST' && /^\/api\/v1\/namespaces\/[^/]+\/events$/.test(url.pathname)) {

@@ -9,6 +9,8 @@ import { Namespace } from 'kubernetes-models/v1/Namespace';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
 import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
+import { Role } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Role';
+import { RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/RoleBinding';
 import { describe, expect, it } from 'vitest';
 import { DAEMONSET_CAPABILITIES } from '../helpers/capabilities.js';
 
@@ -24,6 +26,8 @@ const MODELS: Record<string, new (d: never) => { validate(): void }> = {
   'v1/ServiceAccount': ServiceAccount,
   'rbac.authorization.k8s.io/v1/ClusterRole': ClusterRole,
   'rbac.authorization.k8s.io/v1/ClusterRoleBinding': ClusterRoleBinding,
+  'rbac.authorization.k8s.io/v1/Role': Role,
+  'rbac.authorization.k8s.io/v1/RoleBinding': RoleBinding,
 };
 
 const one = (kind: string) => {
@@ -34,7 +38,7 @@ const one = (kind: string) => {
 
 describe('deploy/ manifests', () => {
   it('every document validates against its Kubernetes API schema', () => {
-    expect(docs.map((d) => d.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'DaemonSet', 'Namespace', 'ServiceAccount']);
+    expect(docs.map((d) => d.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'DaemonSet', 'Namespace', 'Role', 'RoleBinding', 'ServiceAccount']);
     for (const d of docs) {
       const Model = MODELS[`${d.apiVersion}/${d.kind}`];
       expect(Model, `${d.apiVersion} ${d.kind}`).toBeDefined();
@@ -61,6 +65,11 @@ describe('deploy/ manifests', () => {
       'security.istio.io/peerauthentications:get', 'security.istio.io/peerauthentications:list', 'security.istio.io/peerauthentications:watch',
       'security.istio.io/authorizationpolicies:get', 'security.istio.io/authorizationpolicies:list', 'security.istio.io/authorizationpolicies:watch',
     ].sort());
+    // The CA's Secret: get on cacerts alone, create (Kubernetes cannot name what is created), in the agent's namespace only.
+    const role = one('Role');
+    expect(role.metadata.namespace).toBe(one('ServiceAccount').metadata.namespace);
+    expect(role.rules).toEqual([{ apiGroups: [''], resources: ['secrets'], resourceNames: ['cacerts'], verbs: ['get'] }, { apiGroups: [''], resources: ['secrets'], verbs: ['create'] }]);
+    expect(one('RoleBinding')).toMatchObject({ roleRef: { kind: 'Role', name: role.metadata.name }, subjects: [{ kind: 'ServiceAccount', name: one('ServiceAccount').metadata.name }] });
     const binding = one('ClusterRoleBinding');
     const sa = one('ServiceAccount');
     expect(binding.roleRef).toEqual({ apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: one('ClusterRole').metadata.name });
@@ -85,6 +94,7 @@ describe('deploy/ manifests', () => {
     const pod = one('DaemonSet').spec.template.spec;
     const c = pod.containers[0];
     expect(c.env).toContainEqual({ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } });
+    expect(c.env).toContainEqual({ name: 'SOCKMESH_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } });
     expect(c.args).toContain('--kubernetes');
     expect(c.livenessProbe.httpGet.path).toBe('/healthz');
     expect(c.readinessProbe.httpGet.path).toBe('/readyz');

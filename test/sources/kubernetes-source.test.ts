@@ -115,9 +115,9 @@ describe('Kubernetes source', () => {
     for (let i = 0; i < 3; i++) api.apply('pods', podObject({ name: `other${i}`, node: 'n2' }));
     await waitFor('a bookmark', () => api.stats.bookmarks > 3);
     api.dropWatches();
-    await waitFor('a resumed pod watch', () => api.stats.watches.pods.length >= 2);
-    const resumedAt = Number(api.stats.watches.pods.at(-1));
-    expect(resumedAt).toBeGreaterThan(before);
+    // Two pod watches: this node's (field selector) and the cluster's meshed pods (peers); both resume past `before`.
+    await waitFor('the resumed pod watches', () => api.stats.watches.pods.length >= 4);
+    expect(api.stats.watches.pods.slice(2).map(Number).every((v) => v > before)).toBe(true);
   });
 
   it('a stream dropped mid-way resumes from the last version seen, without relisting, and misses nothing', async () => {
@@ -127,7 +127,7 @@ describe('Kubernetes source', () => {
     api.apply('services', serviceObject({ name: 'b', clusterIP: '10.96.0.11', ports: [80] }));
     await lastWith((c) => c.services.length === 2);
     const seen = api.resourceVersion;
-    expect(api.dropWatches()).toBe(3);
+    expect(api.dropWatches()).toBe(4); // services, endpointslices, this node's pods, the cluster's (peers)
     // Changed while no watch is open: the resumed watch replays it from history.
     api.apply('services', serviceObject({ name: 'c', clusterIP: '10.96.0.12', ports: [80] }));
     const c = await lastWith((x) => x.services.length === 3);
@@ -349,7 +349,7 @@ describe('Kubernetes source', () => {
     const relB = kubeletPod(b.metadata.uid!, 4343, 'systemd');
     const both = await lastWith((c) => c.pods.length === 2);
     expect(both.pods.find((p) => p.name === 'api.shop')).toMatchObject({ cgroup: relB, netns: join(dir, 'proc', '4343', 'ns', 'net'), sidecar: { uid: 1500, gid: 1500 } });
-    expect(api.stats.lists.pods).toBe(1);
+    expect(api.stats.lists.pods).toBe(2); // this node's, and the cluster's meshed pods (peers)
     expect(api.stats.watches.pods.length).toBeGreaterThan(0);
     api.remove('pods', 'shop', 'web');
     const after = await lastWith((c) => c.pods.length === 1);
@@ -448,6 +448,18 @@ describe('Kubernetes source', () => {
       start();
       const c = await lastWith((x) => x.pods.length === 1);
       expect(c.pods[0]).toMatchObject({ name: 'ratings-1.shop', namespace: 'shop', serviceAccount: 'ratings', labels: { app: 'ratings-1', version: 'v1' } });
+    });
+
+    it('the other nodes\' meshed pods are the peers this node\'s sidecars call with mTLS (their addresses and identities); others are not', async () => {
+      const remote = podObject({ name: 'reviews-1', namespace: 'shop', node: 'n2', ips: ['10.244.2.7'], istioProxy: true });
+      (remote.spec as Record<string, unknown>).serviceAccountName = 'reviews';
+      api.apply('pods', remote);
+      api.apply('pods', podObject({ name: 'plain', namespace: 'shop', node: 'n2', ips: ['10.244.2.8'] }));
+      start();
+      const c = await lastWith((x) => x.peers.length === 1);
+      expect(c.peers).toEqual([{ addresses: ['10.244.2.7'], namespace: 'shop', serviceAccount: 'reviews', labels: { app: 'reviews-1' } }]);
+      api.remove('pods', 'shop', 'reviews-1');
+      await lastWith((x) => x.peers.length === 0);
     });
 
     it('without the CRDs: PERMISSIVE and no authorization, never stale; installed: read as the file source reads the same objects; deleted and removed: back to the defaults', async () => {

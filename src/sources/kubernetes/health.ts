@@ -6,9 +6,9 @@ import { describe } from '../../errors.js';
 import type { Logger } from '../../util/log.js';
 import { apiRequest, ApiError } from './client.js';
 
-export type Kind = 'pods' | 'services' | 'endpointslices' | 'destinationrules' | 'virtualservices' | 'peerauthentications' | 'authorizationpolicies' | 'apiserver';
+export type Kind = 'pods' | 'peers' | 'services' | 'endpointslices' | 'destinationrules' | 'virtualservices' | 'peerauthentications' | 'authorizationpolicies' | 'apiserver';
 /** Every collection the state waits for (Istio's count once found absent). */
-export const LISTED_KINDS = 7;
+export const LISTED_KINDS = 8;
 
 /** An informer as the health probe drives it. */
 export interface Restartable {

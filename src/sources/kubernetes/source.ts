@@ -10,7 +10,7 @@
 // where the cluster has them (istio-rules.ts). The state itself is assembled in state.ts.
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import { join } from 'node:path';
-import type { MeshConfig, ServiceConfig } from '../../config/model.js';
+import type { MeshConfig, PeerWorkload, ServiceConfig } from '../../config/model.js';
 import { validateService } from '../../config/validate/index.js';
 import type { Logger } from '../../util/log.js';
 import { PathWatcher } from '../../util/path-watcher.js';
@@ -25,7 +25,7 @@ import { IstioRules } from './istio-rules.js';
 import { candidatesUnder, locatePods, type Located } from './locate.js';
 import { nodeState } from './state.js';
 import {
-  objectName, sliceAddresses, sliceService, translatePod, translateService, trimPod, trimService, trimSlice,
+  objectName, sliceAddresses, sliceService, translatePeer, translatePod, translateService, trimPeer, trimPod, trimService, trimSlice,
   type KEndpointSlice, type KPod, type KService, type PodWanted,
 } from './translate.js';
 
@@ -62,6 +62,8 @@ export class KubernetesSource implements Source {
   /** Last good translation per object (by name.namespace); no config = skipped on purpose. */
   private readonly services = new Map<string, { svc: KService; raw?: Readonly<Record<string, unknown>>; config?: ServiceConfig }>();
   private readonly pods = new Map<string, { pod: KPod; wanted?: PodWanted }>();
+  /** Meshed pods of the other nodes (their sidecars' identities, for auto mTLS), by name.namespace. */
+  private readonly peers = new Map<string, PeerWorkload>();
   /** EndpointSlices by their Service, then by slice name. */
   private readonly slices = new Map<string, Map<string, KEndpointSlice>>();
   private readonly located = new Map<string, Located>();
@@ -108,6 +110,7 @@ export class KubernetesSource implements Source {
       this.informers.push(new ResilientInformer<T>(kc, path, query, trim, events, { backoffMs: this.opts.backoffMs }) as unknown as ResilientInformer<KubernetesObject>);
     };
     add<KPod>('pods', '/api/v1/pods', { fieldSelector: `spec.nodeName=${node}` }, trimPod, (p, deleted) => this.onPod(p, deleted));
+    add<KPod>('peers', '/api/v1/pods', {}, trimPeer, (p, deleted) => this.onPeer(p, deleted));
     add<KService>('services', '/api/v1/services', {}, trimService, (s, deleted) => this.onService(s, deleted));
     add<KEndpointSlice>('endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', {}, trimSlice, (s, deleted) => this.onSlice(s, deleted));
     for (const i of this.informers) i.start();
@@ -193,6 +196,13 @@ export class KubernetesSource implements Source {
     if (known && (known.svc.spec.clusterIP === 'None' || known.svc.metadata.annotations?.[SERVICE_ANNOTATIONS.mode] === 'kernel' || governed)) this.translateService(svc, known.svc);
   }
 
+  private onPeer(p: KPod, deleted: boolean): void {
+    const name = objectName(p.metadata);
+    const peer = deleted ? undefined : translatePeer(p, this.opts.node);
+    if (peer) this.peers.set(name, peer);
+    else this.peers.delete(name);
+  }
+
   private onPod(p: KPod, deleted: boolean): void {
     const name = objectName(p.metadata);
     if (deleted) {
@@ -235,7 +245,7 @@ export class KubernetesSource implements Source {
       if (v === undefined) this.serviceNumbers.set(o, v = this.nextNumber++);
       return v;
     };
-    return `${c.services.map(number).join(',')}|${JSON.stringify(c.pods)}|${missing.map((p) => p.pod).join(',')}|${JSON.stringify([c.peerAuthentications, c.authorizationPolicies])}`;
+    return `${c.services.map(number).join(',')}|${JSON.stringify(c.pods)}|${missing.map((p) => p.pod).join(',')}|${JSON.stringify([c.peerAuthentications, c.authorizationPolicies, c.peers])}`;
   }
 
   /** The desired state from the caches and the pods found on the node (the meshed pods oldest first). */
@@ -246,7 +256,8 @@ export class KubernetesSource implements Source {
     for (const [uid, l] of where) if (!('missing' in l)) this.located.set(uid, l);
     const candidates = [...this.services.values()].filter((s) => s.config)
       .map((s) => ({ obj: s.svc, config: s.config!, headless: s.svc.spec.clusterIP === 'None', created: s.svc.metadata.created ?? '' }));
-    const state = nodeState(this.opts.base, candidates, known.map((p) => ({ obj: p.pod, wanted: p.wanted, where: where.get(p.wanted.uid) })), this.description, this.security.security());
+    const state = nodeState(this.opts.base, candidates, known.map((p) => ({ obj: p.pod, wanted: p.wanted, where: where.get(p.wanted.uid) })), this.description, this.security.security(),
+      [...this.peers].sort((a, b) => (a[0] < b[0] ? -1 : 1)).map(([, p]) => p));
     for (const r of state.refusals) this.events.report(r.ref, r.problems, r.reason, r.lead);
     // Where the missing pods' cgroups will appear, and (once they have) where their first process makes them populated.
     const missing = new Set(state.pending.map((p) => p.pod));

@@ -4,7 +4,7 @@
 // that causes it (admit.ts states the order), and whatever validation still refuses as a whole is
 // traced to the objects its problems name, which are left out too; each one left out comes back
 // as a refusal for the source to report on the object.
-import type { AuthorizationPolicy, MeshConfig, PeerAuthentication } from '../../config/model.js';
+import type { AuthorizationPolicy, MeshConfig, PeerAuthentication, PeerWorkload } from '../../config/model.js';
 import { validateState } from '../../config/validate/index.js';
 import { ConfigError, describe } from '../../errors.js';
 import type { SourceEvent } from '../source.js';
@@ -41,7 +41,8 @@ const podRef = (p: KPod): ObjectRef => ({ kind: 'Pod', apiVersion: 'v1', metadat
 
 /** The state of a node: `pods` in admission order (oldest first). */
 export function nodeState(base: MeshConfig, candidates: Array<Candidate<KService>>, pods: NodePod[], source: string,
-  security: { peerAuthentications: PeerAuthentication[]; authorizationPolicies: AuthorizationPolicy[] } = { peerAuthentications: [], authorizationPolicies: [] }): NodeState {
+  security: { peerAuthentications: PeerAuthentication[]; authorizationPolicies: AuthorizationPolicy[] } = { peerAuthentications: [], authorizationPolicies: [] },
+  peers: PeerWorkload[] = []): NodeState {
   const refusals: Refusal[] = [];
   const pending: NodeState['pending'] = [];
   const admitted = admitServices(candidates);
@@ -70,7 +71,7 @@ export function nodeState(base: MeshConfig, candidates: Array<Candidate<KService
     try {
       // A node with no meshed pod meshes nothing (never the single-pod form of a file config,
       // which would take the whole kubepods cgroup for one pod).
-      const config = validateState(base, services, rawPods, source, { ...security, peers: [] });
+      const config = validateState(base, services, rawPods, source, { ...security, peers });
       return { event: { kind: 'config', config: { ...config, podsOnly: true }, source, ...(pending.length ? { unresolved: pending } : {}) }, refusals, pending };
     } catch (e) {
       const issues = e instanceof ConfigError ? e.issues : [{ path: '', message: describe(e) }];

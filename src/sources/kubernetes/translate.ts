@@ -4,14 +4,14 @@
 // Names: a Service or Pod `name` in namespace `ns` is `name.ns` in sockmesh (status, metrics,
 // `sockmesh service disable reviews.bookinfo`).
 import { isIP, isIPv4 } from 'node:net';
-import type { SpliceMode } from '../../config/model.js';
+import type { PeerWorkload, SpliceMode } from '../../config/model.js';
 import { ENDPOINTS_MAX } from '../../config/constants.js';
 import { SERVICE_PORTS_MAX } from './admit.js';
 import {
   boolAnnotation, cidrList, ISTIO_INJECT, ISTIO_STATUS, MESH_LABEL, oneOfAnnotation, POD_ANNOTATIONS, portList, rateLimitAnnotation, SERVICE_ANNOTATIONS as A,
   type Problem,
 } from './annotations.js';
-import { objectName, type KEndpointSlice, type KPod, type KService, type KServicePort, type Translation } from './objects.js';
+import { objectName, trimPod, type KEndpointSlice, type KPod, type KService, type KServicePort, type Translation } from './objects.js';
 
 export { objectName, sliceService, trimPod, trimService, trimSlice } from './objects.js';
 export type { KEndpointSlice, KPod, KService, KServicePort, Meta, Problem, Translation } from './objects.js';
@@ -52,6 +52,26 @@ export interface PodWanted {
   namespace: string;
   serviceAccount: string;
   labels: Record<string, string>;
+}
+
+/**
+ * A cluster pod for the peers watch (every node's): a meshed one keeps what its identity and
+ * addresses need, any other only its name (the watch's cache holds every pod of the cluster).
+ */
+export function trimPeer(o: KPod): KPod {
+  const p = trimPod(o);
+  if (!meshReason(p)) return { metadata: { name: p.metadata.name, namespace: p.metadata.namespace, uid: p.metadata.uid, resourceVersion: p.metadata.resourceVersion }, spec: { containers: [] }, status: {} };
+  return p;
+}
+
+/** A meshed pod of another node, as this node's sidecars call it (auto mTLS, the identity expected); undefined for any other pod. */
+export function translatePeer(p: KPod, node: string): PeerWorkload | undefined {
+  if (!p.spec.nodeName || p.spec.nodeName === node || p.spec.hostNetwork) return undefined;
+  if (p.status.phase === 'Succeeded' || p.status.phase === 'Failed') return undefined;
+  if (!meshReason(p)) return undefined;
+  const addresses = (p.status.podIPs?.map((x) => x.ip) ?? (p.status.podIP ? [p.status.podIP] : [])).filter((ip) => isIP(ip));
+  if (!addresses.length) return undefined;
+  return { addresses, namespace: p.metadata.namespace ?? 'default', serviceAccount: p.spec.serviceAccountName ?? 'default', labels: p.metadata.labels ?? {} };
 }
 
 /** A pod of this node as sockmesh meshes it, or why not. */
