@@ -63,6 +63,8 @@ export class GovernanceSidecar {
   private readonly root = process.getuid?.() === 0;
   /** Whether the last rendering had the pod's certificate in it. */
   private renderedWithCert = false;
+  /** Following an agent: inbound is refused until its first answer (it says the pod's mTLS mode). */
+  private agentAnswered = false;
 
   constructor(private readonly opts: GovernanceOptions) {
     this.cfgFile = join(opts.runDir, 'haproxy.cfg');
@@ -77,9 +79,12 @@ export class GovernanceSidecar {
     if (opts.agentSocket) this.identity = new IdentityFollower({ agentSocket: opts.agentSocket, runDir: opts.runDir, emit: opts.emit });
   }
 
-  private render(cfg: MeshConfig, version: number, workload: WorkloadPolicy | undefined): string {
+  private render(cfg: MeshConfig, version: number, workload: WorkloadPolicy | undefined, open = this.agentAnswered): string {
     this.renderedWithCert = !!workload && !!this.identity?.current;
-    return renderHaproxy(cfg, { sidecar: cfg.sidecar, runDir: this.opts.runDir, version: String(version), dropPrivileges: this.root, security: this.security(cfg, workload) });
+    return renderHaproxy(cfg, {
+      sidecar: cfg.sidecar, runDir: this.opts.runDir, version: String(version), dropPrivileges: this.root, security: this.security(cfg, workload),
+      inboundClosed: this.opts.agentSocket !== undefined && !open,
+    });
   }
 
   /** Where HAProxy finds the pod's identity and the Lua of its policy (a file per content, so a refused version never touches the running one's). */
@@ -173,7 +178,7 @@ export class GovernanceSidecar {
     this.metrics.version.set(1);
     await this.haproxy.start();
     if (this.opts.metricsListen) await this.serveMetrics();
-    this.opts.emit({ event: 'ready', version: this.version, haproxyPid: this.haproxy.pid, config: this.cfgFile });
+    this.opts.emit({ event: 'ready', version: this.version, haproxyPid: this.haproxy.pid, config: this.cfgFile, ...(this.opts.agentSocket ? { inbound: 'refused until the agent answers' } : {}) });
     this.follower.start();
   }
 
@@ -181,14 +186,17 @@ export class GovernanceSidecar {
    * seamless reload; a bad one is refused and the running version stays. Returns whether it runs. */
   private async apply(cfg: MeshConfig, text: string, from: 'file' | 'agent', workload?: WorkloadPolicy): Promise<boolean> {
     await this.ensureIdentity(cfg, workload);
+    // The agent's first version opens inbound (a reload, never the runtime API).
+    const opening = from === 'agent' && !this.agentAnswered;
     try {
-      await this.check(this.render(cfg, this.version + 1, workload));
+      await this.check(this.render(cfg, this.version + 1, workload, this.agentAnswered || from === 'agent'));
     } catch (err) {
       this.opts.emit({ event: 'policy-refused', version: this.version, from, error: (err as Error).message });
       return false;
     }
+    if (from === 'agent') this.agentAnswered = true;
     const version = this.version + 1;
-    const sameSecurity = JSON.stringify(workload ?? null) === JSON.stringify(this.workload ?? null);
+    const sameSecurity = !opening && JSON.stringify(workload ?? null) === JSON.stringify(this.workload ?? null);
     const sec = this.security(cfg, workload);
     const plan = this.running && sameSecurity ? runtimePlan(this.running, cfg, this.servers, (e, s) => endpointTls(sec, e, s)) : undefined;
     if (plan) {

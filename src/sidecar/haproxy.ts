@@ -18,6 +18,8 @@ export interface RenderOptions {
   dropPrivileges: boolean;
   /** The pod's workload security (mTLS, authorization), when the agent serves one. */
   security?: SidecarSecurity;
+  /** Refuse every inbound connection (a sidecar following an agent, before its first answer: the pod's mTLS mode is not known yet). */
+  inboundClosed?: boolean;
 }
 
 const BALANCE: Record<LoadBalancer, string> = { ROUND_ROBIN: 'roundrobin', LEAST_REQUEST: 'leastconn', RANDOM: 'random' };
@@ -206,6 +208,7 @@ export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
     `  bind 0.0.0.0:${sc.inboundPort}`,
     '  mode tcp',
     `  log-format '${ACCESS_LOG_FORMAT}'`,
+    ...(o.inboundClosed ? ['  # closed until the agent says what this pod\'s inbound mTLS mode is', '  tcp-request connection reject'] : []),
     ...(sec ? inboundSecurityLines(sec) : []),
     ...inboundRules,
     '  default_backend inbound_app',

@@ -311,4 +311,34 @@ request('/run/sockmesh/${instance}.sock', { op: 'identity', have: '' }, 10000).t
     const failed = await sidecars.ratings.waitForFrom(mark, (l) => l.event === 'tls-handshake-failed', slow(10_000));
     expect(String(failed.reason)).toMatch(/expired|handshake/i);
   });
+
+  it('a restarted sidecar refuses inbound until the agent says the pod is STRICT: no plaintext request reaches the app meanwhile', async () => {
+    // A plaintext client from outside the mesh, over and over, for the whole restart.
+    const script = join(tmpdir(), `sockmesh-${instance}-plain-loop.cjs`);
+    cleanups.push(() => rmSync(script, { force: true }));
+    writeFileSync(script, `const net = require('net');
+let ok = 0, tries = 0; const end = Date.now() + Number(process.argv[2]);
+(function once() {
+  if (Date.now() > end) { console.log(JSON.stringify({ ok, tries })); return; }
+  tries++;
+  const s = net.connect(9080, '${R}'); let got = '';
+  s.on('connect', () => s.write('GET /plain HTTP/1.0\\r\\n\\r\\n'));
+  s.on('data', (d) => { got += d; });
+  s.on('close', () => { if (got.includes('"server":"ratings"')) ok++; setTimeout(once, 5); });
+  s.on('error', () => {});
+  s.setTimeout(2000, () => s.destroy());
+})();`, { mode: 0o644 });
+    const probe = new Proc('plaintext loop', 'ip', ['netns', 'exec', node.pod('out').netns, process.execPath, script, String(slow(8000))]);
+    await new Promise((r) => setTimeout(r, 300));
+    await sidecars.ratings.kill(10_000);
+    sidecars.ratings = node.spawnNode('ratings', CLI, ['sidecar', '--config', cfgPath, '--instance', instance, '--id', 'pod-ratings', '--run-dir', join(dir, 'run-ratings-2'), '--metrics-listen', ''], 'sidecar ratings (restarted)');
+    const ready = await sidecars.ratings.waitFor((l) => l.event === 'ready', slow(30_000));
+    expect(ready.inbound).toBe('refused until the agent answers');
+    await sidecars.ratings.waitFor((l) => l.event === 'policy-applied', slow(30_000));
+    const result = await probe.waitFor((l) => typeof l.tries === 'number', slow(30_000));
+    expect(result.tries as number).toBeGreaterThan(20);
+    expect(result.ok).toBe(0);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await httpLoad('front', '10.96.0.30', 3)).toMatchObject({ statuses: { 200: 3 } });
+  });
 });
