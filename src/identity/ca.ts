@@ -6,7 +6,7 @@
 // ECDSA P-256 leaves with the SPIFFE ID as URI SAN (and its DNS form, see dnsIdOf), chained to it.
 import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
 import { Codes, SockmeshError } from '../errors.js';
-import { certificatesOf, issue, issuerOf, keyPem, newKeyPair, toPem, type Issuer } from './x509.js';
+import { certificatesOf, issue, issuerOf, keyPem, newKeyPair, newSerial, serialHex, toPem, type Issuer } from './x509.js';
 
 /** What a CA store holds (PEM texts). */
 export interface CaMaterial {
@@ -126,9 +126,9 @@ export class MeshCA {
     const k = newKeyPair();
     const notBefore = new Date(now.getTime() - 60_000); // clocks of two nodes a little apart
     const notAfter = new Date(Math.min(now.getTime() + ttlMs, s.notAfter.getTime()));
-    const der = issue({ subject: {}, publicKey: k.publicKey, issuer: s.issuer, signingKey: s.key, notBefore, notAfter, uris: [spiffeId], dns: [dnsId] });
-    const cert = new X509Certificate(der);
-    return { certChain: `${toPem(der)}${s.chain}`, key: keyPem(k.privateKey), serial: cert.serialNumber, notBefore, notAfter };
+    const serial = newSerial();
+    const der = issue({ subject: {}, publicKey: k.publicKey, issuer: s.issuer, signingKey: s.key, notBefore, notAfter, uris: [spiffeId], dns: [dnsId], serial });
+    return { certChain: `${toPem(der)}${s.chain}`, key: keyPem(k.privateKey), serial: serialHex(serial), notBefore, notAfter };
   }
 }
 
