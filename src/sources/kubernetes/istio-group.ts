@@ -138,3 +138,20 @@ export class IstioGroupWatch<K extends Kind> {
     this.o.changed();
   }
 }
+
+/** What reads one of Istio's groups: its watch's informers (the health probe drives them), started and stopped with the source. */
+export abstract class IstioGroupReader<K extends Kind> {
+  protected abstract readonly watch: IstioGroupWatch<K>;
+
+  get informers(): Array<ResilientInformer<IstioObject>> {
+    return this.watch.informers;
+  }
+
+  start(): void {
+    this.watch.start();
+  }
+
+  stop(): void {
+    this.watch.stop();
+  }
+}

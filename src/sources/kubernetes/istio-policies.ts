@@ -8,10 +8,10 @@ import type { AuthorizationPolicy, PeerAuthentication } from '../../config/model
 import { validateIstioSecurity } from '../../config/validate/index.js';
 import { SECURITY_GROUP } from '../../config/validate/istio.js';
 import type { Logger } from '../../util/log.js';
-import type { InformerOptions, ResilientInformer } from './client.js';
+import type { InformerOptions } from './client.js';
 import { problemsOf, type EventReporter } from './events.js';
 import type { SourceHealth } from './health.js';
-import { IstioGroupWatch } from './istio-group.js';
+import { IstioGroupReader, IstioGroupWatch } from './istio-group.js';
 import type { IstioObject } from './istio.js';
 import { objectName } from './objects.js';
 
@@ -32,29 +32,18 @@ export interface IstioPoliciesOptions {
   recheckMs?: number;
 }
 
-export class IstioPolicies {
+export class IstioPolicies extends IstioGroupReader<SecurityKind> {
   private readonly peer = new Map<string, Entry<PeerAuthentication>>();
   private readonly authz = new Map<string, Entry<AuthorizationPolicy>>();
-  private readonly watch: IstioGroupWatch<SecurityKind>;
+  protected readonly watch: IstioGroupWatch<SecurityKind>;
 
   constructor(private readonly o: IstioPoliciesOptions) {
+    super();
     this.watch = new IstioGroupWatch(o, {
       group: SECURITY_GROUP, versions: ['v1', 'v1beta1'], kinds: KINDS, what: 'Istio security objects',
       object: (kind, obj, deleted, apiVersion) => this.onObject(kind, obj, deleted, apiVersion),
       none: () => { this.peer.clear(); this.authz.clear(); },
     });
-  }
-
-  get informers(): Array<ResilientInformer<IstioObject>> {
-    return this.watch.informers;
-  }
-
-  start(): void {
-    this.watch.start();
-  }
-
-  stop(): void {
-    this.watch.stop();
   }
 
   /** The mesh's security objects, oldest first (of two that select one workload, Istio takes the oldest). */

@@ -4,10 +4,10 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import { validateService } from '../../config/validate/index.js';
 import type { Logger } from '../../util/log.js';
-import type { InformerOptions, ResilientInformer } from './client.js';
+import type { InformerOptions } from './client.js';
 import { problemsOf, type EventReporter } from './events.js';
 import type { SourceHealth } from './health.js';
-import { IstioGroupWatch } from './istio-group.js';
+import { IstioGroupReader, IstioGroupWatch } from './istio-group.js';
 import {
   destinationRulePolicy, hostsOf, ISTIO_GROUP, ISTIO_VERSIONS, pickFor, virtualServicePolicy, type IstioObject, type PolicyFragment,
 } from './istio.js';
@@ -34,11 +34,12 @@ export interface IstioRulesOptions {
   recheckMs?: number;
 }
 
-export class IstioRules {
+export class IstioRules extends IstioGroupReader<IstioKind> {
   private readonly rules: Record<IstioKind, Map<string, RuleEntry>> = { destinationrules: new Map(), virtualservices: new Map() };
-  private readonly watch: IstioGroupWatch<IstioKind>;
+  protected readonly watch: IstioGroupWatch<IstioKind>;
 
   constructor(private readonly o: IstioRulesOptions) {
+    super();
     this.watch = new IstioGroupWatch(o, {
       group: ISTIO_GROUP, versions: ISTIO_VERSIONS, kinds: ISTIO_KINDS, what: 'Istio traffic policy objects',
       object: (kind, obj, deleted, apiVersion) => this.onRule(kind, obj, deleted, apiVersion),
@@ -50,18 +51,6 @@ export class IstioRules {
         }
       },
     });
-  }
-
-  get informers(): Array<ResilientInformer<IstioObject>> {
-    return this.watch.informers;
-  }
-
-  start(): void {
-    this.watch.start();
-  }
-
-  stop(): void {
-    this.watch.stop();
   }
 
   /** The policy Istio's objects give a Service: its DestinationRule's, then its VirtualService's. */
