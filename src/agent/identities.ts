@@ -80,10 +80,13 @@ export class PodIdentities implements Cell {
     let h = this.held.get(pod) ?? await this.issueFor(pod);
     if (h.cert.serial === have && !this.stopped) {
       await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          this.waiters = this.waiters.filter((w) => w !== done);
+          resolve();
+        };
         const timer = setTimeout(done, POLL_MS);
-        const waiters = this.waiters;
-        function done() { clearTimeout(timer); resolve(); }
-        waiters.push(done);
+        this.waiters.push(done);
       });
       h = this.held.get(pod) ?? await this.issueFor(pod);
     }

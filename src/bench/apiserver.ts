@@ -60,6 +60,7 @@ export class FakeApiServer {
   istioDiscoveries = 0;
   /** An HTTP status Istio's group and resources answer with instead (see setIstioError). */
   private istioError: number | undefined;
+  private securityError: number | undefined;
   /** While hung: requests held unanswered, watches sent nothing. */
   private hung: Array<() => void> | undefined;
 
@@ -83,9 +84,14 @@ export class FakeApiServer {
     }
   }
 
-  /** Istio's discovery and lists answer `code` (a broken aggregated API: 500, 503) until undefined. */
+  /** Istio's networking discovery and lists answer `code` (a broken aggregated API: 500, 503) until undefined. */
   setIstioError(code: number | undefined): void {
     this.istioError = code;
+  }
+
+  /** The same for security.istio.io (PeerAuthentications, AuthorizationPolicies). */
+  setSecurityError(code: number | undefined): void {
+    this.securityError = code;
   }
 
   /** Stops answering without closing anything, as a stopped process: requests wait, watches go quiet. */
@@ -279,8 +285,9 @@ export class FakeApiServer {
       });
       return;
     }
-    if (this.istioError !== undefined && (url.pathname.startsWith('/apis/networking.istio.io') || url.pathname.startsWith('/apis/security.istio.io'))) {
-      json(res, this.istioError, status(this.istioError, 'InternalError', 'an error on the server ("the aggregated API is unavailable") has prevented the request from succeeding'));
+    const err = url.pathname.startsWith('/apis/networking.istio.io') ? this.istioError : url.pathname.startsWith('/apis/security.istio.io') ? this.securityError : undefined;
+    if (err !== undefined) {
+      json(res, err, status(err, 'InternalError', 'an error on the server ("the aggregated API is unavailable") has prevented the request from succeeding'));
       return;
     }
     if (req.method === 'GET' && url.pathname === '/apis/networking.istio.io' && this.istio) {

@@ -167,7 +167,9 @@ export class GovernanceSidecar {
   async start(): Promise<void> {
     // HAProxy's workers (the sidecar uid) pass through it to the mTLS socket (mtls/, theirs); every file in it is 0600 but the rendered config.
     mkdirSync(this.opts.runDir, { recursive: true, mode: 0o711 });
-    chmodSync(this.opts.runDir, 0o711);
+    try {
+      chmodSync(this.opts.runDir, 0o711);
+    } catch { /* not ours to change (a non-root sidecar's given directory): reachableBy says so if it matters */ }
     const cfg = loadConfig(this.opts.configPath);
     const text = this.render(cfg, 1, undefined);
     await this.check(text);
@@ -185,6 +187,12 @@ export class GovernanceSidecar {
   /** A new policy version: checked, then applied through the runtime API (endpoints only) or a
    * seamless reload; a bad one is refused and the running version stays. Returns whether it runs. */
   private async apply(cfg: MeshConfig, text: string, from: 'file' | 'agent', workload?: WorkloadPolicy): Promise<boolean> {
+    if (!workload && this.workload) {
+      // The agent no longer says who this pod is (it lost track of it for a moment, or it left the
+      // mesh): its security stays as it was, never dropped to none while capture may go on.
+      workload = this.workload;
+      this.opts.emit({ event: 'workload-kept', reason: `${from === 'agent' ? 'the agent\'s' : 'the file\'s'} version has no workload for this pod: its mTLS and authorization stay` });
+    }
     await this.ensureIdentity(cfg, workload);
     // The agent's first version opens inbound (a reload, never the runtime API).
     const opening = from === 'agent' && !this.agentAnswered;

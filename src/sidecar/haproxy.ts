@@ -133,7 +133,9 @@ function outboundBackend(s: ServiceConfig, sec: SidecarSecurity | undefined): st
 /** The inbound backend of an HTTP service with server-side policy: rate limit, access log. */
 function inboundBackend(s: ServiceConfig, sec: SidecarSecurity | undefined): string[] {
   const rl = s.policy?.rateLimit;
-  const lines = [`backend ${backendName('in', s.name)}`, '  mode http'];
+  // What the access log records, then authorization: a refused request is logged with its method
+  // and path, and never spends the rate limit's budget.
+  const lines = [`backend ${backendName('in', s.name)}`, '  mode http', ...HTTP_VARS, ...httpAuthzLines(sec)];
   if (rl) {
     // One counter for the whole service, of the requests let through: while the last second holds
     // rate + burst of them, the next gets 429 (denied requests do not count, so a flood still gets
@@ -141,7 +143,7 @@ function inboundBackend(s: ServiceConfig, sec: SidecarSecurity | undefined): str
     lines.push('  stick-table type integer size 1 expire 10s store gpc0,gpc0_rate(1s)', '  http-request track-sc0 int(0)',
       `  http-request deny deny_status 429 if { sc_gpc0_rate(0) ge ${rl.requestsPerSecond + rl.burst} }`, '  http-request sc-inc-gpc0(0)');
   }
-  lines.push(...HTTP_VARS, ...httpAuthzLines(sec), '  server app 0.0.0.0:0 source 127.0.0.6');
+  lines.push('  server app 0.0.0.0:0 source 127.0.0.6');
   return lines;
 }
 

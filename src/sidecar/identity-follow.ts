@@ -53,6 +53,7 @@ export class IdentityFollower {
     if (this.following) return;
     this.following = true;
     void (async () => {
+      let failures = 0;
       while (!this.stopped) {
         try {
           const r = await this.ask(this.current?.serial ?? '', 40_000);
@@ -61,10 +62,12 @@ export class IdentityFollower {
           this.store(r as PodIdentity);
           await renewed(this.current!, rootsChanged);
           this.opts.emit({ event: 'identity', spiffeId: r.spiffeId, serial: r.serial, notAfter: r.notAfter, rootsChanged });
+          failures = 0;
         } catch (err) {
           if (this.stopped) return;
           this.opts.emit({ event: 'identity-error', error: describe(err) });
-          await new Promise((res) => setTimeout(res, 1000));
+          // 1 s, doubling to 30 s: a CA that cannot issue is not asked by every sidecar every second.
+          await new Promise((res) => setTimeout(res, Math.min(30_000, 1000 * 2 ** Math.min(failures++, 5))));
         }
       }
     })();

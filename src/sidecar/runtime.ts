@@ -65,12 +65,18 @@ export function afterCommands(present: RuntimeServers, cmds: string[]): RuntimeS
   return out;
 }
 
+/** A command as errors may name it: its first line, never a payload after `<<` (a certificate's key). */
+export function commandName(cmd: string): string {
+  const first = cmd.split('\n')[0];
+  return first.includes('<<') ? `${first.slice(0, first.indexOf('<<')).trim()} <<(payload)` : first.slice(0, 200);
+}
+
 /** Asks HAProxy's runtime API something (`show info`); its answer as text. */
 export function adminQuery(socket: string, cmd: string, timeoutMs = 2000): Promise<string> {
   return new Promise((resolve, reject) => {
     const s = connect(socket);
     let out = '';
-    const timer = setTimeout(() => { s.destroy(); reject(new SockmeshError(Codes.SYSCALL, `HAProxy runtime API (${socket}): no answer to "${cmd}" in ${timeoutMs} ms`)); }, timeoutMs);
+    const timer = setTimeout(() => { s.destroy(); reject(new SockmeshError(Codes.SYSCALL, `HAProxy runtime API (${socket}): no answer to "${commandName(cmd)}" in ${timeoutMs} ms`)); }, timeoutMs);
     s.on('data', (d: Buffer) => { out += d.toString(); });
     s.on('error', (err) => { clearTimeout(timer); reject(new SockmeshError(Codes.SYSCALL, `HAProxy runtime API (${socket}): ${err.message}`)); });
     s.on('end', () => { clearTimeout(timer); resolve(out); });
@@ -88,7 +94,7 @@ export function adminCommand(socket: string, cmd: string): Promise<string> {
     s.on('end', () => {
       const answer = out.trim();
       // Success is silent, except for these confirmations.
-      if (answer && !/^(New server registered\.|.*changed from .* to .*)$/s.test(answer)) reject(new SockmeshError(Codes.INTERNAL, `HAProxy refused "${cmd}": ${answer.slice(0, 200)}`));
+      if (answer && !/^(New server registered\.|.*changed from .* to .*)$/s.test(answer)) reject(new SockmeshError(Codes.INTERNAL, `HAProxy refused "${commandName(cmd)}": ${answer.slice(0, 200)}`));
       else resolve(answer);
     });
     s.end(`${cmd}\n`);

@@ -140,7 +140,8 @@ export function peerRoutes(sec: SidecarSecurity | undefined): { rules: string[];
 
 /** A Lua string literal: every byte outside a safe set as a decimal escape. */
 function luaString(v: string): string {
-  return `"${[...Buffer.from(v, 'utf8')].map((b) => (/[A-Za-z0-9 ./:_*-]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : `\\${b}`)).join('')}"`;
+  // Three digits always: `\37` followed by a digit would read as one larger escape.
+  return `"${[...Buffer.from(v, 'utf8')].map((b) => (/[A-Za-z0-9 ./:_*-]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : `\\${String(b).padStart(3, '0')}`)).join('')}"`;
 }
 
 function luaList(v: Array<string | number> | undefined): string {
@@ -272,11 +273,35 @@ local function decide(c)
   return "deny:no-allow-match"
 end
 
+-- The path as Istio's policies see it (its default normalization, RFC 3986): unreserved
+-- characters percent-decoded, slashes merged, "." and ".." segments resolved. The app gets the
+-- request as sent; the decision is made on what it would resolve the path to.
+local function normalize(p)
+  p = p:gsub("%%(%x%x)", function(h)
+    local c = string.char(tonumber(h, 16))
+    if c:match("[%w%-%._~]") then return c end
+    return "%" .. h:upper()
+  end)
+  p = p:gsub("/+", "/")
+  local out = {}
+  for seg in (p .. "/"):gmatch("([^/]*)/") do
+    if seg == ".." then
+      if #out > 1 then table.remove(out) end
+    elseif seg ~= "." then
+      table.insert(out, seg)
+    end
+  end
+  local r = table.concat(out, "/")
+  if p:sub(-1) == "/" and r:sub(-1) ~= "/" then r = r .. "/" end
+  if r:sub(1, 1) ~= "/" then r = "/" .. r end
+  return r
+end
+
 core.register_action("sm_authz", { "tcp-req", "http-req" }, function(txn, ctx)
   local c = { http = ctx == "http", peer = txn:get_var("sess.sm_peer"), ns = txn:get_var("sess.sm_ns"), port = tostring(txn.f:dst_port()) }
   if c.http then
     c.method = txn.f:method()
-    c.path = txn.f:path()
+    c.path = normalize(txn.f:path() or "/")
   end
   txn:set_var("txn.sm_authz", decide(c))
 end, 1)

@@ -116,6 +116,14 @@ metadata: { name: ratings, namespace: shop }
 spec:
   selector: { matchLabels: { app: ratings } }
   rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/front*'] } }], to: [{ operation: { methods: [GET] } }] }]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: odd-paths, namespace: shop }
+spec:
+  action: DENY
+  # Bytes Lua must see as they are: a decimal escape followed by a digit once read as another byte.
+  rules: [{ to: [{ operation: { paths: ['/files/%2F*', '/a=1', '/q?1', '/caf\u00e9', '/t\t1'] } }] }]
 `, 't');
   // This pod (ratings) calls the endpoint 10.0.0.11 (a meshed pod elsewhere, PERMISSIVE) with mTLS.
   const local = [{ name: 'r1', addresses: ['10.0.0.50'], namespace: 'shop', serviceAccount: 'ratings', labels: { app: 'ratings' } }];
@@ -137,6 +145,14 @@ spec:
     expect(text).toMatch(/server ep-10\.0\.0\.11-9080 10\.0\.0\.11:9080 .* ssl crt \/run\/x\/pod\.pem ca-file \/run\/x\/roots\.pem verify required verifyhost reviews\.sa\.shop\.ns\.cluster\.local alpn sockmesh/);
     expect(text).not.toMatch(/server ep-10\.0\.0\.12-9080 .* ssl/);
     expect(text).toContain('  http-request deny deny_status 403 if { var(txn.sm_authz) -m beg deny }');
+  });
+
+  it('writes every byte of a policy value into the Lua as it is (three-digit escapes)', () => {
+    const lua = renderLua({ workload, rootsFile: '', luaFile: '', mtlsSocket: '' });
+    expect(lua).toContain('"/files/\\0372F*"');
+    expect(lua).toContain('"/a\\0611"');
+    expect(lua).toContain('"/t\\0091"');
+    expect(lua).toContain('"/caf\\195\\169"');
   });
 
   it('is a configuration HAProxy accepts, with its certificate and its Lua', () => {

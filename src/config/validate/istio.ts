@@ -25,10 +25,12 @@ function meta(c: Checker, path: string, raw: unknown, defaultNamespace: string):
   return { name, namespace };
 }
 
+/** A workload selector; none (undefined) when it selects no label: Istio takes `selector: {}` as namespace-wide. */
 function selector(c: Checker, path: string, raw: unknown): Record<string, string> | undefined {
   if (raw === undefined) return undefined;
   const o = c.object(path, raw, ['matchLabels']) ?? {};
-  return o.matchLabels === undefined ? {} : c.labels(join(path, 'matchLabels'), o.matchLabels);
+  const labels = o.matchLabels === undefined ? {} : c.labels(join(path, 'matchLabels'), o.matchLabels);
+  return Object.keys(labels).length ? labels : undefined;
 }
 
 function mode(c: Checker, path: string, raw: unknown): MtlsMode | undefined {
@@ -37,8 +39,9 @@ function mode(c: Checker, path: string, raw: unknown): MtlsMode | undefined {
   return c.oneOf(join(path, 'mode'), o.mode, MTLS_MODES);
 }
 
+/** A list of values; an empty list is no list (Istio: the field is not set). */
 function strings(c: Checker, path: string, raw: unknown): string[] | undefined {
-  if (raw === undefined) return undefined;
+  if (raw === undefined || (Array.isArray(raw) && raw.length === 0)) return undefined;
   return (c.array(path, raw) ?? []).flatMap((v, i) => (typeof v === 'string' && v !== '' ? [v] : (c.fail(`${path}[${i}]`, `must be a non-empty string, got ${kind(v)}`), [])));
 }
 
@@ -72,17 +75,24 @@ const SOURCE_UNENFORCED = ['requestPrincipals', 'notRequestPrincipals', 'ipBlock
 const OPERATION_UNENFORCED = ['hosts', 'notHosts'];
 
 function rule(c: Checker, path: string, raw: unknown, action: 'ALLOW' | 'DENY', ignored: string[]): AuthorizationRule | undefined {
-  const o = c.object(path, raw, ['from', 'to', 'when']) ?? {};
   let unenforced = false;
   const note = (field: string) => {
     ignored.push(`${path}.${field}`);
     unenforced = true;
   };
+  // A key sockmesh does not know (a field of a newer Istio, say) is a condition it cannot check:
+  // reported, and the rule treated as with any unenforced field, never the policy thrown away.
+  const known = (at: string, v: unknown, keys: readonly string[]): Record<string, unknown> => {
+    const o = c.object(at, v ?? {}, [...keys, ...Object.keys(typeof v === 'object' && v !== null && !Array.isArray(v) ? v : {})]) ?? {};
+    for (const k of Object.keys(o)) if (!keys.includes(k)) note(`${at.slice(path.length + 1) ? `${at.slice(path.length + 1)}.` : ''}${k}`);
+    return o;
+  };
+  const o = known(path, raw, ['from', 'to', 'when']);
   if (o.when !== undefined) note('when');
   const from: AuthorizationSource[] = (o.from === undefined ? [] : c.array(join(path, 'from'), o.from) ?? []).map((f, i) => {
     const at = `${join(path, 'from')}[${i}]`;
-    const src = c.object(at, f, ['source']) ?? {};
-    const so = c.object(`${at}.source`, src.source ?? {}, [...SOURCE_KEYS, ...SOURCE_UNENFORCED]) ?? {};
+    const src = known(at, f, ['source']);
+    const so = known(`${at}.source`, src.source, [...SOURCE_KEYS, ...SOURCE_UNENFORCED]);
     for (const k of SOURCE_UNENFORCED) if (so[k] !== undefined) note(`from[${i}].source.${k}`);
     const out: AuthorizationSource = {};
     for (const k of SOURCE_KEYS) {
@@ -93,8 +103,8 @@ function rule(c: Checker, path: string, raw: unknown, action: 'ALLOW' | 'DENY', 
   });
   const to: AuthorizationOperation[] = (o.to === undefined ? [] : c.array(join(path, 'to'), o.to) ?? []).map((t, i) => {
     const at = `${join(path, 'to')}[${i}]`;
-    const op = c.object(at, t, ['operation']) ?? {};
-    const oo = c.object(`${at}.operation`, op.operation ?? {}, ['ports', 'notPorts', 'methods', 'notMethods', 'paths', 'notPaths', ...OPERATION_UNENFORCED]) ?? {};
+    const op = known(at, t, ['operation']);
+    const oo = known(`${at}.operation`, op.operation, ['ports', 'notPorts', 'methods', 'notMethods', 'paths', 'notPaths', ...OPERATION_UNENFORCED]);
     for (const k of OPERATION_UNENFORCED) if (oo[k] !== undefined) note(`to[${i}].operation.${k}`);
     const out: AuthorizationOperation = {};
     for (const k of ['ports', 'notPorts'] as const) {

@@ -28,6 +28,13 @@ export interface IstioGroupSpec<K extends Kind> {
   kinds: readonly K[];
   /** What the objects are, for the log ("Istio traffic policy objects"). */
   what: string;
+  /**
+   * Security objects: only a group the cluster does not serve (404) means none. An error, or not
+   * being allowed to read them (403), keeps the objects last read and the source stale (never a
+   * first state without them: a restarting agent keeps what it applied), so that a flaky API
+   * server never turns STRICT into PERMISSIVE or drops a DENY.
+   */
+  keepOnError?: boolean;
   /** An object added, changed or deleted (apiVersion: the version read). */
   object(kind: K, obj: IstioObject, deleted: boolean, apiVersion: string): void;
   /** The group is gone (or never was): every object of it leaves. */
@@ -42,6 +49,9 @@ export class IstioGroupWatch<K extends Kind> {
   /** Discoveries in a row that failed (the next one waits longer). */
   private failures = 0;
   private stopped = false;
+  /** keepOnError: the kinds reported failing since they last answered, and the last reason logged. */
+  private readonly kept = new Set<K>();
+  private keptWhy = '';
 
   constructor(private readonly o: IstioGroupOptions, private readonly spec: IstioGroupSpec<K>) {}
 
@@ -76,16 +86,23 @@ export class IstioGroupWatch<K extends Kind> {
       version = preferred && versions.includes(preferred) ? preferred : versions.find((v) => served.includes(v));
     } catch (err) {
       if (this.stopped) return;
-      // Istio's objects are optional: a group that answers 500 (or not at all) must not keep the
-      // node from its state. Until it answers, the state has none of them, and it is asked again.
-      this.none(`the cluster's ${group} API does not answer (${describe(err)}); looked for again`);
       this.failures++;
+      if (this.spec.keepOnError) {
+        this.keep(err);
+        this.recheck(Math.min(this.o.recheckMs ?? 60_000, 1000 * 2 ** Math.min(this.failures, 6)));
+        return;
+      }
+      // Istio's traffic objects are optional: a group that answers 500 (or not at all) must not keep
+      // the node from its state. Until it answers, the state has none of them, and it is asked again.
+      this.none(`the cluster's ${group} API does not answer (${describe(err)}); looked for again`);
       this.recheck(Math.min(this.o.recheckMs ?? 60_000, 1000 * 2 ** Math.min(this.failures, 6)));
       return;
     }
     this.failures = 0;
     if (this.stopped) return;
     for (const kind of kinds) health.connected(kind);
+    this.kept.clear();
+    this.keptWhy = '';
     if (!version) {
       this.none(`the cluster does not serve ${group} (${versions.join(', ')})`);
       this.recheck(this.o.recheckMs ?? 60_000);
@@ -102,7 +119,7 @@ export class IstioGroupWatch<K extends Kind> {
         delete: (obj) => this.spec.object(kind, obj, true, apiVersion),
         listed: () => { health.listedNow(kind); this.o.changed(); },
         failed: (err, ms) => this.onFailure(kind, err, ms),
-        connected: () => health.connected(kind),
+        connected: () => { this.kept.delete(kind); health.connected(kind); },
       };
       const informer = new ResilientInformer<IstioObject>(this.o.kc, `/apis/${apiVersion}/${kind}`, {}, trimIstio, events, this.o.informer);
       this.informers.push(informer);
@@ -110,8 +127,24 @@ export class IstioGroupWatch<K extends Kind> {
     }
   }
 
+  /** keepOnError: the objects last read stay; the source is stale (or, before the first list, not complete). */
+  private keep(err: unknown, kinds: readonly K[] = this.spec.kinds, ms = 0): void {
+    const why = describe(err);
+    for (const kind of kinds) {
+      // Said once per outage and kind (the informers retry on their own, discovery every recheck).
+      if (this.o.health.hasListed(kind) && !this.kept.has(kind)) this.o.health.failed(kind, err, ms);
+      this.kept.add(kind);
+    }
+    if (why !== this.keptWhy) this.o.log.warn({ group: this.spec.group, error: why }, `cannot read ${this.spec.what}: the last ones read stay (none yet: the state waits for them)`);
+    this.keptWhy = why;
+  }
+
   private onFailure(kind: K, err: unknown, ms: number): void {
     const code = (err as { statusCode?: number }).statusCode;
+    if (this.spec.keepOnError && code !== 404) {
+      this.keep(err, [kind], ms);
+      return;
+    }
     if (code === 404 || code === 403) {
       // The CRDs were removed, or reading them is not allowed: no objects of the group.
       this.none(code === 404 ? `${this.spec.group} ${kind} are no longer served` : `not allowed to list ${this.spec.group} ${kind} (grant get/list/watch, see deploy/rbac.yaml)`);

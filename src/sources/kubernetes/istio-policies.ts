@@ -40,7 +40,7 @@ export class IstioPolicies extends IstioGroupReader<SecurityKind> {
   constructor(private readonly o: IstioPoliciesOptions) {
     super();
     this.watch = new IstioGroupWatch(o, {
-      group: SECURITY_GROUP, versions: ['v1', 'v1beta1'], kinds: KINDS, what: 'Istio security objects',
+      group: SECURITY_GROUP, versions: ['v1', 'v1beta1'], kinds: KINDS, what: 'Istio security objects', keepOnError: true,
       object: (kind, obj, deleted, apiVersion) => this.onObject(kind, obj, deleted, apiVersion),
       none: () => { this.peer.clear(); this.authz.clear(); },
     });
@@ -72,9 +72,22 @@ export class IstioPolicies extends IstioGroupReader<SecurityKind> {
             'SockmeshIgnoredFields', `sockmesh applies this ${ref.kind} but not`);
         }
       } catch (e) {
-        this.o.events.report(ref, problemsOf(e), 'SockmeshInvalidPolicy');
+        // Its last good translation stays. A new ALLOW policy that cannot be read denies what it
+        // selects (a policy ignored would let everything in where it was to be the only ALLOW).
+        const placeholder = kind === 'authorizationpolicies' && !store.has(key) ? unreadableAllow(obj) : undefined;
+        if (placeholder) store.set(key, { created: obj.created ?? '', value: placeholder });
+        this.o.events.report(ref, problemsOf(e), 'SockmeshInvalidPolicy', placeholder ? 'sockmesh cannot read this AuthorizationPolicy and denies every request to the workloads it selects until it can' : undefined);
       }
     }
     this.o.changed();
   }
+}
+
+/** An ALLOW policy sockmesh cannot read, as one that allows nothing for the workloads it selects (its whole namespace when the selector cannot be read either). */
+function unreadableAllow(obj: IstioObject): AuthorizationPolicy | undefined {
+  const spec = obj.spec as { action?: unknown; selector?: { matchLabels?: unknown } };
+  if (spec.action !== undefined && spec.action !== 'ALLOW') return undefined;
+  const m = spec.selector?.matchLabels;
+  const labels = typeof m === 'object' && m !== null && !Array.isArray(m) && Object.values(m).every((v) => typeof v === 'string') ? m as Record<string, string> : undefined;
+  return { name: obj.metadata.name, namespace: obj.metadata.namespace ?? 'default', ...(labels && Object.keys(labels).length ? { selector: labels } : {}), action: 'ALLOW', rules: [] };
 }
