@@ -5,6 +5,7 @@
 // sidecar in a meshed pod also gets its workload's security policy (its identity, inbound mTLS
 // modes, authorization, and the meshed workloads it may call with mTLS): computed for the pod the
 // caller is in, so a version also changes when the mesh's security or its pods do.
+import { randomUUID } from 'node:crypto';
 import type { MeshConfig } from '../config/model.js';
 import { workloadPolicy, type LocalWorkload, type WorkloadPolicy } from '../config/workload.js';
 import type { ControlRequest } from '../control/protocol.js';
@@ -24,6 +25,8 @@ export class PolicyFeed implements Cell {
   private waiters: Array<() => void> = [];
   private readonly sidecars = new Map<string, SidecarSeen>();
   private stopped = false;
+  /** This agent's run: versions restart at 1 with the next agent, so a sidecar's version is (epoch, number). */
+  readonly epoch = randomUUID();
 
   constructor(private readonly log: Logger) {}
 
@@ -41,11 +44,12 @@ export class PolicyFeed implements Cell {
   }
 
   /** A sidecar's long poll (`podOf`: the meshed pod it runs in, if any, looked up when answering: the pods may be meshed while it waits). */
-  async poll(req: Extract<ControlRequest, { op: 'policy' }>, podOf: () => string | undefined = () => undefined): Promise<{ version: number; config?: MeshConfig; workload?: WorkloadPolicy }> {
+  async poll(req: Extract<ControlRequest, { op: 'policy' }>, podOf: () => string | undefined = () => undefined): Promise<{ version: number; epoch: string; config?: MeshConfig; workload?: WorkloadPolicy }> {
     const { refused } = req.sidecar;
     this.sidecars.set(req.sidecar.id, { id: req.sidecar.id, version: req.sidecar.version, agentVersion: req.have, ...(refused !== undefined ? { refused } : {}), seenAt: new Date().toISOString() });
-    // It has this version, or refused it (HAProxy would not take it): it waits for the next one.
-    const current = () => this.policy.version === req.have || this.policy.version === refused;
+    // It has this version, or refused it (HAProxy would not take it): it waits for the next one. A
+    // version of another agent's run (or none said) is not this one, whatever its number.
+    const current = () => req.epoch === this.epoch && (this.policy.version === req.have || this.policy.version === refused);
     if (!this.stopped && (this.policy.version === 0 || current())) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
@@ -57,10 +61,11 @@ export class PolicyFeed implements Cell {
       });
     }
     const { config, local, version } = this.policy;
-    if (current() || !config) return { version };
+    const epoch = this.epoch;
+    if (current() || !config) return { version, epoch };
     const pod = podOf();
     const me = pod === undefined ? undefined : local.find((w) => w.name === pod);
-    return { version, config, ...(me ? { workload: workloadPolicy(config, local, me) } : {}) };
+    return { version, epoch, config, ...(me ? { workload: workloadPolicy(config, local, me) } : {}) };
   }
 
   /** The sidecars heard from lately. */

@@ -11,7 +11,7 @@ export type ControlRequest =
   | { op: 'reset'; name: string }
   /** A governance sidecar asking for the policy (long poll: answered when the agent's version is
    * not `have`, or after a while), saying which version it runs. */
-  | { op: 'policy'; have: number; sidecar: { id: string; version: number; refused?: number } }
+  | { op: 'policy'; have: number; sidecar: { id: string; version: number; refused?: number }; epoch?: string }
   /** The caller's own pod: answered once it is meshed (its state in the kernel), or after
    * `timeoutMs` (at most 30 s) with meshed: false and why. */
   | { op: 'wait'; timeoutMs: number }
@@ -62,14 +62,15 @@ export function parseRequest(line: string): ControlRequest {
       only(['op', 'name']);
       return { op: 'reset', name: name() };
     case 'policy': {
-      only(['op', 'have', 'sidecar']);
+      only(['op', 'have', 'sidecar', 'epoch']);
+      if (o.epoch !== undefined && (typeof o.epoch !== 'string' || !/^[\w-]{1,64}$/.test(o.epoch))) throw new UserError(Codes.USAGE, 'epoch must be the agent epoch of the version the sidecar has (letters, digits, "-", "_")');
       const s = o.sidecar as Record<string, unknown> | null;
       if (!Number.isInteger(o.have) || (o.have as number) < 0) throw new UserError(Codes.USAGE, 'have must be a policy version (an integer >= 0)');
       if (typeof s !== 'object' || s === null || typeof s.id !== 'string' || !/^[\w.:-]{1,128}$/.test(s.id) || !Number.isInteger(s.version)) {
         throw new UserError(Codes.USAGE, 'sidecar must be { id: a name of letters, digits, ".", ":", "-", "_" (at most 128), version: an integer }');
       }
       if (s.refused !== undefined && (!Number.isInteger(s.refused) || (s.refused as number) < 0)) throw new UserError(Codes.USAGE, 'sidecar.refused must be a policy version (an integer >= 0)');
-      return { op: 'policy', have: o.have as number, sidecar: { id: s.id, version: s.version as number, ...(s.refused !== undefined ? { refused: s.refused as number } : {}) } };
+      return { op: 'policy', have: o.have as number, sidecar: { id: s.id, version: s.version as number, ...(s.refused !== undefined ? { refused: s.refused as number } : {}) }, ...(o.epoch !== undefined ? { epoch: o.epoch as string } : {}) };
     }
     case 'wait': {
       only(['op', 'timeoutMs']);

@@ -31,6 +31,8 @@ export class PolicyFollower {
   private agentVersion = 0;
   /** The agent's version this sidecar refused (0: none), so its long poll waits for a newer one. */
   private refusedAgent = 0;
+  /** The agent run (epoch) those versions are of: a new agent numbers from 1 again. */
+  private epoch: string | undefined;
   private stopped = false;
 
   constructor(private readonly opts: PolicyFollowOptions, private readonly target: PolicyTarget) {}
@@ -75,10 +77,16 @@ export class PolicyFollower {
     while (!this.stopped) {
       try {
         const sidecar = { id: this.opts.sidecarId ?? String(process.pid), version: this.target.version(), ...(this.refusedAgent ? { refused: this.refusedAgent } : {}) };
-        const r = await request(socket, { op: 'policy', have: this.agentVersion, sidecar }, 40_000) as
-          { version: number; config?: MeshConfig; workload?: WorkloadPolicy };
+        const r = await request(socket, { op: 'policy', have: this.agentVersion, sidecar, ...(this.epoch ? { epoch: this.epoch } : {}) }, 40_000) as
+          { version: number; epoch?: string; config?: MeshConfig; workload?: WorkloadPolicy };
         if (away) this.opts.emit({ event: 'agent', reachable: true });
         away = false;
+        if (r.epoch !== this.epoch) {
+          // Another agent run: its versions are new whatever their numbers.
+          this.epoch = r.epoch;
+          this.agentVersion = 0;
+          this.refusedAgent = 0;
+        }
         if (r.config && r.version !== this.agentVersion && r.version !== this.refusedAgent) {
           const run = this.applying.then(() => this.target.apply(r.config!, `agent version ${r.version}`, 'agent', r.workload));
           this.applying = run;

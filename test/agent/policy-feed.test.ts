@@ -8,7 +8,8 @@ import { createLogger } from '../../src/util/log.js';
 
 const log = createLogger({ level: 'silent' });
 const config = (port: number) => parseConfigText(`services:\n  - { name: a, addresses: [10.96.0.20], ports: [${port}] }\npods:\n  - { name: p, cgroup: p, netns: sm-p }\n`, 't');
-const poll = (feed: PolicyFeed, have: number, refused?: number) => feed.poll({ op: 'policy', have, sidecar: { id: 's1', version: 1, ...(refused !== undefined ? { refused } : {}) } });
+/** A sidecar's poll with the version (of this agent's run: its epoch) it has. */
+const poll = (feed: PolicyFeed, have: number, refused?: number, epoch = feed.epoch) => feed.poll({ op: 'policy', have, epoch, sidecar: { id: 's1', version: 1, ...(refused !== undefined ? { refused } : {}) } });
 
 describe('PolicyFeed', () => {
   it('versions only real changes, and hands out the policy without the pods', async () => {
@@ -46,9 +47,18 @@ describe('PolicyFeed', () => {
     expect(answered).toBeUndefined();
     feed.stop();
     await waiting;
-    expect(answered).toEqual({ version: 2 });
+    expect(answered).toEqual({ version: 2, epoch: feed.epoch });
     // Once stopped, a poll is answered at once.
-    expect(await poll(feed, 2)).toEqual({ version: 2 });
+    expect(await poll(feed, 2)).toEqual({ version: 2, epoch: feed.epoch });
+  });
+
+  it('a version of another agent\'s run is not this one: answered at once with the policy, whatever its number', async () => {
+    const feed = new PolicyFeed(log);
+    feed.publish(config(9080));
+    // A sidecar that ran version 1 of the agent before this one (restarted): it gets this run's version 1.
+    const r = await poll(feed, 1, undefined, 'an-earlier-agent');
+    expect(r).toMatchObject({ version: 1, epoch: feed.epoch });
+    expect(r.config?.services.map((x) => x.ports)).toEqual([[9080]]);
   });
 
   it('lists the sidecars heard from, with the version each runs and refused', async () => {

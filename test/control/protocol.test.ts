@@ -21,6 +21,8 @@ describe('control requests', () => {
     expect(parseRequest('{"op":"reset","name":"reviews.default"}')).toEqual({ op: 'reset', name: 'reviews.default' });
     expect(parseRequest('{"op":"policy","have":3,"sidecar":{"id":"pod-a:1","version":2}}')).toEqual({ op: 'policy', have: 3, sidecar: { id: 'pod-a:1', version: 2 } });
     expect(parseRequest('{"op":"policy","have":3,"sidecar":{"id":"s","version":2,"refused":4}}')).toEqual({ op: 'policy', have: 3, sidecar: { id: 's', version: 2, refused: 4 } });
+    expect(parseRequest('{"op":"policy","have":3,"epoch":"7f3c-a","sidecar":{"id":"s","version":2}}')).toMatchObject({ epoch: '7f3c-a' });
+    expect(() => parseRequest('{"op":"policy","have":3,"epoch":"a b","sidecar":{"id":"s","version":2}}')).toThrow(/epoch/);
     expect(parseRequest('{"op":"wait"}')).toEqual({ op: 'wait', timeoutMs: 30_000 });
     expect(parseRequest('{"op":"wait","timeoutMs":0}')).toEqual({ op: 'wait', timeoutMs: 0 });
     expect(parseRequest('{"op":"identity"}')).toEqual({ op: 'identity', have: '' });

@@ -263,7 +263,9 @@ capture: { includeInboundPorts: [] }
 
   it('a sidecar that refused the agent\'s version is not sent it again: its poll waits for the next one', async () => {
     const [{ request }, { socketPath }] = await Promise.all([import('../../src/control/client.js'), import('../../src/control/protocol.js')]);
-    const ask = (refused: number) => request(socketPath(instance), { op: 'policy', have: 1, sidecar: { id: 'probe', version: 1, refused } }, 40_000) as Promise<{ version: number; config?: unknown }>;
+    // This agent run's epoch (the version numbers are its own), from a first answer.
+    const { epoch } = await request(socketPath(instance), { op: 'policy', have: 0, sidecar: { id: 'probe', version: 1 } }, 40_000) as { epoch: string };
+    const ask = (refused: number) => request(socketPath(instance), { op: 'policy', have: 1, epoch, sidecar: { id: 'probe', version: 1, refused } }, 40_000) as Promise<{ version: number; config?: unknown }>;
     const answer = ask(2);
     let answered = false;
     void answer.then(() => { answered = true; });
