@@ -139,8 +139,7 @@ export class PodIdentities implements Cell {
     // Asked twice at once: the first issue stands.
     const already = this.held.get(pod);
     if (already) return already;
-    const h = this.issueWith(ca, identity, pod, w);
-    return h;
+    return this.issueWith(ca, identity, pod, w);
   }
 
   private issueWith(ca: MeshCA, identity: IdentityConfig, pod: string, w: { namespace: string; serviceAccount: string }): Held {
@@ -151,7 +150,8 @@ export class PodIdentities implements Cell {
     const renewIn = Math.max(1000, (cert.notAfter.getTime() - Date.now()) / 2);
     const timer = setTimeout(() => void this.renew(pod), Math.min(renewIn, 2 ** 31 - 1));
     timer.unref();
-    this.held.get(pod) && clearTimeout(this.held.get(pod)!.timer);
+    const before = this.held.get(pod);
+    if (before) clearTimeout(before.timer);
     const h = { spiffeId, dnsId, cert, timer };
     this.held.set(pod, h);
     this.metrics.certificatesIssued.inc();

@@ -1,6 +1,6 @@
 // The stand-in API server's vocabulary: the resources it serves (kind, group version, path), the
 // shapes it keeps, its Status errors and JSON answers, and a kubeconfig that points at it.
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 
 export type Resource = 'pods' | 'services' | 'endpointslices' | 'destinationrules' | 'virtualservices' | 'peerauthentications' | 'authorizationpolicies';
 export const ISTIO: readonly Resource[] = ['destinationrules', 'virtualservices', 'peerauthentications', 'authorizationpolicies'];
@@ -66,4 +66,11 @@ contexts:
     context: { cluster: fake, user: fake }
 current-context: fake
 `;
+}
+
+/** A request's JSON body, once it has all arrived. */
+export function readJson(req: IncomingMessage, then: (o: Obj) => void): void {
+  let body = '';
+  req.on('data', (d) => { body += d; });
+  req.on('end', () => then(JSON.parse(body) as Obj));
 }

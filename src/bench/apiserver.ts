@@ -21,7 +21,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createTlsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
-import { ISTIO, json, KINDS, perResource, RESOURCES, status, type Change, type Obj, type Resource, type Watcher } from './apiserver-kinds.js';
+import { ISTIO, json, KINDS, perResource, readJson, RESOURCES, status, type Change, type Obj, type Resource, type Watcher } from './apiserver-kinds.js';
+import { SecretStore } from './apiserver-secrets.js';
 
 export { kubeconfigYaml, type Resource } from './apiserver-kinds.js';
 
@@ -38,6 +39,9 @@ export class FakeApiServer {
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
   private readonly objects: Record<Resource, Map<string, Obj>> = perResource(() => new Map());
+  private readonly secretStore = new SecretStore(() => ++this.rv);
+  /** Secrets by namespace/name (tests read and plant them). */
+  readonly secrets = this.secretStore.secrets;
   private history: Change[] = [];
   /** Oldest resourceVersion a watch may resume from (after compact(), the current one). */
   private oldest = 0;
@@ -229,35 +233,6 @@ export class FakeApiServer {
     }
   }
 
-  /** Secrets by namespace/name: get, and create (409 AlreadyExists when it is there), as a real server answers. */
-  readonly secrets = new Map<string, Obj>();
-
-  private secretRequest(req: IncomingMessage, res: ServerResponse, ns: string, name: string | undefined): void {
-    if (req.method === 'GET' && name) {
-      const s = this.secrets.get(`${ns}/${name}`);
-      if (s) json(res, 200, s);
-      else json(res, 404, status(404, 'NotFound', `secrets "${name}" not found`));
-      return;
-    }
-    if (req.method !== 'POST' || name) {
-      json(res, 405, status(405, 'MethodNotAllowed', `${req.method} is not supported here`));
-      return;
-    }
-    let body = '';
-    req.on('data', (d) => { body += d; });
-    req.on('end', () => {
-      const o = JSON.parse(body) as Obj;
-      const key = `${ns}/${o.metadata.name}`;
-      if (this.secrets.has(key)) {
-        json(res, 409, status(409, 'AlreadyExists', `secrets "${o.metadata.name}" already exists`));
-        return;
-      }
-      const made = { ...o, metadata: { ...o.metadata, namespace: ns, uid: randomUUID(), resourceVersion: String(++this.rv) } };
-      this.secrets.set(key, made);
-      json(res, 201, made);
-    });
-  }
-
   private handle(req: IncomingMessage, res: ServerResponse): void {
     if (this.hung) {
       this.hung.push(() => this.handle(req, res));
@@ -271,14 +246,11 @@ export class FakeApiServer {
     }
     const secret = /^\/api\/v1\/namespaces\/([^/]+)\/secrets(?:\/([^/]+))?$/.exec(url.pathname);
     if (secret) {
-      this.secretRequest(req, res, secret[1], secret[2]);
+      this.secretStore.handle(req, res, secret[1], secret[2]);
       return;
     }
     if (req.method === 'POST' && /^\/api\/v1\/namespaces\/[^/]+\/events$/.test(url.pathname)) {
-      let body = '';
-      req.on('data', (d) => { body += d; });
-      req.on('end', () => {
-        const ev = JSON.parse(body) as Obj;
+      readJson(req, (ev) => {
         ev.metadata = { ...ev.metadata, name: `${String(ev.metadata.generateName ?? 'event.')}${this.events.length}`, resourceVersion: String(++this.rv) };
         this.events.push(ev);
         json(res, 201, ev);

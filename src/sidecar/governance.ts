@@ -79,10 +79,10 @@ export class GovernanceSidecar {
     if (opts.agentSocket) this.identity = new IdentityFollower({ agentSocket: opts.agentSocket, runDir: opts.runDir, emit: opts.emit });
   }
 
-  private render(cfg: MeshConfig, version: number, workload: WorkloadPolicy | undefined, open = this.agentAnswered): string {
-    this.renderedWithCert = !!workload && !!this.identity?.current;
+  private render(cfg: MeshConfig, version: number, sec: SidecarSecurity | undefined, open = this.agentAnswered): string {
+    this.renderedWithCert = sec?.certFile !== undefined;
     return renderHaproxy(cfg, {
-      sidecar: cfg.sidecar, runDir: this.opts.runDir, version: String(version), dropPrivileges: this.root, security: this.security(cfg, workload),
+      sidecar: cfg.sidecar, runDir: this.opts.runDir, version: String(version), dropPrivileges: this.root, security: sec,
       inboundClosed: this.opts.agentSocket !== undefined && !open,
     });
   }
@@ -122,7 +122,7 @@ export class GovernanceSidecar {
   private async rerender(): Promise<void> {
     const cfg = this.running!;
     const version = this.version + 1;
-    await this.check(this.render(cfg, version, this.workload));
+    await this.check(this.render(cfg, version, this.security(cfg, this.workload)));
     this.applied(this.lastGood, cfg, version, this.workload);
     this.servers = renderedServers(cfg);
     this.haproxy.reload(version);
@@ -194,10 +194,11 @@ export class GovernanceSidecar {
       this.opts.emit({ event: 'workload-kept', reason: `${from === 'agent' ? 'the agent\'s' : 'the file\'s'} version has no workload for this pod: its mTLS and authorization stay` });
     }
     await this.ensureIdentity(cfg, workload);
+    const sec = this.security(cfg, workload);
     // The agent's first version opens inbound (a reload, never the runtime API).
     const opening = from === 'agent' && !this.agentAnswered;
     try {
-      await this.check(this.render(cfg, this.version + 1, workload, this.agentAnswered || from === 'agent'));
+      await this.check(this.render(cfg, this.version + 1, sec, this.agentAnswered || from === 'agent'));
     } catch (err) {
       this.opts.emit({ event: 'policy-refused', version: this.version, from, error: (err as Error).message });
       return false;
@@ -205,7 +206,6 @@ export class GovernanceSidecar {
     if (from === 'agent') this.agentAnswered = true;
     const version = this.version + 1;
     const sameSecurity = !opening && JSON.stringify(workload ?? null) === JSON.stringify(this.workload ?? null);
-    const sec = this.security(cfg, workload);
     const plan = this.running && sameSecurity ? runtimePlan(this.running, cfg, this.servers, (e, s) => endpointTls(sec, e, s)) : undefined;
     if (plan) {
       try {

@@ -4,7 +4,6 @@
 // creates in the cacerts Secret; Istio's PeerAuthentication (STRICT) and AuthorizationPolicy
 // objects apply to real traffic; deleting them, then removing the CRDs, brings the defaults back
 // (PERMISSIVE, no authorization) and the source is never stale.
-import { spawnSync } from 'node:child_process';
 import { X509Certificate, randomUUID } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,6 +15,7 @@ import { certificatesOf } from '../../src/identity/x509.js';
 import { NodeTopology } from '../../src/topology/node.js';
 import { Proc, type Line } from '../../src/topology/proc.js';
 import { runCli } from '../helpers/cli.js';
+import { inPodNetns } from '../helpers/pods.js';
 import { CLI, PEER } from '../helpers/mesh.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
 import { slow } from '../helpers/slow.js';
@@ -71,10 +71,7 @@ privileged('mTLS and authorization from the cluster (agent --kubernetes)', () =>
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const inOut = (cmd: string[]) => {
-    const r = spawnSync('ip', ['netns', 'exec', node.pod('out').netns, ...cmd], { input: '', encoding: 'utf8', timeout: slow(15_000) });
-    return `${r.stdout}${r.stderr}`;
-  };
+  const inOut = (cmd: string[]) => inPodNetns(node, 'out', cmd).out;
   async function load(count: number): Promise<Line> {
     const p = node.spawnNode('front', PEER, ['http-load', '--host', '10.96.0.30', '--port', '9080', '--count', String(count)], 'load');
     return p.waitFor((l) => l.event === 'done', slow(60_000));

@@ -1,7 +1,7 @@
 // A pod whose certificate cannot be issued at first (the mesh CA's directory is incomplete) is
 // rendered without one (no port takes mTLS; a STRICT one refuses everything), and its sidecar keeps
 // asking: once the CA can issue, the first certificate is rendered in and the pod serves mTLS.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import { selfSignedRoot } from '../../src/identity/ca.js';
 import { NodeTopology } from '../../src/topology/node.js';
 import { Proc } from '../../src/topology/proc.js';
 import { runCli } from '../helpers/cli.js';
+import { inPodNetns } from '../helpers/pods.js';
 import { CLI, PEER } from '../helpers/mesh.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
 import { slow } from '../helpers/slow.js';
@@ -55,10 +56,7 @@ spec: { mtls: { mode: STRICT } }
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const inOut = (cmd: string[]) => {
-    const r = spawnSync('ip', ['netns', 'exec', node.pod('out').netns, ...cmd], { input: '', encoding: 'utf8', timeout: slow(15_000) });
-    return `${r.stdout}${r.stderr}`;
-  };
+  const inOut = (cmd: string[]) => inPodNetns(node, 'out', cmd).out;
 
   it('without a certificate the STRICT pod refuses everything; with the first one it serves mTLS as its identity', async () => {
     const err = await sidecar.waitFor((l) => l.event === 'identity-error', slow(20_000));

@@ -19,6 +19,7 @@ import { NodeTopology } from '../../src/topology/node.js';
 import { packageRoot } from '../../src/util/paths.js';
 import { Proc, type Line } from '../../src/topology/proc.js';
 import { runCli } from '../helpers/cli.js';
+import { inPodNetns } from '../helpers/pods.js';
 import { CLI, PEER } from '../helpers/mesh.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
 import { slow } from '../helpers/slow.js';
@@ -30,37 +31,20 @@ const OUT = '10.203.0.14';
 const PODS = { front: 'frontend', ratings: 'ratings', other: 'other' } as const;
 type Pod = keyof typeof PODS;
 
-const ALLOW_FRONTEND = `---
+/** An AuthorizationPolicy of shop selecting the ratings pod, as a document after the config. */
+const ratingsPolicy = (name: string, action: 'ALLOW' | 'DENY', rule: string) => `---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
-metadata: { name: ratings-from-frontend, namespace: shop }
+metadata: { name: ${name}, namespace: shop }
 spec:
   selector: { matchLabels: { app: ratings } }
-  action: ALLOW
+  action: ${action}
   rules:
-    - from: [{ source: { principals: [cluster.local/ns/shop/sa/frontend] } }]
+    - ${rule}
 `;
-const DENY_TCP = `---
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: { name: no-echo, namespace: shop }
-spec:
-  selector: { matchLabels: { app: ratings } }
-  action: DENY
-  rules:
-    - to: [{ operation: { ports: ["9081"] } }]
-`;
-
-const DENY_ADMIN = `---
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: { name: no-admin, namespace: shop }
-spec:
-  selector: { matchLabels: { app: ratings } }
-  action: DENY
-  rules:
-    - to: [{ operation: { paths: ["/admin*"] } }]
-`;
+const ALLOW_FRONTEND = ratingsPolicy('ratings-from-frontend', 'ALLOW', 'from: [{ source: { principals: [cluster.local/ns/shop/sa/frontend] } }]');
+const DENY_TCP = ratingsPolicy('no-echo', 'DENY', 'to: [{ operation: { ports: ["9081"] } }]');
+const DENY_ADMIN = ratingsPolicy('no-admin', 'DENY', 'to: [{ operation: { paths: ["/admin*"] } }]');
 
 privileged('mTLS, identity and authorization between meshed pods (eBPF capture, HAProxy sidecars)', () => {
   const instance = uniqueName('mt');
@@ -129,11 +113,7 @@ ${docs}`;
     for (const c of cleanups) c();
   });
 
-  /** `cmd` in a namespace (the node's or a pod's), its output. */
-  function inNetns(pod: string, cmd: string[], input = ''): { code: number; out: string } {
-    const r = spawnSync('ip', ['netns', 'exec', node.pod(pod).netns, ...cmd], { input, encoding: 'utf8', timeout: slow(15_000) });
-    return { code: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
-  }
+  const inNetns = (pod: string, cmd: string[], input = '') => inPodNetns(node, pod, cmd, input);
 
   async function httpLoad(pod: string, host: string, count: number): Promise<Line> {
     const p = node.spawnNode(pod, PEER, ['http-load', '--host', host, '--port', '9080', '--count', String(count)], `load ${pod}`);

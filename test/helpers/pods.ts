@@ -1,5 +1,6 @@
-// Asking through a pod of a NodeTopology: one new connection from the pod, one line, the reply.
-import { execFileSync } from 'node:child_process';
+// Asking through a pod of a NodeTopology: one new connection from the pod, one line, the reply;
+// or a real client (curl, openssl) run in the pod's network namespace.
+import { execFileSync, spawnSync } from 'node:child_process';
 import type { NodeTopology } from '../../src/topology/node.js';
 import { PEER } from './mesh.js';
 import { slow } from './slow.js';
@@ -51,4 +52,10 @@ export function routeToRefusingRemote(node: NodeTopology, pods: string[]): () =>
 export async function uidSidecar(node: NodeTopology, pod: string): Promise<void> {
   const s = node.spawn(pod, 'setpriv', ['--reuid=1337', '--regid=1337', '--clear-groups', process.execPath, PEER, 'serve', '--host', '0.0.0.0', '--port', '15001', '--name', `sidecar-${pod}`, '--mode', 'origdst'], `sidecar ${pod}`);
   await s.waitFor((l) => l.event === 'ready', slow(30_000));
+}
+
+/** `cmd` run in a pod's network namespace (not its cgroup: never captured outbound), with `input` on stdin; its exit code and output. */
+export function inPodNetns(node: NodeTopology, pod: string, cmd: string[], input = ''): { code: number; out: string } {
+  const r = spawnSync('ip', ['netns', 'exec', node.pod(pod).netns, ...cmd], { input, encoding: 'utf8', timeout: slow(15_000) });
+  return { code: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
 }
