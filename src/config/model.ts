@@ -28,9 +28,10 @@ export interface ServiceConfig {
   endpoints?: Endpoint[];
   /** Kernel mode: 'client' keeps a client pod on its endpoint (absent: a random endpoint per connection). */
   affinity?: 'client';
-  /** 'http': the governance sidecar applies its policy per request (HTTP/1.1); 'udp': a kernel-mode
-   * UDP service; absent: TCP (per-connection balancing and timeouts). */
-  protocol?: 'udp' | 'http';
+  /** 'http': the governance sidecar applies its policy per request (HTTP/1.1); 'http2' and 'grpc':
+   * the same over HTTP/2 (h2c between app and sidecar: each request of a connection is balanced on
+   * its own); 'udp': a kernel-mode UDP service; absent: TCP (per-connection balancing and timeouts). */
+  protocol?: 'udp' | HttpProtocol;
   /** Traffic policy the governance sidecar enforces (Istio's DestinationRule / VirtualService names). */
   policy?: ServicePolicy;
   /** Kernel mode: close the open connections to an endpoint when it leaves the list (absent: they finish). */
@@ -38,6 +39,63 @@ export interface ServiceConfig {
 }
 
 export type LoadBalancer = 'ROUND_ROBIN' | 'LEAST_REQUEST' | 'RANDOM';
+
+/** Istio's protocols the sidecar proxies per request. */
+export type HttpProtocol = 'http' | 'http2' | 'grpc';
+
+/** DestinationRule loadBalancer.consistentHash: endpoints chosen by a hash of the request's header,
+ * cookie or source address (a ring: an endpoint leaving moves only its own share). */
+export type ConsistentHash = { httpHeaderName: string } | { httpCookie: string } | { useSourceIp: true };
+
+/** Istio's StringMatch. */
+export type StringMatch = { exact: string } | { prefix: string } | { regex: string };
+
+/** One of a route's match blocks (HTTPMatchRequest): every condition given must hold. */
+export interface HttpMatch {
+  uri?: StringMatch;
+  /** Lower-case header names. */
+  headers?: Record<string, StringMatch>;
+  method?: StringMatch;
+  /** The service port the request came to. */
+  port?: number;
+}
+
+/** Headers a route sets, appends or removes (VirtualService headers.request / headers.response). */
+export interface HeaderOps {
+  set?: Record<string, string>;
+  add?: Record<string, string>;
+  remove?: string[];
+}
+
+/** Where a route sends a request: a service (by its name in the config), one of its subsets, a share. */
+export interface RouteDestination {
+  host: string;
+  subset?: string;
+  /** Share of the route's requests, 0..100 (the route's weights add up to 100). */
+  weight: number;
+}
+
+/** A VirtualService http route: the first whose match holds takes the request (no match: every request). */
+export interface HttpRoute {
+  name: string;
+  /** Any one of them (an empty list: every request). */
+  match: HttpMatch[];
+  route: RouteDestination[];
+  timeoutMs?: number;
+  retries?: ServicePolicy['retries'];
+  headers?: { request?: HeaderOps; response?: HeaderOps };
+  /** rewrite.uri: replaces the matched prefix (a prefix match), else the whole path. */
+  rewriteUri?: string;
+  /** Applied by the client's sidecar: a delay, then an abort, each to a percentage of requests. */
+  fault?: { delay?: { fixedDelayMs: number; percent: number }; abort?: { httpStatus: number; percent: number } };
+}
+
+/** A DestinationRule subset: the service's endpoints whose labels match, with their own traffic policy. */
+export interface Subset {
+  name: string;
+  labels: Record<string, string>;
+  trafficPolicy?: Pick<ServicePolicy, 'loadBalancer' | 'consistentHash' | 'outlierDetection' | 'connectionPool'>;
+}
 
 /** Istio's names: DestinationRule trafficPolicy (loadBalancer, outlierDetection, connectionPool),
  * VirtualService http route (timeout, retries), and a local rate limit on the inbound side. */
@@ -50,6 +108,11 @@ export interface ServicePolicy {
   connectionPool?: { tcp: { maxConnections: number } };
   /** Server side, on the inbound listener: requests per second, and the burst above it. */
   rateLimit?: { requestsPerSecond: number; burst: number };
+  consistentHash?: ConsistentHash;
+  /** DestinationRule subsets (HTTP services). */
+  subsets?: Subset[];
+  /** VirtualService http routes, in order (HTTP services); none: every request to the service's endpoints. */
+  routes?: HttpRoute[];
 }
 
 export interface Endpoint {
@@ -58,6 +121,8 @@ export interface Endpoint {
   port: number;
   /** Relative share of new connections, 1..1000 (default 1). */
   weight: number;
+  /** Its pod's labels (what DestinationRule subsets select). */
+  labels?: Record<string, string>;
 }
 
 export interface ExcludeConfig {
@@ -175,6 +240,16 @@ export interface PeerWorkload {
   labels: Record<string, string>;
 }
 
+/** Istio's Telemetry tracing, for an OTLP collector: where spans go and how many requests make one. */
+export interface TracingConfig {
+  /** OTLP/HTTP traces endpoint, e.g. http://otel-collector:4318/v1/traces. */
+  collector: string;
+  /** 0..100 of traces (decided on the trace id, so every sidecar of a trace decides alike). */
+  randomSamplingPercentage: number;
+  /** Spans held for export at most (more are dropped and counted). */
+  maxQueueSize: number;
+}
+
 export interface MeshConfig {
   sidecar: SidecarConfig;
   services: ServiceConfig[];
@@ -197,6 +272,8 @@ export interface MeshConfig {
   authorizationPolicies: AuthorizationPolicy[];
   /** Meshed workloads not on this node (the Kubernetes source: the cluster's meshed pods). */
   peers: PeerWorkload[];
+  /** Spans of every request through the sidecars, exported over OTLP/HTTP. */
+  tracing?: TracingConfig;
   /** What the source took but does not enforce (fields of Istio documents), to be logged. */
   notices?: string[];
 }

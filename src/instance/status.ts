@@ -5,6 +5,7 @@ import { COUNTER_NAMES, SVC_COUNTER_NAMES } from '../bpf/codecs.js';
 import { InstanceMaps } from '../bpf/maps.js';
 import { isFullyPinned, pinLayout } from '../bpf/pins.js';
 import { endpointName } from '../config/constants.js';
+import type { ServiceConfig } from '../config/model.js';
 import { Codes, SockmeshError, UserError } from '../errors.js';
 import { redirectCounts } from '../iptables/apply.js';
 import { hasName } from '../util/names.js';
@@ -26,7 +27,7 @@ export interface ServiceStatus {
   /** Kernel mode: its endpoints, and in eBPF mode the connections each was given since the instance started. */
   endpoints?: Array<{ address: string; port: number; weight: number; connections?: number }>;
   affinity?: 'client';
-  protocol?: 'udp' | 'http';
+  protocol?: ServiceConfig['protocol'];
   terminateOnRemove?: boolean;
   /** splice: auto in eBPF mode, learned at each close: what the service's clients that connect
    * with Nagle on do later, and whether its last connection was a bulk stream. */

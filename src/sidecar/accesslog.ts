@@ -26,6 +26,11 @@ export interface AccessRecord {
   tls: boolean;
   /** The authorization decision (inbound): allow[:policy] or deny:policy; null where none ran. */
   authz: string | null;
+  /** The VirtualService route that took the request (outbound), and the subset it went to. */
+  route: string | null;
+  subset: string | null;
+  /** The response's grpc-status where HAProxy saw it (a header; not trailers). */
+  grpc_status: number | null;
 }
 
 const dash = (v: unknown) => (v === undefined || v === '-' || v === '' ? null : String(v));
@@ -47,7 +52,9 @@ export function parseAccessLine(line: string): AccessRecord | undefined {
   for (let i = 0; i < f.length; i++) if (ESCAPED_FIELDS.has(ACCESS_LOG_FIELDS[i])) f[i] = unescape(f[i]);
   const raw = Object.fromEntries(ACCESS_LOG_FIELDS.map((k, i) => [k, f[i]])) as Record<(typeof ACCESS_LOG_FIELDS)[number], string>;
   const backend = raw.service;
-  const service = /^(?:out|in)_(.+)$/.exec(backend)?.[1] ?? '-';
+  // out_<service>, in_<service>, or a route's backend out_<service>:<route>:<destination>.
+  const service = /^(?:out|in)_([^:]+)/.exec(backend)?.[1] ?? '-';
+  const grpc = Number(raw.grpc_status);
   const status = Number(raw.status);
   return {
     time: String(raw.time),
@@ -64,6 +71,9 @@ export function parseAccessLine(line: string): AccessRecord | undefined {
     peer: dash(raw.peer),
     tls: raw.tls === 'mtls',
     authz: dash(raw.authz),
+    route: dash(raw.route),
+    subset: dash(raw.subset),
+    grpc_status: raw.grpc_status !== '-' && Number.isInteger(grpc) ? grpc : null,
   };
 }
 

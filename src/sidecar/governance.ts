@@ -17,6 +17,7 @@ import { Codes, SockmeshError, describe } from '../errors.js';
 import { execTool } from '../util/exec.js';
 import { SidecarMetrics } from './accesslog.js';
 import { renderHaproxy } from './haproxy.js';
+import { TRAFFIC_LUA } from './routes.js';
 import { HaproxyProcess } from './haproxy-process.js';
 import { IdentityFollower, type PodIdentity } from './identity-follow.js';
 import { needsIdentity, renderLua, type SidecarSecurity } from './security.js';
@@ -81,9 +82,11 @@ export class GovernanceSidecar {
 
   private render(cfg: MeshConfig, version: number, sec: SidecarSecurity | undefined, open = this.agentAnswered): string {
     this.renderedWithCert = sec?.certFile !== undefined;
+    const trafficLua = join(this.opts.runDir, 'traffic.lua');
+    if (!existsSync(trafficLua)) writeFileSync(trafficLua, TRAFFIC_LUA, { mode: 0o644 });
     return renderHaproxy(cfg, {
       sidecar: cfg.sidecar, runDir: this.opts.runDir, version: String(version), dropPrivileges: this.root, security: sec,
-      inboundClosed: this.opts.agentSocket !== undefined && !open,
+      inboundClosed: this.opts.agentSocket !== undefined && !open, trafficLua,
     });
   }
 

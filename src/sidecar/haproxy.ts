@@ -5,7 +5,9 @@
 // going. The inbound listener applies the server-side policy (rate limit, access log) and passes
 // on to the app from 127.0.0.6. HTTP services get per-request policy, other TCP services
 // per-connection balancing and timeouts.
-import type { Endpoint, LoadBalancer, MeshConfig, ServiceConfig, SidecarConfig } from '../config/model.js';
+import type { ConsistentHash, Endpoint, LoadBalancer, MeshConfig, ServiceConfig, SidecarConfig } from '../config/model.js';
+import { isHttpService } from '../config/validate/routes.js';
+import { frontendRouting, isH2, outboundBackends, routedInFrontend, type OutboundBackend } from './routes.js';
 import { endpointTls, httpAuthzLines, inboundSecurityLines, mtlsListener, peerRoutes, tcpAuthzLines, type SidecarSecurity } from './security.js';
 
 export interface RenderOptions {
@@ -20,6 +22,8 @@ export interface RenderOptions {
   security?: SidecarSecurity;
   /** Refuse every inbound connection (a sidecar following an agent, before its first answer: the pod's mTLS mode is not known yet). */
   inboundClosed?: boolean;
+  /** The Lua file of the routes' fault delays (src/sidecar/routes.ts TRAFFIC_LUA), when a route has one. */
+  trafficLua?: string;
 }
 
 const BALANCE: Record<LoadBalancer, string> = { ROUND_ROBIN: 'roundrobin', LEAST_REQUEST: 'leastconn', RANDOM: 'random' };
@@ -42,7 +46,8 @@ const RETRY_ON: Record<string, string[]> = {
  * (HTTP_VARS), "-" where there is no HTTP transaction. The sidecar turns each line into the access
  * log's JSON record and its metrics (src/sidecar/accesslog.ts).
  */
-export const ACCESS_LOG_FIELDS = ['time', 'listener', 'service', 'method', 'path', 'status', 'duration_ms', 'upstream', 'bytes', 'trace_id', 'termination', 'peer', 'tls', 'authz'] as const;
+export const ACCESS_LOG_FIELDS = ['time', 'listener', 'service', 'method', 'path', 'status', 'duration_ms', 'upstream', 'bytes', 'trace_id', 'termination', 'peer', 'tls', 'authz',
+  'route', 'subset', 'grpc_status'] as const;
 // Fields a client chooses (method, path, a header) are JSON-escaped by HAProxy (json(utf8s): a tab
 // becomes \t, a quote \", anything outside ASCII \uXXXX): a tab in a header used to split the line
 // into too many fields, and that request was missing from the log and the metrics.
@@ -50,8 +55,11 @@ export const ACCESS_LOG_FIELDS = ['time', 'listener', 'service', 'method', 'path
 // listener's variable; outbound: the server connection's), and the authorization decision.
 const COMMON_FORMAT = ['%t', '%f', '%b', '%[var(txn.method),json(utf8s)]', '%[var(txn.path),json(utf8s)]', '%[var(txn.status)]', '%Tt', '%si:%sp', '%B',
   '%[var(txn.trace_id),json(utf8s)]', '%ts'];
-export const ACCESS_LOG_FORMAT = [...COMMON_FORMAT, '%[var(sess.sm_peer)]', '%[var(sess.sm_tls)]', '%[var(txn.sm_authz)]'].join('\t');
-const OUTBOUND_LOG_FORMAT = [...COMMON_FORMAT, '-', '%[ssl_bc,iif(mtls,-)]', '-'].join('\t');
+// Then the route and subset that took the request (outbound), and the response's grpc-status where
+// HAProxy can read it (a header: gRPC's Trailers-Only answers; HAProxy 2.6 has no fetch for trailers).
+const ROUTE_FORMAT = ['%[var(txn.sm_route)]', '%[var(txn.sm_subset)]', '%[var(txn.sm_grpc)]'];
+export const ACCESS_LOG_FORMAT = [...COMMON_FORMAT, '%[var(sess.sm_peer)]', '%[var(sess.sm_tls)]', '%[var(txn.sm_authz)]', ...ROUTE_FORMAT].join('\t');
+const OUTBOUND_LOG_FORMAT = [...COMMON_FORMAT, '-', '%[ssl_bc,iif(mtls,-)]', '-', ...ROUTE_FORMAT].join('\t');
 /** The fields of ACCESS_LOG_FIELDS that HAProxy JSON-escapes (see ACCESS_LOG_FORMAT). */
 export const ESCAPED_FIELDS: ReadonlySet<(typeof ACCESS_LOG_FIELDS)[number]> = new Set(['method', 'path', 'trace_id']);
 /** HAProxy's longest log line (its default, 1024 bytes, cut long paths off: such lines were lost). */
@@ -63,6 +71,7 @@ const HTTP_VARS = [
   '  http-request set-var(txn.path) pathq',
   '  http-request set-var(txn.trace_id) req.hdr(traceparent),field(2,-)',
   '  http-after-response set-var(txn.status) status', // also HAProxy's own answers (429, 503, 504)
+  '  http-response set-var(txn.sm_grpc) res.hdr(grpc-status) if { res.hdr(grpc-status) -m found }',
 ];
 
 /** A backend's name for a service (HAProxy names: letters, digits, '-', '_', '.', ':'). */
@@ -80,6 +89,7 @@ export function serverName(e: Endpoint): string {
 export function serverOptions(e: Endpoint, s: ServiceConfig): string[] {
   const p = s.policy;
   const opts: string[] = [`weight ${e.weight}`];
+  if (isH2(s)) opts.push('proto h2');
   if (p?.connectionPool) opts.push(`maxconn ${p.connectionPool.tcp.maxConnections}`);
   if (p?.outlierDetection) {
     const d = p.outlierDetection;
@@ -102,11 +112,20 @@ function serverLine(e: Endpoint, s: ServiceConfig, sec: SidecarSecurity | undefi
   return `  server ${serverName(e)} ${serverAddr(e)} ${[...serverOptions(e, s), ...endpointTls(sec, e, s)].join(' ')}`;
 }
 
-/** The outbound backend of a service with endpoints or HTTP policy. */
-function outboundBackend(s: ServiceConfig, sec: SidecarSecurity | undefined): string[] {
+/** HAProxy's balance for a policy: consistent hashing (a ring) on a header, a cookie or the client's address, else the simple balancer. */
+function balanceLines(lb: LoadBalancer | undefined, hash: ConsistentHash | undefined): string[] {
+  if (!hash) return [`  balance ${BALANCE[lb ?? 'ROUND_ROBIN']}`];
+  const by = 'httpHeaderName' in hash ? `hdr(${hash.httpHeaderName})` : 'httpCookie' in hash ? `hash req.cook(${hash.httpCookie})` : 'source';
+  return [`  balance ${by}`, '  hash-type consistent'];
+}
+
+/** The outbound backend of a service with endpoints or HTTP policy (or of one route's destination). */
+function outboundBackend(b: OutboundBackend, sec: SidecarSecurity | undefined): string[] {
+  const s = b.service;
   const p = s.policy;
-  const http = s.protocol === 'http';
-  const lines = [`backend ${backendName('out', s.name)}`, `  mode ${http ? 'http' : 'tcp'}`, `  balance ${BALANCE[p?.loadBalancer ?? 'ROUND_ROBIN']}`];
+  const http = isHttpService(s);
+  const lines = [`backend ${b.name}`, `  mode ${http ? 'http' : 'tcp'}`, ...balanceLines(p?.loadBalancer, p?.consistentHash)];
+  if (b.subset) lines.push(`  http-request set-var(txn.sm_subset) str(${b.subset})`);
   const perTry = p?.retries?.perTryTimeoutMs ?? p?.timeoutMs;
   if (perTry) lines.push(`  timeout server ${perTry}ms`);
   if (p?.outlierDetection && http) {
@@ -126,7 +145,8 @@ function outboundBackend(s: ServiceConfig, sec: SidecarSecurity | undefined): st
   }
   const eps = s.endpoints ?? [];
   if (eps.length) eps.forEach((e) => lines.push(serverLine(e, s, sec)));
-  else lines.push(`  server orig 0.0.0.0:0${p?.connectionPool ? ` maxconn ${p.connectionPool.tcp.maxConnections}` : ''}`);
+  else if (b.original) lines.push(`  server orig 0.0.0.0:0${p?.connectionPool ? ` maxconn ${p.connectionPool.tcp.maxConnections}` : ''}${isH2(s) ? ' proto h2' : ''}`);
+  // else: a subset no endpoint is in (yet): HAProxy answers 503, as Istio does (no healthy upstream).
   return lines;
 }
 
@@ -143,7 +163,7 @@ function inboundBackend(s: ServiceConfig, sec: SidecarSecurity | undefined): str
     lines.push('  stick-table type integer size 1 expire 10s store gpc0,gpc0_rate(1s)', '  http-request track-sc0 int(0)',
       `  http-request deny deny_status 429 if { sc_gpc0_rate(0) ge ${rl.requestsPerSecond + rl.burst} }`, '  http-request sc-inc-gpc0(0)');
   }
-  lines.push('  server app 0.0.0.0:0 source 127.0.0.6');
+  lines.push(`  server app 0.0.0.0:0 source 127.0.0.6${isH2(s) ? ' proto h2' : ''}`);
   return lines;
 }
 
@@ -155,7 +175,7 @@ export function targetPorts(s: ServiceConfig): number[] {
 
 /** The services the sidecar routes itself (endpoints, policy or HTTP); others pass through. */
 export function governed(cfg: MeshConfig): ServiceConfig[] {
-  return cfg.services.filter((s) => s.mode !== 'kernel' && (s.endpoints?.length || s.policy || s.protocol === 'http'));
+  return cfg.services.filter((s) => s.mode !== 'kernel' && (s.endpoints?.length || s.policy || isHttpService(s)));
 }
 
 /** Rules that name an address first, the others after, each group in its own order. */
@@ -163,14 +183,20 @@ function specificFirst(rules: Array<{ specific: boolean; line: string }>): strin
   return [...rules.filter((r) => r.specific), ...rules.filter((r) => !r.specific)].map((r) => r.line);
 }
 
+/** The condition that a connection is to service s (one of its addresses, if it has any, and one of its ports). */
+function serviceAcl(s: ServiceConfig): string {
+  return `{ dst_port ${s.ports.join(' ')} }${s.addresses.length ? ` { dst ${s.addresses.join(' ')} }` : ''}`;
+}
+
 export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
   const sc = o.sidecar;
   const services = governed(cfg);
-  const inbound = services.filter((s) => s.protocol === 'http');
+  const inbound = services.filter(isHttpService);
   // First match wins in HAProxy: the rules naming an address come before any-address ones, as
   // connect4 looks a service up (its exact address:port first, then the any-address entry), so a
   // service listed first with no address cannot take another's traffic.
-  const outboundRules = specificFirst(services.flatMap((s) => (s.addresses.length ? s.addresses : [undefined]).flatMap((a) => s.ports.map((p) => ({
+  // (A service whose requests the frontend routes has its use_backend there: routing.frontend.)
+  const outboundRules = specificFirst(services.filter((s) => !routedInFrontend(s)).flatMap((s) => (s.addresses.length ? s.addresses : [undefined]).flatMap((a) => s.ports.map((p) => ({
     specific: a !== undefined, line: `  use_backend ${backendName('out', s.name)} if { dst_port ${p} }${a ? ` { dst ${a} }` : ''}`,
   })))));
   // Inbound: a service whose endpoints are listed owns their addresses at its ports; one without
@@ -181,6 +207,7 @@ export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
   }));
   const sec = o.security;
   const peers = peerRoutes(sec);
+  const routing = frontendRouting(services, serviceAcl);
   const lines = [
     `# sockmesh governance sidecar, policy version ${o.version} (rendered; do not edit)${sec ? `, workload ${sec.workload.spiffeId}` : ''}`,
     'global',
@@ -190,6 +217,8 @@ export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
     `  log stdout len ${LOG_LINE_MAX} format raw local0 info`,
     `  stats socket ${o.runDir}/admin.sock mode 600 level admin expose-fd listeners`,
     ...(sec ? [`  lua-load ${sec.luaFile}`] : []),
+    ...(routing.delays && o.trafficLua ? [`  lua-load ${o.trafficLua}`] : []),
+    ...routing.global,
     '  hard-stop-after 30s',
 
     'defaults',
@@ -203,6 +232,7 @@ export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
     `  bind ${sc.address}:${sc.outboundPort}`,
     '  mode tcp',
     `  log-format '${OUTBOUND_LOG_FORMAT}'`,
+    ...routing.frontend,
     ...outboundRules,
     ...peers.rules,
     '  default_backend passthrough',
@@ -223,7 +253,7 @@ export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
     '  mode tcp',
     ...tcpAuthzLines(sec),
     '  server app 0.0.0.0:0 source 127.0.0.6',
-    ...services.flatMap((s) => outboundBackend(s, sec)),
+    ...services.flatMap((s) => outboundBackends(cfg, s).flatMap((b) => outboundBackend(b, sec))),
     ...peers.backends,
     ...inbound.flatMap((s) => inboundBackend(s, sec)),
   ];

@@ -5,18 +5,26 @@
 import { connect } from 'node:net';
 import type { Endpoint, MeshConfig, ServiceConfig } from '../config/model.js';
 import { Codes, SockmeshError } from '../errors.js';
-import { backendName, governed, serverAddr, serverName, serverOptions, targetPorts } from './haproxy.js';
+import { governed, serverAddr, serverName, serverOptions, targetPorts } from './haproxy.js';
+import { outboundBackends, weightCommands } from './routes.js';
 
 /** The servers HAProxy has in each backend now (rendered, plus added since the last reload). */
 export type RuntimeServers = Map<string, Set<string>>;
 
 /** The servers of a rendered configuration. */
 export function renderedServers(cfg: MeshConfig): RuntimeServers {
-  return new Map(governed(cfg).filter((s) => s.endpoints?.length).map((s) => [backendName('out', s.name), new Set(s.endpoints!.map(serverName))]));
+  return new Map(governed(cfg).flatMap((s) => outboundBackends(cfg, s)).map((b) => [b.name, new Set((b.service.endpoints ?? []).map(serverName))]));
 }
 
+/** The config but what the runtime API changes: endpoints (their labels: which subset they are in) and the routes' weights. */
 function withoutEndpoints(cfg: MeshConfig): string {
-  return JSON.stringify({ ...cfg, services: cfg.services.map(({ endpoints: _e, ...rest }) => rest) });
+  return JSON.stringify({
+    ...cfg,
+    services: cfg.services.map(({ endpoints, ...rest }) => ({
+      ...rest, hasEndpoints: !!endpoints?.length,
+      ...(rest.policy?.routes ? { policy: { ...rest.policy, routes: rest.policy.routes.map((r) => ({ ...r, route: r.route.map((d) => ({ ...d, weight: 0 })) })) } } : {}),
+    })),
+  });
 }
 
 /**
@@ -27,30 +35,36 @@ function withoutEndpoints(cfg: MeshConfig): string {
 export function runtimePlan(before: MeshConfig, after: MeshConfig, present: RuntimeServers,
   tls: (e: Endpoint, s: ServiceConfig) => string[] = () => []): string[] | undefined {
   if (withoutEndpoints(before) !== withoutEndpoints(after)) return undefined;
-  const cmds: string[] = [];
+  const cmds: string[] = weightCommands(governed(before), governed(after));
   const byName = new Map(before.services.map((s) => [s.name, s]));
-  for (const s of governed(after)) {
-    const b = byName.get(s.name) as ServiceConfig;
-    if (!b.endpoints?.length !== !s.endpoints?.length) return undefined;
-    if (JSON.stringify(targetPorts(b)) !== JSON.stringify(targetPorts(s))) return undefined;
-    if (!s.endpoints?.length) continue;
-    const backend = backendName('out', s.name);
-    const old = new Map((b.endpoints ?? []).map((e) => [serverName(e), e]));
-    const now = new Map(s.endpoints.map((e) => [serverName(e), e]));
-    const have = present.get(backend) ?? new Set<string>();
-    for (const [name, e] of now) {
-      const o = old.get(name);
-      const server = `${backend}/${name}`;
-      if (!have.has(name)) {
-        cmds.push(`add server ${server} ${serverAddr(e)} ${[...serverOptions(e, s), ...tls(e, s)].join(' ')}`, `enable server ${server}`);
-        if (s.policy?.outlierDetection) cmds.push(`enable health ${server}`);
-      } else if (!o) {
-        cmds.push(`set server ${server} weight ${e.weight}`, `set server ${server} state ready`);
-      } else if (o.weight !== e.weight) {
-        cmds.push(`set server ${server} weight ${e.weight}`);
+  for (const svc of governed(after)) {
+    const b0 = byName.get(svc.name) as ServiceConfig;
+    if (JSON.stringify(targetPorts(b0)) !== JSON.stringify(targetPorts(svc))) return undefined;
+    const was = new Map(outboundBackends(before, b0).map((x) => [x.name, x]));
+    for (const ob of outboundBackends(after, svc)) {
+      const s = ob.service;
+      const b = was.get(ob.name)?.service;
+      // The original destination's server (a service without endpoints) is rendered, never added.
+      if (!b || ob.original !== was.get(ob.name)!.original) return undefined;
+      if (ob.original) continue;
+      const backend = ob.name;
+      const old = new Map((b.endpoints ?? []).map((e) => [serverName(e), e]));
+      const now = new Map((s.endpoints ?? []).map((e) => [serverName(e), e]));
+      const have = present.get(backend) ?? new Set<string>();
+      for (const [name, e] of now) {
+        const o = old.get(name);
+        const server = `${backend}/${name}`;
+        if (!have.has(name)) {
+          cmds.push(`add server ${server} ${serverAddr(e)} ${[...serverOptions(e, s), ...tls(e, s)].join(' ')}`, `enable server ${server}`);
+          if (s.policy?.outlierDetection) cmds.push(`enable health ${server}`);
+        } else if (!o) {
+          cmds.push(`set server ${server} weight ${e.weight}`, `set server ${server} state ready`);
+        } else if (o.weight !== e.weight) {
+          cmds.push(`set server ${server} weight ${e.weight}`);
+        }
       }
+      for (const name of old.keys()) if (!now.has(name)) cmds.push(`set server ${backend}/${name} state maint`);
     }
-    for (const name of old.keys()) if (!now.has(name)) cmds.push(`set server ${backend}/${name} state maint`);
   }
   return cmds;
 }

@@ -4,8 +4,8 @@ import { createInterface } from 'node:readline';
 import { out } from './peer-io.js';
 
 /**
- * An HTTP endpoint: answers every request with JSON {server, path, traceparent} and the status it
- * is told (stdin lines "status N", "delay MS" change it while it runs).
+ * An HTTP endpoint: answers every request with JSON {server, path, traceparent, headers} and the
+ * status it is told (stdin lines "status N", "delay MS" change it while it runs).
  */
 export function httpServe(host: string, port: number, name: string): void {
   let status = 200;
@@ -18,8 +18,8 @@ export function httpServe(host: string, port: number, name: string): void {
   });
   const server = createHttpServer((req, res) => {
     const reply = () => {
-      const body = JSON.stringify({ server: name, path: req.url, traceparent: req.headers.traceparent ?? null });
-      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      const body = JSON.stringify({ server: name, path: req.url, traceparent: req.headers.traceparent ?? null, headers: req.headers });
+      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-served-by': name });
       res.end(body);
     };
     if (delay) setTimeout(reply, delay);

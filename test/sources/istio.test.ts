@@ -66,15 +66,16 @@ describe('DestinationRule -> policy', () => {
     expect(f.policy).toEqual({
       loadBalancer: 'LEAST_REQUEST', connectionPool: { tcp: { maxConnections: 100 } },
       outlierDetection: { consecutive5xxErrors: 3, interval: '90000ms', baseEjectionTime: '500ms' },
+      subsets: [{ name: 'v1', labels: { version: 'v1' } }],
     });
     expect(f.ignored.sort()).toEqual([
-      'spec.subsets', 'spec.trafficPolicy.connectionPool.http', 'spec.trafficPolicy.connectionPool.tcp.connectTimeout',
+      'spec.trafficPolicy.connectionPool.http', 'spec.trafficPolicy.connectionPool.tcp.connectTimeout',
       'spec.trafficPolicy.outlierDetection.maxEjectionPercent', 'spec.trafficPolicy.tls',
     ]);
     // What the config validation makes of it: the same policy a config file would give.
     expect(validateService({ name: 'x', addresses: [], ports: [1], policy: f.policy }, '', 't').policy).toEqual({
       loadBalancer: 'LEAST_REQUEST', connectionPool: { tcp: { maxConnections: 100 } },
-      outlierDetection: { consecutive5xxErrors: 3, intervalMs: 90_000, baseEjectionTimeMs: 500 },
+      outlierDetection: { consecutive5xxErrors: 3, intervalMs: 90_000, baseEjectionTimeMs: 500 }, subsets: [{ name: 'v1', labels: { version: 'v1' } }],
     });
   });
 
@@ -87,19 +88,48 @@ describe('DestinationRule -> policy', () => {
 });
 
 describe('VirtualService -> policy', () => {
-  it('timeout and retries of the catch-all route; routes with a match, traffic shifting and unknown retryOn conditions are listed as ignored', () => {
+  it('one catch-all route to the Service itself is the route-less policy (timeout, retries); unknown retryOn conditions are listed', () => {
+    const f = virtualServicePolicy(vs({
+      name: 'v', namespace: 'shop', hosts: ['ratings'],
+      http: [{ route: [{ destination: { host: 'ratings' } }], timeout: '2s', retries: { attempts: 3, perTryTimeout: '500ms', retryOn: 'connect-failure,5xx,cancelled' } }],
+    }));
+    expect(f.policy).toEqual({ timeout: '2000ms', retries: { attempts: 3, perTryTimeout: '500ms', retryOn: 'connect-failure,5xx' } });
+    expect(f.ignored).toEqual(['spec.http[0].retries.retryOn: cancelled']);
+  });
+
+  it('routes in order: matches, weighted destinations across hosts and subsets, faults, headers, rewrite; what cannot be enforced is left out and named', () => {
     const f = virtualServicePolicy(vs({
       name: 'v', namespace: 'shop', hosts: ['ratings'],
       http: [
-        { match: [{ headers: { end: { exact: 'qa' } } }], route: [{ destination: { host: 'ratings', subset: 'v2' } }] },
-        { route: [{ destination: { host: 'ratings' } }], timeout: '2s', retries: { attempts: 3, perTryTimeout: '500ms', retryOn: 'connect-failure,5xx,cancelled' }, fault: { delay: { fixedDelay: '1s' } } },
+        { name: 'qa', match: [{ headers: { end: { exact: 'qa' } } }, { uri: { prefix: '/a' }, ignoreUriCase: true }], route: [{ destination: { host: 'ratings', subset: 'v2' } }], rewrite: { uri: '/', authority: 'x' } },
+        { redirect: { uri: '/elsewhere' } },
+        { route: [{ destination: { host: 'api.example.com' } }] },
+        { fault: { abort: { httpStatus: 503, percentage: { value: 10 } }, delay: { fixedDelay: '1s', percent: 5 } }, route: [{ destination: { host: 'ratings', subset: 'v1' } }] },
+        {
+          route: [{ destination: { host: 'ratings', subset: 'v1' }, weight: 90 }, { destination: { host: 'ratings-canary.shop.svc.cluster.local' }, weight: 10 }],
+          timeout: '2s', headers: { request: { set: { a: 'b' } } }, mirror: { host: 'shadow' },
+        },
       ],
     }));
-    expect(f.policy).toEqual({ timeout: '2000ms', retries: { attempts: 3, perTryTimeout: '500ms', retryOn: 'connect-failure,5xx' } });
-    expect(f.ignored).toEqual(['spec.http[0] (a route with match)', 'spec.http[1].fault', 'spec.http[1].retries.retryOn: cancelled']);
-    const shifted = virtualServicePolicy(vs({ name: 'v', namespace: 'shop', hosts: ['ratings'], http: [{ route: [{ destination: { host: 'ratings', subset: 'v1' }, weight: 90 }, { destination: { host: 'ratings-canary' }, weight: 10 }] }] }));
-    expect(shifted.ignored).toEqual(['spec.http[0].route (destinations other than the Service itself)']);
-    expect(virtualServicePolicy(vs({ name: 'v', hosts: ['x'], http: [{ match: [{ uri: { prefix: '/a' } }], timeout: '1s' }] })).policy).toEqual({});
+    expect(f.policy).toEqual({
+      routes: [
+        { name: 'qa', match: [{ headers: { end: { exact: 'qa' } } }], route: [{ destination: { host: 'ratings.shop', subset: 'v2' } }], rewrite: { uri: '/' } },
+        { fault: { abort: { httpStatus: 503, percentage: { value: 10 } }, delay: { fixedDelay: '1000ms', percentage: { value: 5 } } }, route: [{ destination: { host: 'ratings.shop', subset: 'v1' } }] },
+        { route: [{ destination: { host: 'ratings.shop', subset: 'v1' }, weight: 90 }, { destination: { host: 'ratings-canary.shop' }, weight: 10 }], timeout: '2000ms', headers: { request: { set: { a: 'b' } } } },
+      ],
+    });
+    expect(f.ignored).toEqual([
+      'spec.http[0].match[1] (ignoreUriCase: the block is left out)', 'spec.http[0].rewrite.authority',
+      'spec.http[1] (redirect (sockmesh routes to destinations only): the route is left out)',
+      'spec.http[2] (route[0].destination.host "api.example.com" is not a Service sockmesh knows: the route is left out)',
+      'spec.http[4].mirror',
+    ]);
+    // Validated as a service's policy block: Istio's shapes in, the model out.
+    const p = validateService({ name: 'ratings.shop', addresses: [], ports: [1], protocol: 'http', policy: f.policy }, '', 't').policy!;
+    expect(p.routes?.map((r) => [r.name, r.route.map((d) => `${d.host}/${d.subset ?? '-'}:${d.weight}`)])).toEqual([
+      ['qa', ['ratings.shop/v2:100']], ['route-1', ['ratings.shop/v1:100']], ['route-2', ['ratings.shop/v1:90', 'ratings-canary.shop/-:10']],
+    ]);
+    expect(p.routes?.[1].fault).toEqual({ abort: { httpStatus: 503, percent: 10 }, delay: { fixedDelayMs: 1000, percent: 5 } });
   });
 });
 

@@ -10,6 +10,8 @@ import { captureBlock, sidecar } from './capture.js';
 import { Checker } from './checker.js';
 import { pod, podConflicts } from './pods.js';
 import { service, serviceConflicts } from './service.js';
+import { routeTargets } from './routes.js';
+import { applyTrafficDocuments } from './traffic-docs.js';
 import { documents, identity, kernelModeUnderStrict } from './security.js';
 import { istioSecurity, type IstioSecurity } from './istio.js';
 
@@ -68,6 +70,9 @@ export function validateConfig(raw: unknown, source: string, cache?: ServiceCach
     if (svc && cache && c.issues.length === before && Object.isFrozen(s)) cache.set(s as object, svc);
   });
   serviceConflicts(c, services);
+  const docs = documents(c, istioDocuments);
+  const trafficNotices = applyTrafficDocuments(c, services, docs.traffic);
+  routeTargets(c, services);
 
   const ex = c.object('exclude', top.exclude ?? {}, ['outboundPorts', 'outboundCIDRs']) ?? {};
   const outboundPorts = ex.outboundPorts === undefined ? [] : c.ports('exclude.outboundPorts', ex.outboundPorts);
@@ -83,14 +88,13 @@ export function validateConfig(raw: unknown, source: string, cache?: ServiceCach
   podConflicts(c, pods);
   checkCapacity(c, services, capture, pods);
   const id = identity(c, top.identity);
-  const docs = documents(c, istioDocuments);
   const security = { identity: id, peerAuthentications: docs.peerAuthentications, authorizationPolicies: docs.authorizationPolicies, peers: [] as PeerWorkload[] };
   kernelModeUnderStrict(c, services, pods, security);
 
   if (c.issues.length) throw new ConfigError(source, c.issues);
   return {
     sidecar: sc, services, exclude: { outboundPorts, outboundCIDRs }, capture, spliceQueueBytes, spliceHops, pods, ...security,
-    ...(docs.notices.length ? { notices: docs.notices } : {}),
+    ...(docs.notices.length || trafficNotices.length ? { notices: [...docs.notices, ...trafficNotices] } : {}),
   };
 }
 

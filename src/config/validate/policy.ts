@@ -3,9 +3,15 @@
 import { LOAD_BALANCERS, RETRY_ON } from '../constants.js';
 import type { ServicePolicy } from '../model.js';
 import { join, kind, type Checker } from './checker.js';
+import { consistentHash, routes, subsets } from './routes.js';
 
-export function policy(c: Checker, path: string, raw: unknown): ServicePolicy | undefined {
-  const o = c.object(path, raw, ['loadBalancer', 'timeout', 'retries', 'outlierDetection', 'connectionPool', 'rateLimit']);
+const POLICY_KEYS = ['loadBalancer', 'consistentHash', 'timeout', 'retries', 'outlierDetection', 'connectionPool', 'rateLimit', 'subsets', 'routes'];
+/** What a subset's trafficPolicy may set (DestinationRule subsets: balancing and the endpoints' limits). */
+const SUBSET_KEYS = ['loadBalancer', 'consistentHash', 'outlierDetection', 'connectionPool'];
+
+/** A service's policy block; `self` is the service's name (a route's default destination). */
+export function policy(c: Checker, path: string, raw: unknown, self = '', keys: readonly string[] = POLICY_KEYS): ServicePolicy | undefined {
+  const o = c.object(path, raw, keys);
   if (!o) return undefined;
   const p: ServicePolicy = {};
   if (o.loadBalancer !== undefined) {
@@ -13,17 +19,14 @@ export function policy(c: Checker, path: string, raw: unknown): ServicePolicy | 
     if (lb) p.loadBalancer = lb;
   }
   if (o.timeout !== undefined) p.timeoutMs = c.duration(join(path, 'timeout'), o.timeout);
+  if (o.consistentHash !== undefined) {
+    const h = consistentHash(c, join(path, 'consistentHash'), o.consistentHash);
+    if (h) p.consistentHash = h;
+    if (h && o.loadBalancer !== undefined) c.fail(join(path, 'loadBalancer'), 'cannot be set with consistentHash (Istio: one of simple or consistentHash)');
+  }
   if (o.retries !== undefined) {
-    const r = c.object(join(path, 'retries'), o.retries, ['attempts', 'perTryTimeout', 'retryOn']);
-    if (r) {
-      const attempts = c.int(join(path, 'retries', 'attempts'), r.attempts, 0, 10);
-      const perTryTimeoutMs = r.perTryTimeout === undefined ? undefined : c.duration(join(path, 'retries', 'perTryTimeout'), r.perTryTimeout);
-      // Istio writes retryOn as one comma-separated string.
-      const on = r.retryOn === undefined ? ['connect-failure', 'refused-stream', 'gateway-error'] : typeof r.retryOn === 'string' ? r.retryOn.split(',').map((s) => s.trim()) : [];
-      if (r.retryOn !== undefined && typeof r.retryOn !== 'string') c.fail(join(path, 'retries', 'retryOn'), `must be a comma-separated string such as "connect-failure,5xx", got ${kind(r.retryOn)}`);
-      for (const x of on) if (!(RETRY_ON as readonly string[]).includes(x)) c.fail(join(path, 'retries', 'retryOn'), `${JSON.stringify(x.slice(0, 40))} is not one of ${RETRY_ON.join(', ')}`);
-      if (attempts !== undefined) p.retries = { attempts, retryOn: on, ...(perTryTimeoutMs !== undefined ? { perTryTimeoutMs } : {}) };
-    }
+    const r = retries(c, join(path, 'retries'), o.retries);
+    if (r) p.retries = r;
   }
   if (o.outlierDetection !== undefined) {
     const d = c.object(join(path, 'outlierDetection'), o.outlierDetection, ['consecutive5xxErrors', 'interval', 'baseEjectionTime']);
@@ -46,5 +49,19 @@ export function policy(c: Checker, path: string, raw: unknown): ServicePolicy | 
     const burst = rl?.burst === undefined ? 0 : c.int(join(path, 'rateLimit', 'burst'), rl.burst, 0, 1_000_000);
     if (rps !== undefined && burst !== undefined) p.rateLimit = { requestsPerSecond: rps, burst };
   }
+  if (o.subsets !== undefined) p.subsets = subsets(c, join(path, 'subsets'), o.subsets, (at, tp) => policy(c, at, tp, self, SUBSET_KEYS));
+  if (o.routes !== undefined) p.routes = routes(c, join(path, 'routes'), o.routes, self, (at, r) => retries(c, at, r));
   return p;
+}
+
+/** Istio's HTTPRetry: attempts, perTryTimeout, retryOn (one comma-separated string). */
+function retries(c: Checker, path: string, raw: unknown): ServicePolicy['retries'] {
+  const r = c.object(path, raw, ['attempts', 'perTryTimeout', 'retryOn']);
+  if (!r) return undefined;
+  const attempts = c.int(join(path, 'attempts'), r.attempts, 0, 10);
+  const perTryTimeoutMs = r.perTryTimeout === undefined ? undefined : c.duration(join(path, 'perTryTimeout'), r.perTryTimeout);
+  const on = r.retryOn === undefined ? ['connect-failure', 'refused-stream', 'gateway-error'] : typeof r.retryOn === 'string' ? r.retryOn.split(',').map((s) => s.trim()) : [];
+  if (r.retryOn !== undefined && typeof r.retryOn !== 'string') c.fail(join(path, 'retryOn'), `must be a comma-separated string such as "connect-failure,5xx", got ${kind(r.retryOn)}`);
+  for (const x of on) if (!(RETRY_ON as readonly string[]).includes(x)) c.fail(join(path, 'retryOn'), `${JSON.stringify(x.slice(0, 40))} is not one of ${RETRY_ON.join(', ')}`);
+  return attempts === undefined ? undefined : { attempts, retryOn: on, ...(perTryTimeoutMs !== undefined ? { perTryTimeoutMs } : {}) };
 }

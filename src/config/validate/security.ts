@@ -6,6 +6,7 @@ import { effectiveMtls, mtlsOfPort } from '../mesh-policy.js';
 import type { AuthorizationPolicy, IdentityConfig, MeshConfig, PeerAuthentication, PodConfig, ServiceConfig } from '../model.js';
 import { join, kind, type Checker } from './checker.js';
 import { istioSecurity } from './istio.js';
+import { trafficDocument, type TrafficDocument } from './traffic-docs.js';
 
 export function identity(c: Checker, raw: unknown): IdentityConfig {
   if (raw === undefined) return { ...IDENTITY_DEFAULTS };
@@ -25,18 +26,26 @@ export function identity(c: Checker, raw: unknown): IdentityConfig {
 }
 
 /** The Istio documents after the config (named `document N`, N counted in the file from 1: the config). */
-export function documents(c: Checker, docs: unknown[]): { peerAuthentications: PeerAuthentication[]; authorizationPolicies: AuthorizationPolicy[]; notices: string[] } {
-  const out = { peerAuthentications: [] as PeerAuthentication[], authorizationPolicies: [] as AuthorizationPolicy[], notices: [] as string[] };
+export function documents(c: Checker, docs: unknown[]): { peerAuthentications: PeerAuthentication[]; authorizationPolicies: AuthorizationPolicy[]; traffic: TrafficDocument[]; notices: string[] } {
+  const out = { peerAuthentications: [] as PeerAuthentication[], authorizationPolicies: [] as AuthorizationPolicy[], traffic: [] as TrafficDocument[], notices: [] as string[] };
   const seen = new Set<string>();
   docs.forEach((d, i) => {
     const path = `document ${i + 2}`; // the file's own numbering: the config is document 1
     if (d === null || d === undefined) return; // an empty document (a trailing ---)
     const before = c.issues.length;
+    const traffic = trafficDocument(c, path, d);
+    if (traffic !== 'not-traffic') {
+      const key = traffic ? `${traffic.kind}/${traffic.obj.metadata.namespace}/${traffic.obj.metadata.name}` : '';
+      if (traffic && seen.has(key)) c.fail(join(path, 'metadata.name'), `${traffic.kind === 'destinationrules' ? 'DestinationRule' : 'VirtualService'} ${traffic.obj.metadata.namespace}/${traffic.obj.metadata.name} is defined twice`);
+      seen.add(key);
+      if (traffic) out.traffic.push(traffic);
+      return;
+    }
     const sec = istioSecurity(c, path, d, 'default');
     if (!sec) {
       if (c.issues.length === before) {
         const k = typeof d === 'object' && d !== null ? (d as Record<string, unknown>).kind : undefined;
-        c.fail(path, `is not a document sockmesh reads after its config (PeerAuthentication, AuthorizationPolicy of security.istio.io/v1), got ${kind(k)}${k === 'DestinationRule' || k === 'VirtualService' ? ': traffic routing documents in the config file are not read yet; use the service\'s policy:' : ''}`);
+        c.fail(path, `is not a document sockmesh reads after its config (PeerAuthentication, AuthorizationPolicy of security.istio.io/v1; DestinationRule, VirtualService of networking.istio.io/v1), got ${kind(k)}`);
       }
       return;
     }

@@ -22,7 +22,7 @@ export function service(c: Checker, path: string, raw: unknown): ServiceConfig |
   if (o.policy !== undefined) {
     if (svc.mode === 'kernel') c.fail(join(path, 'policy'), 'needs the sidecar: a kernel-mode service has no L7 policy (mode: sidecar)');
     else {
-      const p = policy(c, join(path, 'policy'), o.policy);
+      const p = policy(c, join(path, 'policy'), o.policy, name);
       if (p) svc.policy = p;
     }
   }
@@ -46,10 +46,10 @@ function kernelMode(c: Checker, path: string, o: Record<string, unknown>, svc: S
     else if (o.affinity === 'client') svc.affinity = 'client';
   }
   if (o.protocol !== undefined) {
-    const protocol = c.oneOf(join(path, 'protocol'), o.protocol, ['tcp', 'http', 'udp'], 'tcp, http or udp');
+    const protocol = c.oneOf(join(path, 'protocol'), o.protocol, ['tcp', 'http', 'http2', 'grpc', 'udp'], 'tcp, http, http2, grpc or udp');
     if (protocol === 'udp' && !kernel) c.fail(join(path, 'protocol'), 'udp needs mode: kernel (the sidecar path carries TCP only)');
-    else if (protocol === 'http' && kernel) c.fail(join(path, 'protocol'), 'http needs the sidecar (per-request policy): mode: kernel carries connections');
-    else if (protocol === 'udp' || protocol === 'http') svc.protocol = protocol;
+    else if (protocol && protocol !== 'udp' && protocol !== 'tcp' && kernel) c.fail(join(path, 'protocol'), `${protocol} needs the sidecar (per-request policy): mode: kernel carries connections`);
+    else if (protocol && protocol !== 'tcp') svc.protocol = protocol;
   }
   if (o.terminateOnRemove !== undefined) {
     const on = c.bool(join(path, 'terminateOnRemove'), o.terminateOnRemove);
@@ -75,17 +75,19 @@ function kernelMode(c: Checker, path: string, o: Record<string, unknown>, svc: S
 function endpoint(c: Checker, at: string, raw: unknown): Endpoint | undefined {
   let text = raw;
   let weight = 1;
+  let labels: Record<string, string> | undefined;
   if (typeof raw === 'object' && raw !== null && !Array.isArray(raw)) {
-    const o = c.object(at, raw, ['address', 'weight']);
+    const o = c.object(at, raw, ['address', 'weight', 'labels']);
     if (!o) return undefined;
     text = o.address;
     if (o.weight !== undefined) weight = c.int(join(at, 'weight'), o.weight, 1, 1000) ?? 1;
+    if (o.labels !== undefined) labels = c.labels(join(at, 'labels'), o.labels);
   }
   const m = typeof text === 'string' ? /^([^:]+)(?::(\d+))?$/.exec(text) : null;
-  if (!m) return c.fail(at, `must be IPV4[:PORT] or { address: IPV4[:PORT], weight: N }, got ${kind(text)}`);
+  if (!m) return c.fail(at, `must be IPV4[:PORT] or { address: IPV4[:PORT], weight: N, labels: {…} }, got ${kind(text)}`);
   const address = c.ipv4(at, m[1]);
   const port = m[2] === undefined ? 0 : c.port(at, Number(m[2]));
-  return address === undefined || port === undefined ? undefined : { address, port, weight };
+  return address === undefined || port === undefined ? undefined : { address, port, weight, ...(labels && Object.keys(labels).length ? { labels: { ...labels } } : {}) };
 }
 
 /**

@@ -29,13 +29,25 @@ export function meshReason(p: KPod): string | undefined {
 }
 
 /**
- * Istio's protocol selection for a Service port: appProtocol, else the port name (`http` or
- * `http-…`). sockmesh's governance speaks HTTP/1.1: http2/grpc ports stay TCP.
+ * Istio's protocol selection for a Service port: appProtocol (`http`, `http2`, `grpc`,
+ * `kubernetes.io/h2c`), else the port name (`http`, `http-…`, `http2-…`, `grpc-…`); anything else
+ * is TCP. HTTP/2 and gRPC ports are proxied as HTTP/2 (h2c between app and sidecar).
  */
+export function protocolOf(p: { name?: string; appProtocol?: string }): 'http' | 'http2' | 'grpc' | 'tcp' {
+  const named = (n: string): 'http' | 'http2' | 'grpc' | 'tcp' => {
+    for (const proto of ['http2', 'grpc', 'http'] as const) if (n === proto || n.startsWith(`${proto}-`)) return proto;
+    return 'tcp';
+  };
+  if (p.appProtocol) {
+    const a = p.appProtocol.toLowerCase();
+    return a === 'kubernetes.io/h2c' ? 'http2' : a === 'http' || a === 'http2' || a === 'grpc' ? a : 'tcp';
+  }
+  return named((p.name ?? '').toLowerCase());
+}
+
+/** Whether a Service port is HTTP/1.1 by Istio's protocol selection. */
 export function isHttpPort(p: { name?: string; appProtocol?: string }): boolean {
-  if (p.appProtocol) return p.appProtocol.toLowerCase() === 'http';
-  const n = (p.name ?? '').toLowerCase();
-  return n === 'http' || n.startsWith('http-');
+  return protocolOf(p) === 'http';
 }
 
 /** What the source knows of a meshed pod before finding it on the node. */
@@ -152,9 +164,14 @@ export function translateService(s: KService, endpoints: () => string[], slices:
   // policy or HTTP is balanced by the sidecar over its ready endpoints (a headless one's clients
   // pick their endpoint themselves).
   const tcp = (s.spec.ports ?? []).filter((p) => (p.protocol ?? 'TCP') === 'TCP');
-  const http = tcp.every(isHttpPort);
-  const p = { ...(policy() ?? {}), ...(rl && 'value' in rl ? { rateLimit: rl.value } : {}) };
-  if (http) value.protocol = 'http';
+  const http = tcp.every((x) => protocolOf(x) !== 'tcp');
+  const h2 = http && tcp.some((x) => protocolOf(x) !== 'http');
+  const p: Record<string, unknown> = { ...(policy() ?? {}), ...(rl && 'value' in rl ? { rateLimit: rl.value } : {}) };
+  // Routes and subsets route requests: a Service whose ports are not HTTP (Istio's protocol
+  // selection) is proxied per connection, and keeps only its connection-level policy.
+  if (!http) for (const k of ['routes', 'subsets']) delete p[k];
+  if (h2) value.protocol = tcp.every((x) => protocolOf(x) === 'grpc') ? 'grpc' : 'http2';
+  if (http && !h2) value.protocol = 'http';
   if (Object.keys(p).length) value.policy = p;
   if ((http || value.policy) && !headless) {
     const eps = targetEndpoints(tcp, [...slices()]);
