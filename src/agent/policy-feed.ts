@@ -34,9 +34,9 @@ export class PolicyFeed implements Cell {
     return this.policy.version;
   }
 
-  /** A new version when the services, the sidecar identity, the mesh's security or its meshed pods changed. */
+  /** A new version when the services, the sidecar identity, the mesh's security, its tracing or its meshed pods changed. */
   publish(config: MeshConfig, local: LocalWorkload[] = []): void {
-    const key = JSON.stringify([config.sidecar, config.services, config.identity, config.peerAuthentications, config.authorizationPolicies, config.peers, local]);
+    const key = JSON.stringify([config.sidecar, config.services, config.identity, config.peerAuthentications, config.authorizationPolicies, config.peers, config.tracing, local]);
     if (key === this.policy.key) return;
     this.policy = { version: this.policy.version + 1, key, config: { ...config, pods: [] }, local };
     this.log.info({ version: this.policy.version }, 'policy version for the governance sidecars');

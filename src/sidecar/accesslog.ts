@@ -31,6 +31,11 @@ export interface AccessRecord {
   subset: string | null;
   /** The response's grpc-status where HAProxy saw it (a header; not trailers). */
   grpc_status: number | null;
+  /** Tracing on: this hop's span id, its parent's (the span id the request came with), and its start and end (µs since the epoch). */
+  span_id: string | null;
+  parent_span: string | null;
+  start_us: number | null;
+  end_us: number | null;
 }
 
 const dash = (v: unknown) => (v === undefined || v === '-' || v === '' ? null : String(v));
@@ -44,6 +49,8 @@ function unescape(v: string): string {
     return v; // not what HAProxy writes: kept as it came
   }
 }
+
+const micros = (v: string) => (/^\d{16}$/.test(v) ? Number(v) : null);
 
 /** One HAProxy log line as an access record; undefined for anything that is not one of ours. */
 export function parseAccessLine(line: string): AccessRecord | undefined {
@@ -74,6 +81,10 @@ export function parseAccessLine(line: string): AccessRecord | undefined {
     route: dash(raw.route),
     subset: dash(raw.subset),
     grpc_status: raw.grpc_status !== '-' && Number.isInteger(grpc) ? grpc : null,
+    span_id: dash(raw.span_id),
+    parent_span: dash(raw.parent_span),
+    start_us: micros(raw.start_us),
+    end_us: micros(raw.end_us),
   };
 }
 

@@ -11,13 +11,14 @@ import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, renameSync, 
 import { createServer, type Server } from 'node:http';
 import { dirname, join, resolve } from 'node:path';
 import { loadConfig } from '../config/load.js';
-import type { MeshConfig } from '../config/model.js';
+import type { MeshConfig, TracingConfig } from '../config/model.js';
 import type { WorkloadPolicy } from '../config/workload.js';
 import { Codes, SockmeshError, describe } from '../errors.js';
 import { execTool } from '../util/exec.js';
 import { SidecarMetrics } from './accesslog.js';
 import { renderHaproxy } from './haproxy.js';
 import { TRAFFIC_LUA } from './routes.js';
+import { SpanExport, spanMetrics } from './spans.js';
 import { HaproxyProcess } from './haproxy-process.js';
 import { IdentityFollower, type PodIdentity } from './identity-follow.js';
 import { needsIdentity, renderLua, type SidecarSecurity } from './security.js';
@@ -60,6 +61,9 @@ export class GovernanceSidecar {
   private workload: WorkloadPolicy | undefined;
   private readonly identity: IdentityFollower | undefined;
   readonly metrics = new SidecarMetrics();
+  private readonly spanMetrics = spanMetrics(this.metrics.registry);
+  /** The span export of the running version's tracing settings, if it has any. */
+  private spans: SpanExport | undefined;
   private readonly cfgFile: string;
   private readonly root = process.getuid?.() === 0;
   /** Whether the last rendering had the pod's certificate in it. */
@@ -73,6 +77,7 @@ export class GovernanceSidecar {
       cfgFile: this.cfgFile, runDir: opts.runDir, metrics: this.metrics, emit: opts.emit, accessLog: opts.accessLog, onFatal: opts.onFatal,
       beforeRestart: () => { this.servers = this.running ? renderedServers(this.running) : new Map(); },
       version: () => this.version,
+      onRecord: (r) => this.spans?.record(r),
     });
     this.follower = new PolicyFollower(opts, {
       apply: (cfg, text, from, workload) => this.apply(cfg, text, from, workload), version: () => this.version, lastGood: () => this.lastGood,
@@ -179,6 +184,7 @@ export class GovernanceSidecar {
     this.version = 1;
     this.lastGood = readFileSync(this.opts.configPath, 'utf8');
     this.running = cfg;
+    this.traceTo(cfg.tracing);
     this.servers = renderedServers(cfg);
     this.metrics.version.set(1);
     await this.haproxy.start();
@@ -231,11 +237,19 @@ export class GovernanceSidecar {
   }
 
   private applied(text: string, cfg: MeshConfig, version: number, workload: WorkloadPolicy | undefined): void {
+    this.traceTo(cfg.tracing);
     this.version = version;
     this.workload = workload;
     this.lastGood = text;
     this.running = cfg;
     this.metrics.version.set(version);
+  }
+
+  /** Spans go where the running version says (a new collector or sampling: a new export; none: stopped). */
+  private traceTo(tracing: TracingConfig | undefined): void {
+    if (JSON.stringify(tracing ?? null) === JSON.stringify(this.spans?.config ?? null)) return;
+    void this.spans?.stop();
+    this.spans = tracing ? new SpanExport(tracing, this.opts.sidecarId ?? 'sockmesh-sidecar', this.spanMetrics) : undefined;
   }
 
   private serveMetrics(): Promise<void> {
@@ -264,6 +278,7 @@ export class GovernanceSidecar {
     this.follower.stop();
     this.identity?.stop();
     await this.haproxy.stop(this.opts.stopGraceMs ?? 10_000);
+    await this.spans?.stop();
     this.metricsServer?.close();
   }
 }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Codes, SockmeshError } from '../errors.js';
 import { pipe, setPipeSize } from '../../native/process.js';
-import { parseAccessLine, parseHandshakeFailure, type SidecarMetrics } from './accesslog.js';
+import { parseAccessLine, parseHandshakeFailure, type AccessRecord, type SidecarMetrics } from './accesslog.js';
 import { adminQuery } from './runtime.js';
 
 /** Unasked HAProxy exits within a minute after which the sidecar gives up (and exits). */
@@ -28,6 +28,8 @@ export interface HaproxyProcessOptions {
   beforeRestart: () => void;
   /** The policy version it serves (for the restart event). */
   version: () => number;
+  /** Each access record, after the metrics counted it (the span export). */
+  onRecord?: (r: AccessRecord) => void;
 }
 
 export class HaproxyProcess {
@@ -96,6 +98,7 @@ export class HaproxyProcess {
         return;
       }
       this.opts.metrics.observe(r);
+      this.opts.onRecord?.(r);
       if (!batch.length) setImmediate(flush);
       batch.push(`${JSON.stringify({ event: 'access', ...r })}\n`);
     });

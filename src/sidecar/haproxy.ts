@@ -47,7 +47,7 @@ const RETRY_ON: Record<string, string[]> = {
  * log's JSON record and its metrics (src/sidecar/accesslog.ts).
  */
 export const ACCESS_LOG_FIELDS = ['time', 'listener', 'service', 'method', 'path', 'status', 'duration_ms', 'upstream', 'bytes', 'trace_id', 'termination', 'peer', 'tls', 'authz',
-  'route', 'subset', 'grpc_status'] as const;
+  'route', 'subset', 'grpc_status', 'span_id', 'parent_span', 'start_us', 'end_us'] as const;
 // Fields a client chooses (method, path, a header) are JSON-escaped by HAProxy (json(utf8s): a tab
 // becomes \t, a quote \", anything outside ASCII \uXXXX): a tab in a header used to split the line
 // into too many fields, and that request was missing from the log and the metrics.
@@ -57,7 +57,8 @@ const COMMON_FORMAT = ['%t', '%f', '%b', '%[var(txn.method),json(utf8s)]', '%[va
   '%[var(txn.trace_id),json(utf8s)]', '%ts'];
 // Then the route and subset that took the request (outbound), and the response's grpc-status where
 // HAProxy can read it (a header: gRPC's Trailers-Only answers; HAProxy 2.6 has no fetch for trailers).
-const ROUTE_FORMAT = ['%[var(txn.sm_route)]', '%[var(txn.sm_subset)]', '%[var(txn.sm_grpc)]'];
+// Last, what a span needs (tracing on): this hop's span id, its parent's, when the request came and when it was done (µs).
+const ROUTE_FORMAT = ['%[var(txn.sm_route)]', '%[var(txn.sm_subset)]', '%[var(txn.sm_grpc)]', '%[var(txn.sm_span)]', '%[var(txn.sm_parent)]', '%[var(txn.sm_t0)]', '%[date(0,us)]'];
 export const ACCESS_LOG_FORMAT = [...COMMON_FORMAT, '%[var(sess.sm_peer)]', '%[var(sess.sm_tls)]', '%[var(txn.sm_authz)]', ...ROUTE_FORMAT].join('\t');
 const OUTBOUND_LOG_FORMAT = [...COMMON_FORMAT, '-', '%[ssl_bc,iif(mtls,-)]', '-', ...ROUTE_FORMAT].join('\t');
 /** The fields of ACCESS_LOG_FIELDS that HAProxy JSON-escapes (see ACCESS_LOG_FORMAT). */
@@ -112,6 +113,23 @@ function serverLine(e: Endpoint, s: ServiceConfig, sec: SidecarSecurity | undefi
   return `  server ${serverName(e)} ${serverAddr(e)} ${[...serverOptions(e, s), ...endpointTls(sec, e, s)].join(' ')}`;
 }
 
+/**
+ * W3C trace context. Without tracing: kept when the request has one, started when it has none.
+ * With tracing, each hop is a span: its parent is the span id the request came with, its own id is
+ * new and goes on in traceparent (the next hop's parent), and the trace id is kept or started.
+ */
+function traceLines(tracing: boolean): string[] {
+  if (!tracing) return ['  http-request set-header traceparent 00-%[uuid(4),regsub(-,,g)]-%[uuid(4),regsub(-,,g),bytes(0,16)]-01 if !{ req.hdr(traceparent) -m found }'];
+  return [
+    '  http-request set-var(txn.sm_t0) date(0,us)',
+    '  http-request set-var(txn.sm_trace) req.hdr(traceparent),field(2,-) if { req.hdr(traceparent) -m reg ^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$ }',
+    '  http-request set-var(txn.sm_parent) req.hdr(traceparent),field(3,-) if { var(txn.sm_trace) -m found }',
+    '  http-request set-var(txn.sm_trace) uuid(4),regsub(-,,g) unless { var(txn.sm_trace) -m found }',
+    '  http-request set-var(txn.sm_span) uuid(4),regsub(-,,g),bytes(0,16)',
+    '  http-request set-header traceparent 00-%[var(txn.sm_trace)]-%[var(txn.sm_span)]-01',
+  ];
+}
+
 /** HAProxy's balance for a policy: consistent hashing (a ring) on a header, a cookie or the client's address, else the simple balancer. */
 function balanceLines(lb: LoadBalancer | undefined, hash: ConsistentHash | undefined): string[] {
   if (!hash) return [`  balance ${BALANCE[lb ?? 'ROUND_ROBIN']}`];
@@ -120,7 +138,7 @@ function balanceLines(lb: LoadBalancer | undefined, hash: ConsistentHash | undef
 }
 
 /** The outbound backend of a service with endpoints or HTTP policy (or of one route's destination). */
-function outboundBackend(b: OutboundBackend, sec: SidecarSecurity | undefined): string[] {
+function outboundBackend(b: OutboundBackend, sec: SidecarSecurity | undefined, tracing: boolean): string[] {
   const s = b.service;
   const p = s.policy;
   const http = isHttpService(s);
@@ -136,13 +154,7 @@ function outboundBackend(b: OutboundBackend, sec: SidecarSecurity | undefined): 
     lines.push(`  retries ${p.retries.attempts}`, '  option redispatch 1');
     if (http) lines.push(`  retry-on ${[...new Set(p.retries.retryOn.flatMap((r) => RETRY_ON[r] ?? []))].join(' ') || 'conn-failure'}`);
   }
-  if (http) {
-    // W3C trace context: kept when the request has one, generated when it has none.
-    lines.push(
-      '  http-request set-header traceparent 00-%[uuid(4),regsub(-,,g)]-%[uuid(4),regsub(-,,g),bytes(0,16)]-01 if !{ req.hdr(traceparent) -m found }',
-      ...HTTP_VARS,
-    );
-  }
+  if (http) lines.push(...traceLines(tracing), ...HTTP_VARS);
   const eps = s.endpoints ?? [];
   if (eps.length) eps.forEach((e) => lines.push(serverLine(e, s, sec)));
   else if (b.original) lines.push(`  server orig 0.0.0.0:0${p?.connectionPool ? ` maxconn ${p.connectionPool.tcp.maxConnections}` : ''}${isH2(s) ? ' proto h2' : ''}`);
@@ -151,11 +163,11 @@ function outboundBackend(b: OutboundBackend, sec: SidecarSecurity | undefined): 
 }
 
 /** The inbound backend of an HTTP service with server-side policy: rate limit, access log. */
-function inboundBackend(s: ServiceConfig, sec: SidecarSecurity | undefined): string[] {
+function inboundBackend(s: ServiceConfig, sec: SidecarSecurity | undefined, tracing: boolean): string[] {
   const rl = s.policy?.rateLimit;
   // What the access log records, then authorization: a refused request is logged with its method
-  // and path, and never spends the rate limit's budget.
-  const lines = [`backend ${backendName('in', s.name)}`, '  mode http', ...HTTP_VARS, ...httpAuthzLines(sec)];
+  // and path, and never spends the rate limit's budget. With tracing, this hop's server span.
+  const lines = [`backend ${backendName('in', s.name)}`, '  mode http', ...(tracing ? traceLines(true) : []), ...HTTP_VARS, ...httpAuthzLines(sec)];
   if (rl) {
     // One counter for the whole service, of the requests let through: while the last second holds
     // rate + burst of them, the next gets 429 (denied requests do not count, so a flood still gets
@@ -253,9 +265,9 @@ export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
     '  mode tcp',
     ...tcpAuthzLines(sec),
     '  server app 0.0.0.0:0 source 127.0.0.6',
-    ...services.flatMap((s) => outboundBackends(cfg, s).flatMap((b) => outboundBackend(b, sec))),
+    ...services.flatMap((s) => outboundBackends(cfg, s).flatMap((b) => outboundBackend(b, sec, cfg.tracing !== undefined))),
     ...peers.backends,
-    ...inbound.flatMap((s) => inboundBackend(s, sec)),
+    ...inbound.flatMap((s) => inboundBackend(s, sec, cfg.tracing !== undefined)),
   ];
   return `${lines.join('\n')}\n`;
 }

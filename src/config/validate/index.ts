@@ -13,6 +13,7 @@ import { service, serviceConflicts } from './service.js';
 import { routeTargets } from './routes.js';
 import { applyTrafficDocuments } from './traffic-docs.js';
 import { documents, identity, kernelModeUnderStrict } from './security.js';
+import { tracing } from './tracing.js';
 import { istioSecurity, type IstioSecurity } from './istio.js';
 
 export { checkMode, modeIssues } from './mode.js';
@@ -45,7 +46,7 @@ export function validateConfig(raw: unknown, source: string, cache?: ServiceCach
     c.fail('', 'the config is empty; to mesh no services, write `services: []`');
     throw new ConfigError(source, c.issues);
   }
-  const top = c.object('', raw, ['sidecar', 'services', 'exclude', 'capture', 'autoSplice', 'spliceQueueBytes', 'spliceHops', 'pods', 'identity']) ?? {};
+  const top = c.object('', raw, ['sidecar', 'services', 'exclude', 'capture', 'autoSplice', 'spliceQueueBytes', 'spliceHops', 'pods', 'identity', 'tracing']) ?? {};
   const spliceHops: SpliceMode = top.spliceHops === undefined ? 'auto' : c.oneOf('spliceHops', top.spliceHops, SPLICE_MODES) ?? 'auto';
   const spliceQueueBytes = top.spliceQueueBytes === undefined ? SPLICE_QUEUE_DEFAULT
     : c.int('spliceQueueBytes', top.spliceQueueBytes, 65536, 64 * 1024 * 1024) ?? SPLICE_QUEUE_DEFAULT;
@@ -88,12 +89,13 @@ export function validateConfig(raw: unknown, source: string, cache?: ServiceCach
   podConflicts(c, pods);
   checkCapacity(c, services, capture, pods);
   const id = identity(c, top.identity);
+  const traces = top.tracing === undefined ? undefined : tracing(c, top.tracing);
   const security = { identity: id, peerAuthentications: docs.peerAuthentications, authorizationPolicies: docs.authorizationPolicies, peers: [] as PeerWorkload[] };
   kernelModeUnderStrict(c, services, pods, security);
 
   if (c.issues.length) throw new ConfigError(source, c.issues);
   return {
-    sidecar: sc, services, exclude: { outboundPorts, outboundCIDRs }, capture, spliceQueueBytes, spliceHops, pods, ...security,
+    sidecar: sc, services, exclude: { outboundPorts, outboundCIDRs }, capture, spliceQueueBytes, spliceHops, pods, ...security, ...(traces ? { tracing: traces } : {}),
     ...(docs.notices.length || trafficNotices.length ? { notices: [...docs.notices, ...trafficNotices] } : {}),
   };
 }
