@@ -73,7 +73,7 @@ export function serviceObject(o: { name: string; namespace?: string; clusterIP: 
   };
 }
 
-export function sliceObject(o: { name: string; namespace?: string; service: string; addresses: string[]; port: number; node?: string }): { metadata: { name: string; namespace: string; [k: string]: unknown }; [k: string]: unknown } {
+export function sliceObject(o: { name: string; namespace?: string; service: string; addresses: string[]; port: number; node?: string; pods?: string[] }): { metadata: { name: string; namespace: string; [k: string]: unknown }; [k: string]: unknown } {
   return {
     metadata: {
       name: o.name, namespace: o.namespace ?? 'default', uid: randomUUID(), generateName: `${o.service}-`,
@@ -85,7 +85,7 @@ export function sliceObject(o: { name: string; namespace?: string; service: stri
     addressType: 'IPv4',
     endpoints: o.addresses.map((ip, i) => ({
       addresses: [ip], conditions: { ready: true, serving: true, terminating: false }, nodeName: o.node ?? 'node-1',
-      targetRef: { kind: 'Pod', namespace: o.namespace ?? 'default', name: `${o.service}-${i}`, uid: randomUUID() },
+      targetRef: { kind: 'Pod', namespace: o.namespace ?? 'default', name: o.pods?.[i] ?? `${o.service}-${i}`, uid: randomUUID() },
     })),
     ports: [{ name: `tcp-${o.port}`, port: o.port, protocol: 'TCP' }],
   };

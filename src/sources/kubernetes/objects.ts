@@ -44,7 +44,8 @@ export interface KServicePort { port: number; protocol?: string; name?: string; 
 export interface KEndpointSlice {
   metadata: Meta;
   addressType: string;
-  endpoints: Array<{ addresses: string[]; conditions?: { ready?: boolean | null } }>;
+  /** targetRef: the pod behind an endpoint (its labels decide DestinationRule subsets). */
+  endpoints: Array<{ addresses: string[]; conditions?: { ready?: boolean | null }; targetRef?: { kind?: string; name?: string; namespace?: string } | null }>;
   ports?: Array<{ port?: number | null; protocol?: string; name?: string | null }> | null;
 }
 
@@ -99,7 +100,10 @@ export function trimSlice(o: KEndpointSlice): KEndpointSlice {
   return {
     metadata: meta(o.metadata),
     addressType: o.addressType,
-    endpoints: (o.endpoints ?? []).map((e) => ({ addresses: e.addresses, conditions: { ready: e.conditions?.ready ?? null } })),
+    endpoints: (o.endpoints ?? []).map((e) => ({
+      addresses: e.addresses, conditions: { ready: e.conditions?.ready ?? null },
+      ...(e.targetRef?.kind === 'Pod' && e.targetRef.name ? { targetRef: { kind: 'Pod', name: e.targetRef.name, namespace: e.targetRef.namespace ?? o.metadata.namespace } } : {}),
+    })),
     ports: o.ports?.map((p) => ({ port: p.port ?? null, protocol: p.protocol, name: p.name ?? null })) ?? null,
   };
 }

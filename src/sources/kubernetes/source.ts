@@ -64,6 +64,8 @@ export class KubernetesSource implements Source {
   private readonly pods = new Map<string, { pod: KPod; wanted?: PodWanted }>();
   /** Meshed pods of the other nodes (their sidecars' identities, for auto mTLS), by name.namespace. */
   private readonly peers = new Map<string, PeerWorkload>();
+  /** Every pod's labels, by name.namespace (what DestinationRule subsets select endpoints by). */
+  private readonly podLabels = new Map<string, Record<string, string>>();
   /** EndpointSlices by their Service, then by slice name. */
   private readonly slices = new Map<string, Map<string, KEndpointSlice>>();
   private readonly located = new Map<string, Located>();
@@ -155,7 +157,7 @@ export class KubernetesSource implements Source {
     const prev = this.services.get(name);
     const slices = () => this.slices.get(name)?.values() ?? [];
     const ref = { kind: 'Service', apiVersion: 'v1', metadata: s.metadata };
-    const t = translateService(s, () => sliceAddresses(slices(), 'all'), slices, () => this.istio.policyFor(name));
+    const t = translateService(s, () => sliceAddresses(slices(), 'all'), slices, () => this.istio.policyFor(name), (ns, pod) => this.podLabels.get(`${pod}.${ns}`));
     if (t.kind === 'invalid') {
       this.events.report(ref, t.problems);
       this.services.set(name, { svc: s, raw: prev?.raw, config: prev?.config });
@@ -192,7 +194,7 @@ export class KubernetesSource implements Source {
     // A headless Service takes its addresses from its endpoints; kernel-mode and governed ones
     // (policy or HTTP: the sidecar balances) their endpoints.
     const known = this.services.get(svc);
-    const governed = known?.raw !== undefined && (known.raw.policy !== undefined || known.raw.protocol === 'http');
+    const governed = known?.raw !== undefined && (known.raw.policy !== undefined || known.raw.protocol !== undefined);
     if (known && (known.svc.spec.clusterIP === 'None' || known.svc.metadata.annotations?.[SERVICE_ANNOTATIONS.mode] === 'kernel' || governed)) this.translateService(svc, known.svc);
   }
 
@@ -201,6 +203,17 @@ export class KubernetesSource implements Source {
     const peer = deleted ? undefined : translatePeer(p, this.opts.node);
     if (peer) this.peers.set(name, peer);
     else this.peers.delete(name);
+    const labels = deleted ? undefined : p.metadata.labels ?? {};
+    if (JSON.stringify(labels) === JSON.stringify(this.podLabels.get(name))) return;
+    if (labels) this.podLabels.set(name, labels);
+    else this.podLabels.delete(name);
+    // A pod whose labels changed may move between subsets: the Services with subsets that list it.
+    for (const [svc, known] of this.services) {
+      const subsets = (known.raw?.policy as Record<string, unknown> | undefined)?.subsets;
+      if (subsets && [...(this.slices.get(svc)?.values() ?? [])].some((sl) => sl.endpoints.some((e) => e.targetRef?.name === p.metadata.name && (e.targetRef.namespace ?? sl.metadata.namespace) === p.metadata.namespace))) {
+        this.translateService(svc, known.svc);
+      }
+    }
   }
 
   private onPod(p: KPod, deleted: boolean): void {

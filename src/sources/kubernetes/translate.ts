@@ -72,7 +72,8 @@ export interface PodWanted {
  */
 export function trimPeer(o: KPod): KPod {
   const p = trimPod(o);
-  if (!meshReason(p)) return { metadata: { name: p.metadata.name, namespace: p.metadata.namespace, uid: p.metadata.uid, resourceVersion: p.metadata.resourceVersion }, spec: { containers: [] }, status: {} };
+  // Any other pod: only its labels (DestinationRule subsets select endpoints by their pods' labels).
+  if (!meshReason(p)) return { metadata: { name: p.metadata.name, namespace: p.metadata.namespace, uid: p.metadata.uid, resourceVersion: p.metadata.resourceVersion, ...(p.metadata.labels ? { labels: p.metadata.labels } : {}) }, spec: { containers: [] }, status: {} };
   return p;
 }
 
@@ -135,7 +136,8 @@ export function podCgroupCandidates(uid: string, qos: string): string[] {
  * A Service as a config file would list it (raw, validated by the caller), or why not. `policy`:
  * the traffic policy Istio's objects give it (raw, see istio.ts).
  */
-export function translateService(s: KService, endpoints: () => string[], slices: () => Iterable<KEndpointSlice> = () => [], policy: () => Record<string, unknown> | undefined = () => undefined): Translation<Record<string, unknown>> {
+export function translateService(s: KService, endpoints: () => string[], slices: () => Iterable<KEndpointSlice> = () => [], policy: () => Record<string, unknown> | undefined = () => undefined,
+  podLabels: (namespace: string, name: string) => Record<string, string> | undefined = () => undefined): Translation<Record<string, unknown>> {
   const a = s.metadata.annotations ?? {};
   const problems: Problem[] = [];
   const redirect = a[A.redirect] === undefined ? true : boolAnnotation(A.redirect, a[A.redirect], problems) ?? true;
@@ -174,10 +176,30 @@ export function translateService(s: KService, endpoints: () => string[], slices:
   if (http && !h2) value.protocol = 'http';
   if (Object.keys(p).length) value.policy = p;
   if ((http || value.policy) && !headless) {
-    const eps = targetEndpoints(tcp, [...slices()]);
-    if ('endpoints' in eps && eps.endpoints.length <= ENDPOINTS_MAX) value.endpoints = eps.endpoints;
+    const list = [...slices()];
+    const eps = targetEndpoints(tcp, list);
+    if ('endpoints' in eps && eps.endpoints.length <= ENDPOINTS_MAX) {
+      // With subsets, each endpoint carries its pod's labels (from the slice's targetRef).
+      value.endpoints = p.subsets === undefined ? eps.endpoints : withLabels(eps.endpoints, list, podLabels);
+    }
   }
   return { kind: 'ok', value };
+}
+
+/** Endpoints ("ip[:port]") with the labels of the pods the slices say are behind them. */
+function withLabels(endpoints: string[], slices: KEndpointSlice[], podLabels: (namespace: string, name: string) => Record<string, string> | undefined): Array<string | Record<string, unknown>> {
+  const byIp = new Map<string, Record<string, string>>();
+  for (const sl of slices) {
+    for (const e of sl.endpoints) {
+      const ref = e.targetRef;
+      const labels = ref?.name ? podLabels(ref.namespace ?? sl.metadata.namespace ?? 'default', ref.name) : undefined;
+      if (labels) for (const ip of e.addresses) byIp.set(ip, labels);
+    }
+  }
+  return endpoints.map((ep) => {
+    const labels = byIp.get(ep.includes(':') ? ep.slice(0, ep.lastIndexOf(':')) : ep);
+    return labels && Object.keys(labels).length ? { address: ep, labels } : ep;
+  });
 }
 
 /**
