@@ -10,7 +10,6 @@
 // `ratings.shop.svc`); wildcards and hosts outside the cluster match no Service. When several
 // objects name one Service, the one in the Service's namespace wins, then the oldest (Istio takes
 // the first it sees and warns). What sockmesh does not enforce is listed so it can be reported.
-import { hasName } from '../util/names.js';
 import { RETRY_ON } from './constants.js';
 
 export interface IstioMeta { name: string; namespace?: string; uid?: string; resourceVersion?: string }
@@ -100,7 +99,7 @@ function trafficPolicy(tp: Record<string, unknown>, at: string, ignored: string[
   if (isObject(lb)) {
     ignored.push(...others(lb, ['simple', 'consistentHash'], `${at}.loadBalancer`));
     if (lb.simple !== undefined) {
-      const mapped = typeof lb.simple === 'string' && hasName(SIMPLE, lb.simple) ? SIMPLE[lb.simple] : undefined;
+      const mapped = typeof lb.simple === 'string' && Object.hasOwn(SIMPLE, lb.simple) ? SIMPLE[lb.simple] : undefined;
       if (mapped) policy.loadBalancer = mapped;
       // PASSTHROUGH (no balancing) and unknown values: named for validation to refuse.
       else if (mapped === undefined) policy.loadBalancer = lb.simple;
