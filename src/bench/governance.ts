@@ -8,10 +8,9 @@ import { join } from 'node:path';
 import { down, up } from '../instance/lifecycle.js';
 import { requireRoot } from '../util/root.js';
 import { parseConfigText } from '../config/load.js';
-import { checkInterrupted } from '../util/interrupt.js';
 import { BenchEnv, ENDPOINT_IP, SERVICE_IP, type Sample } from './env.js';
-import { shuffledOrder } from './run.js';
-import { ratio, spread, type Spread } from './stats.js';
+import { ratio, type Spread } from './stats.js';
+import { interleaved, spreads, table } from './twopod.js';
 
 export const HTTP_PORT = 9083;
 const GOV_OUT = 15011;
@@ -107,26 +106,19 @@ export async function runGovernanceBench(opts: { quick: boolean; repeats?: numbe
   requireRoot();
   const repeats = opts.repeats ?? (opts.quick ? 1 : 5);
   const seconds = opts.seconds ?? (opts.quick ? 0.3 : 1);
-  const samples: Record<string, Array<Record<string, number>>> = {};
   const env = await GovEnv.create(`bench${process.pid}g`);
+  let samples: Record<GovMode, Array<Record<string, number>>>;
   try {
-    let done = 0;
-    for (let r = 0; r < repeats; r++) {
-      for (const mode of shuffledOrder(GOV_MODES, r)) {
-        checkInterrupted();
-        await env.setMode(mode);
-        await new Promise((res) => setTimeout(res, opts.quick ? 50 : 300));
-        progress(`[${++done}/${repeats * GOV_MODES.length}] governance repeat ${r + 1}/${repeats} ${mode}`);
-        const s = await env.run(seconds);
-        (samples[mode] ??= []).push({ ...s.result, cpuPerReq: s.cpuUsec / s.result.count });
-      }
-    }
+    samples = await interleaved(GOV_MODES, repeats, progress, 'governance', async (mode) => {
+      await env.setMode(mode);
+      await new Promise((res) => setTimeout(res, opts.quick ? 50 : 300));
+      const s = await env.run(seconds);
+      return { ...s.result, cpuPerReq: s.cpuUsec / s.result.count };
+    });
   } finally {
     await env.close();
   }
-  const row = (metric: GovRow['metric'], unit: string): GovRow => ({
-    metric, unit, modes: Object.fromEntries(GOV_MODES.map((m) => [m, spread((samples[m] ?? []).map((x) => x[metric]))])),
-  });
+  const row = (metric: GovRow['metric'], unit: string): GovRow => ({ metric, unit, modes: spreads(GOV_MODES, samples, metric) });
   const rows = [row('p50', 'µs'), row('p99', 'µs'), row('rps', 'req/s'), row('cpuPerReq', 'µs CPU/req')];
   const med = (metric: GovRow['metric'], m: GovMode) => rows.find((r) => r.metric === metric)!.modes[m]!.median;
   const targets = Object.fromEntries((['iptables', 'ebpf'] as const).map((c) => [c, {
@@ -137,16 +129,10 @@ export async function runGovernanceBench(opts: { quick: boolean; repeats?: numbe
 }
 
 export function formatGovernanceBench(res: GovBenchResult): string {
-  const fmt = (s: Spread | undefined) => (!s || !s.n ? '-' : res.repeats > 1 ? `${s.median.toFixed(1)} (${s.min.toFixed(1)}–${s.max.toFixed(1)})` : s.median.toFixed(1));
-  const header = ['figure', ...GOV_MODES];
-  const rows = res.rows.map((r) => [`${r.metric} ${r.unit}`, ...GOV_MODES.map((m) => fmt(r.modes[m]))]);
-  const all = [header, ...rows];
-  const widths = header.map((_, i) => Math.max(...all.map((row) => row[i].length)));
-  const line = (row: string[]) => row.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   const t = (c: 'iptables' | 'ebpf') => `${c}: added p50 ${res.targets[c].addedP50.toFixed(2)}× of plain forwarding's (target ≤ 1.5×), requests/s ${res.targets[c].rps.toFixed(2)}× (target ≥ 0.7×)`;
   return [
     'Governance: HTTP/1.1 keep-alive requests through the governance sidecar (policy on) and through the same engine forwarding plain TCP',
-    '', line(header), ...rows.map(line), '',
+    '', ...table(GOV_MODES, res.rows, res.repeats), '',
     t('iptables'), t('ebpf'),
     `${res.repeats} repeat(s) of ${res.secondsPerRun}s per cell, modes interleaved; cells are medians${res.repeats > 1 ? ' (min–max)' : ''}; kernel ${res.kernel}.`,
   ].join('\n');

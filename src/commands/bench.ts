@@ -19,6 +19,7 @@ interface BenchOpts {
   agent?: boolean;
   governance?: boolean;
   mtls?: boolean;
+  traffic?: boolean;
   kubernetes?: boolean;
   soak?: boolean;
   minutes?: string;
@@ -53,6 +54,7 @@ export function register(program: Command): void {
     .option('--topology <list>', 'single (a client pod and a remote server), same-node (two meshed pods of one node, each with its own sidecar; no kernel-mode row), or both', 'single,same-node')
     .option('--governance', 'measure the governance sidecar instead: HTTP keep-alive requests through HAProxy with a service policy beside plain TCP forwarding by the same engine, in both capture modes (targets: added p50 <= 1.5x, requests/s >= 0.7x)')
     .option('--mtls', 'with --governance: two meshed pods, each with its governance sidecar following an agent; plaintext between the sidecars (PeerAuthentication DISABLE) beside mTLS (STRICT), HTTP keep-alive and new connections, and 1,000 pod certificates issued (targets: added p50 <= 1.3x, requests/s >= 0.8x, connections/s >= 0.5x, issuance < 2 s)')
+    .option('--traffic', 'with --governance: two meshed pods with their governance sidecars; HTTP keep-alive to a service with one route and with 200 routes, one route with tracing at 100 %, and gRPC unary calls proxied as HTTP/2 beside plain TCP forwarding (targets: 200 routes\' added p50 <= 1.15x one route\'s, gRPC added p50 <= 1.5x TCP\'s, requests/s traced >= 0.9x)')
     .option('--agent', 'measure the node agent instead: 10,000-service apply, file switch latency, RSS, idle CPU (--quick: 1,000 services)')
     .option('--kubernetes', 'measure the agent following a cluster instead: initial sync of 10,000 Services and 50,000 endpoints from a local API server, RSS, annotation change -> kernel (--quick: 1,000)')
     .option('--soak', 'a soak run of the agent instead: mixed load, service switches and agent restarts; samples RSS, descriptors and map entries, fails on growth')
@@ -81,19 +83,24 @@ shared and noisy.`)
         await report(opts, 'bench-kubernetes.json', (progress) => runKubeBench(opts.quick ? KUBE_BENCH_QUICK : KUBE_BENCH_DEFAULTS, progress), formatKubeBench);
         return;
       }
-      if (opts.mtls && !opts.governance) throw new UserError(Codes.USAGE, '--mtls measures the governance sidecar: use it with --governance');
-      if (opts.governance && opts.mtls) {
-        const { formatMtlsBench, runMtlsBench } = await import('../bench/mtls.js');
-        const repeats = positive('--repeats', opts.repeats, 50);
-        const seconds = positive('--seconds', opts.seconds, 60);
-        await report(opts, 'bench-mtls.json', (progress) => runMtlsBench({ quick: !!opts.quick, repeats, seconds }, progress, release()), formatMtlsBench);
-        return;
+      for (const [flag, on] of [['--mtls', opts.mtls], ['--traffic', opts.traffic]] as const) {
+        if (on && !opts.governance) throw new UserError(Codes.USAGE, `${flag} measures the governance sidecar: use it with --governance`);
       }
+      if (opts.mtls && opts.traffic) throw new UserError(Codes.USAGE, '--mtls and --traffic are two benches: run one, then the other');
       if (opts.governance) {
-        const { formatGovernanceBench, runGovernanceBench } = await import('../bench/governance.js');
         const repeats = positive('--repeats', opts.repeats, 50);
         const seconds = positive('--seconds', opts.seconds, 60);
-        await report(opts, 'bench-governance.json', (progress) => runGovernanceBench({ quick: !!opts.quick, repeats, seconds }, progress, release()), formatGovernanceBench);
+        const o = { quick: !!opts.quick, repeats, seconds };
+        if (opts.mtls) {
+          const { formatMtlsBench, runMtlsBench } = await import('../bench/mtls.js');
+          await report(opts, 'bench-mtls.json', (progress) => runMtlsBench(o, progress, release()), formatMtlsBench);
+        } else if (opts.traffic) {
+          const { formatTrafficBench, runTrafficBench } = await import('../bench/traffic.js');
+          await report(opts, 'bench-traffic.json', (progress) => runTrafficBench(o, progress, release()), formatTrafficBench);
+        } else {
+          const { formatGovernanceBench, runGovernanceBench } = await import('../bench/governance.js');
+          await report(opts, 'bench-governance.json', (progress) => runGovernanceBench(o, progress, release()), formatGovernanceBench);
+        }
         return;
       }
       if (opts.agent) {
