@@ -195,9 +195,16 @@ function specificFirst(rules: Array<{ specific: boolean; line: string }>): strin
   return [...rules.filter((r) => r.specific), ...rules.filter((r) => !r.specific)].map((r) => r.line);
 }
 
-/** The condition that a connection is to service s (one of its addresses, if it has any, and one of its ports). */
-function serviceAcl(s: ServiceConfig): string {
-  return `{ dst_port ${s.ports.join(' ')} }${s.addresses.length ? ` { dst ${s.addresses.join(' ')} }` : ''}`;
+/**
+ * The condition that a connection is to service s: one of its addresses, if it has any, and one
+ * of its ports. A service on any address leaves out the addresses of services that name theirs on
+ * one of its ports (they come first: connect4 looks an exact address:port up first).
+ */
+function serviceAcl(s: ServiceConfig, all: ServiceConfig[]): string {
+  const ports = `{ dst_port ${s.ports.join(' ')} }`;
+  if (s.addresses.length) return `${ports} { dst ${s.addresses.join(' ')} }`;
+  const claimed = [...new Set(all.filter((o) => o !== s && o.addresses.length && o.ports.some((p) => s.ports.includes(p))).flatMap((o) => o.addresses))];
+  return claimed.length ? `${ports} !{ dst ${claimed.join(' ')} }` : ports;
 }
 
 export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
@@ -219,7 +226,7 @@ export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
   }));
   const sec = o.security;
   const peers = peerRoutes(sec);
-  const routing = frontendRouting(services, serviceAcl);
+  const routing = frontendRouting(services, (s) => serviceAcl(s, services));
   const lines = [
     `# sockmesh governance sidecar, policy version ${o.version} (rendered; do not edit)${sec ? `, workload ${sec.workload.spiffeId}` : ''}`,
     'global',

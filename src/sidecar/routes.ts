@@ -67,8 +67,9 @@ function destinationService(target: ServiceConfig, subsetName: string | undefine
     ...balancing, ...(od ? { outlierDetection: od } : {}), ...(cp ? { connectionPool: cp } : {}),
     ...(route.timeoutMs !== undefined ? { timeoutMs: route.timeoutMs } : {}), ...(route.retries ? { retries: route.retries } : {}),
   };
-  // A subset that names no label set selects nothing in Istio when it has no labels? It selects every endpoint (an empty selector).
-  const endpoints = subset ? (target.endpoints ?? []).filter((e) => selects(subset.labels, e.labels ?? {})) : target.endpoints;
+  // A subset's labels select its endpoints (no labels: every endpoint); a subset the service does
+  // not define has none (Istio: 503, no healthy upstream).
+  const endpoints = subsetName === undefined ? target.endpoints : subset ? (target.endpoints ?? []).filter((e) => selects(subset.labels, e.labels ?? {})) : [];
   return { ...target, policy, ...(endpoints ? { endpoints } : {}) };
 }
 
@@ -81,7 +82,14 @@ export function outboundBackends(cfg: MeshConfig, s: ServiceConfig): OutboundBac
     const target = byName.get(d.host);
     // A destination the state does not have (the Kubernetes source: a Service not there yet): no server, HAProxy answers 503.
     const svc = target ? destinationService(target, d.subset, r) : { ...s, endpoints: [], policy: {} };
-    return { name: routeBackendName(s.name, ri, di), service: svc, route: r.name, ...(d.subset ? { subset: d.subset } : {}), original: !!target && !target.endpoints?.length && d.subset === undefined };
+    const b: OutboundBackend = { name: routeBackendName(s.name, ri, di), service: svc, route: r.name, ...(d.subset ? { subset: d.subset } : {}), original: false };
+    if (target && !target.endpoints?.length && d.subset === undefined) {
+      // A service the state lists no endpoints for: the connection's own destination when it is
+      // this service; another service's address (the sidecar's connections are never captured).
+      if (target === s) b.original = true;
+      else if (target.addresses.length) b.service = { ...svc, endpoints: [{ address: target.addresses[0], port: target.ports[0], weight: 1 }] };
+    }
+    return b;
   }));
 }
 

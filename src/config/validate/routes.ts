@@ -10,8 +10,9 @@ import { join, kind, quote, type Checker } from './checker.js';
 const TEXT_MAX = 1024;
 /** Routes per service: HAProxy evaluates them in order for every request. */
 export const ROUTES_MAX = 1000;
-/** HTTP header names (RFC 9110 tokens), lower-case as HTTP/2 sends them. */
-const HEADER_RE = /^[a-z0-9!#$%&'*+.^_`|~-]{1,128}$/;
+/** HTTP header names, lower-case as HTTP/2 sends them: letters, digits, '-', '_', '.' (RFC 9110
+ * allows more, but '#', quotes, '$' or '%' would have a meaning in HAProxy's configuration). */
+const HEADER_RE = /^[a-z0-9][a-z0-9._-]{0,127}$/;
 
 /** A string HAProxy's configuration can carry: printable, no NUL or line break. */
 function text(c: Checker, path: string, v: unknown, allowEmpty = false): string | undefined {
@@ -216,7 +217,7 @@ export function consistentHash(c: Checker, path: string, raw: unknown): Consiste
   // Istio's httpCookie is { name, ttl, path }: sockmesh hashes an existing cookie (it never sets one).
   const ck = typeof o.httpCookie === 'string' ? { name: o.httpCookie } : c.object(join(path, 'httpCookie'), o.httpCookie, ['name']);
   const name = ck?.name;
-  return typeof name === 'string' && /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$/.test(name) ? { httpCookie: name } : c.fail(join(path, 'httpCookie', 'name'), `must be a cookie name, got ${kind(name)}`);
+  return typeof name === 'string' && /^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$/.test(name) ? { httpCookie: name } : c.fail(join(path, 'httpCookie', 'name'), `must be a cookie name, got ${kind(name)}`);
 }
 
 /** policy.subsets: DestinationRule subsets, each with labels and its own traffic policy. */
