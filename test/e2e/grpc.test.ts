@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { Proc } from '../../src/topology/proc.js';
 import { runCli } from '../helpers/cli.js';
+import { POD_IP } from '../../src/topology/topology.js';
 import { CLI, Mesh } from '../helpers/mesh.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
 import { slow } from '../helpers/slow.js';
@@ -24,6 +25,8 @@ privileged('gRPC through the sidecar (HTTP/2, balanced per call)', () => {
   beforeAll(async () => {
     mesh = await Mesh.create(instance, Object.values(EP), [], { sidecar: false });
     const servers = Object.entries(EP).map(([name, addr]) => mesh.topo.spawnNode(GRPC, ['serve', '--host', addr, '--port', '50051', '--name', name], { netns: 'remote', cgroup: 'outside', label: `grpc ${name}` }));
+    // The pod's own gRPC server, behind its sidecar's inbound side (captured: port 50053).
+    servers.push(mesh.topo.spawnNode(GRPC, ['serve', '--host', '0.0.0.0', '--port', '50053', '--name', 'local'], { cgroup: 'mesh', label: 'grpc local' }));
     await Promise.all(servers.map((p) => p.waitFor((l) => l.event === 'ready', slow(30_000))));
     const cfgPath = join(mesh.dir, 'mesh.yaml');
     writeFileSync(cfgPath, `services:
@@ -32,6 +35,8 @@ privileged('gRPC through the sidecar (HTTP/2, balanced per call)', () => {
     ports: [50051]
     protocol: grpc
     endpoints: [${EP.g1}:50051, ${EP.g2}:50051]
+  - { name: local, addresses: [10.96.0.51], ports: [50053], protocol: grpc, endpoints: ['${POD_IP}:50053'] }
+capture: { includeInboundPorts: [50053] }
 `);
     sidecar = mesh.topo.spawnNode(CLI, ['sidecar', '--config', cfgPath, '--run-dir', join(mesh.dir, 'run')], { cgroup: 'mesh', label: 'governance sidecar' });
     await sidecar.waitFor((l) => l.event === 'ready', slow(30_000));
@@ -61,5 +66,17 @@ privileged('gRPC through the sidecar (HTTP/2, balanced per call)', () => {
     expect(logged.find((l) => l.path === '/sockmesh.test.Echo/Missing')).toMatchObject({ status: 200, grpc_status: 5 });
     // OK answers carry grpc-status in trailers, which HAProxy 2.6 cannot read: logged as null (README).
     expect(logged.find((l) => l.path === '/sockmesh.test.Echo/Unary')).toMatchObject({ status: 200, grpc_status: null });
+  });
+
+  it('through both sides of a sidecar: outbound and inbound as HTTP/2 to the pod\'s own server', async () => {
+    const before = sidecar.lines.length;
+    const client = mesh.topo.spawnNode(GRPC, ['call', '--host', '10.96.0.51', '--port', '50053', '--count', '20'], { cgroup: 'mesh', label: 'grpc client local' });
+    const done = await client.waitFor((l) => l.event === 'done', slow(60_000));
+    expect(done).toMatchObject({ errors: 0, servers: { local: 20 }, items: { got: ['item-0', 'item-1', 'item-2', 'item-3', 'item-4'] }, missing: 5 });
+    await sidecar.waitFor(() => sidecar.lines.slice(before).filter((l) => l.event === 'access' && l.service === 'local').length >= 44, slow(10_000));
+    const logged = sidecar.lines.slice(before).filter((l) => l.event === 'access' && l.service === 'local');
+    expect(logged.filter((l) => l.direction === 'outbound')).toHaveLength(22);
+    expect(logged.filter((l) => l.direction === 'inbound')).toHaveLength(22);
+    expect(logged.find((l) => l.direction === 'inbound' && l.path === '/sockmesh.test.Echo/Missing')).toMatchObject({ grpc_status: 5 });
   });
 });

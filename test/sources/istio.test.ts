@@ -9,7 +9,7 @@ import {
   type KDestinationRule, type KVirtualService,
 } from '../../src/sources/kubernetes/istio.js';
 import { rateLimitAnnotation } from '../../src/sources/kubernetes/annotations.js';
-import { isHttpPort, translateService, trimService, trimSlice, type KEndpointSlice, type KService } from '../../src/sources/kubernetes/translate.js';
+import { isHttpPort, protocolOf, translateService, trimService, trimSlice, type KEndpointSlice, type KService } from '../../src/sources/kubernetes/translate.js';
 
 const dr = (o: Parameters<typeof destinationRuleObject>[0]) => trimIstio(destinationRuleObject(o) as unknown as KDestinationRule);
 const vs = (o: Parameters<typeof virtualServiceObject>[0]) => trimIstio(virtualServiceObject(o) as unknown as KVirtualService);
@@ -155,6 +155,24 @@ describe('Services with governance', () => {
     // Target port other than the port: address:target.
     expect(translateService(svc({ http: true, ports: [80], targetPort: 9080 }), () => [], () => slices()))
       .toMatchObject({ value: { ports: [80], endpoints: ['10.244.1.11:9080', '10.244.2.12:9080'] } });
+  });
+
+  it('with subsets, each endpoint carries its pod\'s labels (the slice\'s targetRef); a TCP Service drops routes and subsets', () => {
+    const sl = [trimSlice(sliceObject({ name: 'r-1', namespace: 'shop', service: 'ratings', addresses: ['10.244.1.11', '10.244.2.12'], port: 9080, pods: ['r-a', 'r-b'] }) as unknown as KEndpointSlice)];
+    const labels: Record<string, Record<string, string>> = { 'shop/r-a': { version: 'v1' }, 'shop/r-b': { version: 'v2' } };
+    const policy = { subsets: [{ name: 'v1', labels: { version: 'v1' } }], routes: [{ route: [{ destination: { host: 'ratings.shop', subset: 'v1' } }] }] };
+    const http = translateService(svc({ http: true }), () => [], () => sl, () => policy, (ns, pod) => labels[`${ns}/${pod}`]);
+    expect(http).toMatchObject({ value: { protocol: 'http', policy, endpoints: [{ address: '10.244.1.11', labels: { version: 'v1' } }, { address: '10.244.2.12', labels: { version: 'v2' } }] } });
+    const tcp = translateService(svc(), () => [], () => sl, () => ({ ...policy, loadBalancer: 'RANDOM' }), (ns, pod) => labels[`${ns}/${pod}`]);
+    expect(tcp.kind === 'ok' && tcp.value.policy).toEqual({ loadBalancer: 'RANDOM' });
+  });
+
+  it('Istio\'s protocol selection: appProtocol, else the port name; http2 and grpc Services are proxied as HTTP/2', () => {
+    expect([{ name: 'grpc-api' }, { name: 'http2' }, { name: 'web', appProtocol: 'kubernetes.io/h2c' }, { name: 'x', appProtocol: 'grpc' }, { name: 'tcp-db' }, { name: 'http-web' }].map(protocolOf))
+      .toEqual(['grpc', 'http2', 'http2', 'grpc', 'tcp', 'http']);
+    const grpcSvc = trimService(serviceObject({ name: 'ratings', namespace: 'shop', clusterIP: '10.96.0.30', ports: [9080] }) as unknown as KService);
+    grpcSvc.spec.ports![0].name = 'grpc-api';
+    expect(translateService(grpcSvc, () => [], () => slices())).toMatchObject({ value: { protocol: 'grpc', endpoints: ['10.244.1.11', '10.244.2.12'] } });
   });
 
   it('a TCP Service with policy from Istio\'s objects: the policy and its endpoints; without: as before', () => {
