@@ -11,6 +11,7 @@
 // objects name one Service, the one in the Service's namespace wins, then the oldest (Istio takes
 // the first it sees and warns). What sockmesh does not enforce is listed so it can be reported.
 import { RETRY_ON } from './constants.js';
+import { ROUTE_NAME_RE } from './validate/routes.js';
 
 export interface IstioMeta { name: string; namespace?: string; uid?: string; resourceVersion?: string }
 
@@ -162,15 +163,21 @@ const ROUTE_ACTIONS = ['redirect', 'directResponse', 'delegate'];
 function retries(r: Record<string, unknown>, at: string, ignored: string[]): Record<string, unknown> {
   ignored.push(...others(r, ['attempts', 'perTryTimeout', 'retryOn'], at));
   const out: Record<string, unknown> = { attempts: r.attempts ?? 0 };
-  if (r.perTryTimeout !== undefined) out.perTryTimeout = istioDuration(r.perTryTimeout);
+  if (r.perTryTimeout !== undefined && !isZero(r.perTryTimeout)) out.perTryTimeout = istioDuration(r.perTryTimeout);
   if (typeof r.retryOn === 'string') {
     const conds = r.retryOn.split(',').map((s) => s.trim()).filter(Boolean);
     const known = (c: string) => (RETRY_ON as readonly string[]).includes(c);
     const dropped = conds.filter((c) => !known(c));
-    if (dropped.length) ignored.push(`${at}.retryOn: ${dropped.join(',')}`);
-    if (conds.some(known)) out.retryOn = conds.filter(known).join(',');
+    if (dropped.length) ignored.push(`${at}.retryOn: ${dropped.join(',')}${conds.some(known) ? '' : ' (retries on connect-failure only)'}`);
+    // None sockmesh can act on: connection failures only, never the default conditions nobody asked for.
+    out.retryOn = conds.some(known) ? conds.filter(known).join(',') : 'connect-failure';
   } else if (r.retryOn !== undefined) out.retryOn = r.retryOn;
   return out;
+}
+
+/** Istio's "0s": no timeout at all. */
+function isZero(v: unknown): boolean {
+  return typeof v === 'string' && /^0+(\.0+)?(h|m|s|ms|us|µs|ns)?$/.test(v);
 }
 
 /** Istio's fault (delay.fixedDelay / percentage, abort.httpStatus / percentage; `percent` is the old integer form). */
@@ -198,7 +205,9 @@ function route(r: Record<string, unknown>, at: string, ns: string, resolve: Host
   ignored.push(...others(r, [...ROUTE_KEYS, 'mirror', 'mirrorPercentage', 'mirrors', 'corsPolicy'], at));
   for (const k of ['mirror', 'mirrorPercentage', 'mirrors', 'corsPolicy']) if (r[k] !== undefined) ignored.push(`${at}.${k}`);
   const out: Record<string, unknown> = {};
-  if (r.name !== undefined) out.name = r.name;
+  // A name sockmesh cannot write into HAProxy's configuration: the route keeps its place, numbered.
+  if (typeof r.name === 'string' && ROUTE_NAME_RE.test(r.name)) out.name = r.name;
+  else if (r.name !== undefined) ignored.push(`${at}.name (${JSON.stringify(String(r.name).slice(0, 40))}: letters, digits, "-", "_", "." only; the route is numbered)`);
   if (Array.isArray(r.match)) {
     const matches: unknown[] = [];
     for (const [j, m] of r.match.entries()) {
@@ -223,11 +232,12 @@ function route(r: Record<string, unknown>, at: string, ns: string, resolve: Host
       const host = resolve(dest.host, ns);
       if (host === undefined) return `route[${j}].destination.host ${JSON.stringify(dest.host)} is not a Service sockmesh knows`;
       if (d.headers !== undefined) ignored.push(`${at}.route[${j}].headers`);
-      list.push({ destination: { host, ...(dest.subset !== undefined ? { subset: dest.subset } : {}) }, ...(d.weight !== undefined ? { weight: d.weight } : {}) });
+      const port = isObject(dest.port) && dest.port.number !== undefined ? { port: { number: dest.port.number } } : {};
+      list.push({ destination: { host, ...(dest.subset !== undefined ? { subset: dest.subset } : {}), ...port }, ...(d.weight !== undefined ? { weight: d.weight } : {}) });
     }
     out.route = list;
   }
-  if (r.timeout !== undefined) out.timeout = istioDuration(r.timeout);
+  if (r.timeout !== undefined && !isZero(r.timeout)) out.timeout = istioDuration(r.timeout);
   if (isObject(r.retries)) out.retries = retries(r.retries, `${at}.retries`, ignored);
   if (isObject(r.headers)) {
     ignored.push(...others(r.headers, ['request', 'response'], `${at}.headers`));
@@ -251,11 +261,12 @@ function routeless(r: Record<string, unknown>, own: string): boolean {
 }
 
 /**
- * A VirtualService's policy for its hosts: its http routes, in order, with destinations as the
- * Services sockmesh knows (`resolve`). One catch-all route to the Service itself becomes the
- * route-less policy (timeout, retries). Routes sockmesh cannot enforce are left out and listed.
+ * A VirtualService's policy for one of its hosts (`own`): its http routes, in order, with
+ * destinations as the Services sockmesh knows (`resolve`). One catch-all route to that Service
+ * itself becomes the route-less policy (timeout, retries). Routes sockmesh cannot enforce are left
+ * out and listed.
  */
-export function virtualServicePolicy(vs: KVirtualService, resolve: HostResolver = hostService): PolicyFragment {
+export function virtualServicePolicy(vs: KVirtualService, resolve: HostResolver = hostService, own = resolve(vs.spec.hosts?.[0], vs.metadata.namespace ?? 'default')): PolicyFragment {
   const policy: Record<string, unknown> = {};
   const ignored = others(vs.spec, ['hosts', 'http', 'exportTo', 'gateways'], 'spec');
   if (Array.isArray(vs.spec.gateways) && vs.spec.gateways.some((g) => g !== 'mesh')) ignored.push('spec.gateways (sockmesh applies the routes to the mesh\'s sidecars only)');
@@ -267,7 +278,6 @@ export function virtualServicePolicy(vs: KVirtualService, resolve: HostResolver 
     if (typeof out === 'string') ignored.push(`spec.http[${i}] (${out}: the route is left out)`);
     else routes.push(out);
   });
-  const own = resolve(vs.spec.hosts?.[0], ns);
   if (routes.length === 1 && own !== undefined && routeless(routes[0], own)) {
     const r = routes[0];
     if (r.timeout !== undefined) policy.timeout = r.timeout;

@@ -71,7 +71,9 @@ export interface HeaderOps {
 export interface RouteDestination {
   host: string;
   subset?: string;
-  /** Share of the route's requests, 0..100 (the route's weights add up to 100). */
+  /** The destination service's port (absent: the port the request came to, when that service has it; else its first). */
+  port?: number;
+  /** Share of the route's requests: weight / the route's sum of weights (Istio's relative weights). */
   weight: number;
 }
 

@@ -36,6 +36,8 @@ export interface AccessRecord {
   parent_span: string | null;
   start_us: number | null;
   end_us: number | null;
+  /** traceparent's flags as this hop sent them on ("01": sampled). */
+  trace_flags: string | null;
 }
 
 const dash = (v: unknown) => (v === undefined || v === '-' || v === '' ? null : String(v));
@@ -59,8 +61,9 @@ export function parseAccessLine(line: string): AccessRecord | undefined {
   for (let i = 0; i < f.length; i++) if (ESCAPED_FIELDS.has(ACCESS_LOG_FIELDS[i])) f[i] = unescape(f[i]);
   const raw = Object.fromEntries(ACCESS_LOG_FIELDS.map((k, i) => [k, f[i]])) as Record<(typeof ACCESS_LOG_FIELDS)[number], string>;
   const backend = raw.service;
-  // out_<service>, in_<service>, or a route's backend out_<service>:<route>:<destination>.
-  const service = /^(?:out|in)_([^:]+)/.exec(backend)?.[1] ?? '-';
+  // The service the frontend routed for, else its backend's: out_<service>, in_<service>, or a
+  // route destination's out_<service>:<n>.
+  const service = dash(raw.routed_service) ?? /^(?:out|in)_([^:]+)/.exec(backend)?.[1] ?? '-';
   const grpc = Number(raw.grpc_status);
   const status = Number(raw.status);
   return {
@@ -85,6 +88,7 @@ export function parseAccessLine(line: string): AccessRecord | undefined {
     parent_span: dash(raw.parent_span),
     start_us: micros(raw.start_us),
     end_us: micros(raw.end_us),
+    trace_flags: dash(raw.trace_flags),
   };
 }
 

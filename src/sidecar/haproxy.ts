@@ -5,8 +5,9 @@
 // going. The inbound listener applies the server-side policy (rate limit, access log) and passes
 // on to the app from 127.0.0.6. HTTP services get per-request policy, other TCP services
 // per-connection balancing and timeouts.
-import type { ConsistentHash, Endpoint, LoadBalancer, MeshConfig, ServiceConfig, SidecarConfig } from '../config/model.js';
+import type { ConsistentHash, Endpoint, LoadBalancer, MeshConfig, ServiceConfig, SidecarConfig, TracingConfig } from '../config/model.js';
 import { isHttpService } from '../config/validate/routes.js';
+import { HTTP_VARS, traceLines } from './http-vars.js';
 import { frontendRouting, isH2, outboundBackends, routedInFrontend, type OutboundBackend } from './routes.js';
 import { endpointTls, httpAuthzLines, inboundSecurityLines, mtlsListener, peerRoutes, tcpAuthzLines, type SidecarSecurity } from './security.js';
 
@@ -47,7 +48,7 @@ const RETRY_ON: Record<string, string[]> = {
  * log's JSON record and its metrics (src/sidecar/accesslog.ts).
  */
 export const ACCESS_LOG_FIELDS = ['time', 'listener', 'service', 'method', 'path', 'status', 'duration_ms', 'upstream', 'bytes', 'trace_id', 'termination', 'peer', 'tls', 'authz',
-  'route', 'subset', 'grpc_status', 'span_id', 'parent_span', 'start_us', 'end_us'] as const;
+  'route', 'subset', 'grpc_status', 'span_id', 'parent_span', 'start_us', 'end_us', 'trace_flags', 'routed_service'] as const;
 // Fields a client chooses (method, path, a header) are JSON-escaped by HAProxy (json(utf8s): a tab
 // becomes \t, a quote \", anything outside ASCII \uXXXX): a tab in a header used to split the line
 // into too many fields, and that request was missing from the log and the metrics.
@@ -58,22 +59,15 @@ const COMMON_FORMAT = ['%t', '%f', '%b', '%[var(txn.method),json(utf8s)]', '%[va
 // Then the route and subset that took the request (outbound), and the response's grpc-status where
 // HAProxy can read it (a header: gRPC's Trailers-Only answers; HAProxy 2.6 has no fetch for trailers).
 // Last, what a span needs (tracing on): this hop's span id, its parent's, when the request came and when it was done (µs).
-const ROUTE_FORMAT = ['%[var(txn.sm_route)]', '%[var(txn.sm_subset)]', '%[var(txn.sm_grpc)]', '%[var(txn.sm_span)]', '%[var(txn.sm_parent)]', '%[var(txn.sm_t0)]', '%[date(0,us)]'];
+// Then its sampled flag, and the service the frontend routed the request for (its own answers have no backend).
+const ROUTE_FORMAT = ['%[var(txn.sm_route)]', '%[var(txn.sm_subset)]', '%[var(txn.sm_grpc)]', '%[var(txn.sm_span)]', '%[var(txn.sm_parent)]', '%[var(txn.sm_t0)]', '%[date(0,us)]',
+  '%[var(txn.sm_flags)]', '%[var(txn.sm_svc)]'];
 export const ACCESS_LOG_FORMAT = [...COMMON_FORMAT, '%[var(sess.sm_peer)]', '%[var(sess.sm_tls)]', '%[var(txn.sm_authz)]', ...ROUTE_FORMAT].join('\t');
 const OUTBOUND_LOG_FORMAT = [...COMMON_FORMAT, '-', '%[ssl_bc,iif(mtls,-)]', '-', ...ROUTE_FORMAT].join('\t');
 /** The fields of ACCESS_LOG_FIELDS that HAProxy JSON-escapes (see ACCESS_LOG_FORMAT). */
 export const ESCAPED_FIELDS: ReadonlySet<(typeof ACCESS_LOG_FIELDS)[number]> = new Set(['method', 'path', 'trace_id']);
 /** HAProxy's longest log line (its default, 1024 bytes, cut long paths off: such lines were lost). */
 export const LOG_LINE_MAX = 16384;
-
-/** What an HTTP backend records for the access log (see ACCESS_LOG_FORMAT). */
-const HTTP_VARS = [
-  '  http-request set-var(txn.method) method',
-  '  http-request set-var(txn.path) pathq',
-  '  http-request set-var(txn.trace_id) req.hdr(traceparent),field(2,-)',
-  '  http-after-response set-var(txn.status) status', // also HAProxy's own answers (429, 503, 504)
-  '  http-response set-var(txn.sm_grpc) res.hdr(grpc-status) if { res.hdr(grpc-status) -m found }',
-];
 
 /** A backend's name for a service (HAProxy names: letters, digits, '-', '_', '.', ':'). */
 export function backendName(direction: 'out' | 'in', service: string): string {
@@ -113,23 +107,6 @@ function serverLine(e: Endpoint, s: ServiceConfig, sec: SidecarSecurity | undefi
   return `  server ${serverName(e)} ${serverAddr(e)} ${[...serverOptions(e, s), ...endpointTls(sec, e, s)].join(' ')}`;
 }
 
-/**
- * W3C trace context. Without tracing: kept when the request has one, started when it has none.
- * With tracing, each hop is a span: its parent is the span id the request came with, its own id is
- * new and goes on in traceparent (the next hop's parent), and the trace id is kept or started.
- */
-function traceLines(tracing: boolean): string[] {
-  if (!tracing) return ['  http-request set-header traceparent 00-%[uuid(4),regsub(-,,g)]-%[uuid(4),regsub(-,,g),bytes(0,16)]-01 if !{ req.hdr(traceparent) -m found }'];
-  return [
-    '  http-request set-var(txn.sm_t0) date(0,us)',
-    '  http-request set-var(txn.sm_trace) req.hdr(traceparent),field(2,-) if { req.hdr(traceparent) -m reg ^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$ }',
-    '  http-request set-var(txn.sm_parent) req.hdr(traceparent),field(3,-) if { var(txn.sm_trace) -m found }',
-    '  http-request set-var(txn.sm_trace) uuid(4),regsub(-,,g) unless { var(txn.sm_trace) -m found }',
-    '  http-request set-var(txn.sm_span) uuid(4),regsub(-,,g),bytes(0,16)',
-    '  http-request set-header traceparent 00-%[var(txn.sm_trace)]-%[var(txn.sm_span)]-01',
-  ];
-}
-
 /** HAProxy's balance for a policy: consistent hashing (a ring) on a header, a cookie or the client's address, else the simple balancer. */
 function balanceLines(lb: LoadBalancer | undefined, hash: ConsistentHash | undefined): string[] {
   if (!hash) return [`  balance ${BALANCE[lb ?? 'ROUND_ROBIN']}`];
@@ -138,7 +115,7 @@ function balanceLines(lb: LoadBalancer | undefined, hash: ConsistentHash | undef
 }
 
 /** The outbound backend of a service with endpoints or HTTP policy (or of one route's destination). */
-function outboundBackend(b: OutboundBackend, sec: SidecarSecurity | undefined, tracing: boolean): string[] {
+function outboundBackend(b: OutboundBackend, sec: SidecarSecurity | undefined, tracing: TracingConfig | undefined): string[] {
   const s = b.service;
   const p = s.policy;
   const http = isHttpService(s);
@@ -154,7 +131,8 @@ function outboundBackend(b: OutboundBackend, sec: SidecarSecurity | undefined, t
     lines.push(`  retries ${p.retries.attempts}`, '  option redispatch 1');
     if (http) lines.push(`  retry-on ${[...new Set(p.retries.retryOn.flatMap((r) => RETRY_ON[r] ?? []))].join(' ') || 'conn-failure'}`);
   }
-  if (http) lines.push(...traceLines(tracing), ...HTTP_VARS);
+  // A backend the frontend's routing sends to: the frontend recorded the request already.
+  if (http && !b.routed) lines.push(...traceLines(tracing), ...HTTP_VARS);
   const eps = s.endpoints ?? [];
   if (eps.length) eps.forEach((e) => lines.push(serverLine(e, s, sec)));
   else if (b.original) lines.push(`  server orig 0.0.0.0:0${p?.connectionPool ? ` maxconn ${p.connectionPool.tcp.maxConnections}` : ''}${isH2(s) ? ' proto h2' : ''}`);
@@ -163,11 +141,11 @@ function outboundBackend(b: OutboundBackend, sec: SidecarSecurity | undefined, t
 }
 
 /** The inbound backend of an HTTP service with server-side policy: rate limit, access log. */
-function inboundBackend(s: ServiceConfig, sec: SidecarSecurity | undefined, tracing: boolean): string[] {
+function inboundBackend(s: ServiceConfig, sec: SidecarSecurity | undefined, tracing: TracingConfig | undefined): string[] {
   const rl = s.policy?.rateLimit;
   // What the access log records, then authorization: a refused request is logged with its method
   // and path, and never spends the rate limit's budget. With tracing, this hop's server span.
-  const lines = [`backend ${backendName('in', s.name)}`, '  mode http', ...(tracing ? traceLines(true) : []), ...HTTP_VARS, ...httpAuthzLines(sec)];
+  const lines = [`backend ${backendName('in', s.name)}`, '  mode http', ...(tracing ? traceLines(tracing) : []), ...HTTP_VARS, ...httpAuthzLines(sec)];
   if (rl) {
     // One counter for the whole service, of the requests let through: while the last second holds
     // rate + burst of them, the next gets 429 (denied requests do not count, so a flood still gets
@@ -226,7 +204,7 @@ export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
   }));
   const sec = o.security;
   const peers = peerRoutes(sec);
-  const routing = frontendRouting(services, (s) => serviceAcl(s, services));
+  const routing = frontendRouting(cfg, services, (s) => serviceAcl(s, services), cfg.tracing);
   const lines = [
     `# sockmesh governance sidecar, policy version ${o.version} (rendered; do not edit)${sec ? `, workload ${sec.workload.spiffeId}` : ''}`,
     'global',
@@ -272,9 +250,9 @@ export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
     '  mode tcp',
     ...tcpAuthzLines(sec),
     '  server app 0.0.0.0:0 source 127.0.0.6',
-    ...services.flatMap((s) => outboundBackends(cfg, s).flatMap((b) => outboundBackend(b, sec, cfg.tracing !== undefined))),
+    ...services.flatMap((s) => outboundBackends(cfg, s).flatMap((b) => outboundBackend(b, sec, cfg.tracing))),
     ...peers.backends,
-    ...inbound.flatMap((s) => inboundBackend(s, sec, cfg.tracing !== undefined)),
+    ...inbound.flatMap((s) => inboundBackend(s, sec, cfg.tracing)),
   ];
   return `${lines.join('\n')}\n`;
 }

@@ -1,8 +1,9 @@
 // Exported traces: one span per HTTP request through the sidecar (a client span outbound, a server
 // span inbound), made from the access records HAProxy already writes, with OpenTelemetry's SDK and
 // its OTLP/HTTP (protobuf) exporter. HAProxy gives each request its own span id and passes it on in
-// `traceparent`, so the server side's span is the child of the client side's. Sampling is on the
-// trace id (the SDK's ratio sampler: every sidecar of a trace decides alike). The queue is bounded:
+// `traceparent`, so the server side's span is the child of the client side's. HAProxy also decides
+// the sampling (a trace's first sidecar at random, every later hop by traceparent's sampled flag):
+// a span is made for the sampled requests only. The queue is bounded:
 // a span that finds it full is dropped and counted, and so are spans whose export fails; requests
 // never wait for any of it (the records are read after HAProxy answered).
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, TraceFlags, context, trace, type Context, type Tracer } from '@opentelemetry/api';
@@ -10,7 +11,7 @@ import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import {
-  BasicTracerProvider, BatchSpanProcessor, SamplingDecision, TraceIdRatioBasedSampler, type IdGenerator, type ReadableSpan, type SpanExporter,
+  BasicTracerProvider, BatchSpanProcessor, type IdGenerator, type ReadableSpan, type SpanExporter,
 } from '@opentelemetry/sdk-trace-base';
 import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
 import { Counter, type Registry } from 'prom-client';
@@ -65,13 +66,11 @@ export class SpanExport {
   private readonly provider: BasicTracerProvider;
   private readonly tracer: Tracer;
   private readonly ids = new GivenIds();
-  private readonly sampler: TraceIdRatioBasedSampler;
   /** Spans ended and not yet handed to the exporter: what the batch processor's queue holds. */
   private queued = 0;
   private readonly queueFull: Counter.Internal;
 
   constructor(readonly config: TracingConfig, serviceName: string, metrics: SpanMetrics) {
-    this.sampler = new TraceIdRatioBasedSampler(config.randomSamplingPercentage / 100);
     this.queueFull = metrics.dropped.labels('queue_full');
     const exporter = new CountingExporter(new OTLPTraceExporter({ url: config.collector, timeoutMillis: 5000 }),
       metrics.exported.labels(''), metrics.dropped.labels('export_failed'), (n) => { this.queued -= n; });
@@ -86,7 +85,8 @@ export class SpanExport {
   /** A span for an HTTP access record that carries HAProxy's trace ids (sampled ones only). */
   record(r: AccessRecord): void {
     if (!r.method || !r.trace_id || !r.span_id || !HEX32.test(r.trace_id) || !HEX16.test(r.span_id)) return;
-    if (this.sampler.shouldSample(ROOT_CONTEXT, r.trace_id).decision !== SamplingDecision.RECORD_AND_SAMPLED) return;
+    // HAProxy decided (the trace's first sidecar at random, every later hop by the flag it got).
+    if (!r.trace_flags || !(Number.parseInt(r.trace_flags, 16) & 1)) return;
     // The batch processor would drop it without a word: dropped here, and counted.
     if (this.queued >= this.config.maxQueueSize) {
       this.queueFull.inc();

@@ -57,6 +57,30 @@ describe('DestinationRule and VirtualService documents in a config file', () => 
     expect(cfg.services[1].policy).toBeUndefined();
   });
 
+  it('weights are relative (Istio: weight / their sum); a fault without a percentage injects nothing; timeout 0s is no timeout', () => {
+    const cfg = parseConfigText(SVC + DR + vs(`    - fault: { abort: { httpStatus: 500 } }
+      timeout: 0s
+      route: [{ destination: { host: reviews, subset: v1 }, weight: 1 }, { destination: { host: reviews, subset: v2 }, weight: 3 }]
+`), 't.yaml');
+    const r = cfg.services[0].policy!.routes![0];
+    expect(r.route.map((d) => d.weight)).toEqual([1, 3]);
+    expect(r.fault).toEqual({ abort: { httpStatus: 500, percent: 0 } });
+    expect(r.timeoutMs).toBeUndefined();
+  });
+
+  it('a VirtualService naming two services reads for each: a route to the first is a route elsewhere for the second', () => {
+    const cfg = parseConfigText(SVC + `---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: both }
+spec:
+  hosts: [reviews, ratings]
+  http: [{ route: [{ destination: { host: reviews } }], timeout: 2s }]
+`, 't.yaml');
+    expect(cfg.services[0].policy).toEqual({ timeoutMs: 2000 });
+    expect(cfg.services[1].policy?.routes?.[0]).toMatchObject({ route: [{ host: 'reviews', weight: 100 }], timeoutMs: 2000 });
+  });
+
   it('one catch-all route to the service itself is the route-less policy', () => {
     const cfg = parseConfigText(SVC + vs(`    - route: [{ destination: { host: reviews } }]
       timeout: 1500ms
@@ -65,8 +89,13 @@ describe('DestinationRule and VirtualService documents in a config file', () => 
   });
 
   it('refuses what it cannot route, naming the field: weights that do not add up, unknown hosts and subsets, a TCP service, RE2-foreign regexes', () => {
-    expect(errors(SVC + DR + vs(`    - route: [{ destination: { host: reviews, subset: v1 }, weight: 80 }, { destination: { host: reviews, subset: v2 }, weight: 10 }]
-`))).toMatch(/document 3 \(as services\[0\]\.policy\)\.routes\[0\]\.route: the weights must add up to 100, got 90/);
+    expect(errors(SVC + DR + vs(`    - route: [{ destination: { host: reviews, subset: v1 } }, { destination: { host: reviews, subset: v2 } }]
+`))).toMatch(/document 3 \(as services\[0\]\.policy\)\.routes\[0\]\.route: give the destinations weights: with several, an unset weight is 0/);
+    expect(errors(SVC + vs(`    - route: [{ destination: { host: ratings, port: { number: 9090 } } }]
+`))).toMatch(/services\[0\]\.policy\.routes\[0\]\.route\[0\]\.destination\.port\.number: service "ratings" has no port 9090 \(its ports: 9080\)/);
+    expect(errors(SVC + vs(`    - match: [{ uri: { regex: "/[^]x" } }]
+      route: [{ destination: { host: reviews } }]
+`))).toMatch(/uses \[\^\], \[\] or \\u, which HAProxy's regexes \(PCRE2\) do not take/);
     expect(errors(SVC + DR + vs(`    - route: [{ destination: { host: reviews, subset: v3 } }]
 `))).toMatch(/services\[0\]\.policy\.routes\[0\]\.route\[0\]\.destination\.subset: service "reviews" has no subset "v3" \(its DestinationRule defines v1, v2\)/);
     expect(errors(SVC + vs(`    - match: [{ uri: { regex: "/(?=admin)" } }]

@@ -97,6 +97,12 @@ for (const mode of ['ebpf', 'iptables'] as const) {
       const jason = await load(40, 'end-user: jason');
       expect(jason.failures).toBe(0);
       expect(Object.keys(jason.servers as object).sort()).toEqual(['b', 'c']);
+      // It left v1: the 80 % go to a alone now, b shares v2's 20 % with c.
+      const split = await load(500);
+      const s = split.servers as Record<string, number>;
+      expect(split.failures).toBe(0);
+      expect(Math.abs(s.a / 500 - 0.8)).toBeLessThanOrEqual(0.06);
+      expect((s.b ?? 0) + (s.c ?? 0)).toBe(500 - s.a);
       // The labels moved the endpoint through the runtime API: no reload.
       expect(sidecar.lines.slice(from).find((l) => l.event === 'policy' && l.from === 'agent')).toMatchObject({ via: 'runtime' });
     });

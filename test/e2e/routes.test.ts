@@ -28,6 +28,7 @@ services:
       - { address: ${EP.v1a}:9080, labels: { app: reviews, version: v1 } }
       - { address: ${EP.v1b}:9080, labels: { app: reviews, version: v1 } }
       - { address: ${EP.v2}:9080, labels: { app: reviews, version: v2 } }
+  - { name: ratings, addresses: [10.96.0.21], ports: [9081], endpoints: ['${EP.v1a}'] }
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -60,6 +61,9 @@ spec:
       match: [{ uri: { prefix: /abort } }]
       fault: { abort: { httpStatus: 503, percentage: { value: 50 } } }
       route: [{ destination: { host: reviews, subset: v1 } }]
+    - name: ratings
+      match: [{ uri: { prefix: /ratings } }]
+      route: [{ destination: { host: ratings } }]
     - name: delay
       match: [{ uri: { exact: /delay } }]
       fault: { delay: { fixedDelay: 200ms, percentage: { value: 100 } } }
@@ -85,6 +89,8 @@ for (const mode of ['ebpf', 'iptables'] as const) {
     beforeAll(async () => {
       mesh = await Mesh.create(instance, Object.values(EP), [], { sidecar: false });
       const servers = Object.entries(EP).map(([name, addr]) => mesh.topo.spawnNode(PEER, ['http-serve', '--host', addr, '--port', '9080', '--name', name], { netns: 'remote', cgroup: 'outside', label: `endpoint ${name}` }));
+      // Another service, TCP in the config, on another port: a route to it speaks HTTP to its port.
+      servers.push(mesh.topo.spawnNode(PEER, ['http-serve', '--host', EP.v1a, '--port', '9081', '--name', 'ratings'], { netns: 'remote', cgroup: 'outside', label: 'endpoint ratings' }));
       await Promise.all(servers.map((p) => p.waitFor((l) => l.event === 'ready', slow(30_000))));
       cfgPath = join(mesh.dir, 'mesh.yaml');
       writeFileSync(cfgPath, config(1, [90, 10]));
@@ -146,17 +152,27 @@ for (const mode of ['ebpf', 'iptables'] as const) {
       const jason = await curl(Array.from({ length: 20 }, (_, i) => `http://${VIP}:9080/j${i}`), ['end-user: jason']);
       expect(count(jason)).toEqual({ v2: 20 });
       expect(jason[0].body?.headers).toMatchObject({ 'x-route': 'jason' });
-      const other = await curl(Array.from({ length: 20 }, (_, i) => `http://${VIP}:9080/j${i}`), ['end-user: maria']);
-      expect(other.every((r) => r.body?.headers && !('x-route' in (r.body.headers as object)))).toBe(true);
+      const maria = await curl(Array.from({ length: 20 }, (_, i) => `http://${VIP}:9080/j${i}`), ['end-user: maria']);
+      expect(maria.every((r) => r.body?.headers && !('x-route' in (r.body.headers as object)))).toBe(true);
       const beta = await curl([`http://${VIP}:9080/beta/page?x=1`, `http://${VIP}:9080/b42`, `http://${VIP}:9080/b42x`]);
       expect(beta.slice(0, 2).map((r) => [r.body?.server, r.body?.path])).toEqual([['v2', '/v2/page?x=1'], ['v2', '/v2/']]);
       // /b42x is no full match of the regex: the default route takes it, path unchanged.
       expect(beta[2].body?.path).toBe('/b42x');
+      // A header value with a comma is one value (not a list): "jason, x" is not jason.
+      expect(count(await curl([`http://${VIP}:9080/c1`], ['end-user: jason, x'])).v2 ?? 0).toBeLessThanOrEqual(1);
+      // A route to another service goes to that service's port (9081), not the one the request came to.
+      const other = await curl([`http://${VIP}:9080/ratings/1`, `http://${VIP}:9080/ratings/2`]);
+      expect(other.map((r) => [r.code, r.body?.server])).toEqual([[200, 'ratings'], [200, 'ratings']]);
     });
 
     it('fault injection: a 50 % abort with 503 and a 100 % 200 ms delay, measured', async () => {
+      const before = sidecar.lines.length;
       const ab = await curl([`http://${VIP}:9080/abort[1-600]`]);
       const aborted = ab.filter((r) => r.code === 503).length;
+      // The sidecar's own answers are logged as the service's requests (counted in its metrics).
+      await sidecar.waitFor(() => sidecar.lines.slice(before).filter((l) => l.event === 'access' && l.route === 'abort').length >= 600, slow(10_000));
+      const logged = sidecar.lines.slice(before).filter((l) => l.event === 'access' && l.route === 'abort');
+      expect(logged.filter((l) => l.status === 503 && l.service === 'reviews' && l.method === 'GET')).toHaveLength(aborted);
       expect(ab.filter((r) => r.code !== 503).every((r) => r.code === 200 && r.body?.server?.toString().startsWith('v1'))).toBe(true);
       expect(Math.abs(aborted / 600 - 0.5)).toBeLessThanOrEqual(0.05);
       const plain = await curl(Array.from({ length: 10 }, () => `http://${VIP}:9080/nodelay`));

@@ -46,16 +46,16 @@ tracing: { collector: 'http://${REMOTE_IP}:4318/v1/traces', randomSamplingPercen
     await mesh?.close();
   });
 
-  async function curl(n: number): Promise<Line[]> {
-    const p = mesh.topo.spawn('curl', ['-s', '-m', '10', '-w', '\\n{"code":%{http_code}}\\n', `http://${VIP}:9090/t[1-${n}]`], { cgroup: 'mesh', label: 'curl' });
+  async function curl(n: number, headers: string[] = []): Promise<Line[]> {
+    const p = mesh.topo.spawn('curl', ['-s', '-m', '10', ...headers.flatMap((h) => ['-H', h]), '-w', '\\n{"code":%{http_code}}\\n', `http://${VIP}:9090/t[1-${n}]`], { cgroup: 'mesh', label: 'curl' });
     expect(await p.exited).toBe(0);
     return p.lines;
   }
 
-  const dropped = () => {
+  const dropped = (reason: string) => {
     const text = execFileSync('ip', ['netns', 'exec', mesh.netns, 'curl', '-s', 'http://127.0.0.1:15020/metrics'], { encoding: 'utf8' });
     const fam = parsePrometheusTextFormat(text).find((f) => f.name === 'sockmesh_sidecar_spans_dropped_total');
-    return (fam?.metrics ?? []).reduce((s, m) => s + Number((m as { value: string }).value), 0);
+    return (fam?.metrics ?? []).filter((m) => (m as { labels?: Record<string, string> }).labels?.reason === reason).reduce((s, m) => s + Number((m as { value: string }).value), 0);
   };
 
   it('a client span and a server span per request: one trace id, the server span the client span\'s child', async () => {
@@ -81,8 +81,25 @@ tracing: { collector: 'http://${REMOTE_IP}:4318/v1/traces', randomSamplingPercen
     }
   });
 
-  it('with the receiver down, requests keep succeeding and the drop counter rises', async () => {
-    const before = dropped();
+  it('an app\'s own trace context: its span is the client span\'s parent; a trace it did not sample is not exported', async () => {
+    const spans = () => receiver.lines.filter((l) => l.event === 'span');
+    const sampled = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    const unsampled = '00-5bf92f3577b34da6a3ce929d0e0e4737-10f067aa0ba902b8-00';
+    const a = await curl(1, [`traceparent: ${sampled}`]);
+    const b = await curl(1, [`traceparent: ${unsampled}`]);
+    await receiver.waitFor(() => spans().filter((s) => s.traceId === '4bf92f3577b34da6a3ce929d0e0e4736').length >= 2, slow(15_000));
+    const client = spans().find((s) => s.traceId === '4bf92f3577b34da6a3ce929d0e0e4736' && s.kind === 3);
+    expect(client?.parentSpanId).toBe('00f067aa0ba902b7');
+    expect(String(a.find((l) => l.server === 'app')?.traceparent)).toMatch(/^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/);
+    // Not sampled: the flag is passed on as it came, and nothing is exported for that trace.
+    expect(String(b.find((l) => l.server === 'app')?.traceparent)).toMatch(/^00-5bf92f3577b34da6a3ce929d0e0e4737-[0-9a-f]{16}-00$/);
+    await curl(5); // later spans arrive; the unsampled trace's never does
+    await receiver.waitFor(() => spans().length >= 52, slow(15_000));
+    expect(spans().some((s) => s.traceId === '5bf92f3577b34da6a3ce929d0e0e4737')).toBe(false);
+  });
+
+  it('with the receiver down, requests keep succeeding and the queue-full drop counter rises', async () => {
+    const before = dropped('queue_full');
     receiver.child.kill('SIGTERM');
     await receiver.exited;
     const lines = await curl(300);
@@ -90,7 +107,7 @@ tracing: { collector: 'http://${REMOTE_IP}:4318/v1/traces', randomSamplingPercen
     let now = before;
     for (let i = 0; i < 60 && now <= before; i++) {
       await new Promise((r) => setTimeout(r, 250));
-      now = dropped();
+      now = dropped('queue_full');
     }
     expect(now).toBeGreaterThan(before);
   });

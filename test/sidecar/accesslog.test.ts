@@ -14,7 +14,7 @@ describe('access lines', () => {
     expect(r).toEqual({
       time: '03/Dec/2026:10:00:00.123', direction: 'outbound', service: 'ratings', method: 'GET', path: '/r?x=1', status: 200,
       duration_ms: 12, upstream: '10.0.0.11:9080', bytes: 345, trace_id: '4bf92f3577b34da6a3ce929d0e0e4736', termination: '--',
-      peer: null, tls: false, authz: null, route: null, subset: null, grpc_status: null, span_id: null, parent_span: null, start_us: null, end_us: null,
+      peer: null, tls: false, authz: null, route: null, subset: null, grpc_status: null, span_id: null, parent_span: null, start_us: null, end_us: null, trace_flags: null,
     });
     // A route's backend names its service; the route, subset and grpc-status fields come after authz.
     const routed = parseAccessLine(line(['t', 'outbound', 'out_reviews:2:1', 'POST', '/x', '200', '3', '10.0.0.13:9080', '10', '-', '--', '-', '-', '-', 'canary', 'v2', '0',

@@ -8,6 +8,8 @@ import { join, kind, quote, type Checker } from './checker.js';
 
 /** Longest regex, header value or path a route may carry (they land in HAProxy's config). */
 const TEXT_MAX = 1024;
+/** A route's name (it is written into HAProxy's configuration and the access log). */
+export const ROUTE_NAME_RE = /^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$/;
 /** Routes per service: HAProxy evaluates them in order for every request. */
 export const ROUTES_MAX = 1000;
 /** HTTP header names, lower-case as HTTP/2 sends them: letters, digits, '-', '_', '.' (RFC 9110
@@ -32,6 +34,8 @@ export function checkRegex(c: Checker, path: string, v: unknown): string | undef
   const re = text(c, path, v);
   if (re === undefined) return undefined;
   if (/\(\?<?[=!]|\\[1-9]|\\k</.test(re)) return c.fail(path, `${quote(re)} uses look-around or a back-reference, which Istio's regexes (RE2) do not have`);
+  // What JavaScript takes and HAProxy's PCRE2 refuses or reads otherwise: [^] (any character), [] and \u escapes.
+  if (/\[\^?\]|\\u/.test(re)) return c.fail(path, `${quote(re)} uses [^], [] or \\u, which HAProxy's regexes (PCRE2) do not take: write [\\s\\S], an escaped ] or the character itself`);
   try {
     new RegExp(re, 'u');
   } catch (e) {
@@ -107,9 +111,9 @@ function headerOps(c: Checker, path: string, raw: unknown): HeaderOps | undefine
   return ops;
 }
 
-/** Istio's Percent: `{ value: 0..100 }` (a double). */
+/** Istio's Percent: `{ value: 0..100 }` (a double); unset: 0 (Istio injects no fault without one). */
 function percent(c: Checker, path: string, raw: unknown): number | undefined {
-  if (raw === undefined) return 100;
+  if (raw === undefined) return 0;
   const o = c.object(path, raw, ['value']);
   if (!o) return undefined;
   if (typeof o.value !== 'number' || !(o.value >= 0 && o.value <= 100)) return c.fail(join(path, 'value'), `must be a number from 0 to 100, got ${kind(o.value)}`);
@@ -146,27 +150,29 @@ function destination(c: Checker, path: string, raw: unknown, self: string): Rout
   if (!o) return undefined;
   if (o.headers !== undefined) c.fail(join(path, 'headers'), 'per-destination headers are not supported: set them on the route');
   const d = o.destination === undefined ? { host: self } : c.object(join(path, 'destination'), o.destination, ['host', 'subset', 'port']) ?? {};
-  if (d.port !== undefined) c.fail(join(path, 'destination', 'port'), 'is not supported: a destination takes the port the request came to');
+  let port: number | undefined;
+  if (d.port !== undefined) {
+    const po = c.object(join(path, 'destination', 'port'), d.port, ['number']);
+    port = po ? c.port(join(path, 'destination', 'port', 'number'), po.number) : undefined;
+  }
   const host = d.host === undefined ? self : c.name(join(path, 'destination', 'host'), d.host);
   const subset = d.subset === undefined ? undefined : c.name(join(path, 'destination', 'subset'), d.subset);
-  const weight = o.weight === undefined ? undefined : c.int(join(path, 'weight'), o.weight, 0, 100);
+  const weight = o.weight === undefined ? 0 : c.int(join(path, 'weight'), o.weight, 0, 1_000_000);
   if (host === undefined) return undefined;
-  return { host, ...(subset !== undefined ? { subset } : {}), weight: weight ?? -1 };
+  return { host, ...(subset !== undefined ? { subset } : {}), ...(port !== undefined ? { port } : {}), weight: weight ?? 0 };
 }
 
 function route(c: Checker, path: string, raw: unknown, i: number, self: string, retries: (path: string, raw: unknown) => ServicePolicy['retries']): HttpRoute | undefined {
   const o = c.object(path, raw, ['name', 'match', 'route', 'timeout', 'retries', 'headers', 'rewrite', 'fault']);
   if (!o) return undefined;
-  const name = o.name === undefined ? `route-${i}` : c.match(join(path, 'name'), o.name, /^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$/, 'a route name (letters, digits, "-", "_", ".", at most 63)');
+  const name = o.name === undefined ? `route-${i}` : c.match(join(path, 'name'), o.name, ROUTE_NAME_RE, 'a route name (letters, digits, "-", "_", ".", at most 63)');
   const matches = o.match === undefined ? [] : (c.array(join(path, 'match'), o.match) ?? []).map((m, j) => match(c, `${join(path, 'match')}[${j}]`, m)).filter((m): m is HttpMatch => m !== undefined);
-  const dests = o.route === undefined ? [{ host: self, weight: -1 }] : (c.array(join(path, 'route'), o.route) ?? []).map((d, j) => destination(c, `${join(path, 'route')}[${j}]`, d, self)).filter((d): d is RouteDestination => d !== undefined);
+  const dests = o.route === undefined ? [{ host: self, weight: 0 }] : (c.array(join(path, 'route'), o.route) ?? []).map((d, j) => destination(c, `${join(path, 'route')}[${j}]`, d, self)).filter((d): d is RouteDestination => d !== undefined);
   if (o.route !== undefined && Array.isArray(o.route) && o.route.length === 0) c.fail(join(path, 'route'), 'must list at least one destination');
-  // Istio: one destination takes every request; several need weights that add up to 100.
+  // Istio: one destination takes every request; several share them by weight (relative: weight /
+  // their sum; an unset weight is 0).
   if (dests.length === 1) dests[0].weight = 100;
-  else if (dests.length > 1) {
-    if (dests.some((d) => d.weight < 0)) c.fail(join(path, 'route'), 'each destination needs a weight when a route has several');
-    else if (dests.reduce((s, d) => s + d.weight, 0) !== 100) c.fail(join(path, 'route'), `the weights must add up to 100, got ${dests.reduce((s, d) => s + d.weight, 0)}`);
-  }
+  else if (dests.length > 1 && dests.every((d) => d.weight === 0)) c.fail(join(path, 'route'), 'give the destinations weights: with several, an unset weight is 0 and none would get a request');
   const r: HttpRoute = { name: name ?? `route-${i}`, match: matches, route: dests };
   if (o.timeout !== undefined) r.timeoutMs = c.duration(join(path, 'timeout'), o.timeout);
   if (o.retries !== undefined) r.retries = retries(join(path, 'retries'), o.retries);
@@ -257,6 +263,7 @@ export function routeTargets(c: Checker, services: ServiceConfig[]): void {
       const path = `${at}.routes[${j}].route[${k}].destination`;
       if (!target) c.fail(join(path, 'host'), `names no service of this config: ${quote(d.host)}`);
       else if (target.mode === 'kernel') c.fail(join(path, 'host'), `service "${d.host}" is in kernel mode: a route's destination needs the sidecar`);
+      else if (d.port !== undefined && !target.ports.includes(d.port)) c.fail(join(path, 'port', 'number'), `service "${d.host}" has no port ${d.port} (its ports: ${target.ports.join(', ')})`);
       else if (d.subset !== undefined && !target.policy?.subsets?.some((x) => x.name === d.subset)) c.fail(join(path, 'subset'), `service "${d.host}" has no subset ${quote(d.subset)} (its DestinationRule defines ${target.policy?.subsets?.map((x) => x.name).join(', ') || 'none'})`);
     }));
   });

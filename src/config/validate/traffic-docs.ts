@@ -69,7 +69,7 @@ export function applyTrafficDocuments(c: Checker, services: ServiceConfig[], doc
       const chosen = pickFor(s.name.includes('.') ? s.name : `${s.name}.default`, mine.map((d) => d.obj));
       const doc = mine.find((d) => d.obj === chosen);
       if (!doc) continue;
-      const f = k === 'destinationrules' ? destinationRulePolicy(doc.obj as KDestinationRule) : virtualServicePolicy(doc.obj as KVirtualService, resolve);
+      const f = k === 'destinationrules' ? destinationRulePolicy(doc.obj as KDestinationRule) : virtualServicePolicy(doc.obj as KVirtualService, resolve, s.name);
       for (const field of f.ignored) notices.push(`${doc.path} ${field}: not enforced by sockmesh`);
       const before = c.issues.length;
       policy(c, `${doc.path} (as services[${i}].policy)`, f.policy, s.name);

@@ -16,8 +16,8 @@ import { objectName } from './objects.js';
 type IstioKind = 'destinationrules' | 'virtualservices';
 const ISTIO_KINDS: readonly IstioKind[] = ['destinationrules', 'virtualservices'];
 
-/** A DestinationRule or VirtualService as last read, with the policy it gives (last good). */
-interface RuleEntry { obj: IstioObject; hosts: string[]; policy: Record<string, unknown> }
+/** A DestinationRule or VirtualService as last read, with the policy it gives each Service it names (last good). */
+interface RuleEntry { obj: IstioObject; hosts: string[]; policies: Map<string, Record<string, unknown>> }
 
 export interface IstioRulesOptions {
   kc: KubeConfig;
@@ -57,7 +57,7 @@ export class IstioRules extends IstioGroupReader<IstioKind> {
   policyFor(name: string): Record<string, unknown> | undefined {
     const rule = (kind: IstioKind) => {
       const o = pickFor(name, [...this.rules[kind].values()].filter((r) => r.hosts.includes(name)).map((r) => r.obj));
-      return o ? this.rules[kind].get(objectName(o.metadata))!.policy : {};
+      return o ? this.rules[kind].get(objectName(o.metadata))!.policies.get(name) ?? {} : {};
     };
     const p = { ...rule('destinationrules'), ...rule('virtualservices') };
     return Object.keys(p).length ? p : undefined;
@@ -71,13 +71,17 @@ export class IstioRules extends IstioGroupReader<IstioKind> {
     const affected = rules.get(key)?.hosts ?? [];
     if (deleted) rules.delete(key);
     else {
-      const frag: PolicyFragment = kind === 'destinationrules' ? destinationRulePolicy(obj) : virtualServicePolicy(obj);
+      const hosts = hostsOf(kind, obj);
+      // A VirtualService's routes read differently for each of its hosts (a route to the first
+      // host is a plain policy for it, a route elsewhere for the others).
+      const frags = new Map<string, PolicyFragment>(hosts.map((h) => [h, kind === 'destinationrules' ? destinationRulePolicy(obj) : virtualServicePolicy(obj, undefined, h)]));
       const ref = { kind: kind === 'destinationrules' ? 'DestinationRule' : 'VirtualService', apiVersion, metadata: obj.metadata };
       try {
         // Checked as a service's policy block: problems are named policy.<field>, under Istio's names.
-        validateService({ name: key, addresses: [], ports: [1], policy: frag.policy }, '', this.o.description);
-        rules.set(key, { obj, hosts: hostsOf(kind, obj), policy: frag.policy });
-        if (frag.ignored.length) this.o.events.report(ref, frag.ignored.map((field) => ({ field, message: 'not enforced by sockmesh' })), 'SockmeshIgnoredFields', `sockmesh applies this ${ref.kind}'s policy but not`);
+        for (const [h, f] of frags) validateService({ name: h, addresses: [], ports: [1], protocol: 'http', policy: f.policy }, '', this.o.description);
+        rules.set(key, { obj, hosts, policies: new Map([...frags].map(([h, f]) => [h, f.policy])) });
+        const ignored = [...new Set([...frags.values()].flatMap((f) => f.ignored))];
+        if (ignored.length) this.o.events.report(ref, ignored.map((field) => ({ field, message: 'not enforced by sockmesh' })), 'SockmeshIgnoredFields', `sockmesh applies this ${ref.kind}'s policy but not`);
       } catch (e) {
         this.o.events.report(ref, problemsOf(e), 'SockmeshInvalidPolicy');
       }

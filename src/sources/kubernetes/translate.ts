@@ -166,13 +166,20 @@ export function translateService(s: KService, endpoints: () => string[], slices:
   // policy or HTTP is balanced by the sidecar over its ready endpoints (a headless one's clients
   // pick their endpoint themselves).
   const tcp = (s.spec.ports ?? []).filter((p) => (p.protocol ?? 'TCP') === 'TCP');
-  const http = tcp.every((x) => protocolOf(x) !== 'tcp');
-  const h2 = http && tcp.some((x) => protocolOf(x) !== 'http');
+  // One protocol for the whole Service: HTTP/1.1 on every port, or HTTP/2 (gRPC) on every port; a
+  // Service that mixes them (or has a TCP port) is proxied per connection.
+  const protos = new Set(tcp.map(protocolOf));
+  const h2 = protos.size > 0 && [...protos].every((x) => x === 'http2' || x === 'grpc');
+  const http = h2 || (protos.size === 1 && protos.has('http'));
   const p: Record<string, unknown> = { ...(policy() ?? {}), ...(rl && 'value' in rl ? { rateLimit: rl.value } : {}) };
   // Routes and subsets route requests: a Service whose ports are not HTTP (Istio's protocol
   // selection) is proxied per connection, and keeps only its connection-level policy.
-  if (!http) for (const k of ['routes', 'subsets']) delete p[k];
-  if (h2) value.protocol = tcp.every((x) => protocolOf(x) === 'grpc') ? 'grpc' : 'http2';
+  if (!http) {
+    for (const k of ['routes', 'subsets']) delete p[k];
+    const hash = p.consistentHash as Record<string, unknown> | undefined;
+    if (hash && hash.useSourceIp === undefined) delete p.consistentHash;
+  }
+  if (h2) value.protocol = protos.has('http2') ? 'http2' : 'grpc';
   if (http && !h2) value.protocol = 'http';
   if (Object.keys(p).length) value.policy = p;
   if ((http || value.policy) && !headless) {
