@@ -10,7 +10,10 @@ import { createInterface } from 'node:readline';
 import { Codes, SockmeshError } from '../errors.js';
 import { pipe, setPipeSize } from '../../native/process.js';
 import { parseAccessLine, parseHandshakeFailure, type AccessRecord, type SidecarMetrics } from './accesslog.js';
-import { adminQuery } from './runtime.js';
+import { adminCommand, adminQuery } from './runtime.js';
+
+/** How long the workers answer `Connection: close` before a reload (see reload). */
+export const DRAIN_MS = 300;
 
 /** Unasked HAProxy exits within a minute after which the sidecar gives up (and exits). */
 const RESTARTS_MAX = 5;
@@ -55,10 +58,20 @@ export class HaproxyProcess {
     this.droppedTimer.unref();
   }
 
-  /** A seamless reload onto the configuration file as it is now; `version` is announced once loaded. */
+  /**
+   * A seamless reload onto the configuration file as it is now; `version` is announced once loaded.
+   * HAProxy 2.6's old worker closes the keep-alive connections that are idle when it stops, and a
+   * client that sends on one at that moment gets no answer (2.8's idle-close-on-response defers
+   * it). So the running workers drain first: for DRAIN_MS every HTTP/1 response says
+   * `Connection: close` (proc.sm_drain, HTTP_VARS), the clients reconnect, and few connections are
+   * idle when the reload comes.
+   */
   reload(version: number): void {
     this.pending = version;
-    this.haproxy?.kill('SIGUSR2');
+    const hp = this.haproxy;
+    const signal = () => { if (this.haproxy === hp && !this.stopped) hp?.kill('SIGUSR2'); };
+    adminCommand(join(this.opts.runDir, 'admin.sock'), 'experimental-mode on; set var proc.sm_drain int(1)')
+      .then(() => { setTimeout(signal, DRAIN_MS).unref(); }, () => signal());
   }
 
   /**

@@ -217,6 +217,7 @@ export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
     ...(routing.delays && o.trafficLua ? [`  lua-load ${o.trafficLua}`] : []),
     ...routing.global,
     '  hard-stop-after 30s',
+    '  set-var proc.sm_drain int(0)',
 
     'defaults',
     '  log global',

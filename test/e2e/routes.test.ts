@@ -17,7 +17,7 @@ import { slow } from '../helpers/slow.js';
 const EP = { v1a: '10.0.0.11', v1b: '10.0.0.12', v2: '10.0.0.13' };
 const VIP = '10.96.0.20';
 
-function config(version: number, split: [number, number]): string {
+function config(version: number, split: [number, number], extraRoute = ''): string {
   return `# version ${version}
 services:
   - name: reviews
@@ -71,7 +71,7 @@ spec:
     - name: sticky
       match: [{ uri: { prefix: /sticky } }]
       route: [{ destination: { host: reviews, subset: sticky } }]
-    - name: canary
+${extraRoute}    - name: canary
       route:
         - { destination: { host: reviews, subset: v1 }, weight: ${split[0]} }
         - { destination: { host: reviews, subset: v2 }, weight: ${split[1]} }
@@ -167,14 +167,14 @@ for (const mode of ['ebpf', 'iptables'] as const) {
 
     it('fault injection: a 50 % abort with 503 and a 100 % 200 ms delay, measured', async () => {
       const before = sidecar.lines.length;
-      const ab = await curl([`http://${VIP}:9080/abort[1-600]`]);
+      const ab = await curl([`http://${VIP}:9080/abort[1-2000]`]);
       const aborted = ab.filter((r) => r.code === 503).length;
       // The sidecar's own answers are logged as the service's requests (counted in its metrics).
-      await sidecar.waitFor(() => sidecar.lines.slice(before).filter((l) => l.event === 'access' && l.route === 'abort').length >= 600, slow(10_000));
+      await sidecar.waitFor(() => sidecar.lines.slice(before).filter((l) => l.event === 'access' && l.route === 'abort').length >= 2000, slow(10_000));
       const logged = sidecar.lines.slice(before).filter((l) => l.event === 'access' && l.route === 'abort');
       expect(logged.filter((l) => l.status === 503 && l.service === 'reviews' && l.method === 'GET')).toHaveLength(aborted);
       expect(ab.filter((r) => r.code !== 503).every((r) => r.code === 200 && r.body?.server?.toString().startsWith('v1'))).toBe(true);
-      expect(Math.abs(aborted / 600 - 0.5)).toBeLessThanOrEqual(0.05);
+      expect(Math.abs(aborted / 2000 - 0.5)).toBeLessThanOrEqual(0.05);
       const plain = await curl(Array.from({ length: 10 }, () => `http://${VIP}:9080/nodelay`));
       const delayed = await curl(Array.from({ length: 10 }, () => `http://${VIP}:9080/delay`));
       const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -208,6 +208,25 @@ for (const mode of ['ebpf', 'iptables'] as const) {
       const rs = await curl([`http://${VIP}:9080/r[1-2000]`]);
       const c = count(rs);
       expect(Math.abs((c.v2 ?? 0) / 2000 - 0.5)).toBeLessThanOrEqual(0.03);
+    });
+
+    it('a new route under load: a checked seamless reload, zero failed requests, and the route serves', async () => {
+      const load = mesh.topo.spawnNode(PEER, ['http-load', '--host', VIP, '--port', '9080', '--count', '0', '--concurrency', '4'], { cgroup: 'mesh', label: 'load' });
+      await load.waitFor((l) => l.event === 'response', slow(10_000));
+      writeFileSync(cfgPath, config(3, [50, 50], `    - name: only-a
+      match: [{ uri: { prefix: /only-a } }]
+      route: [{ destination: { host: reviews, subset: v1 } }]
+`));
+      const applied = await sidecar.waitFor((l) => l.event === 'policy' && l.version === 3, slow(20_000));
+      expect(applied).toMatchObject({ via: 'reload' });
+      await sidecar.waitFor((l) => l.event === 'policy-applied' && l.version === 3, slow(20_000));
+      await new Promise((r) => setTimeout(r, 500));
+      load.child.stdin!.end();
+      const done = await load.waitFor((l) => l.event === 'done', slow(30_000));
+      expect(done.requests).toBeGreaterThan(50);
+      expect(done.failures, JSON.stringify([done, load.lines.filter((l) => l.event === 'response' && l.status !== 200).slice(0, 3)])).toBe(0);
+      const rs = await curl(Array.from({ length: 20 }, (_, i) => `http://${VIP}:9080/only-a/${i}`));
+      expect(rs.every((r) => String(r.body?.server).startsWith('v1'))).toBe(true);
     });
   });
 }
