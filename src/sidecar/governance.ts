@@ -133,7 +133,7 @@ export class GovernanceSidecar {
     await this.check(this.render(cfg, version, this.security(cfg, this.workload)));
     this.applied(this.lastGood, cfg, version, this.workload);
     this.servers = renderedServers(cfg);
-    this.haproxy.reload(version);
+    await this.haproxy.reload(version);
     this.opts.emit({ event: 'policy', version, from: 'identity', via: 'reload' });
   }
 
@@ -147,7 +147,7 @@ export class GovernanceSidecar {
       return;
     }
     if (rootsChanged) {
-      this.haproxy.reload(this.version);
+      await this.haproxy.reload(this.version);
       return;
     }
     const sock = join(this.opts.runDir, 'admin.sock');
@@ -231,7 +231,7 @@ export class GovernanceSidecar {
     }
     this.applied(text, cfg, version, workload);
     this.servers = renderedServers(cfg);
-    this.haproxy.reload(version);
+    await this.haproxy.reload(version);
     this.opts.emit({ event: 'policy', version, from, via: 'reload' });
     return true;
   }

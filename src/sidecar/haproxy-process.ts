@@ -64,14 +64,15 @@ export class HaproxyProcess {
    * client that sends on one at that moment gets no answer (2.8's idle-close-on-response defers
    * it). So the running workers drain first: for DRAIN_MS every HTTP/1 response says
    * `Connection: close` (proc.sm_drain, HTTP_VARS), the clients reconnect, and few connections are
-   * idle when the reload comes.
+   * idle when the reload comes. Resolves when the reload is asked for.
    */
-  reload(version: number): void {
-    this.pending = version;
+  async reload(version: number): Promise<void> {
     const hp = this.haproxy;
-    const signal = () => { if (this.haproxy === hp && !this.stopped) hp?.kill('SIGUSR2'); };
-    adminCommand(join(this.opts.runDir, 'admin.sock'), 'experimental-mode on; set var proc.sm_drain int(1)')
-      .then(() => { setTimeout(signal, DRAIN_MS).unref(); }, () => signal());
+    const drained = await adminCommand(join(this.opts.runDir, 'admin.sock'), 'experimental-mode on; set var proc.sm_drain int(1)').then(() => true, () => false);
+    if (drained) await new Promise((r) => setTimeout(r, DRAIN_MS));
+    // Resolves once the new workers are asked for (their loading is announced as policy-applied).
+    this.pending = version;
+    if (this.haproxy === hp && !this.stopped) hp?.kill('SIGUSR2');
   }
 
   /**

@@ -90,7 +90,9 @@ export class SpanExport {
     const end = r.end_us ?? Date.now() * 1000;
     const start = Math.min(end, r.start_us ?? end - r.duration_ms * 1000);
     const context: SpanContext = { traceId: r.trace_id, spanId: r.span_id, traceFlags: TraceFlags.SAMPLED };
-    const attributes: Attributes = { 'http.request.method': r.method, 'url.path': r.path ?? '', 'sockmesh.service': r.service, 'server.address': r.upstream };
+    // The path without its query (which may carry tokens: never exported).
+    const path = r.path === null ? '' : r.path.includes('?') ? r.path.slice(0, r.path.indexOf('?')) : r.path;
+    const attributes: Attributes = { 'http.request.method': r.method, 'url.path': path, 'sockmesh.service': r.service, 'server.address': r.upstream };
     if (r.status !== null) attributes['http.response.status_code'] = r.status;
     if (r.route) attributes['sockmesh.route'] = r.route;
     if (r.subset) attributes['sockmesh.subset'] = r.subset;

@@ -3,13 +3,11 @@
 // connection are balanced per call over both endpoints; a server-streaming call works end to end;
 // the access log carries grpc-status where the response has it as a header (gRPC's Trailers-Only
 // answers: every error without a message). Client and server are @grpc/grpc-js.
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { Proc } from '../../src/topology/proc.js';
 import { runCli } from '../helpers/cli.js';
 import { POD_IP } from '../../src/topology/topology.js';
-import { CLI, Mesh } from '../helpers/mesh.js';
+import { Mesh } from '../helpers/mesh.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
 import { slow } from '../helpers/slow.js';
 
@@ -28,8 +26,7 @@ privileged('gRPC through the sidecar (HTTP/2, balanced per call)', () => {
     // The pod's own gRPC server, behind its sidecar's inbound side (captured: port 50053).
     servers.push(mesh.topo.spawnNode(GRPC, ['serve', '--host', '0.0.0.0', '--port', '50053', '--name', 'local'], { cgroup: 'mesh', label: 'grpc local' }));
     await Promise.all(servers.map((p) => p.waitFor((l) => l.event === 'ready', slow(30_000))));
-    const cfgPath = join(mesh.dir, 'mesh.yaml');
-    writeFileSync(cfgPath, `services:
+    ({ sidecar } = await mesh.governed(instance, `services:
   - name: echo
     addresses: [${VIP}]
     ports: [50051]
@@ -37,11 +34,7 @@ privileged('gRPC through the sidecar (HTTP/2, balanced per call)', () => {
     endpoints: [${EP.g1}:50051, ${EP.g2}:50051]
   - { name: local, addresses: [10.96.0.51], ports: [50053], protocol: grpc, endpoints: ['${POD_IP}:50053'] }
 capture: { includeInboundPorts: [50053] }
-`);
-    sidecar = mesh.topo.spawnNode(CLI, ['sidecar', '--config', cfgPath, '--run-dir', join(mesh.dir, 'run')], { cgroup: 'mesh', label: 'governance sidecar' });
-    await sidecar.waitFor((l) => l.event === 'ready', slow(30_000));
-    const r = await runCli(['up', '--mode', 'ebpf', '--cgroup', mesh.cgroup, '--netns', mesh.netns, '--config', cfgPath, '--instance', instance]);
-    expect(r.stderr).toBe('');
+`));
   });
 
   afterAll(async () => {

@@ -6,11 +6,10 @@
 // subset and the default route the rest; fault injection aborts and delays the share it says;
 // consistent hashing keeps a user on one endpoint; request and response headers are changed.
 import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { Line, Proc } from '../../src/topology/proc.js';
 import { runCli } from '../helpers/cli.js';
-import { CLI, Mesh, PEER } from '../helpers/mesh.js';
+import { Mesh, PEER } from '../helpers/mesh.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
 import { slow } from '../helpers/slow.js';
 
@@ -92,13 +91,7 @@ for (const mode of ['ebpf', 'iptables'] as const) {
       // Another service, TCP in the config, on another port: a route to it speaks HTTP to its port.
       servers.push(mesh.topo.spawnNode(PEER, ['http-serve', '--host', EP.v1a, '--port', '9081', '--name', 'ratings'], { netns: 'remote', cgroup: 'outside', label: 'endpoint ratings' }));
       await Promise.all(servers.map((p) => p.waitFor((l) => l.event === 'ready', slow(30_000))));
-      cfgPath = join(mesh.dir, 'mesh.yaml');
-      writeFileSync(cfgPath, config(1, [90, 10]));
-      sidecar = mesh.topo.spawnNode(CLI, ['sidecar', '--config', cfgPath, '--run-dir', join(mesh.dir, 'run')], { cgroup: 'mesh', label: 'governance sidecar' });
-      await sidecar.waitFor((l) => l.event === 'ready', slow(30_000));
-      const where = mode === 'ebpf' ? ['--cgroup', mesh.cgroup, '--netns', mesh.netns] : ['--netns', mesh.netns];
-      const r = await runCli(['up', '--mode', mode, ...where, '--config', cfgPath, '--instance', instance]);
-      expect(r.stderr).toBe('');
+      ({ sidecar, cfgPath } = await mesh.governed(instance, config(1, [90, 10]), mode));
     });
 
     afterAll(async () => {

@@ -5,14 +5,12 @@
 // server span is the client span's child; the app sees the server span as its parent. With the
 // receiver down, requests keep succeeding and the drop counter rises.
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { Line, Proc } from '../../src/topology/proc.js';
 import { POD_IP, REMOTE_IP } from '../../src/topology/topology.js';
 import { runCli } from '../helpers/cli.js';
-import { CLI, Mesh, PEER } from '../helpers/mesh.js';
+import { Mesh, PEER } from '../helpers/mesh.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
 import { slow } from '../helpers/slow.js';
 
@@ -29,16 +27,11 @@ privileged('exported traces (OTLP/HTTP, OpenTelemetry SDK)', () => {
     receiver = mesh.topo.spawnNode(RECEIVER, ['--host', REMOTE_IP, '--port', '4318'], { netns: 'remote', cgroup: 'outside', label: 'otlp receiver' });
     const app = mesh.topo.spawnNode(PEER, ['http-serve', '--host', '0.0.0.0', '--port', '9090', '--name', 'app'], { cgroup: 'mesh', label: 'app' });
     await Promise.all([receiver, app].map((p) => p.waitFor((l) => l.event === 'ready', slow(30_000))));
-    const cfgPath = join(mesh.dir, 'mesh.yaml');
-    writeFileSync(cfgPath, `services:
+    await mesh.governed(instance, `services:
   - { name: front, addresses: [${VIP}], ports: [9090], protocol: http, endpoints: ['${POD_IP}:9090'] }
 capture: { includeInboundPorts: [9090] }
 tracing: { collector: 'http://${REMOTE_IP}:4318/v1/traces', randomSamplingPercentage: 100, maxQueueSize: 64 }
-`);
-    const sidecar = mesh.topo.spawnNode(CLI, ['sidecar', '--config', cfgPath, '--run-dir', join(mesh.dir, 'run'), '--metrics-listen', '127.0.0.1:15020', '--id', 'frontend'], { cgroup: 'mesh', label: 'governance sidecar' });
-    await sidecar.waitFor((l) => l.event === 'ready', slow(30_000));
-    const r = await runCli(['up', '--mode', 'ebpf', '--cgroup', mesh.cgroup, '--netns', mesh.netns, '--config', cfgPath, '--instance', instance]);
-    expect(r.stderr).toBe('');
+`, 'ebpf', ['--metrics-listen', '127.0.0.1:15020', '--id', 'frontend']);
   });
 
   afterAll(async () => {

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Line, Proc } from '../../src/topology/proc.js';
 import { Topology } from '../../src/topology/topology.js';
+import { runCli } from './cli.js';
 import { slow } from './slow.js';
 
 export const PEER = 'dist/src/topology/peer.js';
@@ -62,6 +63,21 @@ export class Mesh {
     return execFileSync('sh', ['-c',
       `echo $$ > ${this.cgroup}/cgroup.procs && exec ip netns exec ${this.netns} setpriv --reuid ${uid} --regid ${gid} --clear-groups bash -c "$0"`, script],
     { encoding: 'utf8', timeout: slow(10_000) });
+  }
+
+  /**
+   * The governance sidecar on a config written to mesh.yaml (extra: its further options), and this
+   * pod captured to it (`up` in the given mode) under `instance`; `down` it in afterAll.
+   */
+  async governed(instance: string, yaml: string, mode: 'ebpf' | 'iptables' = 'ebpf', extra: string[] = []): Promise<{ sidecar: Proc; cfgPath: string }> {
+    const cfgPath = join(this.dir, 'mesh.yaml');
+    writeFileSync(cfgPath, yaml);
+    const sidecar = this.topo.spawnNode(CLI, ['sidecar', '--config', cfgPath, '--run-dir', join(this.dir, 'run'), ...extra], { cgroup: 'mesh', label: 'governance sidecar' });
+    await sidecar.waitFor((l) => l.event === 'ready', slow(30_000));
+    const where = mode === 'ebpf' ? ['--cgroup', this.cgroup, '--netns', this.netns] : ['--netns', this.netns];
+    const r = await runCli(['up', '--mode', mode, ...where, '--config', cfgPath, '--instance', instance]);
+    if (r.stderr) throw new Error(`sockmesh up: ${r.stderr}`);
+    return { sidecar, cfgPath };
   }
 
   writeConfig(yaml: string): string {
