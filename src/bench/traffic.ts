@@ -38,7 +38,7 @@ export interface TrafficBenchResult {
 }
 
 /** The services: one route, 200 routes (199 that do not match, then the catch-all), gRPC as h2 and as TCP. */
-function config(tracing: string, pods: string): string {
+function config(tracing: string, pods: string, dir: string): string {
   const many = Array.from({ length: ROUTES - 1 }, (_, i) => `        - { name: r${i}, match: [{ headers: { x-route: { exact: "r${i}" } } }, { uri: { prefix: "/r${i}/" } }], route: [{ destination: { host: many } }] }`);
   return `services:
   - name: one
@@ -59,6 +59,7 @@ ${many.join('\n')}
   - { name: grpc, addresses: [${VIP.grpc}], ports: [${GRPC_PORT}], protocol: grpc, endpoints: ['${SERVER}:${GRPC_PORT}'] }
   - { name: grpctcp, addresses: [${VIP.tcp}], ports: [${GRPC_TCP_PORT}], endpoints: ['${SERVER}:${GRPC_TCP_PORT}'] }
 capture: { excludeInboundPorts: [${HTTP_PORT + DIRECT}, ${GRPC_PORT + DIRECT}, ${COLLECTOR_PORT}, 15008, 15090, 15021, 15020] }
+identity: { caDir: ${dir}/ca }
 ${tracing === 'on' ? `tracing: { collector: 'http://${SERVER}:${COLLECTOR_PORT}/v1/traces', randomSamplingPercentage: 100 }\n` : ''}${pods}`;
 }
 
