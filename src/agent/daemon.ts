@@ -89,10 +89,12 @@ export class NodeAgent {
     const control = new ControlServer(socketPath(instance),
       controlHandler({ instance, applier: this.applier, source: this.source, overrides, policy, identities, pods, records }),
       (fd) => identifyCaller(fd, opts.kubernetes?.procRoot));
+    const ready = () => (!this.applier.ready ? { ready: false, why: 'no desired state applied yet' }
+      : this.source.state.stale ? { ready: false, why: `the config source is stale (${this.source.state.message ?? 'unknown'}); the last good state stays applied` } : { ready: true });
+    this.metrics.follow({ ready: () => ready().ready, sidecarsRefusing: () => policy.live().filter((s) => s.refused !== undefined).length });
     this.http = new HttpServer(opts.listen, {
       metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.text() }),
-      ready: () => (!this.applier.ready ? { ready: false, why: 'no desired state applied yet' }
-        : this.source.state.stale ? { ready: false, why: `the config source is stale (${this.source.state.message ?? 'unknown'}); the last good state stays applied` } : { ready: true }),
+      ready,
     });
     this.cells = new Cells([
       new LockCell(opts),

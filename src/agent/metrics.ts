@@ -74,6 +74,13 @@ export class AgentMetrics {
     this.certificatesIssued = new Counter({ name: 'sockmesh_pod_certificates_issued_total', help: 'Pod certificates the agent issued (first ones and renewals)', registers });
   }
 
+  /** What the agent reports of itself when scraped: whether it is ready (as /readyz), and how many of the node's governance sidecars refuse its newest policy version. */
+  follow(view: { ready: () => boolean; sidecarsRefusing: () => number }): void {
+    const registers = [this.registry];
+    new Gauge({ name: 'sockmesh_agent_ready', help: '1 while the agent is ready (/readyz: a desired state applied and its source not stale), else 0', registers, collect() { this.set(view.ready() ? 1 : 0); } });
+    new Gauge({ name: 'sockmesh_sidecars_refusing_policy', help: 'Governance sidecars of this node whose HAProxy refused the agent\'s newest policy version (they serve their last good one)', registers, collect() { this.set(view.sidecarsRefusing()); } });
+  }
+
   /** The whole exposition: the agent's own metrics, then the kernel's read now. */
   async text(): Promise<string> {
     return `${await this.registry.metrics()}${this.kernelText()}`;

@@ -124,6 +124,9 @@ ${extra}`;
     expect(after.agent.source.stale).toBe(true);
     expect(value(await metrics(), 'sockmesh_config_rejections_total')).toBeGreaterThanOrEqual(1);
     expect(value(await metrics(), 'sockmesh_config_source_stale')).toBe(1);
+    // Not ready while stale (as /readyz says), and no sidecar refuses a version here.
+    expect(value(await metrics(), 'sockmesh_agent_ready')).toBe(0);
+    expect(value(await metrics(), 'sockmesh_sidecars_refusing_policy')).toBe(0);
     expect(String((await ask('a', '10.96.0.20')).error)).toMatch(/ENETUNREACH|EHOSTUNREACH/);
   });
 
@@ -137,6 +140,7 @@ ${extra}`;
     await back;
     expect(await ask('a', '10.96.0.20')).toMatchObject({ server: 'sidecar-a' });
     expect(value(await metrics(), 'sockmesh_config_source_stale')).toBe(0);
+    expect(value(await metrics(), 'sockmesh_agent_ready')).toBe(1);
   });
 
   it('takes a service switch over the control socket as an override, kept across restarts until reset', async () => {
