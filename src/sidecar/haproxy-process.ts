@@ -10,7 +10,7 @@ import { createInterface } from 'node:readline';
 import { Codes, SockmeshError } from '../errors.js';
 import { pipe, setPipeSize } from '../../native/process.js';
 import { parseAccessLine, parseHandshakeFailure, type AccessRecord, type SidecarMetrics } from './accesslog.js';
-import { adminCommand, adminQuery } from './runtime.js';
+import { adminQuery } from './runtime.js';
 
 /** How long the workers answer `Connection: close` before a reload (see reload). */
 export const DRAIN_MS = 300;
@@ -68,7 +68,8 @@ export class HaproxyProcess {
    */
   async reload(version: number): Promise<void> {
     const hp = this.haproxy;
-    const drained = await adminCommand(join(this.opts.runDir, 'admin.sock'), 'experimental-mode on; set var proc.sm_drain int(1)').then(() => true, () => false);
+    // Bounded: a runtime API that does not answer delays the reload by a second at most.
+    const drained = await adminQuery(join(this.opts.runDir, 'admin.sock'), 'experimental-mode on; set var proc.sm_drain int(1)', 1000).then((a) => a.trim() === '', () => false);
     if (drained) await new Promise((r) => setTimeout(r, DRAIN_MS));
     // Resolves once the new workers are asked for (their loading is announced as policy-applied).
     this.pending = version;
