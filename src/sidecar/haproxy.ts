@@ -8,7 +8,7 @@
 import type { ConsistentHash, Endpoint, LoadBalancer, MeshConfig, ServiceConfig, SidecarConfig, TracingConfig } from '../config/model.js';
 import { isHttpService } from '../config/validate/routes.js';
 import { HTTP_VARS, traceLines } from './http-vars.js';
-import { frontendRouting, isH2, outboundBackends, routedInFrontend, type OutboundBackend } from './routes.js';
+import { frontendRouting, isH2, routePlan, routedInFrontend, type OutboundBackend } from './routes.js';
 import { endpointTls, httpAuthzLines, inboundSecurityLines, mtlsListener, peerRoutes, tcpAuthzLines, type SidecarSecurity } from './security.js';
 
 export interface RenderOptions {
@@ -204,7 +204,8 @@ export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
   }));
   const sec = o.security;
   const peers = peerRoutes(sec);
-  const routing = frontendRouting(cfg, services, (s) => serviceAcl(s, services), cfg.tracing);
+  const plans = new Map(services.map((s) => [s, routePlan(cfg, s)]));
+  const routing = frontendRouting(services, (s) => plans.get(s)!, (s) => serviceAcl(s, services), cfg.tracing);
   const lines = [
     `# sockmesh governance sidecar, policy version ${o.version} (rendered; do not edit)${sec ? `, workload ${sec.workload.spiffeId}` : ''}`,
     'global',
@@ -251,7 +252,7 @@ export function renderHaproxy(cfg: MeshConfig, o: RenderOptions): string {
     '  mode tcp',
     ...tcpAuthzLines(sec),
     '  server app 0.0.0.0:0 source 127.0.0.6',
-    ...services.flatMap((s) => outboundBackends(cfg, s).flatMap((b) => outboundBackend(b, sec, cfg.tracing))),
+    ...services.flatMap((s) => plans.get(s)!.backends.flatMap((b) => outboundBackend(b, sec, cfg.tracing))),
     ...peers.backends,
     ...inbound.flatMap((s) => inboundBackend(s, sec, cfg.tracing)),
   ];

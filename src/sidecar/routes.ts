@@ -208,10 +208,11 @@ function routeRules(si: number, ri: number, r: HttpRoute, backends: string[], ou
 }
 
 /**
- * The outbound frontend's rules for the services it proxies per request. `svcAcl` is the condition
- * that a connection is to service `s` (its addresses and ports).
+ * The outbound frontend's rules for the services it proxies per request. `planOf` is each
+ * service's route plan (the one its backends are rendered from); `svcAcl` the condition that a
+ * connection is to service `s` (its addresses and ports).
  */
-export function frontendRouting(cfg: MeshConfig, services: ServiceConfig[], svcAcl: (s: ServiceConfig) => string, tracing: TracingConfig | undefined): FrontendRouting {
+export function frontendRouting(services: ServiceConfig[], planOf: (s: ServiceConfig) => RoutePlan, svcAcl: (s: ServiceConfig) => string, tracing: TracingConfig | undefined): FrontendRouting {
   const out: FrontendRouting = { global: [], frontend: [], delays: false };
   const routed = services.map((s, si) => ({ s, si })).filter(({ s }) => routedInFrontend(s));
   if (!routed.length) return out;
@@ -236,7 +237,7 @@ export function frontendRouting(cfg: MeshConfig, services: ServiceConfig[], svcA
     });
     // No route took the request: Istio answers 404 (no route).
     out.frontend.push(`  http-request return status 404 if ${svc} ${unset}`);
-    const plan = routePlan(cfg, s);
+    const plan = planOf(s);
     routes.forEach((r, ri) => routeRules(si, ri, r, plan.backendOf[ri], out));
   }
   out.frontend.push('  use_backend %[var(txn.sm_be)] if { var(txn.sm_be) -m found }');

@@ -3,7 +3,8 @@
 // the others), every metric they name is one sockmesh exports, and the PodMonitor validates against
 // prometheus-operator's schema. Debian's promtool (package prometheus) is what runs them.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { load } from 'js-yaml';
 import { PodMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor';
@@ -32,16 +33,18 @@ describe('Prometheus rules and the PodMonitor', () => {
       const ok = spawnSync('promtool', ['test', 'rules', 'sockmesh-rules.test.yaml'], { cwd: DIR, encoding: 'utf8' });
       expect(ok.status, ok.stdout + ok.stderr).toBe(0);
       // The tests can fail: the same tests against rules whose stale alert waits 10 minutes.
-      const dir = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim();
+      const dir = mkdtempSync(join(tmpdir(), 'sockmesh-test-'));
       try {
-        const rules = readFileSync(join(DIR, 'sockmesh-rules.yaml'), 'utf8').replace(/(expr: sockmesh_config_source_stale == 1\n\s+for: )1m/, '$110m');
-        execFileSync('sh', ['-c', 'cat > "$0/sockmesh-rules.yaml"', dir], { input: rules });
-        execFileSync('cp', [join(DIR, 'sockmesh-rules.test.yaml'), dir]);
+        const rules = readFileSync(join(DIR, 'sockmesh-rules.yaml'), 'utf8');
+        const slower = rules.replace(/(expr: sockmesh_config_source_stale == 1\n\s+for: )1m/, '$110m');
+        expect(slower).not.toBe(rules);
+        writeFileSync(join(dir, 'sockmesh-rules.yaml'), slower);
+        copyFileSync(join(DIR, 'sockmesh-rules.test.yaml'), join(dir, 'sockmesh-rules.test.yaml'));
         const broken = spawnSync('promtool', ['test', 'rules', 'sockmesh-rules.test.yaml'], { cwd: dir, encoding: 'utf8' });
         expect(broken.status).not.toBe(0);
         expect(broken.stdout + broken.stderr).toMatch(/SockmeshConfigSourceStale/);
       } finally {
-        execFileSync('rm', ['-rf', dir]);
+        rmSync(dir, { recursive: true, force: true });
       }
     });
   });

@@ -5,7 +5,7 @@
 // objects apply to real traffic; deleting them, then removing the CRDs, brings the defaults back
 // (PERMISSIVE, no authorization) and the source is never stale.
 import { X509Certificate, randomUUID } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -13,11 +13,12 @@ import { FakeApiServer, kubeconfigYaml } from '../../src/bench/apiserver.js';
 import { authorizationPolicyObject, peerAuthenticationObject, podObject, serviceObject, sliceObject } from '../../src/bench/k8s-objects.js';
 import { certificatesOf } from '../../src/identity/x509.js';
 import { NodeTopology } from '../../src/topology/node.js';
-import { Proc, type Line } from '../../src/topology/proc.js';
+import type { Line, Proc } from '../../src/topology/proc.js';
 import { runCli } from '../helpers/cli.js';
 import { inPodNetns } from '../helpers/pods.js';
 import { CLI, PEER } from '../helpers/mesh.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
+import { closeKubeNode, startKubeAgent } from '../helpers/kube-node.js';
 import { slow } from '../helpers/slow.js';
 
 const F = '10.206.0.11';
@@ -56,19 +57,13 @@ privileged('mTLS and authorization from the cluster (agent --kubernetes)', () =>
       sidecars[p] = node.spawnNode(p, CLI, ['sidecar', '--config', join(dir, 'empty.yaml'), '--instance', instance, '--id', p, '--run-dir', join(dir, `run-${p}`), '--metrics-listen', ''], `sidecar ${p}`);
     }
     await Promise.all([app, ...Object.values(sidecars)].map((p) => p.waitFor((l) => l.event === 'ready', slow(30_000))));
-    agent = new Proc('agent', process.execPath, [CLI, 'agent', '--kubernetes', '--node', 'node-1', '--kubeconfig', join(dir, 'kubeconfig'),
-      '--cgroup', node.parent, '--instance', instance, '--listen', '127.0.0.1:0']);
-    await agent.waitFor((l) => l.msg === 'agent ready', slow(60_000));
+    agent = await startKubeAgent({ dir, node, instance });
     await Promise.all(Object.values(sidecars).map((s) => s.waitFor((l) => l.event === 'policy' && l.from === 'agent' && s.lines.some((x) => x.event === 'identity'), slow(30_000))));
     await new Promise((r) => setTimeout(r, 500));
   });
 
   afterAll(async () => {
-    await agent?.kill(10_000);
-    await runCli(['down', '--instance', instance]);
-    await node?.close();
-    await api.close();
-    rmSync(dir, { recursive: true, force: true });
+    await closeKubeNode({ agent, instance, node, api, dir });
   });
 
   const inOut = (cmd: string[]) => inPodNetns(node, 'out', cmd).out;

@@ -5,17 +5,17 @@
 // labels change, its endpoint moves to the other subset.
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { FakeApiServer, kubeconfigYaml } from '../../src/bench/apiserver.js';
 import { destinationRuleObject, podObject, serviceObject, sliceObject, virtualServiceObject } from '../../src/bench/k8s-objects.js';
 import { NodeTopology } from '../../src/topology/node.js';
-import { Proc, type Line } from '../../src/topology/proc.js';
-import { runCli } from '../helpers/cli.js';
+import type { Line, Proc } from '../../src/topology/proc.js';
 import { CLI, PEER } from '../helpers/mesh.js';
 import { privileged, uniqueName } from '../helpers/privileged.js';
+import { closeKubeNode, startKubeAgent } from '../helpers/kube-node.js';
 import { slow } from '../helpers/slow.js';
 
 const F = '10.207.0.11';
@@ -60,19 +60,13 @@ for (const mode of ['ebpf', 'iptables'] as const) {
       sidecar = node.spawnNode('front', CLI, ['sidecar', '--config', join(dir, 'empty.yaml'), '--instance', instance, '--id', 'front', '--run-dir', join(dir, 'run'), '--metrics-listen', ''], 'sidecar front');
       await Promise.all([...apps, sidecar].map((p) => p.waitFor((l) => l.event === 'ready', slow(30_000))));
       const env = mode === 'iptables' ? ['SOCKMESH_PROBE_FAIL=BPF_MAP_TYPE_SOCKHASH'] : [];
-      agent = new Proc('agent', 'env', [...env, process.execPath, CLI, 'agent', '--kubernetes', '--node', 'node-1', '--kubeconfig', join(dir, 'kubeconfig'),
-        '--cgroup', node.parent, '--instance', instance, '--listen', '127.0.0.1:0']);
-      await agent.waitFor((l) => l.msg === 'agent ready', slow(60_000));
+      agent = await startKubeAgent({ dir, node, instance, env });
       await sidecar.waitFor((l) => l.event === 'policy-applied' && sidecar.lines.some((x) => x.event === 'policy' && x.from === 'agent'), slow(30_000));
       await new Promise((r) => setTimeout(r, 500));
     });
 
     afterAll(async () => {
-      await agent?.kill(10_000);
-      await runCli(['down', '--instance', instance]);
-      await node?.close();
-      await api.close();
-      rmSync(dir, { recursive: true, force: true });
+      await closeKubeNode({ agent, instance, node, api, dir });
     });
 
     async function load(count: number, header?: string): Promise<Line> {

@@ -74,7 +74,8 @@ function match(c: Checker, path: string, raw: unknown): HttpMatch | undefined {
   if (o.port !== undefined) m.port = c.port(join(path, 'port'), o.port);
   if (o.headers !== undefined) {
     const h = c.object(join(path, 'headers'), o.headers, Object.keys(typeof o.headers === 'object' && o.headers !== null ? o.headers : {})) ?? {};
-    const out: Record<string, StringMatch> = {};
+    // Header names are the user's: keys of a null-prototype object.
+    const out: Record<string, StringMatch> = Object.create(null) as Record<string, StringMatch>;
     for (const [name, v] of Object.entries(h)) {
       const lower = name.toLowerCase();
       if (!HEADER_RE.test(lower)) c.fail(join(path, 'headers', name), 'is not an HTTP header name');
@@ -95,7 +96,7 @@ function headerOps(c: Checker, path: string, raw: unknown): HeaderOps | undefine
   for (const k of ['set', 'add'] as const) {
     if (o[k] === undefined) continue;
     const m = c.object(join(path, k), o[k], Object.keys(typeof o[k] === 'object' && o[k] !== null ? o[k] as object : {})) ?? {};
-    const out: Record<string, string> = {};
+    const out: Record<string, string> = Object.create(null) as Record<string, string>;
     for (const [name, v] of Object.entries(m)) {
       if (!HEADER_RE.test(name.toLowerCase())) c.fail(join(path, k, name), 'is not an HTTP header name');
       else {

@@ -6,8 +6,8 @@
 import {
   destinationRulePolicy, hostService, hostsOf, pickFor, virtualServicePolicy, type IstioObject, type KDestinationRule, type KVirtualService,
 } from '../istio-traffic.js';
-import type { ServiceConfig } from '../model.js';
-import { Checker, join, kind } from './checker.js';
+import type { ServiceConfig, ServicePolicy } from '../model.js';
+import { join, kind, type Checker } from './checker.js';
 import { policy } from './policy.js';
 
 export const NETWORKING_GROUP = 'networking.istio.io';
@@ -58,31 +58,31 @@ export function applyTrafficDocuments(c: Checker, services: ServiceConfig[], doc
   if (!docs.length) return [];
   const resolve = resolver(services);
   const notices: string[] = [];
-  const hosts = (d: TrafficDocument) => hostsOf(d.kind, d.obj).map((h) => resolve(h.slice(0, h.indexOf('.')), h.slice(h.indexOf('.') + 1))).filter((h): h is string => h !== undefined);
-  for (const d of docs) {
-    if (!hosts(d).length) notices.push(`${d.path} (${d.obj.metadata.namespace}/${d.obj.metadata.name}): names no service of this config`);
+  // The services each document names, resolved once.
+  const named = new Map(docs.map((d) => [d, hostsOf(d.kind, d.obj).map((h) => resolve(h.slice(0, h.indexOf('.')), h.slice(h.indexOf('.') + 1))).filter((h): h is string => h !== undefined)]));
+  for (const [d, hosts] of named) {
+    if (!hosts.length) notices.push(`${d.path} (${d.obj.metadata.namespace}/${d.obj.metadata.name}): names no service of this config`);
   }
   for (const [i, s] of services.entries()) {
-    const fragments: Record<string, unknown>[] = [];
+    const policies: ServicePolicy[] = [];
     for (const k of ['destinationrules', 'virtualservices'] as const) {
-      const mine = docs.filter((d) => d.kind === k && hosts(d).includes(s.name));
+      const mine = docs.filter((d) => d.kind === k && named.get(d)!.includes(s.name));
       const chosen = pickFor(s.name.includes('.') ? s.name : `${s.name}.default`, mine.map((d) => d.obj));
       const doc = mine.find((d) => d.obj === chosen);
       if (!doc) continue;
       const f = k === 'destinationrules' ? destinationRulePolicy(doc.obj as KDestinationRule) : virtualServicePolicy(doc.obj as KVirtualService, resolve, s.name);
       for (const field of f.ignored) notices.push(`${doc.path} ${field}: not enforced by sockmesh`);
       const before = c.issues.length;
-      policy(c, `${doc.path} (as services[${i}].policy)`, f.policy, s.name);
-      if (c.issues.length === before) fragments.push(f.policy);
+      const p = policy(c, `${doc.path} (as services[${i}].policy)`, f.policy, s.name);
+      if (p && c.issues.length === before) policies.push(p);
     }
-    if (!fragments.length) continue;
+    if (!policies.length) continue;
     if (s.mode === 'kernel') {
       c.fail(`services[${i}].mode`, `service "${s.name}" is in kernel mode: the DestinationRule/VirtualService naming it needs the sidecar`);
       continue;
     }
-    const merged = policy(new Checker(), '', Object.assign({}, ...fragments), s.name) ?? {};
     // A new object: the one validated from the file may be cached for the next version (ServiceCache).
-    services[i] = { ...s, policy: { ...(s.policy ?? {}), ...merged } };
+    services[i] = { ...s, policy: Object.assign({}, s.policy, ...policies) as ServicePolicy };
   }
   return notices;
 }
